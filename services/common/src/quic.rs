@@ -1,0 +1,249 @@
+//! QUIC set-up shared by every service and client: ALPNs, transport settings, endpoints,
+//! the session stream and close codes.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::BytesMut;
+use ghost_wire::{Message, WireError, code};
+use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
+
+use crate::tls;
+
+/// ALPN of a publisher's connection to ingest.
+pub const ALPN_PUBLISH: &[u8] = b"ghost-publish/1";
+/// ALPN of a relay's subscription connection to ingest.
+pub const ALPN_SUBSCRIBE: &[u8] = b"ghost-subscribe/1";
+/// ALPN of a viewer's connection to a relay.
+pub const ALPN_VIEW: &[u8] = b"ghost-view/1";
+
+/// How long a peer may stay silent before its connection is declared dead. Short, so a
+/// killed publisher ends its stream (and a crashed relay loses its viewers) within about a
+/// second. Keep-alives every [`KEEP_ALIVE`] keep healthy idle connections open.
+pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// Keep-alive interval (a quarter of the idle timeout: three may be lost).
+pub const KEEP_ALIVE: Duration = Duration::from_millis(250);
+/// How long a new connection may take to open its session stream.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Flow-control and buffer sizes of one side of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Windows {
+    /// Bytes the peer may send on one stream before we read them.
+    pub stream_receive: u32,
+    /// Bytes the peer may send on all streams before we read them.
+    pub receive: u32,
+    /// Unacknowledged bytes we buffer for the peer.
+    pub send: u64,
+    /// Unidirectional streams the peer may have open at once.
+    pub uni_streams: u32,
+}
+
+impl Windows {
+    /// Windows of a media receiver (viewer, relay as a subscriber, ingest as a receiver):
+    /// about two seconds of a 2 Mbit/s stream may wait unread. A reader that falls further
+    /// behind stops granting credit, the sender notices and skips groups.
+    pub const RECEIVER: Windows = Windows {
+        stream_receive: 512 * 1024,
+        receive: 768 * 1024,
+        send: 256 * 1024,
+        uni_streams: 64,
+    };
+
+    /// Windows of a media sender (relay, ingest).
+    pub const SENDER: Windows = Windows {
+        stream_receive: 64 * 1024,
+        receive: 128 * 1024,
+        send: 2 * 1024 * 1024,
+        uni_streams: 4,
+    };
+
+    /// Windows of a publisher's side: it sends, and receives nothing but session messages.
+    pub const PUBLISHER: Windows = Windows {
+        stream_receive: 64 * 1024,
+        receive: 128 * 1024,
+        send: 8 * 1024 * 1024,
+        uni_streams: 4,
+    };
+}
+
+/// Transport settings: short idle timeout with keep-alives, and the given windows.
+pub fn transport(windows: Windows) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    // IDLE_TIMEOUT is far below the varint maximum.
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(IDLE_TIMEOUT).ok());
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.stream_receive_window(VarInt::from_u32(windows.stream_receive));
+    t.receive_window(VarInt::from_u32(windows.receive));
+    t.send_window(windows.send);
+    t.max_concurrent_uni_streams(VarInt::from_u32(windows.uni_streams));
+    t.max_concurrent_bidi_streams(VarInt::from_u32(1));
+    t
+}
+
+/// A server endpoint on `addr` offering `alpns`.
+pub fn server(
+    addr: SocketAddr,
+    identity: &tls::Identity,
+    alpns: &[&[u8]],
+    windows: Windows,
+) -> Result<quinn::Endpoint> {
+    let crypto = tls::server_config(identity, alpns)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
+        .context("TLS config unusable for QUIC")?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(Arc::new(transport(windows)));
+    quinn::Endpoint::server(config, addr).with_context(|| format!("binding QUIC on {addr}"))
+}
+
+/// A client endpoint that trusts the stack's CA and offers `alpn`.
+pub fn client(ca: &Path, alpn: &[u8], windows: Windows) -> Result<quinn::Endpoint> {
+    let crypto = tls::client_config(ca, alpn)?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+        .context("TLS config unusable for QUIC")?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport(windows)));
+    let bind: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, 0).into();
+    let mut endpoint = quinn::Endpoint::client(bind)
+        .or_else(|_| quinn::Endpoint::client((std::net::Ipv4Addr::UNSPECIFIED, 0).into()))
+        .context("binding a UDP socket for QUIC")?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+/// Resolves `host:port` (a name or an address) to one socket address.
+pub async fn resolve(addr: &str) -> Result<SocketAddr> {
+    tokio::net::lookup_host(addr)
+        .await
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("{addr} resolves to no address"))
+}
+
+/// Closes `conn` with an application code and reason.
+pub fn close(conn: &Connection, code: u32, reason: &str) {
+    conn.close(VarInt::from_u32(code), reason.as_bytes());
+}
+
+/// How a connection ended, as seen by the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closed {
+    /// The peer closed with an application code (see [`ghost_wire::code`]).
+    ByPeer {
+        /// Close code.
+        code: u32,
+        /// Reason text.
+        reason: String,
+    },
+    /// We closed it ourselves.
+    Locally,
+    /// The peer went silent past the idle timeout, or the network failed.
+    Lost(String),
+}
+
+impl From<&ConnectionError> for Closed {
+    fn from(e: &ConnectionError) -> Closed {
+        match e {
+            ConnectionError::ApplicationClosed(c) => Closed::ByPeer {
+                code: u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX),
+                reason: String::from_utf8_lossy(&c.reason).into_owned(),
+            },
+            ConnectionError::LocallyClosed => Closed::Locally,
+            other => Closed::Lost(other.to_string()),
+        }
+    }
+}
+
+/// Errors on a session stream.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The peer sent bytes that are not a valid message.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// Reading failed (connection lost or stream reset).
+    #[error("reading the session stream: {0}")]
+    Read(#[from] quinn::ReadError),
+    /// Writing failed.
+    #[error("writing the session stream: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// The session stream could not be opened or accepted.
+    #[error("opening the session stream: {0}")]
+    Connection(#[from] ConnectionError),
+    /// The peer finished the stream in the middle of a message.
+    #[error("session stream ended inside a message")]
+    Truncated,
+    /// The peer sent a message that makes no sense at this point.
+    #[error("unexpected {0} message")]
+    Unexpected(&'static str),
+}
+
+impl SessionError {
+    /// The close code that tells the peer what went wrong.
+    pub fn code(&self) -> u32 {
+        match self {
+            SessionError::Wire(e) => e.code(),
+            _ => code::PROTOCOL,
+        }
+    }
+}
+
+/// The session stream: the first bidirectional stream of a connection.
+#[derive(Debug)]
+pub struct Session {
+    send: SendStream,
+    recv: RecvStream,
+    buf: BytesMut,
+}
+
+impl Session {
+    /// Opens the session stream (client side).
+    pub async fn open(conn: &Connection) -> Result<Session, SessionError> {
+        let (send, recv) = conn.open_bi().await?;
+        Ok(Session::new(send, recv))
+    }
+
+    /// Accepts the session stream (server side).
+    pub async fn accept(conn: &Connection) -> Result<Session, SessionError> {
+        let (send, recv) = conn.accept_bi().await?;
+        Ok(Session::new(send, recv))
+    }
+
+    fn new(send: SendStream, recv: RecvStream) -> Session {
+        Session {
+            send,
+            recv,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Writes one message.
+    pub async fn send(&mut self, msg: &Message) -> Result<(), SessionError> {
+        self.send.write_chunk(msg.to_bytes()).await?;
+        Ok(())
+    }
+
+    /// Reads the next message; `Ok(None)` when the peer finished the stream cleanly.
+    ///
+    /// Cancel safe: bytes already read stay buffered for the next call.
+    pub async fn recv(&mut self) -> Result<Option<Message>, SessionError> {
+        loop {
+            if let Some(msg) = Message::decode(&mut self.buf)? {
+                return Ok(Some(msg));
+            }
+            match self.recv.read_chunk(64 * 1024, true).await? {
+                Some(chunk) => self.buf.extend_from_slice(&chunk.bytes),
+                None if self.buf.is_empty() => return Ok(None),
+                None => return Err(SessionError::Truncated),
+            }
+        }
+    }
+
+    /// Finishes our side of the stream.
+    pub fn finish(&mut self) {
+        // Already finished or reset: nothing more to say either way.
+        let _ = self.send.finish();
+    }
+}

@@ -1,0 +1,396 @@
+//! Messages on a connection's session stream (the first bidirectional stream).
+//!
+//! Each message is `type: u8`, `length: u32` (big endian), then `length` bytes of fields.
+//! Strings are `u16` length + UTF-8, blobs `u32` length + bytes.
+//!
+//! | direction | opening message | answer |
+//! |---|---|---|
+//! | publisher → ingest | [`Message::Announce`] | [`Message::Announced`] or [`Message::Error`] |
+//! | relay → ingest | [`Message::Subscribe`] | [`Message::Init`] or [`Message::Error`] |
+//! | viewer → relay | [`Message::Join`] | [`Message::Init`] or a close code |
+//!
+//! [`Message::End`] says the stream is over: from the publisher when it stops cleanly, from
+//! ingest and relays to their subscribers when the publisher has gone.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::WireError;
+use crate::limits::{MAX_ID, MAX_INIT, MAX_MESSAGE, MAX_NAME, MAX_REASON, MAX_TICKET};
+
+const HEADER: usize = 5;
+
+/// One session-stream message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A publisher goes live under `name`, with the stream's init segment (empty for
+    /// synthetic media).
+    Announce {
+        /// Stream name chosen by the streamer.
+        name: String,
+        /// ftyp+moov, or empty.
+        init: Bytes,
+    },
+    /// Ingest confirms: the stream is live and listed under this id.
+    Announced {
+        /// The id control gave the stream.
+        stream_id: String,
+    },
+    /// A relay asks ingest for a stream.
+    Subscribe {
+        /// Stream id.
+        stream_id: String,
+    },
+    /// A viewer asks a relay for a stream.
+    Join {
+        /// Stream id.
+        stream_id: String,
+        /// Join ticket from control (may be empty where the relay checks none).
+        ticket: Bytes,
+    },
+    /// Answer to Subscribe and Join: the stream exists; groups follow on uni streams.
+    Init {
+        /// Stream id.
+        stream_id: String,
+        /// Stream name.
+        name: String,
+        /// ftyp+moov, or empty.
+        init: Bytes,
+    },
+    /// The stream is over. `last_group` is the sequence of the last group sent on this
+    /// connection (`None` when none was), so the receiver knows what is still in flight.
+    End {
+        /// Last group sequence sent, if any.
+        last_group: Option<u64>,
+    },
+    /// A refusal with a close code from [`crate::code`] and a human-readable reason.
+    Error {
+        /// Close code.
+        code: u32,
+        /// Why.
+        reason: String,
+    },
+}
+
+mod kind {
+    pub const ANNOUNCE: u8 = 1;
+    pub const ANNOUNCED: u8 = 2;
+    pub const SUBSCRIBE: u8 = 3;
+    pub const JOIN: u8 = 4;
+    pub const INIT: u8 = 5;
+    pub const END: u8 = 6;
+    pub const ERROR: u8 = 7;
+}
+
+impl Message {
+    /// Appends the encoded message to `out`.
+    ///
+    /// Fields longer than their maximum are cut to it (the encoder is used for our own
+    /// messages, whose fields are checked where they are made).
+    pub fn encode(&self, out: &mut BytesMut) {
+        let mut body = BytesMut::new();
+        let kind = match self {
+            Message::Announce { name, init } => {
+                put_str(&mut body, name, MAX_NAME);
+                put_blob(&mut body, init, MAX_INIT);
+                kind::ANNOUNCE
+            }
+            Message::Announced { stream_id } => {
+                put_str(&mut body, stream_id, MAX_ID);
+                kind::ANNOUNCED
+            }
+            Message::Subscribe { stream_id } => {
+                put_str(&mut body, stream_id, MAX_ID);
+                kind::SUBSCRIBE
+            }
+            Message::Join { stream_id, ticket } => {
+                put_str(&mut body, stream_id, MAX_ID);
+                put_blob(&mut body, ticket, MAX_TICKET);
+                kind::JOIN
+            }
+            Message::Init {
+                stream_id,
+                name,
+                init,
+            } => {
+                put_str(&mut body, stream_id, MAX_ID);
+                put_str(&mut body, name, MAX_NAME);
+                put_blob(&mut body, init, MAX_INIT);
+                kind::INIT
+            }
+            Message::End { last_group } => {
+                body.put_u64(last_group.map_or(u64::MAX, |g| g));
+                kind::END
+            }
+            Message::Error { code, reason } => {
+                body.put_u32(*code);
+                put_str(&mut body, reason, MAX_REASON);
+                kind::ERROR
+            }
+        };
+        out.reserve(HEADER + body.len());
+        out.put_u8(kind);
+        // The body is bounded by the field limits, far below u32::MAX.
+        out.put_u32(body.len() as u32);
+        out.extend_from_slice(&body);
+    }
+
+    /// The encoded message as one buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        self.encode(&mut out);
+        out.freeze()
+    }
+
+    /// Takes one complete message off the front of `buf`.
+    ///
+    /// `Ok(None)` means more bytes are needed; `buf` is then left untouched. A length beyond
+    /// [`MAX_MESSAGE`] fails as soon as the header is in, before its body is buffered.
+    pub fn decode(buf: &mut BytesMut) -> Result<Option<Message>, WireError> {
+        if buf.len() < HEADER {
+            return Ok(None);
+        }
+        let kind = buf[0];
+        if !(kind::ANNOUNCE..=kind::ERROR).contains(&kind) {
+            return Err(WireError::UnknownMessage(kind));
+        }
+        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        if len > MAX_MESSAGE {
+            return Err(WireError::TooLarge {
+                what: "message",
+                len: len as u64,
+                max: MAX_MESSAGE as u64,
+            });
+        }
+        if buf.len() < HEADER + len {
+            return Ok(None);
+        }
+        buf.advance(HEADER);
+        let mut body = buf.split_to(len).freeze();
+        let msg = Self::decode_body(kind, &mut body)?;
+        if body.has_remaining() {
+            return Err(WireError::Malformed("message with trailing bytes"));
+        }
+        Ok(Some(msg))
+    }
+
+    fn decode_body(kind: u8, body: &mut Bytes) -> Result<Message, WireError> {
+        Ok(match kind {
+            kind::ANNOUNCE => Message::Announce {
+                name: get_str(body, "stream name", MAX_NAME)?,
+                init: get_blob(body, "init segment", MAX_INIT)?,
+            },
+            kind::ANNOUNCED => Message::Announced {
+                stream_id: get_str(body, "stream id", MAX_ID)?,
+            },
+            kind::SUBSCRIBE => Message::Subscribe {
+                stream_id: get_str(body, "stream id", MAX_ID)?,
+            },
+            kind::JOIN => Message::Join {
+                stream_id: get_str(body, "stream id", MAX_ID)?,
+                ticket: get_blob(body, "ticket", MAX_TICKET)?,
+            },
+            kind::INIT => Message::Init {
+                stream_id: get_str(body, "stream id", MAX_ID)?,
+                name: get_str(body, "stream name", MAX_NAME)?,
+                init: get_blob(body, "init segment", MAX_INIT)?,
+            },
+            kind::END => {
+                if body.remaining() < 8 {
+                    return Err(WireError::Malformed("end message"));
+                }
+                let last = body.get_u64();
+                Message::End {
+                    last_group: (last != u64::MAX).then_some(last),
+                }
+            }
+            kind::ERROR => {
+                if body.remaining() < 4 {
+                    return Err(WireError::Malformed("error message"));
+                }
+                Message::Error {
+                    code: body.get_u32(),
+                    reason: get_str(body, "reason", MAX_REASON)?,
+                }
+            }
+            other => return Err(WireError::UnknownMessage(other)),
+        })
+    }
+}
+
+fn put_str(out: &mut BytesMut, s: &str, max: usize) {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.put_u16(end as u16);
+    out.extend_from_slice(&s.as_bytes()[..end]);
+}
+
+fn put_blob(out: &mut BytesMut, b: &[u8], max: usize) {
+    let end = b.len().min(max);
+    out.put_u32(end as u32);
+    out.extend_from_slice(&b[..end]);
+}
+
+fn get_str(body: &mut Bytes, what: &'static str, max: usize) -> Result<String, WireError> {
+    if body.remaining() < 2 {
+        return Err(WireError::Malformed(what));
+    }
+    let len = body.get_u16() as usize;
+    let raw = take(body, len, what, max)?;
+    String::from_utf8(raw.to_vec()).map_err(|_| WireError::BadUtf8(what))
+}
+
+fn get_blob(body: &mut Bytes, what: &'static str, max: usize) -> Result<Bytes, WireError> {
+    if body.remaining() < 4 {
+        return Err(WireError::Malformed(what));
+    }
+    let len = body.get_u32() as usize;
+    take(body, len, what, max)
+}
+
+fn take(body: &mut Bytes, len: usize, what: &'static str, max: usize) -> Result<Bytes, WireError> {
+    if len > max {
+        return Err(WireError::TooLarge {
+            what,
+            len: len as u64,
+            max: max as u64,
+        });
+    }
+    if body.remaining() < len {
+        return Err(WireError::Malformed(what));
+    }
+    Ok(body.split_to(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<Message> {
+        vec![
+            Message::Announce {
+                name: "cats".into(),
+                init: Bytes::from_static(b"ftypmoov"),
+            },
+            Message::Announced {
+                stream_id: "abc".into(),
+            },
+            Message::Subscribe {
+                stream_id: "abc".into(),
+            },
+            Message::Join {
+                stream_id: "abc".into(),
+                ticket: Bytes::from_static(&[1, 2, 3]),
+            },
+            Message::Init {
+                stream_id: "abc".into(),
+                name: "cats".into(),
+                init: Bytes::new(),
+            },
+            Message::End {
+                last_group: Some(7),
+            },
+            Message::End { last_group: None },
+            Message::Error {
+                code: crate::code::CAPACITY,
+                reason: "full".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn round_trip_whole_and_byte_by_byte() {
+        let mut wire = BytesMut::new();
+        for m in all() {
+            m.encode(&mut wire);
+        }
+        let whole = wire.clone();
+        let mut out = Vec::new();
+        while let Some(m) = Message::decode(&mut wire).expect("valid") {
+            out.push(m);
+        }
+        assert_eq!(out, all());
+        assert!(wire.is_empty());
+
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for b in whole.iter() {
+            buf.put_u8(*b);
+            while let Some(m) = Message::decode(&mut buf).expect("valid") {
+                out.push(m);
+            }
+        }
+        assert_eq!(out, all());
+    }
+
+    #[test]
+    fn oversized_length_fails_before_body_arrives() {
+        let mut buf = BytesMut::from(&[kind::ANNOUNCE, 0xff, 0xff, 0xff, 0xff][..]);
+        let err = Message::decode(&mut buf).expect_err("too large");
+        assert!(matches!(err, WireError::TooLarge { what: "message", .. }));
+        assert_eq!(err.code(), crate::code::TOO_LARGE);
+    }
+
+    #[test]
+    fn oversized_field_is_refused() {
+        let mut body = BytesMut::new();
+        body.put_u16(MAX_NAME as u16 + 1);
+        body.extend_from_slice(&vec![b'a'; MAX_NAME + 1]);
+        body.put_u32(0);
+        let mut buf = BytesMut::new();
+        buf.put_u8(kind::ANNOUNCE);
+        buf.put_u32(body.len() as u32);
+        buf.extend_from_slice(&body);
+        assert!(matches!(
+            Message::decode(&mut buf),
+            Err(WireError::TooLarge {
+                what: "stream name",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert_eq!(
+            Message::decode(&mut BytesMut::from(&b"GET / HTTP/1.1\r\n"[..])),
+            Err(WireError::UnknownMessage(b'G'))
+        );
+        // A field length pointing past the body.
+        let mut buf = BytesMut::from(&[kind::SUBSCRIBE, 0, 0, 0, 2, 0, 9][..]);
+        assert_eq!(
+            Message::decode(&mut buf),
+            Err(WireError::Malformed("stream id"))
+        );
+        // Invalid UTF-8.
+        let mut buf = BytesMut::from(&[kind::SUBSCRIBE, 0, 0, 0, 3, 0, 1, 0xff][..]);
+        assert_eq!(
+            Message::decode(&mut buf),
+            Err(WireError::BadUtf8("stream id"))
+        );
+        // Trailing bytes.
+        let mut buf = BytesMut::from(&[kind::SUBSCRIBE, 0, 0, 0, 3, 0, 0, 0][..]);
+        assert!(Message::decode(&mut buf).is_err());
+    }
+
+    #[test]
+    fn every_prefix_and_mutation_is_handled() {
+        let mut wire = BytesMut::new();
+        for m in all() {
+            m.encode(&mut wire);
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut bytes = wire.to_vec();
+            let at = (seed as usize) % bytes.len();
+            bytes[at] = (seed >> 32) as u8;
+            bytes.truncate(((seed >> 16) as usize) % (bytes.len() + 1));
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = Message::decode(&mut buf) {}
+        }
+    }
+}
