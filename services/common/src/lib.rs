@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod clock;
 pub mod fanout;
 pub mod ops;

@@ -1,0 +1,424 @@
+//! Ghost Stream's control plane (gRPC, tonic): creates, ends and lists streams, keeps the
+//! relay directory and places viewers on relays. In memory only; it never touches media.
+//!
+//! The data plane never waits for control: relays check join tickets themselves, and streams
+//! keep flowing while control is down. A restarted control rebuilds its directory from the
+//! next heartbeats of ingest and relays (see [`directory`]).
+
+#![forbid(unsafe_code)]
+
+pub mod directory;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ghost_common::{clock, ops, telemetry::LogFormat};
+use ghost_proto::control as pb;
+use ghost_proto::control::control_server::{Control, ControlServer};
+use ghost_proto::supervisor as sup;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use directory::{Directory, Refusal, Timeouts};
+
+/// Largest gRPC message control accepts.
+const MAX_GRPC_MESSAGE: usize = 256 * 1024;
+
+/// Control's configuration. Every flag is also an environment variable.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "ghost-control", version, about = "Ghost Stream control plane")]
+pub struct Config {
+    /// gRPC listen address. Internal: keep it off public addresses.
+    #[arg(long, env = "GHOST_CONTROL_LISTEN", default_value = "127.0.0.1:7000")]
+    pub listen: SocketAddr,
+    /// Ops listener (/health, /metrics).
+    #[arg(long, env = "GHOST_CONTROL_OPS", default_value = "127.0.0.1:9100")]
+    pub ops_listen: SocketAddr,
+    /// File holding the key that signs join tickets (shared with relays). Without it, tickets
+    /// are empty and relays must run without a key too.
+    #[arg(long, env = "GHOST_TICKET_KEY_FILE")]
+    pub ticket_key_file: Option<PathBuf>,
+    /// How long a join ticket stays valid.
+    #[arg(long, env = "GHOST_TICKET_TTL", default_value = "10s")]
+    pub ticket_ttl: humantime::Duration,
+    /// Heartbeat interval asked of ingest and relays.
+    #[arg(long, env = "GHOST_HEARTBEAT_INTERVAL", default_value = "500ms")]
+    pub heartbeat_interval: humantime::Duration,
+    /// A relay silent this long gets no more viewers.
+    #[arg(long, env = "GHOST_RELAY_TIMEOUT", default_value = "1500ms")]
+    pub relay_timeout: humantime::Duration,
+    /// An ingest silent this long is gone, with its streams.
+    #[arg(long, env = "GHOST_INGEST_TIMEOUT", default_value = "3s")]
+    pub ingest_timeout: humantime::Duration,
+    /// Supervisor gRPC endpoint (http://host:port) to ask for relays when viewers are refused.
+    #[arg(long, env = "GHOST_SUPERVISOR")]
+    pub supervisor: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "GHOST_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Metrics {
+    streams: Gauge,
+    relays: Gauge,
+    joins: Counter,
+    rejections: Counter,
+    capacity_requests: Counter,
+}
+
+impl Metrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register("streams", "Live streams", self.streams.clone());
+        registry.register("relays", "Relays in the directory", self.relays.clone());
+        registry.register("joins", "Viewers placed on a relay", self.joins.clone());
+        registry.register(
+            "rejections",
+            "Viewers refused because no relay had room",
+            self.rejections.clone(),
+        );
+        registry.register(
+            "capacity_requests",
+            "Requests for relays sent to the supervisor",
+            self.capacity_requests.clone(),
+        );
+    }
+}
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    dir: Arc<Mutex<Directory>>,
+    ticket_key: Option<Arc<Vec<u8>>>,
+    ticket_ttl: Duration,
+    heartbeat_ms: u32,
+    started_at_us: u64,
+    metrics: Metrics,
+    capacity: Option<tokio::sync::mpsc::Sender<String>>,
+}
+
+impl Service {
+    fn dir(&self) -> std::sync::MutexGuard<'_, Directory> {
+        // A panic while holding the lock would be a bug; the state is still usable soft state.
+        self.dir.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn refresh_gauges(&self, dir: &Directory) {
+        self.metrics.relays.set(dir.relays(Instant::now()).len() as i64);
+    }
+}
+
+/// The one place control's refusals become gRPC statuses.
+fn status(refusal: Refusal) -> Status {
+    match refusal {
+        Refusal::NotFound(s) => Status::not_found(format!("no live stream {s:?}")),
+        Refusal::NameInUse(n) => {
+            Status::already_exists(format!("a live stream is already named {n:?}"))
+        }
+        Refusal::NoCapacity(reason) => Status::resource_exhausted(reason),
+        Refusal::Invalid(reason) => Status::invalid_argument(reason),
+    }
+}
+
+fn new_stream_id() -> String {
+    let n: u64 = rand::random();
+    format!("{n:016x}")
+}
+
+#[tonic::async_trait]
+impl Control for Service {
+    async fn create_stream(
+        &self,
+        request: Request<pb::CreateStreamRequest>,
+    ) -> Result<Response<pb::CreateStreamResponse>, Status> {
+        let req = request.into_inner();
+        let mut dir = self.dir();
+        let stream = dir
+            .create_stream(
+                &req.name,
+                &req.ingest_id,
+                new_stream_id(),
+                Instant::now(),
+                clock::now_us(),
+            )
+            .map_err(status)?;
+        tracing::info!(stream = %stream.id, name = %stream.name, ingest = %req.ingest_id, "stream live");
+        self.metrics.streams.set(dir.list(Instant::now()).len() as i64);
+        Ok(Response::new(pb::CreateStreamResponse {
+            stream: Some(stream),
+        }))
+    }
+
+    async fn end_stream(
+        &self,
+        request: Request<pb::EndStreamRequest>,
+    ) -> Result<Response<pb::EndStreamResponse>, Status> {
+        let req = request.into_inner();
+        let mut dir = self.dir();
+        let existed = dir.end_stream(&req.id);
+        if existed {
+            tracing::info!(stream = %req.id, "stream ended");
+        }
+        self.metrics.streams.set(dir.list(Instant::now()).len() as i64);
+        Ok(Response::new(pb::EndStreamResponse { existed }))
+    }
+
+    async fn list_streams(
+        &self,
+        _request: Request<pb::ListStreamsRequest>,
+    ) -> Result<Response<pb::ListStreamsResponse>, Status> {
+        let streams = self.dir().list(Instant::now());
+        Ok(Response::new(pb::ListStreamsResponse { streams }))
+    }
+
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let req = request.into_inner();
+        let placed = {
+            let mut dir = self.dir();
+            let placed = dir.join(&req.stream, Instant::now());
+            if let Err(Refusal::NoCapacity(reason)) = &placed {
+                self.metrics.rejections.inc();
+                tracing::warn!(stream = %req.stream, %reason, "viewer refused: no relay has room");
+                if let Some(tx) = &self.capacity {
+                    // Full queue: a request is already on its way.
+                    let _ = tx.try_send(reason.clone());
+                }
+            }
+            placed
+        }
+        .map_err(status)?;
+        self.metrics.joins.inc();
+        let ticket = match &self.ticket_key {
+            Some(key) => ghost_wire::ticket::issue(
+                key,
+                &placed.stream_id,
+                &placed.relay_id,
+                clock::now_ms() + self.ticket_ttl.as_millis() as u64,
+            )
+            .to_vec(),
+            None => Vec::new(),
+        };
+        Ok(Response::new(pb::JoinResponse {
+            stream_id: placed.stream_id,
+            relay_id: placed.relay_id,
+            relay_addr: placed.relay_addr,
+            server_name: placed.server_name,
+            cert_sha256: placed.cert_sha256,
+            ticket,
+        }))
+    }
+
+    async fn ingest_heartbeat(
+        &self,
+        request: Request<pb::IngestHeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let mut dir = self.dir();
+        dir.ingest_heartbeat(request.into_inner(), Instant::now())
+            .map_err(status)?;
+        self.metrics.streams.set(dir.list(Instant::now()).len() as i64);
+        Ok(Response::new(pb::HeartbeatResponse {
+            interval_ms: self.heartbeat_ms,
+        }))
+    }
+
+    async fn relay_heartbeat(
+        &self,
+        request: Request<pb::RelayHeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let mut dir = self.dir();
+        dir.relay_heartbeat(request.into_inner(), Instant::now())
+            .map_err(status)?;
+        self.refresh_gauges(&dir);
+        Ok(Response::new(pb::HeartbeatResponse {
+            interval_ms: self.heartbeat_ms,
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let now = Instant::now();
+        let mut dir = self.dir();
+        Ok(Response::new(pb::StatusResponse {
+            streams: dir.list(now),
+            relays: dir.relays(now),
+            joins: dir.joins,
+            rejections: dir.rejections,
+            started_at_us: self.started_at_us,
+        }))
+    }
+}
+
+/// Control with its listeners bound, ready to run.
+pub struct Server {
+    grpc: tokio::net::TcpListener,
+    ops: tokio::net::TcpListener,
+    service: Service,
+    registry: Registry,
+    supervisor: Option<(String, tokio::sync::mpsc::Receiver<String>)>,
+}
+
+impl Server {
+    /// Binds both listeners and loads the ticket key.
+    pub async fn bind(config: &Config) -> Result<Server> {
+        let ticket_key = match &config.ticket_key_file {
+            Some(path) => Some(Arc::new(
+                std::fs::read(path)
+                    .with_context(|| format!("reading the ticket key {}", path.display()))?,
+            )),
+            None => None,
+        };
+        let grpc = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding gRPC on {}", config.listen))?;
+        let ops = ops::bind(config.ops_listen).await?;
+        let (capacity, supervisor) = match &config.supervisor {
+            Some(url) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                (Some(tx), Some((url.clone(), rx)))
+            }
+            None => (None, None),
+        };
+        let metrics = Metrics::default();
+        let mut registry = Registry::with_prefix("ghost_control");
+        metrics.register(&mut registry);
+        let service = Service {
+            dir: Arc::new(Mutex::new(Directory::new(Timeouts {
+                relay: *config.relay_timeout,
+                ingest: *config.ingest_timeout,
+            }))),
+            ticket_key,
+            ticket_ttl: *config.ticket_ttl,
+            heartbeat_ms: config.heartbeat_interval.as_millis() as u32,
+            started_at_us: clock::now_us(),
+            metrics,
+            capacity,
+        };
+        Ok(Server {
+            grpc,
+            ops,
+            service,
+            registry,
+            supervisor,
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> Result<SocketAddr> {
+        ops::local(&self.grpc)
+    }
+
+    /// The bound ops address.
+    pub fn ops_addr(&self) -> Result<SocketAddr> {
+        ops::local(&self.ops)
+    }
+
+    /// Serves until `shutdown`; an error if any part fails.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.grpc);
+        let svc = ControlServer::new(self.service.clone())
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(4 * MAX_GRPC_MESSAGE);
+        let grpc = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+        let ops = ops::serve(
+            self.ops,
+            ops::routes(Arc::new(self.registry)),
+            shutdown.clone(),
+        );
+        let capacity = async {
+            match self.supervisor {
+                Some((url, rx)) => {
+                    ask_for_capacity(url, rx, self.service.dir.clone(), self.service.metrics)
+                        .await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = grpc => r.context("gRPC server failed"),
+            r = ops => r,
+            () = capacity => Ok(()),
+        }
+    }
+}
+
+/// Forwards refusals to the supervisor as capacity requests, at most one in flight; refusals
+/// that arrive meanwhile are folded into the next request.
+async fn ask_for_capacity(
+    url: String,
+    mut rx: tokio::sync::mpsc::Receiver<String>,
+    dir: Arc<Mutex<Directory>>,
+    metrics: Metrics,
+) {
+    use ghost_proto::supervisor::supervisor_client::SupervisorClient;
+    let mut client: Option<SupervisorClient<tonic::transport::Channel>> = None;
+    while let Some(reason) = rx.recv().await {
+        let mut rejected = 1;
+        while rx.try_recv().is_ok() {
+            rejected += 1;
+        }
+        let relays = dir.lock().map_or(0, |d| d.accepting_relays()) as u32;
+        if client.is_none() {
+            match tonic::transport::Endpoint::from_shared(url.clone()) {
+                Ok(ep) => {
+                    client = Some(SupervisorClient::new(
+                        ep.connect_timeout(Duration::from_secs(1))
+                            .timeout(Duration::from_secs(2))
+                            .connect_lazy(),
+                    ))
+                }
+                Err(error) => {
+                    tracing::error!(%url, %error, "bad supervisor address; capacity requests off");
+                    return;
+                }
+            }
+        }
+        let Some(c) = client.as_mut() else { continue };
+        metrics.capacity_requests.inc();
+        match c
+            .request_capacity(sup::CapacityRequest {
+                rejected_viewers: rejected,
+                relays,
+                reason,
+            })
+            .await
+        {
+            Ok(resp) => {
+                let r = resp.into_inner();
+                tracing::info!(
+                    starting = r.relays_starting,
+                    total = r.relays_total,
+                    max = r.max_relays,
+                    "supervisor answered capacity request"
+                );
+            }
+            Err(error) => tracing::warn!(%error, "capacity request failed"),
+        }
+    }
+}
+
+/// Runs control with `config` until SIGINT/SIGTERM: the whole `ghost-control` binary.
+pub async fn main(config: Config) -> Result<()> {
+    ghost_common::telemetry::init(config.log_format, "info");
+    let server = Server::bind(&config).await?;
+    let grpc = server.grpc_addr()?;
+    let ops_addr = server.ops_addr()?;
+    tracing::info!(%grpc, ops = %ops_addr, "control listening");
+    ghost_common::ready::announce(
+        "control",
+        &[("grpc", grpc.to_string()), ("ops", ops_addr.to_string())],
+    );
+    server.run(ghost_common::shutdown::on_signal()).await
+}
