@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod control;
 pub mod fanout;
 pub mod ops;
 pub mod quic;

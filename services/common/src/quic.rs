@@ -247,3 +247,61 @@ impl Session {
         let _ = self.send.finish();
     }
 }
+
+/// The ALPN a connection negotiated.
+pub fn alpn(conn: &Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+/// Accepts connections until `shutdown`, running `handle` for each in its own task under a
+/// span with the connection's id and peer. A failed handshake or a failing connection is
+/// logged and never stops the loop. On shutdown the endpoint closes with
+/// [`code::SHUTDOWN`] and waits (bounded) until its connections are gone.
+pub async fn accept_loop<F, Fut>(
+    endpoint: quinn::Endpoint,
+    shutdown: tokio_util::sync::CancellationToken,
+    handle: F,
+) where
+    F: Fn(Connection) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tracing::Instrument;
+    let handle = Arc::new(handle);
+    let tasks = tokio_util::task::TaskTracker::new();
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let peer = incoming.remote_address();
+        let handle = handle.clone();
+        tasks.spawn(async move {
+            let connecting = match incoming.accept() {
+                Ok(c) => c,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "incoming connection dropped");
+                    return;
+                }
+            };
+            let conn = match connecting.await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "handshake failed");
+                    return;
+                }
+            };
+            let span = tracing::info_span!("conn", id = conn.stable_id(), %peer);
+            handle(conn).instrument(span).await;
+        });
+    }
+    tasks.close();
+    endpoint.close(VarInt::from_u32(code::SHUTDOWN), b"server shutting down");
+    let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+}

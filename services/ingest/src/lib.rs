@@ -1,0 +1,402 @@
+//! Ghost Stream's ingest gateway.
+//!
+//! A streamer connects over QUIC (ALPN `ghost-publish/1`) and announces a stream; ingest asks
+//! control to create it and confirms. Groups then arrive one per unidirectional stream and go
+//! into the stream's [`Track`], which holds only the newest group. Relays connect (ALPN
+//! `ghost-subscribe/1`) and subscribe to a stream on their first viewer; ingest sends them
+//! the current group from its keyframe, then everything new.
+//!
+//! When the streamer closes cleanly, or its connection times out (about one second with
+//! keep-alives), the track ends: subscribers get `End`, and control is told at once.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ghost_common::fanout::{self, ReceiveError};
+use ghost_common::quic::{self, Session, Windows};
+use ghost_common::telemetry::LogFormat;
+use ghost_common::track::{Track, TrackInfo};
+use ghost_common::{ops, tls};
+use ghost_proto::control as pb;
+use ghost_wire::{Message, code};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use quinn::Connection;
+use tokio_util::sync::CancellationToken;
+
+/// Ingest's configuration. Every flag is also an environment variable.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "ghost-ingest", version, about = "Ghost Stream ingest gateway")]
+pub struct Config {
+    /// QUIC (UDP) listen address for streamers and relays.
+    #[arg(long, env = "GHOST_INGEST_LISTEN", default_value = "0.0.0.0:4433")]
+    pub listen: SocketAddr,
+    /// Address relays use to reach this ingest (defaults to the bound address).
+    #[arg(long, env = "GHOST_INGEST_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Ops listener (/health, /metrics).
+    #[arg(long, env = "GHOST_INGEST_OPS", default_value = "127.0.0.1:9101")]
+    pub ops_listen: SocketAddr,
+    /// Control's gRPC endpoint.
+    #[arg(long, env = "GHOST_CONTROL", default_value = "http://127.0.0.1:7000")]
+    pub control: String,
+    /// This gateway's id in control's directory.
+    #[arg(long, env = "GHOST_INGEST_ID", default_value = "ingest-1")]
+    pub id: String,
+    /// Directory holding the stack's TLS files (server.pem, server.key).
+    #[arg(long, env = "GHOST_TLS_DIR")]
+    pub tls_dir: PathBuf,
+    /// Streamers connected at once, at most.
+    #[arg(long, env = "GHOST_INGEST_MAX_PUBLISHERS", default_value_t = 64)]
+    pub max_publishers: usize,
+    /// Heartbeat interval to control (control may ask for another).
+    #[arg(long, env = "GHOST_HEARTBEAT_INTERVAL", default_value = "500ms")]
+    pub heartbeat_interval: humantime::Duration,
+    /// Log format: text or json.
+    #[arg(long, env = "GHOST_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Metrics {
+    publishers: Gauge,
+    subscribers: Gauge,
+    streams_started: Counter,
+    publishers_refused: Counter,
+    fanout: fanout::Metrics,
+}
+
+impl Metrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register("publishers", "Streamers connected", self.publishers.clone());
+        registry.register(
+            "subscribers",
+            "Relays subscribed to a stream",
+            self.subscribers.clone(),
+        );
+        registry.register(
+            "streams_started",
+            "Streams that went live",
+            self.streams_started.clone(),
+        );
+        registry.register(
+            "publishers_refused",
+            "Announces refused (control down, name in use, limit)",
+            self.publishers_refused.clone(),
+        );
+        self.fanout.register(registry);
+    }
+}
+
+struct State {
+    id: String,
+    streams: Mutex<HashMap<String, (Track, u64)>>,
+    control: ghost_proto::control::control_client::ControlClient<tonic::transport::Channel>,
+    publishers: Arc<tokio::sync::Semaphore>,
+    metrics: Metrics,
+}
+
+impl State {
+    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Track, u64)>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Ingest with its sockets bound, ready to run.
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    ops: tokio::net::TcpListener,
+    registry: Registry,
+    state: Arc<State>,
+    advertise: String,
+    heartbeat: Duration,
+}
+
+impl Server {
+    /// Loads the TLS identity and binds the QUIC and ops sockets.
+    pub async fn bind(config: &Config) -> Result<Server> {
+        let files = tls::Files::in_dir(&config.tls_dir);
+        let identity = tls::Identity::from_files(&files)?;
+        let endpoint = quic::server(
+            config.listen,
+            &identity,
+            &[quic::ALPN_PUBLISH, quic::ALPN_SUBSCRIBE],
+            Windows::RECEIVER,
+        )?;
+        let ops = ops::bind(config.ops_listen).await?;
+        let bound = endpoint.local_addr().context("reading the QUIC address")?;
+        let metrics = Metrics::default();
+        let mut registry = Registry::with_prefix("ghost_ingest");
+        metrics.register(&mut registry);
+        Ok(Server {
+            advertise: config.advertise.clone().unwrap_or_else(|| bound.to_string()),
+            endpoint,
+            ops,
+            registry,
+            heartbeat: *config.heartbeat_interval,
+            state: Arc::new(State {
+                id: config.id.clone(),
+                streams: Mutex::new(HashMap::new()),
+                control: ghost_common::control::client(&config.control)?,
+                publishers: Arc::new(tokio::sync::Semaphore::new(config.max_publishers)),
+                metrics,
+            }),
+        })
+    }
+
+    /// The bound QUIC address.
+    pub fn quic_addr(&self) -> Result<SocketAddr> {
+        self.endpoint.local_addr().context("reading the QUIC address")
+    }
+
+    /// The bound ops address.
+    pub fn ops_addr(&self) -> Result<SocketAddr> {
+        ops::local(&self.ops)
+    }
+
+    /// Serves until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let state = self.state.clone();
+        let accept = quic::accept_loop(self.endpoint, shutdown.clone(), move |conn| {
+            handle(state.clone(), conn)
+        });
+        let ops = ops::serve(
+            self.ops,
+            ops::routes(Arc::new(self.registry)),
+            shutdown.clone(),
+        );
+        let state = self.state.clone();
+        let advertise = self.advertise.clone();
+        let heartbeat =
+            ghost_common::control::heartbeat_loop(self.heartbeat, shutdown.clone(), move || {
+                let state = state.clone();
+                let advertise = advertise.clone();
+                async move { beat(&state, advertise).await }
+            });
+        tokio::select! {
+            () = accept => Ok(()),
+            r = ops => r,
+            () = heartbeat => Ok(()),
+        }
+    }
+}
+
+async fn beat(state: &State, addr: String) -> Result<Duration, tonic::Status> {
+    let streams = state
+        .streams()
+        .values()
+        .map(|(t, started_at_us)| pb::Stream {
+            id: t.info().id.clone(),
+            name: t.info().name.clone(),
+            started_at_us: *started_at_us,
+            viewers: 0,
+            ingest_id: state.id.clone(),
+        })
+        .collect();
+    let resp = state
+        .control
+        .clone()
+        .ingest_heartbeat(pb::IngestHeartbeatRequest {
+            ingest_id: state.id.clone(),
+            addr,
+            streams,
+        })
+        .await?;
+    Ok(Duration::from_millis(u64::from(resp.into_inner().interval_ms)))
+}
+
+async fn handle(state: Arc<State>, conn: Connection) {
+    let alpn = quic::alpn(&conn).unwrap_or_default();
+    let session = match tokio::time::timeout(quic::SESSION_TIMEOUT, Session::accept(&conn)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "no session stream");
+            quic::close(&conn, error.code(), &error.to_string());
+            return;
+        }
+        Err(_) => {
+            quic::close(&conn, code::TIMEOUT, "no session opened in time");
+            return;
+        }
+    };
+    if alpn == quic::ALPN_PUBLISH {
+        publish(state, conn, session).await;
+    } else {
+        subscribe(state, conn, session).await;
+    }
+}
+
+/// Refuses a request on the session stream, then closes with the same code.
+async fn refuse(conn: &Connection, session: &mut Session, code: u32, reason: &str) {
+    let _ = session
+        .send(&Message::Error {
+            code,
+            reason: reason.to_string(),
+        })
+        .await;
+    session.finish();
+    quic::close(conn, code, reason);
+}
+
+async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
+    let Ok(_permit) = state.publishers.clone().try_acquire_owned() else {
+        state.metrics.publishers_refused.inc();
+        refuse(&conn, &mut session, code::CAPACITY, "ingest has no room for more streamers").await;
+        return;
+    };
+    let (name, init) = match tokio::time::timeout(quic::SESSION_TIMEOUT, session.recv()).await {
+        Ok(Ok(Some(Message::Announce { name, init }))) => (name, init),
+        Ok(Ok(_)) => {
+            refuse(&conn, &mut session, code::PROTOCOL, "expected an announce").await;
+            return;
+        }
+        Ok(Err(error)) => {
+            refuse(&conn, &mut session, error.code(), &error.to_string()).await;
+            return;
+        }
+        Err(_) => {
+            refuse(&conn, &mut session, code::TIMEOUT, "no announce in time").await;
+            return;
+        }
+    };
+    let created = state
+        .control
+        .clone()
+        .create_stream(pb::CreateStreamRequest {
+            name: name.clone(),
+            ingest_id: state.id.clone(),
+        })
+        .await;
+    let stream = match created.map(|r| r.into_inner().stream) {
+        Ok(Some(stream)) => stream,
+        Ok(None) => {
+            refuse(&conn, &mut session, code::INTERNAL, "control answered no stream").await;
+            return;
+        }
+        Err(status) => {
+            state.metrics.publishers_refused.inc();
+            let (code, reason) = match status.code() {
+                tonic::Code::AlreadyExists => (code::NAME_IN_USE, status.message().to_string()),
+                tonic::Code::InvalidArgument => (code::PROTOCOL, status.message().to_string()),
+                _ => (
+                    code::UNAVAILABLE,
+                    format!(
+                        "control plane unavailable, new streams cannot start now: {}",
+                        status.message()
+                    ),
+                ),
+            };
+            tracing::warn!(%name, %reason, "announce refused");
+            refuse(&conn, &mut session, code, &reason).await;
+            return;
+        }
+    };
+    let track = Track::new(TrackInfo {
+        id: stream.id.clone(),
+        name: name.clone(),
+        init,
+    });
+    state
+        .streams()
+        .insert(stream.id.clone(), (track.clone(), stream.started_at_us));
+    state.metrics.streams_started.inc();
+    state.metrics.publishers.inc();
+    tracing::info!(stream = %stream.id, %name, "publisher live");
+
+    let received = match session
+        .send(&Message::Announced {
+            stream_id: stream.id.clone(),
+        })
+        .await
+    {
+        Ok(()) => fanout::receive_track(&conn, &mut session, &track, &state.metrics.fanout).await,
+        Err(e) => Err(e.into()),
+    };
+
+    // The stream is over, however it ended: subscribers first, then control, at once.
+    track.end();
+    state.streams().remove(&stream.id);
+    state.metrics.publishers.dec();
+    let ended = state
+        .control
+        .clone()
+        .end_stream(pb::EndStreamRequest {
+            id: stream.id.clone(),
+            ingest_id: state.id.clone(),
+        })
+        .await;
+    if let Err(status) = ended {
+        // The next heartbeat no longer lists it, so control catches up anyway.
+        tracing::warn!(stream = %stream.id, error = %status.message(), "could not tell control the stream ended");
+    }
+    match received {
+        Ok(()) => {
+            tracing::info!(stream = %stream.id, "publisher finished");
+            quic::close(&conn, code::NORMAL, "stream ended");
+        }
+        Err(ReceiveError::Lost(error)) => {
+            tracing::info!(stream = %stream.id, %error, "publisher gone");
+        }
+        Err(error) => {
+            tracing::warn!(stream = %stream.id, %error, "publisher broke the protocol");
+            quic::close(&conn, error.code().unwrap_or(code::PROTOCOL), &error.to_string());
+        }
+    }
+}
+
+async fn subscribe(state: Arc<State>, conn: Connection, mut session: Session) {
+    let stream_id = match tokio::time::timeout(quic::SESSION_TIMEOUT, session.recv()).await {
+        Ok(Ok(Some(Message::Subscribe { stream_id }))) => stream_id,
+        Ok(Ok(_)) => {
+            refuse(&conn, &mut session, code::PROTOCOL, "expected a subscribe").await;
+            return;
+        }
+        Ok(Err(error)) => {
+            refuse(&conn, &mut session, error.code(), &error.to_string()).await;
+            return;
+        }
+        Err(_) => {
+            refuse(&conn, &mut session, code::TIMEOUT, "no subscribe in time").await;
+            return;
+        }
+    };
+    let track = state.streams().get(&stream_id).map(|(t, _)| t.clone());
+    let Some(track) = track else {
+        refuse(
+            &conn,
+            &mut session,
+            code::NOT_FOUND,
+            &format!("no live stream {stream_id:?} here"),
+        )
+        .await;
+        return;
+    };
+    state.metrics.subscribers.inc();
+    tracing::info!(stream = %stream_id, "relay subscribed");
+    let served = fanout::serve(&conn, &mut session, &track, &state.metrics.fanout).await;
+    state.metrics.subscribers.dec();
+    if let Err(error) = served {
+        tracing::info!(stream = %stream_id, %error, "relay subscription ended early");
+    }
+}
+
+/// Runs ingest with `config` until SIGINT/SIGTERM: the whole `ghost-ingest` binary.
+pub async fn main(config: Config) -> Result<()> {
+    ghost_common::telemetry::init(config.log_format, "info");
+    let server = Server::bind(&config).await?;
+    let quic_addr = server.quic_addr()?;
+    let ops_addr = server.ops_addr()?;
+    tracing::info!(quic = %quic_addr, ops = %ops_addr, id = %config.id, "ingest listening");
+    ghost_common::ready::announce(
+        "ingest",
+        &[("quic", quic_addr.to_string()), ("ops", ops_addr.to_string())],
+    );
+    server.run(ghost_common::shutdown::on_signal()).await
+}
