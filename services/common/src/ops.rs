@@ -23,9 +23,14 @@ pub fn routes(registry: Arc<Registry>) -> Router {
         .with_state(registry)
 }
 
-async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+async fn metrics(State(registry): State<Arc<Registry>>) -> axum::response::Response {
+    metrics_response(&registry)
+}
+
+/// `registry` in Prometheus text, as an HTTP answer.
+pub fn metrics_response(registry: &Registry) -> axum::response::Response {
     let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &registry) {
+    match prometheus_client::encoding::text::encode(&mut body, registry) {
         Ok(()) => (
             StatusCode::OK,
             [(

@@ -1,0 +1,275 @@
+//! Ghost Stream's viewer gateway: the HTTP front door for viewers. It holds nothing of its
+//! own; every answer comes from control.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /streams` | `[{"id","name","started_at","started_at_us","viewers"}]`, newest first |
+//! | `POST /streams/{id or name}/join` | `200 {"stream_id","relay_id","relay_addr","server_name","cert_sha256","ticket"}`; `404` unknown stream; `503` with `Retry-After` when no relay has room or control is down |
+//! | `GET /health`, `GET /metrics` | liveness; Prometheus text |
+//!
+//! Errors are JSON: `{"error": "<kind>", "reason": "<text>"}`.
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ghost_common::telemetry::LogFormat;
+use ghost_proto::control as pb;
+use ghost_proto::control::control_client::ControlClient;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// The gateway's configuration. Every flag is also an environment variable.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "ghost-gateway", version, about = "Ghost Stream viewer gateway")]
+pub struct Config {
+    /// HTTP listen address.
+    #[arg(long, env = "GHOST_GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Control's gRPC endpoint.
+    #[arg(long, env = "GHOST_CONTROL", default_value = "http://127.0.0.1:7000")]
+    pub control: String,
+    /// Log format: text or json.
+    #[arg(long, env = "GHOST_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// One live stream, as viewers see it.
+#[derive(Debug, Serialize)]
+pub struct StreamView {
+    /// Stream id.
+    pub id: String,
+    /// Stream name.
+    pub name: String,
+    /// When it went live, RFC 3339.
+    pub started_at: String,
+    /// When it went live, Unix microseconds.
+    pub started_at_us: u64,
+    /// Viewers now (as of the relays' last heartbeats).
+    pub viewers: u32,
+}
+
+/// Where to watch a stream.
+#[derive(Debug, Serialize)]
+pub struct JoinView {
+    /// Stream id.
+    pub stream_id: String,
+    /// Relay id.
+    pub relay_id: String,
+    /// Relay QUIC address, host:port.
+    pub relay_addr: String,
+    /// TLS server name of the relay.
+    pub server_name: String,
+    /// SHA-256 of the relay certificate, hex.
+    pub cert_sha256: String,
+    /// Join ticket, hex, to present to the relay.
+    pub ticket: String,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Metrics {
+    joins: Counter,
+    rejections: Counter,
+    not_found: Counter,
+    control_errors: Counter,
+}
+
+#[derive(Clone)]
+struct AppState {
+    control: ControlClient<Channel>,
+    metrics: Metrics,
+}
+
+/// An error answer: status, kind and reason; `Retry-After` on 503.
+struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    reason: String,
+    retry_after: Option<u32>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(serde_json::json!({ "error": self.kind, "reason": self.reason }));
+        let mut resp = (self.status, body).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+/// The one place control's gRPC statuses become HTTP answers.
+fn api_error(status: tonic::Status, metrics: &Metrics) -> ApiError {
+    match status.code() {
+        tonic::Code::NotFound => {
+            metrics.not_found.inc();
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                kind: "not_found",
+                reason: status.message().to_string(),
+                retry_after: None,
+            }
+        }
+        tonic::Code::ResourceExhausted => {
+            metrics.rejections.inc();
+            ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                kind: "no_capacity",
+                reason: status.message().to_string(),
+                retry_after: Some(1),
+            }
+        }
+        tonic::Code::InvalidArgument => ApiError {
+            status: StatusCode::BAD_REQUEST,
+            kind: "bad_request",
+            reason: status.message().to_string(),
+            retry_after: None,
+        },
+        _ => {
+            metrics.control_errors.inc();
+            ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                kind: "control_unavailable",
+                reason: format!("control plane unavailable: {}", status.message()),
+                retry_after: Some(2),
+            }
+        }
+    }
+}
+
+/// The gateway's routes, apart from serving, so tests call them directly.
+pub fn routes(control: ControlClient<Channel>) -> Router {
+    let metrics = Metrics::default();
+    let mut registry = Registry::with_prefix("ghost_gateway");
+    registry.register("joins", "Joins answered with a relay", metrics.joins.clone());
+    registry.register(
+        "rejections",
+        "Joins refused: no relay had room",
+        metrics.rejections.clone(),
+    );
+    registry.register(
+        "not_found",
+        "Joins for an unknown stream",
+        metrics.not_found.clone(),
+    );
+    registry.register(
+        "control_errors",
+        "Requests that failed because control was unavailable",
+        metrics.control_errors.clone(),
+    );
+    let registry = Arc::new(registry);
+    Router::new()
+        .route("/streams", get(list))
+        .route("/streams/{id}/join", post(join))
+        .route("/health", get(|| async { "ok\n" }))
+        .with_state(AppState {
+            control,
+            metrics,
+        })
+        .merge(Router::new().route("/metrics", get(metrics_text)).with_state(registry))
+        .fallback(|| async {
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                kind: "no_route",
+                reason: "no such route; see GET /streams and POST /streams/{id}/join".into(),
+                retry_after: None,
+            }
+        })
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+async fn metrics_text(State(registry): State<Arc<Registry>>) -> Response {
+    ghost_common::ops::metrics_response(&registry)
+}
+
+async fn list(State(state): State<AppState>) -> Result<Json<Vec<StreamView>>, ApiError> {
+    let streams = state
+        .control
+        .clone()
+        .list_streams(pb::ListStreamsRequest {})
+        .await
+        .map_err(|s| api_error(s, &state.metrics))?
+        .into_inner()
+        .streams;
+    Ok(Json(streams.into_iter().map(stream_view).collect()))
+}
+
+fn stream_view(s: pb::Stream) -> StreamView {
+    let at = UNIX_EPOCH + Duration::from_micros(s.started_at_us);
+    StreamView {
+        id: s.id,
+        name: s.name,
+        started_at: humantime::format_rfc3339_millis(at).to_string(),
+        started_at_us: s.started_at_us,
+        viewers: s.viewers,
+    }
+}
+
+async fn join(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JoinView>, ApiError> {
+    if id.is_empty() || id.len() > 128 {
+        return Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            kind: "bad_request",
+            reason: "stream id or name must be 1 to 128 bytes".into(),
+            retry_after: None,
+        });
+    }
+    let placed = state
+        .control
+        .clone()
+        .join(pb::JoinRequest { stream: id })
+        .await
+        .map_err(|s| api_error(s, &state.metrics))?
+        .into_inner();
+    state.metrics.joins.inc();
+    Ok(Json(JoinView {
+        stream_id: placed.stream_id,
+        relay_id: placed.relay_id,
+        relay_addr: placed.relay_addr,
+        server_name: placed.server_name,
+        cert_sha256: placed.cert_sha256,
+        ticket: placed.ticket.iter().map(|b| format!("{b:02x}")).collect(),
+    }))
+}
+
+/// Runs the gateway until SIGINT/SIGTERM: the whole `ghost-gateway` binary.
+pub async fn main(config: Config) -> Result<()> {
+    ghost_common::telemetry::init(config.log_format, "info");
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(http = %addr, "viewer gateway listening");
+    ghost_common::ready::announce("gateway", &[("http", addr.to_string()), ("ops", addr.to_string())]);
+    serve(listener, &config.control, ghost_common::shutdown::on_signal()).await
+}
+
+/// Serves the gateway on a bound listener until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    control: &str,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let router = routes(ghost_common::control::client(control)?);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("HTTP server failed")
+}

@@ -1,0 +1,450 @@
+//! Ghost Stream's relay: fans streams out to viewers.
+//!
+//! A viewer connects over QUIC (ALPN `ghost-view/1`) with a join ticket from control. The
+//! relay admits at most `capacity` viewers; past it, a connection is closed at once with
+//! [`code::CAPACITY`]. A relay that does not carry the stream yet subscribes to it at ingest
+//! (pull on demand: the relay holds no state a restart would lose). Each viewer gets the
+//! init segment, the current group from its keyframe, then live groups; one that falls
+//! behind skips whole groups (see [`ghost_common::fanout`]). When the publisher goes, viewers
+//! get `End` and the connection closes with [`code::ENDED`].
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ghost_common::fanout;
+use ghost_common::quic::{self, Session, Windows};
+use ghost_common::telemetry::LogFormat;
+use ghost_common::track::{Track, TrackInfo};
+use ghost_common::{clock, ops, tls};
+use ghost_proto::control as pb;
+use ghost_wire::{Message, code};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use quinn::Connection;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+/// How long a relay keeps a stream with no viewer before dropping its subscription.
+const LINGER: Duration = Duration::from_secs(3);
+
+/// The relay's configuration. Every flag is also an environment variable.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "ghost-relay", version, about = "Ghost Stream relay")]
+pub struct Config {
+    /// QUIC (UDP) listen address for viewers.
+    #[arg(long, env = "GHOST_RELAY_LISTEN", default_value = "0.0.0.0:4500")]
+    pub listen: SocketAddr,
+    /// Address viewers use to reach this relay (defaults to the bound address).
+    #[arg(long, env = "GHOST_RELAY_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Ops listener (/health, /metrics).
+    #[arg(long, env = "GHOST_RELAY_OPS", default_value = "127.0.0.1:9200")]
+    pub ops_listen: SocketAddr,
+    /// Control's gRPC endpoint.
+    #[arg(long, env = "GHOST_CONTROL", default_value = "http://127.0.0.1:7000")]
+    pub control: String,
+    /// Ingest's QUIC address (host:port).
+    #[arg(long, env = "GHOST_INGEST", default_value = "127.0.0.1:4433")]
+    pub ingest: String,
+    /// This relay's id in control's directory.
+    #[arg(long, env = "GHOST_RELAY_ID", default_value = "relay-1")]
+    pub id: String,
+    /// Viewers admitted at once, at most.
+    #[arg(long, env = "GHOST_RELAY_CAPACITY", default_value_t = 200)]
+    pub capacity: u32,
+    /// Directory holding the stack's TLS files (server.pem, server.key, ca.pem).
+    #[arg(long, env = "GHOST_TLS_DIR")]
+    pub tls_dir: PathBuf,
+    /// File with the key control signs join tickets with. Without it, no ticket is checked.
+    #[arg(long, env = "GHOST_TICKET_KEY_FILE")]
+    pub ticket_key_file: Option<PathBuf>,
+    /// Heartbeat interval to control (control may ask for another).
+    #[arg(long, env = "GHOST_HEARTBEAT_INTERVAL", default_value = "500ms")]
+    pub heartbeat_interval: humantime::Duration,
+    /// Log format: text or json.
+    #[arg(long, env = "GHOST_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Metrics {
+    viewers: Gauge,
+    streams: Gauge,
+    rejections: Counter,
+    joins: Counter,
+    fanout: fanout::Metrics,
+}
+
+impl Metrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register("viewers", "Viewers connected", self.viewers.clone());
+        registry.register("streams", "Streams carried", self.streams.clone());
+        registry.register(
+            "rejections",
+            "Viewers refused: at capacity, bad ticket or unknown stream",
+            self.rejections.clone(),
+        );
+        registry.register("joins", "Viewers admitted", self.joins.clone());
+        self.fanout.register(registry);
+    }
+}
+
+type Slot = Arc<OnceCell<Track>>;
+
+struct State {
+    id: String,
+    capacity: u32,
+    seats: Arc<tokio::sync::Semaphore>,
+    ticket_key: Option<Vec<u8>>,
+    ingest: String,
+    upstream: quinn::Endpoint,
+    streams: Mutex<HashMap<String, Slot>>,
+    metrics: Metrics,
+    tasks: tokio_util::task::TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl State {
+    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The relay with its sockets bound, ready to run.
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    ops: tokio::net::TcpListener,
+    registry: Registry,
+    state: Arc<State>,
+    control: ghost_proto::control::control_client::ControlClient<tonic::transport::Channel>,
+    advertise: String,
+    cert_sha256: String,
+    heartbeat: Duration,
+}
+
+impl Server {
+    /// Loads TLS files and the ticket key, binds the QUIC and ops sockets.
+    pub async fn bind(config: &Config) -> Result<Server> {
+        let files = tls::Files::in_dir(&config.tls_dir);
+        let identity = tls::Identity::from_files(&files)?;
+        let endpoint = quic::server(config.listen, &identity, &[quic::ALPN_VIEW], Windows::SENDER)?;
+        let upstream = quic::client(&files.ca, quic::ALPN_SUBSCRIBE, Windows::RECEIVER)?;
+        let ops = ops::bind(config.ops_listen).await?;
+        let ticket_key = match &config.ticket_key_file {
+            Some(p) => Some(
+                std::fs::read(p).with_context(|| format!("reading the ticket key {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let bound = endpoint.local_addr().context("reading the QUIC address")?;
+        let metrics = Metrics::default();
+        let mut registry = Registry::with_prefix("ghost_relay");
+        metrics.register(&mut registry);
+        Ok(Server {
+            advertise: config.advertise.clone().unwrap_or_else(|| bound.to_string()),
+            cert_sha256: identity.leaf_sha256(),
+            endpoint,
+            ops,
+            registry,
+            control: ghost_common::control::client(&config.control)?,
+            heartbeat: *config.heartbeat_interval,
+            state: Arc::new(State {
+                id: config.id.clone(),
+                capacity: config.capacity,
+                seats: Arc::new(tokio::sync::Semaphore::new(config.capacity as usize)),
+                ticket_key,
+                ingest: config.ingest.clone(),
+                upstream,
+                streams: Mutex::new(HashMap::new()),
+                metrics,
+                tasks: tokio_util::task::TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+            }),
+        })
+    }
+
+    /// The bound QUIC address.
+    pub fn quic_addr(&self) -> Result<SocketAddr> {
+        self.endpoint.local_addr().context("reading the QUIC address")
+    }
+
+    /// The bound ops address.
+    pub fn ops_addr(&self) -> Result<SocketAddr> {
+        ops::local(&self.ops)
+    }
+
+    /// Serves until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let state = self.state.clone();
+        let accept = quic::accept_loop(self.endpoint, shutdown.clone(), move |conn| {
+            viewer(state.clone(), conn)
+        });
+        let ops = ops::serve(
+            self.ops,
+            ops::routes(Arc::new(self.registry)),
+            shutdown.clone(),
+        );
+        let report = Report {
+            state: self.state.clone(),
+            control: self.control,
+            addr: self.advertise,
+            cert_sha256: self.cert_sha256,
+        };
+        let heartbeat =
+            ghost_common::control::heartbeat_loop(self.heartbeat, shutdown.clone(), move || {
+                let report = report.clone();
+                async move { report.beat().await }
+            });
+        let result = tokio::select! {
+            () = accept => Ok(()),
+            r = ops => r,
+            () = heartbeat => Ok(()),
+        };
+        self.state.shutdown.cancel();
+        self.state.tasks.close();
+        self.state.upstream.close(0u32.into(), b"relay shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.state.tasks.wait()).await;
+        result
+    }
+}
+
+#[derive(Clone)]
+struct Report {
+    state: Arc<State>,
+    control: ghost_proto::control::control_client::ControlClient<tonic::transport::Channel>,
+    addr: String,
+    cert_sha256: String,
+}
+
+impl Report {
+    async fn beat(&self) -> Result<Duration, tonic::Status> {
+        let state = &self.state;
+        let streams: Vec<pb::StreamLoad> = state
+            .streams()
+            .iter()
+            .filter_map(|(id, slot)| {
+                slot.get().map(|t| pb::StreamLoad {
+                    stream_id: id.clone(),
+                    viewers: t.readers() as u32,
+                })
+            })
+            .collect();
+        let m = &state.metrics;
+        let req = pb::RelayHeartbeatRequest {
+            relay_id: state.id.clone(),
+            addr: self.addr.clone(),
+            server_name: tls::RELAY_NAME.to_string(),
+            cert_sha256: self.cert_sha256.clone(),
+            capacity: state.capacity,
+            viewers: m.viewers.get().max(0) as u32,
+            streams,
+            bytes_sent: m.fanout.bytes_sent.get(),
+            groups_sent: m.fanout.groups_sent.get(),
+            groups_skipped: m.fanout.groups_skipped.get(),
+            rejected: m.rejections.get(),
+            accepting: true,
+        };
+        let resp = self.control.clone().relay_heartbeat(req).await?;
+        Ok(Duration::from_millis(u64::from(resp.into_inner().interval_ms)))
+    }
+}
+
+/// Why a viewer could not join.
+struct Refusal {
+    code: u32,
+    reason: String,
+}
+
+async fn viewer(state: Arc<State>, conn: Connection) {
+    // Admission first, before any work: past capacity a viewer is refused at once.
+    let Ok(_seat) = state.seats.clone().try_acquire_owned() else {
+        state.metrics.rejections.inc();
+        quic::close(
+            &conn,
+            code::CAPACITY,
+            &format!("relay at capacity ({} viewers)", state.capacity),
+        );
+        return;
+    };
+    state.metrics.viewers.inc();
+    let outcome = serve_viewer(&state, &conn).await;
+    state.metrics.viewers.dec();
+    if let Err(refusal) = outcome {
+        state.metrics.rejections.inc();
+        tracing::info!(code = code::name(refusal.code), reason = %refusal.reason, "viewer refused");
+        quic::close(&conn, refusal.code, &refusal.reason);
+    }
+}
+
+async fn serve_viewer(state: &Arc<State>, conn: &Connection) -> Result<(), Refusal> {
+    let join = async {
+        let mut session = Session::accept(conn).await?;
+        let msg = session.recv().await?;
+        Ok::<_, quic::SessionError>((session, msg))
+    };
+    let (mut session, stream_id, ticket) =
+        match tokio::time::timeout(quic::SESSION_TIMEOUT, join).await {
+            Ok(Ok((session, Some(Message::Join { stream_id, ticket })))) => {
+                (session, stream_id, ticket)
+            }
+            Ok(Ok(_)) => return Err(refusal(code::PROTOCOL, "expected a join")),
+            Ok(Err(error)) => return Err(refusal(error.code(), &error.to_string())),
+            Err(_) => return Err(refusal(code::TIMEOUT, "no join in time")),
+        };
+    if let Some(key) = &state.ticket_key {
+        ghost_wire::ticket::verify(key, &ticket, &stream_id, &state.id, clock::now_ms())
+            .map_err(|e| refusal(code::UNAUTHORIZED, &e.to_string()))?;
+    }
+    let track = track(state, &stream_id).await?;
+    state.metrics.joins.inc();
+    tracing::info!(stream = %stream_id, "viewer joined");
+    match fanout::serve(conn, &mut session, &track, &state.metrics.fanout).await {
+        Ok(()) => tracing::info!(stream = %stream_id, "viewer told the stream ended"),
+        Err(error) => tracing::info!(stream = %stream_id, %error, "viewer left"),
+    }
+    Ok(())
+}
+
+fn refusal(code: u32, reason: &str) -> Refusal {
+    Refusal {
+        code,
+        reason: reason.to_string(),
+    }
+}
+
+/// The track of `stream_id`, subscribing at ingest on the first viewer. Concurrent first
+/// viewers share one subscription.
+async fn track(state: &Arc<State>, stream_id: &str) -> Result<Track, Refusal> {
+    let slot = state
+        .streams()
+        .entry(stream_id.to_string())
+        .or_default()
+        .clone();
+    let subscribed = slot
+        .get_or_try_init(|| subscribe(state.clone(), stream_id.to_string()))
+        .await
+        .cloned();
+    if subscribed.is_err() {
+        let mut streams = state.streams();
+        if streams
+            .get(stream_id)
+            .is_some_and(|s| Arc::ptr_eq(s, &slot) && s.get().is_none())
+        {
+            streams.remove(stream_id);
+        }
+    }
+    subscribed
+}
+
+async fn subscribe(state: Arc<State>, stream_id: String) -> Result<Track, Refusal> {
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::warn!(stream = %stream_id, error = %e, "{what}");
+        refusal(code::UNAVAILABLE, &format!("{what}: {e}"))
+    };
+    let addr = quic::resolve(&state.ingest)
+        .await
+        .map_err(|e| unavailable("cannot resolve ingest", &e))?;
+    let connecting = state
+        .upstream
+        .connect(addr, tls::INGEST_NAME)
+        .map_err(|e| unavailable("cannot reach ingest", &e))?;
+    let conn = tokio::time::timeout(quic::SESSION_TIMEOUT, connecting)
+        .await
+        .map_err(|e| unavailable("ingest did not answer", &e))?
+        .map_err(|e| unavailable("cannot reach ingest", &e))?;
+    let mut session = Session::open(&conn)
+        .await
+        .map_err(|e| unavailable("ingest session failed", &e))?;
+    let reply = async {
+        session
+            .send(&Message::Subscribe {
+                stream_id: stream_id.clone(),
+            })
+            .await?;
+        session.recv().await
+    };
+    let info = match tokio::time::timeout(quic::SESSION_TIMEOUT, reply).await {
+        Ok(Ok(Some(Message::Init {
+            stream_id: id,
+            name,
+            init,
+        }))) => TrackInfo { id, name, init },
+        Ok(Ok(Some(Message::Error { code, reason }))) => return Err(refusal(code, &reason)),
+        Ok(Ok(_)) => return Err(refusal(code::INTERNAL, "ingest sent no init")),
+        Ok(Err(e)) => return Err(unavailable("ingest session failed", &e)),
+        Err(e) => return Err(unavailable("ingest did not answer", &e)),
+    };
+    let track = Track::new(info);
+    state.metrics.streams.inc();
+    tracing::info!(stream = %stream_id, "subscribed at ingest");
+    let task_state = state.clone();
+    let task_track = track.clone();
+    state.tasks.spawn(async move {
+        carry(&task_state, conn, session, &task_track).await;
+        task_track.end();
+        let mut streams = task_state.streams();
+        if streams
+            .get(&stream_id)
+            .and_then(|s| s.get())
+            .is_some_and(|t| t.info().id == task_track.info().id)
+        {
+            streams.remove(&stream_id);
+        }
+        task_state.metrics.streams.dec();
+    });
+    Ok(track)
+}
+
+/// Receives the stream from ingest until it ends, ingest goes away, or nobody has watched
+/// for [`LINGER`].
+async fn carry(state: &State, conn: Connection, mut session: Session, track: &Track) {
+    let stream = track.info().id.clone();
+    let idle = async {
+        let mut since: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if track.readers() > 0 {
+                since = None;
+            } else if since.get_or_insert_with(tokio::time::Instant::now).elapsed() >= LINGER {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        r = fanout::receive_track(&conn, &mut session, track, &state.metrics.fanout) => match r {
+            Ok(()) => tracing::info!(%stream, "stream ended at ingest"),
+            Err(error) => {
+                tracing::warn!(%stream, %error, "lost the stream from ingest");
+                if let Some(code) = error.code() {
+                    quic::close(&conn, code, &error.to_string());
+                }
+            }
+        },
+        () = idle => {
+            tracing::info!(%stream, "no viewer left; unsubscribing");
+            quic::close(&conn, code::NORMAL, "no viewers");
+        }
+        () = state.shutdown.cancelled() => quic::close(&conn, code::SHUTDOWN, "relay shutting down"),
+    }
+}
+
+/// Runs the relay with `config` until SIGINT/SIGTERM: the whole `ghost-relay` binary.
+pub async fn main(config: Config) -> Result<()> {
+    ghost_common::telemetry::init(config.log_format, "info");
+    let server = Server::bind(&config).await?;
+    let quic_addr = server.quic_addr()?;
+    let ops_addr = server.ops_addr()?;
+    tracing::info!(quic = %quic_addr, ops = %ops_addr, id = %config.id, capacity = config.capacity, "relay listening");
+    ghost_common::ready::announce(
+        "relay",
+        &[("quic", quic_addr.to_string()), ("ops", ops_addr.to_string())],
+    );
+    server.run(ghost_common::shutdown::on_signal()).await
+}
