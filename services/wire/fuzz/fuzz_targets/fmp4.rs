@@ -42,7 +42,11 @@ fn run(stream: &[u8], chunk: usize) -> Outcome {
     if let Some(err) = &error {
         // The reader is dead: more input changes nothing, the same error comes back.
         reader.push(b"\0\0\0\x08free");
-        assert_eq!(reader.next_item().as_ref(), Err(err), "next_item after an error");
+        assert_eq!(
+            reader.next_item().as_ref(),
+            Err(err),
+            "next_item after an error"
+        );
         assert_eq!(reader.finish().as_ref(), Err(err), "finish after an error");
     }
     let finish = reader.finish();
@@ -77,7 +81,11 @@ fuzz_target!(|data: &[u8]| {
             matches!(item, Item::Init(_)),
             i == 0,
             "item {i} is {}",
-            if i == 0 { "not an Init" } else { "a second Init" }
+            if i == 0 {
+                "not an Init"
+            } else {
+                "a second Init"
+            }
         );
         let bytes = bytes_of(item);
         assert!(!bytes.is_empty(), "item {i} is empty");

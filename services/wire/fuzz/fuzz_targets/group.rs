@@ -79,11 +79,19 @@ fuzz_target!(|data: &[u8]| {
         match event {
             GroupEvent::Header(header) => {
                 assert_eq!(i, 0, "a header after the first event");
-                assert_eq!(&header.to_bytes()[..], &wire[..], "header re-encodes differently");
+                assert_eq!(
+                    &header.to_bytes()[..],
+                    &wire[..],
+                    "header re-encodes differently"
+                );
             }
             GroupEvent::Frame(frame) => {
                 assert_ne!(i, 0, "a frame before the header");
-                assert_eq!(&frame.encoded()[..], &wire[..], "encoded() is not the input bytes");
+                assert_eq!(
+                    &frame.encoded()[..],
+                    &wire[..],
+                    "encoded() is not the input bytes"
+                );
                 assert_eq!(frame.payload_len(), frame.payload().len());
                 let rebuilt =
                     Frame::new(frame.capture_us(), &frame.payload()).expect("payload within limit");

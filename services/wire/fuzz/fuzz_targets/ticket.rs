@@ -102,11 +102,17 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let (a, b) = text.split_at(cut(&text, text.len() / 2).len());
     let (a, b) = (cut(a, MAX_ID), cut(b, MAX_ID));
-    let expires = data.iter().fold(NOW_MS, |acc, &x| acc.wrapping_mul(31).wrapping_add(u64::from(x)));
+    let expires = data.iter().fold(NOW_MS, |acc, &x| {
+        acc.wrapping_mul(31).wrapping_add(u64::from(x))
+    });
     let ticket = issue(KEY, a, b, expires);
     let got = verify(KEY, &ticket, a, b, NOW_MS);
     if NOW_MS <= expires {
-        assert_eq!(got, Ok(()), "issued ticket for {a:?} on {b:?} does not verify");
+        assert_eq!(
+            got,
+            Ok(()),
+            "issued ticket for {a:?} on {b:?} does not verify"
+        );
     } else {
         assert_eq!(got, Err(TicketError::Expired(NOW_MS - expires)));
     }

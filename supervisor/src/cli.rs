@@ -1,0 +1,698 @@
+//! The `ghost` command line. Flags, JSON fields and exit codes are a stable interface.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{bench, publish, watch};
+use crate::daemon::RuntimeChoice;
+use crate::exit::{self, Exit};
+use crate::stack::{StateDir, default_state_dir};
+use crate::supervisor::{Ports, Settings};
+
+/// Ghost Stream: live streams that exist only while they are live.
+#[derive(Debug, Parser)]
+#[command(name = "ghost", version, about)]
+pub struct Cli {
+    /// The stack's state directory (certificates, keys, logs, stack.json).
+    #[arg(long, global = true, env = "GHOST_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Brings the stack up (foreground; -d to return once it is ready).
+    Up(UpArgs),
+    /// The supervisor daemon itself (what `ghost up -d` starts).
+    #[command(hide = true)]
+    Daemon(UpArgs),
+    /// Stops everything `ghost up` started.
+    Down,
+    /// Services, relays and streams.
+    Status {
+        /// JSON, as /api/status serves it.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Live streams.
+    Streams {
+        /// JSON array.
+        #[arg(long)]
+        json: bool,
+        /// Viewer gateway URL (default: the running stack's).
+        #[arg(long, env = "GHOST_GATEWAY")]
+        gateway: Option<String>,
+    },
+    /// Goes live.
+    Publish(PublishArgs),
+    /// Watches a stream.
+    Watch(WatchArgs),
+    /// Sets the number of relays.
+    Scale {
+        /// What to scale (only `relays`).
+        #[arg(value_parser = ["relays"])]
+        what: String,
+        /// How many.
+        count: u32,
+    },
+    /// Breaks things on purpose.
+    #[command(subcommand)]
+    Chaos(ChaosCmd),
+    /// Load tests against the running stack.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+/// `ghost up` flags.
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Return once the stack is ready (the supervisor keeps running in the background).
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Where services run.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub runtime: RuntimeChoice,
+    /// Relays to start.
+    #[arg(long, default_value_t = 2)]
+    pub relays: u32,
+    /// Relays at most, when scaling on demand.
+    #[arg(long, default_value_t = 8)]
+    pub max_relays: u32,
+    /// Viewers each relay admits at most.
+    #[arg(long, default_value_t = 200)]
+    pub relay_capacity: u32,
+    /// Bind ingest, relays, the gateway and the status page on all addresses (internal APIs
+    /// stay on loopback; admin actions stay loopback-only).
+    #[arg(long)]
+    pub public: bool,
+    /// Host name viewers use to reach relays (with --public).
+    #[arg(long)]
+    pub advertise_host: Option<String>,
+    /// Use ephemeral ports everywhere instead of the defaults (several stacks on one host).
+    #[arg(long)]
+    pub ephemeral_ports: bool,
+    /// Directory of the service binaries (default: beside `ghost`).
+    #[arg(long, env = "GHOST_BIN_DIR")]
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl UpArgs {
+    fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--runtime".to_string(),
+            format!("{:?}", self.runtime).to_lowercase(),
+            "--relays".into(),
+            self.relays.to_string(),
+            "--max-relays".into(),
+            self.max_relays.to_string(),
+            "--relay-capacity".into(),
+            self.relay_capacity.to_string(),
+        ];
+        if self.public {
+            a.push("--public".into());
+        }
+        if let Some(h) = &self.advertise_host {
+            a.extend(["--advertise-host".into(), h.clone()]);
+        }
+        if self.ephemeral_ports {
+            a.push("--ephemeral-ports".into());
+        }
+        if let Some(b) = &self.bin_dir {
+            a.extend(["--bin-dir".into(), b.display().to_string()]);
+        }
+        a
+    }
+}
+
+/// `ghost publish` flags.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Stream name.
+    #[arg(long)]
+    pub name: String,
+    /// Fragmented MP4 input: a file, or `-` for stdin.
+    #[arg(long, conflicts_with = "synthetic", required_unless_present = "synthetic")]
+    pub input: Option<String>,
+    /// Made-up frames instead of media.
+    #[arg(long)]
+    pub synthetic: bool,
+    /// Synthetic frames per second.
+    #[arg(long, default_value_t = 30, requires = "synthetic")]
+    pub fps: u32,
+    /// Synthetic frame size, bytes.
+    #[arg(long, default_value_t = 8000, requires = "synthetic")]
+    pub frame_size: usize,
+    /// Synthetic frames per group.
+    #[arg(long, default_value_t = 60, requires = "synthetic")]
+    pub group: u32,
+    /// Stop after this long (synthetic).
+    #[arg(long, requires = "synthetic")]
+    pub duration: Option<humantime::Duration>,
+    /// Print one JSON line `{"stream_id":..,"name":..}` once live.
+    #[arg(long)]
+    pub json: bool,
+    /// Ingest address (default: the running stack's).
+    #[arg(long, env = "GHOST_INGEST")]
+    pub ingest: Option<String>,
+}
+
+/// `ghost watch` flags.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Stream id or name.
+    pub stream: String,
+    /// Where the media goes: a file, or `-` for stdout.
+    #[arg(long)]
+    pub output: Option<String>,
+    /// Stop after this long.
+    #[arg(long)]
+    pub duration: Option<humantime::Duration>,
+    /// Print a one-line JSON summary at exit (to stderr when the media goes to stdout).
+    #[arg(long)]
+    pub json: bool,
+    /// Viewer gateway URL (default: the running stack's).
+    #[arg(long, env = "GHOST_GATEWAY")]
+    pub gateway: Option<String>,
+    /// Sleep this long after each frame: a deliberately slow reader (tests).
+    #[arg(long, hide = true)]
+    pub read_delay: Option<humantime::Duration>,
+}
+
+/// `ghost chaos` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ChaosCmd {
+    /// Kills relays with SIGKILL, as a crash would.
+    KillRelay {
+        /// Relay id (e.g. relay-2).
+        #[arg(long, conflicts_with = "random")]
+        id: Option<String>,
+        /// A random relay.
+        #[arg(long)]
+        random: bool,
+        /// How many (with --random).
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// Kills one service with SIGKILL.
+    Kill {
+        /// Service name: control, ingest, gateway, relay-N.
+        service: String,
+        /// Keep it down this long before the supervisor may restart it.
+        #[arg(long)]
+        hold: Option<humantime::Duration>,
+    },
+}
+
+/// `ghost bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Many viewers on one stream.
+    Fanout(bench::FanoutArgs),
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ghost: cannot start the async runtime: {e}");
+            return exit::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ghost: {e:#}");
+            exit::code_of(&e)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let state = StateDir::new(cli.state_dir.clone().unwrap_or_else(default_state_dir));
+    match cli.command {
+        Cmd::Up(args) if args.detach => up_detached(&state, &args).await,
+        Cmd::Up(args) => {
+            ghost_common::telemetry::init(Default::default(), "warn");
+            daemon(&state, &args, true).await
+        }
+        Cmd::Daemon(args) => {
+            ghost_common::telemetry::init(Default::default(), "info");
+            daemon(&state, &args, false).await
+        }
+        Cmd::Down => down(&state).await,
+        Cmd::Status { json } => status(&state, json).await,
+        Cmd::Streams { json, gateway } => streams(&state, json, gateway).await,
+        Cmd::Publish(args) => publish_cmd(&state, args).await,
+        Cmd::Watch(args) => watch_cmd(&state, args).await,
+        Cmd::Scale { count, .. } => {
+            let stack = state.read()?;
+            let v = post(&format!("{}/api/scale", stack.supervisor_url), serde_json::json!({"relays": count})).await?;
+            println!("relays: {}", v["relays"]);
+            Ok(exit::OK)
+        }
+        Cmd::Chaos(c) => chaos(&state, c).await,
+        Cmd::Bench(BenchCmd::Fanout(args)) => bench::fanout(&state, args).await,
+    }
+}
+
+fn settings(state: &StateDir, args: &UpArgs) -> Result<Settings> {
+    if args.relays == 0 || args.relays > args.max_relays {
+        return Err(Exit::new(
+            exit::USAGE,
+            format!(
+                "--relays must be between 1 and --max-relays ({})",
+                args.max_relays
+            ),
+        )
+        .into());
+    }
+    if args.relay_capacity == 0 {
+        return Err(Exit::new(exit::USAGE, "--relay-capacity must be at least 1").into());
+    }
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()
+            .context("locating the ghost binary")?
+            .parent()
+            .context("ghost binary has no directory")?
+            .to_path_buf(),
+    };
+    Ok(Settings {
+        state: state.clone(),
+        relays: args.relays,
+        max_relays: args.max_relays,
+        relay_capacity: args.relay_capacity,
+        public: args.public,
+        advertise_host: args.advertise_host.clone(),
+        ports: if args.ephemeral_ports {
+            Ports::EPHEMERAL
+        } else {
+            Ports::DEFAULT
+        },
+        bin_dir,
+    })
+}
+
+async fn daemon(state: &StateDir, args: &UpArgs, foreground: bool) -> Result<i32> {
+    let settings = settings(state, args)?;
+    let shutdown = ghost_common::shutdown::on_signal();
+    let progress = |line: &str| {
+        if foreground {
+            eprintln!("ghost: {line}");
+        } else {
+            tracing::info!("{line}");
+        }
+    };
+    crate::daemon::run(settings, args.runtime, shutdown, &progress).await?;
+    Ok(exit::OK)
+}
+
+async fn up_detached(state: &StateDir, args: &UpArgs) -> Result<i32> {
+    settings(state, args)?;
+    state.prepare()?;
+    if let Ok(stack) = state.read() {
+        if crate::supervisor::process::alive(stack.supervisor_pid) {
+            return Err(anyhow::anyhow!(
+                "a stack is already up (status page {}); run `ghost down` first",
+                stack.supervisor_url
+            ));
+        }
+        state.clear();
+    }
+    let log_path = state.logs().join("supervisor.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("locating the ghost binary")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--state-dir")
+        .arg(state.root())
+        .arg("daemon")
+        .args(args.to_args())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        // Its own process group: a Ctrl-C in this terminal does not reach it.
+        cmd.process_group(0);
+    }
+    let mut child = cmd.spawn().context("starting the supervisor daemon")?;
+    eprintln!("ghost: supervisor starting (log: {})", log_path.display());
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let mut last_ready = String::new();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            anyhow::bail!(
+                "the supervisor exited during start-up ({status}):\n{}",
+                tail.join("\n")
+            );
+        }
+        if let Ok(stack) = state.read() {
+            if stack.supervisor_pid == child.id() {
+                if let Ok(resp) = http
+                    .get(format!("{}/api/status", stack.supervisor_url))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                {
+                    let v: serde_json::Value = resp.json().await.unwrap_or_default();
+                    if v["ready"] == true {
+                        println!("stack up ({} runtime)", stack.runtime);
+                        println!("  viewer gateway  {}", stack.gateway_url);
+                        println!("  ingest (QUIC)   {}", stack.ingest_addr);
+                        println!("  status page     {}", stack.supervisor_url);
+                        return Ok(exit::OK);
+                    }
+                    let names: Vec<String> = v["services"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter(|s| s["healthy"] == true)
+                                .filter_map(|s| s["name"].as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let line = names.join(", ");
+                    if line != last_ready {
+                        eprintln!("ghost: healthy: {line}");
+                        last_ready = line;
+                    }
+                }
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("the stack did not become ready within 90 s; see {}", log_path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn down(state: &StateDir) -> Result<i32> {
+    let Ok(stack) = state.read() else {
+        println!("no stack running");
+        return Ok(exit::OK);
+    };
+    let http = reqwest::Client::new();
+    let asked = http
+        .post(format!("{}/api/down", stack.supervisor_url))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await;
+    if asked.is_err() && crate::supervisor::process::alive(stack.supervisor_pid) {
+        // API unreachable: ask the process itself.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(stack.supervisor_pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while crate::supervisor::process::alive(stack.supervisor_pid) {
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the supervisor (pid {}) did not stop within 20 s",
+                stack.supervisor_pid
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    state.clear();
+    println!("stack down");
+    Ok(exit::OK)
+}
+
+async fn get_json(url: &str) -> Result<serde_json::Value> {
+    let resp = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .with_context(|| format!("requesting {url}"))?;
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.context("reading the answer")?;
+    if !status.is_success() {
+        anyhow::bail!("{url} answered {status}: {}", v["reason"].as_str().unwrap_or(""));
+    }
+    Ok(v)
+}
+
+async fn post(url: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .with_context(|| format!("requesting {url}"))?;
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.context("reading the answer")?;
+    if !status.is_success() {
+        return Err(Exit::new(
+            if status.as_u16() == 400 { exit::USAGE } else { exit::FAILURE },
+            format!("{}", v["reason"].as_str().unwrap_or("request failed")),
+        )
+        .into());
+    }
+    Ok(v)
+}
+
+async fn status(state: &StateDir, json: bool) -> Result<i32> {
+    let stack = state.read()?;
+    let v = get_json(&format!("{}/api/status", stack.supervisor_url)).await?;
+    if json {
+        println!("{v}");
+        return Ok(exit::OK);
+    }
+    println!(
+        "runtime {}  ready {}  relays {}/{}  capacity {}/relay",
+        v["runtime"].as_str().unwrap_or("?"),
+        v["ready"],
+        v["relays_wanted"],
+        v["max_relays"],
+        v["relay_capacity"]
+    );
+    println!("\nSERVICE      STATE       HEALTH   RESTARTS  PID");
+    for s in v["services"].as_array().into_iter().flatten() {
+        println!(
+            "{:<12} {:<11} {:<8} {:<9} {}",
+            s["name"].as_str().unwrap_or(""),
+            s["state"].as_str().unwrap_or(""),
+            if s["healthy"] == true { "ok" } else { "down" },
+            s["restarts"],
+            s["instance"]["pid"]
+        );
+    }
+    println!("\nRELAY        ADDRESS                VIEWERS  CAPACITY  SENT");
+    for r in v["relays"].as_array().into_iter().flatten() {
+        println!(
+            "{:<12} {:<22} {:<8} {:<9} {:.1} MB",
+            r["id"].as_str().unwrap_or(""),
+            r["addr"].as_str().unwrap_or(""),
+            r["viewers"],
+            r["capacity"],
+            r["bytes_sent"].as_f64().unwrap_or(0.0) / 1e6
+        );
+    }
+    println!("\nSTREAM            NAME                 VIEWERS");
+    for s in v["streams"].as_array().into_iter().flatten() {
+        println!(
+            "{:<17} {:<20} {}",
+            s["id"].as_str().unwrap_or(""),
+            s["name"].as_str().unwrap_or(""),
+            s["viewers"]
+        );
+    }
+    if let Some(e) = v["control_error"].as_str() {
+        println!("\ncontrol: {e}");
+    }
+    Ok(exit::OK)
+}
+
+fn gateway_url(state: &StateDir, flag: Option<String>) -> Result<String> {
+    match flag {
+        Some(g) => Ok(g),
+        None => Ok(state.read()?.gateway_url),
+    }
+}
+
+async fn streams(state: &StateDir, json: bool, gateway: Option<String>) -> Result<i32> {
+    let gateway = gateway_url(state, gateway)?;
+    let v = get_json(&format!("{}/streams", gateway.trim_end_matches('/'))).await?;
+    if json {
+        println!("{v}");
+        return Ok(exit::OK);
+    }
+    println!("{:<17} {:<24} {:<26} VIEWERS", "ID", "NAME", "STARTED_AT");
+    for s in v.as_array().into_iter().flatten() {
+        println!(
+            "{:<17} {:<24} {:<26} {}",
+            s["id"].as_str().unwrap_or(""),
+            s["name"].as_str().unwrap_or(""),
+            s["started_at"].as_str().unwrap_or(""),
+            s["viewers"]
+        );
+    }
+    Ok(exit::OK)
+}
+
+async fn publish_cmd(state: &StateDir, args: PublishArgs) -> Result<i32> {
+    let ingest = match args.ingest {
+        Some(i) => i,
+        None => state.read()?.ingest_addr,
+    };
+    let source = if args.synthetic {
+        publish::Source::Synthetic {
+            fps: args.fps,
+            frame_size: args.frame_size,
+            group: args.group,
+            duration: args.duration.map(Into::into),
+        }
+    } else {
+        match args.input.as_deref() {
+            Some("-") | None => publish::Source::Fmp4(Box::new(tokio::io::stdin())),
+            Some(path) => publish::Source::Fmp4(Box::new(
+                tokio::fs::File::open(path)
+                    .await
+                    .with_context(|| format!("opening {path}"))?,
+            )),
+        }
+    };
+    let stop = ghost_common::shutdown::on_signal();
+    let json = args.json;
+    let name = args.name.clone();
+    let report = publish::publish(
+        publish::Options {
+            ingest,
+            ca: state.ca(),
+            name: args.name,
+            source,
+        },
+        stop,
+        |id| {
+            if json {
+                println!("{}", serde_json::json!({"stream_id": id, "name": name}));
+            } else {
+                println!("live: {id} ({name})");
+            }
+        },
+    )
+    .await?;
+    eprintln!(
+        "ghost: stream {} ended: {} frames in {} groups",
+        report.stream_id, report.frames, report.groups
+    );
+    Ok(exit::OK)
+}
+
+async fn watch_cmd(state: &StateDir, args: WatchArgs) -> Result<i32> {
+    let gateway = gateway_url(state, args.gateway)?;
+    let to_stdout = args.output.as_deref() == Some("-");
+    let output: Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>> = match args.output.as_deref()
+    {
+        None => None,
+        Some("-") => Some(Box::new(tokio::io::stdout())),
+        Some(path) => Some(Box::new(
+            tokio::fs::File::create(path)
+                .await
+                .with_context(|| format!("creating {path}"))?,
+        )),
+    };
+    let stop = ghost_common::shutdown::on_signal();
+    let result = watch::watch(
+        watch::Options {
+            gateway,
+            stream: args.stream,
+            ca: state.ca(),
+            duration: args.duration.map(Into::into),
+            read_delay: args.read_delay.map(Into::into),
+            output,
+            endpoint: None,
+            http: reqwest::Client::new(),
+        },
+        stop,
+    )
+    .await;
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            if args.json {
+                let code = exit::code_of(&e);
+                let reason = match code {
+                    exit::REJECTED => "rejected",
+                    exit::NOT_FOUND => "not_found",
+                    exit::LOST => "relay_lost",
+                    _ => "error",
+                };
+                let line = serde_json::json!({"end_reason": reason, "error": format!("{e:#}"), "frames": 0});
+                if to_stdout {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
+                }
+            }
+            return Err(e);
+        }
+    };
+    let line = serde_json::to_string(&summary)?;
+    if args.json {
+        if to_stdout {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    } else {
+        eprintln!(
+            "ghost: {} frames, {} groups, {} skipped, latency p50 {:.1} ms p99 {:.1} ms; {:?}",
+            summary.frames,
+            summary.groups,
+            summary.skipped_groups,
+            summary.latency_ms.p50,
+            summary.latency_ms.p99,
+            summary.end_reason
+        );
+    }
+    Ok(summary.end_reason.exit_code())
+}
+
+async fn chaos(state: &StateDir, cmd: ChaosCmd) -> Result<i32> {
+    let stack = state.read()?;
+    let url = format!("{}/api/kill", stack.supervisor_url);
+    let targets: Vec<(String, Option<u64>)> = match cmd {
+        ChaosCmd::KillRelay { id: Some(id), .. } => vec![(id, None)],
+        ChaosCmd::KillRelay { count, .. } => {
+            (0..count.max(1)).map(|_| ("relay:random".to_string(), None)).collect()
+        }
+        ChaosCmd::Kill { service, hold } => {
+            vec![(service, hold.map(|h| Duration::from(h).as_millis() as u64))]
+        }
+    };
+    for (target, hold_ms) in targets {
+        let v = post(&url, serde_json::json!({"target": target, "hold_ms": hold_ms})).await?;
+        let at = v["at_ms"].as_u64().unwrap_or(0);
+        let when = humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + Duration::from_millis(at),
+        );
+        for k in v["killed"].as_array().into_iter().flatten() {
+            println!("killed {} at {when}", k.as_str().unwrap_or("?"));
+        }
+    }
+    let _ = CancellationToken::new();
+    Ok(exit::OK)
+}

@@ -1,0 +1,248 @@
+//! `ghost bench fanout`: many viewers on one stream, in this one process, against the
+//! running stack. Prints delivery, delay and the relays' CPU and memory per delivered GB.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::{publish, watch};
+use crate::exit;
+use crate::stack::StateDir;
+
+/// Viewers per shared QUIC endpoint (one UDP socket and driver task each).
+const VIEWERS_PER_ENDPOINT: usize = 25;
+
+/// `ghost bench fanout` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FanoutArgs {
+    /// Normal viewers, each on its own QUIC connection.
+    #[arg(long)]
+    pub viewers: usize,
+    /// Watch this stream (id or name) instead of publishing a synthetic one.
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Extra viewers that read at a tenth of the rate.
+    #[arg(long, default_value_t = 0)]
+    pub slow_viewers: usize,
+    /// Frames per second of the synthetic stream.
+    #[arg(long, default_value_t = 30)]
+    pub fps: u32,
+    /// Bytes per frame.
+    #[arg(long, default_value_t = 8000)]
+    pub frame_size: usize,
+    /// Frames per group.
+    #[arg(long, default_value_t = 60)]
+    pub group: u32,
+    /// Measurement time, after the ramp.
+    #[arg(long, default_value = "60s")]
+    pub duration: humantime::Duration,
+    /// Time over which viewers join.
+    #[arg(long, default_value = "10s")]
+    pub ramp: humantime::Duration,
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `ghost bench fanout --json`.
+#[derive(Debug, Serialize)]
+pub struct FanoutReport {
+    /// Normal viewers asked for.
+    pub viewers: usize,
+    /// Viewers admitted (normal and slow).
+    pub admitted: usize,
+    /// Viewers refused for capacity.
+    pub rejected: usize,
+    /// Frames the normal viewers got, over frames they should have got.
+    pub delivered_ratio: f64,
+    /// Groups skipped, normal viewers.
+    pub skipped_groups: u64,
+    /// Groups skipped, slow viewers.
+    pub slow_skipped_groups: u64,
+    /// Delay of the normal viewers.
+    pub latency_ms: watch::Latency,
+    /// Media delivered to all viewers, Mbit/s.
+    pub egress_mbps: f64,
+    /// Relay CPU seconds during the run, all relays.
+    pub relay_cpu_s: f64,
+    /// Relay CPU seconds per GB delivered.
+    pub relay_cpu_s_per_gb: f64,
+    /// Relay resident memory at the end, MB, all relays.
+    pub relay_rss_mb: f64,
+    /// This process's CPU seconds.
+    pub bench_cpu_s: f64,
+    /// Cores on this machine.
+    pub cores: usize,
+}
+
+async fn relay_usage(supervisor_url: &str) -> (f64, u64) {
+    let Ok(resp) = reqwest::get(format!("{supervisor_url}/api/status")).await else {
+        return (0.0, 0);
+    };
+    let v: serde_json::Value = resp.json().await.unwrap_or_default();
+    let mut cpu = 0.0;
+    let mut rss = 0;
+    for s in v["services"].as_array().into_iter().flatten() {
+        if s["kind"] != "relay" {
+            continue;
+        }
+        if let Some(pid) = s["instance"]["pid"].as_u64() {
+            if let Some(u) = crate::supervisor::process::proc_usage(pid as u32) {
+                cpu += u.cpu_s;
+                rss += u.rss_bytes;
+            }
+        }
+    }
+    (cpu, rss)
+}
+
+/// Runs the fan-out benchmark.
+pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
+    let stack = state.read()?;
+    let stop = CancellationToken::new();
+    let ca = state.ca();
+    let total_time: Duration = *args.ramp + *args.duration;
+
+    let mut publisher = None;
+    let stream = match &args.stream {
+        Some(s) => s.clone(),
+        None => {
+            let name = format!("bench-{:08x}", rand::random::<u32>());
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let options = publish::Options {
+                ingest: stack.ingest_addr.clone(),
+                ca: ca.clone(),
+                name,
+                source: publish::Source::Synthetic {
+                    fps: args.fps,
+                    frame_size: args.frame_size,
+                    group: args.group,
+                    duration: Some(total_time + Duration::from_secs(3)),
+                },
+            };
+            let pstop = stop.clone();
+            publisher = Some(tokio::spawn(async move {
+                publish::publish(options, pstop, move |id| {
+                    let _ = tx.send(id.to_string());
+                })
+                .await
+            }));
+            rx.await.context("the benchmark's publisher did not go live")?
+        }
+    };
+    // Let the first group start so every viewer joins at a keyframe with frames flowing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (cpu0, _) = relay_usage(&stack.supervisor_url).await;
+    let bench0 = crate::supervisor::process::proc_usage(std::process::id()).unwrap_or_default();
+    let started = tokio::time::Instant::now();
+
+    let total = args.viewers + args.slow_viewers;
+    let mut endpoints = Vec::new();
+    for _ in 0..total.div_ceil(VIEWERS_PER_ENDPOINT).max(1) {
+        endpoints.push(watch::endpoint(&ca)?);
+    }
+    let http = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let ramp_step = args.ramp.as_secs_f64() / total.max(1) as f64;
+    let slow_delay = Duration::from_secs_f64(10.0 / f64::from(args.fps.max(1)));
+    for i in 0..total {
+        let slow = i >= args.viewers;
+        let join_at = started + Duration::from_secs_f64(ramp_step * i as f64);
+        let options = watch::Options {
+            gateway: stack.gateway_url.clone(),
+            stream: stream.clone(),
+            ca: ca.clone(),
+            duration: Some(total_time.saturating_sub(join_at - started)),
+            read_delay: slow.then_some(slow_delay),
+            output: None,
+            endpoint: Some(endpoints[i / VIEWERS_PER_ENDPOINT].clone()),
+            http: http.clone(),
+        };
+        let vstop = stop.clone();
+        tasks.spawn(async move {
+            tokio::time::sleep_until(join_at).await;
+            (slow, watch::watch(options, vstop).await)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(r) = r {
+            results.push(r);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (cpu1, rss) = relay_usage(&stack.supervisor_url).await;
+    let bench1 = crate::supervisor::process::proc_usage(std::process::id()).unwrap_or_default();
+    stop.cancel();
+    if let Some(p) = publisher {
+        let _ = p.await;
+    }
+
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    let (mut admitted, mut rejected) = (0, 0);
+    let (mut frames, mut expected, mut bytes, mut skipped, mut slow_skipped) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    for (slow, r) in &results {
+        match r {
+            Ok(s) => {
+                admitted += 1;
+                bytes += s.bytes;
+                if *slow {
+                    slow_skipped += s.skipped_groups;
+                } else {
+                    frames += s.frames;
+                    expected += s.frames + s.skipped_groups * u64::from(args.group);
+                    skipped += s.skipped_groups;
+                    // Percentiles of each viewer, weighted by its frames.
+                    for (q, v) in [(0.5, s.latency_ms.p50), (0.99, s.latency_ms.p99)] {
+                        let n = if q == 0.5 { s.frames / 2 } else { s.frames / 100 };
+                        let _ = hist.record_n((v * 1e3).max(1.0) as u64, n.max(1));
+                    }
+                    let _ = hist.record((s.latency_ms.max * 1e3).max(1.0) as u64);
+                }
+            }
+            Err(e) if exit::code_of(e) == exit::REJECTED => rejected += 1,
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "viewer failed"),
+        }
+    }
+    let relay_cpu = cpu1 - cpu0;
+    let gb = bytes as f64 / 1e9;
+    let report = FanoutReport {
+        viewers: args.viewers,
+        admitted,
+        rejected,
+        delivered_ratio: if expected == 0 { 0.0 } else { frames as f64 / expected as f64 },
+        skipped_groups: skipped,
+        slow_skipped_groups: slow_skipped,
+        latency_ms: watch::Latency {
+            p50: hist.value_at_quantile(0.5) as f64 / 1e3,
+            p99: hist.value_at_quantile(0.99) as f64 / 1e3,
+            max: hist.max() as f64 / 1e3,
+        },
+        egress_mbps: bytes as f64 * 8.0 / 1e6 / elapsed.max(1e-9),
+        relay_cpu_s: relay_cpu,
+        relay_cpu_s_per_gb: if gb > 0.0 { relay_cpu / gb } else { 0.0 },
+        relay_rss_mb: rss as f64 / 1e6,
+        bench_cpu_s: bench1.cpu_s - bench0.cpu_s,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("viewers           {} (+{} slow)", report.viewers, args.slow_viewers);
+        println!("admitted/rejected {}/{}", report.admitted, report.rejected);
+        println!("delivered ratio   {:.5}", report.delivered_ratio);
+        println!("skipped groups    {} (slow viewers: {})", report.skipped_groups, report.slow_skipped_groups);
+        println!(
+            "latency ms        p50 {:.1}  p99 {:.1}  max {:.1}",
+            report.latency_ms.p50, report.latency_ms.p99, report.latency_ms.max
+        );
+        println!("egress            {:.1} Mbit/s", report.egress_mbps);
+        println!("relay CPU         {:.2} s ({:.2} s per GB)", report.relay_cpu_s, report.relay_cpu_s_per_gb);
+        println!("relay RSS         {:.1} MB", report.relay_rss_mb);
+        println!("bench CPU         {:.2} s on {} cores", report.bench_cpu_s, report.cores);
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,296 @@
+//! `ghost publish`: goes live from fragmented MP4 (ffmpeg) or from a synthetic source.
+//!
+//! Frames go into a local [`Track`] and leave through the same fan-out code the servers use,
+//! so a publisher on a congested uplink skips whole groups instead of building up delay.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use ghost_common::fanout;
+use ghost_common::quic::{self, Closed, Session, Windows};
+use ghost_common::tls;
+use ghost_common::track::{GroupWriter, Track, TrackInfo};
+use ghost_wire::fmp4::{Fmp4Reader, Item};
+use ghost_wire::{Frame, Message, code};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::exit::{self, Exit};
+
+/// Where frames come from.
+pub enum Source {
+    /// Fragmented MP4 / CMAF, one moof+mdat per frame (ffmpeg's `frag_every_frame`).
+    Fmp4(Box<dyn AsyncRead + Unpin + Send>),
+    /// Made-up frames of a fixed size and rate, for load tests.
+    Synthetic {
+        /// Frames per second.
+        fps: u32,
+        /// Bytes per frame.
+        frame_size: usize,
+        /// Frames per group.
+        group: u32,
+        /// Stop after this long (runs until stopped otherwise).
+        duration: Option<Duration>,
+    },
+}
+
+/// What `ghost publish` needs.
+pub struct Options {
+    /// Ingest QUIC address.
+    pub ingest: String,
+    /// CA certificate to verify ingest with.
+    pub ca: PathBuf,
+    /// Stream name.
+    pub name: String,
+    /// Media source.
+    pub source: Source,
+}
+
+/// What happened.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// Stream id.
+    pub stream_id: String,
+    /// Frames published.
+    pub frames: u64,
+    /// Groups published.
+    pub groups: u64,
+}
+
+/// A live publication: announced, now sending.
+pub struct Live {
+    /// The id control gave the stream.
+    pub stream_id: String,
+    conn: quinn::Connection,
+    session: Session,
+    endpoint: quinn::Endpoint,
+}
+
+/// Connects to ingest and announces `name` with `init`. Returns once the stream is live.
+pub async fn announce(ingest: &str, ca: &std::path::Path, name: &str, init: Bytes) -> Result<Live> {
+    let endpoint = quic::client(ca, quic::ALPN_PUBLISH, Windows::PUBLISHER)?;
+    let addr = quic::resolve(ingest).await?;
+    let conn = tokio::time::timeout(
+        quic::SESSION_TIMEOUT,
+        endpoint
+            .connect(addr, tls::INGEST_NAME)
+            .with_context(|| format!("connecting to ingest at {ingest}"))?,
+    )
+    .await
+    .map_err(|_| Exit::new(exit::LOST, format!("ingest at {ingest} did not answer")))?
+    .map_err(|e| Exit::new(exit::LOST, format!("cannot connect to ingest at {ingest}: {e}")))?;
+    let mut session = Session::open(&conn).await?;
+    session
+        .send(&Message::Announce {
+            name: name.to_string(),
+            init,
+        })
+        .await?;
+    let reply = tokio::time::timeout(quic::SESSION_TIMEOUT, session.recv()).await;
+    match reply {
+        Ok(Ok(Some(Message::Announced { stream_id }))) => Ok(Live {
+            stream_id,
+            conn,
+            session,
+            endpoint,
+        }),
+        Ok(Ok(Some(Message::Error { code: c, reason }))) => Err(Exit::new(
+            if c == code::CAPACITY { exit::REJECTED } else { exit::FAILURE },
+            format!("ingest refused the stream ({}): {reason}", code::name(c)),
+        )
+        .into()),
+        Ok(Ok(_)) => Err(anyhow::anyhow!("ingest answered the announce with something else")),
+        Ok(Err(e)) => {
+            let why = conn
+                .close_reason()
+                .map(|c| describe(&Closed::from(&c)))
+                .unwrap_or_else(|| e.to_string());
+            Err(Exit::new(exit::LOST, format!("ingest closed the connection: {why}")).into())
+        }
+        Err(_) => Err(Exit::new(exit::LOST, "ingest did not confirm the stream in time").into()),
+    }
+}
+
+fn describe(c: &Closed) -> String {
+    match c {
+        Closed::ByPeer { code: c, reason } => format!("{} ({reason})", code::name(*c)),
+        Closed::Locally => "closed locally".into(),
+        Closed::Lost(e) => e.clone(),
+    }
+}
+
+impl Live {
+    /// Sends what `track` gets until it ends (or `stop`), then says `End` and waits, bounded,
+    /// for ingest to confirm by closing.
+    pub async fn run(mut self, track: Track) -> Result<()> {
+        let metrics = fanout::Metrics::default();
+        let last_group = fanout::send_track(&self.conn, track.subscribe(), &metrics)
+            .await
+            .map_err(|e| Exit::new(exit::LOST, format!("lost the connection to ingest: {e}")))?;
+        self.session.send(&Message::End { last_group }).await?;
+        self.session.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.conn.closed()).await;
+        self.conn.close(0u32.into(), b"done");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        Ok(())
+    }
+}
+
+/// Goes live and publishes until the source ends or `stop` fires. `on_live` is called with
+/// the stream id once the stream is listed.
+pub async fn publish(
+    options: Options,
+    stop: CancellationToken,
+    on_live: impl FnOnce(&str),
+) -> Result<Report> {
+    match options.source {
+        Source::Fmp4(mut input) => {
+            let mut reader = Fmp4Reader::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            let init = loop {
+                match reader.next_item().context("reading the input as fragmented MP4")? {
+                    Some(Item::Init(init)) => break init,
+                    Some(Item::Fragment { .. }) => unreachable_fragment()?,
+                    None => {}
+                }
+                let n = tokio::select! {
+                    n = input.read(&mut buf) => n.context("reading the input")?,
+                    () = stop.cancelled() => anyhow::bail!("stopped before the input started"),
+                };
+                if n == 0 {
+                    reader.finish().context("input ended before its init segment")?;
+                    anyhow::bail!("input ended before its init segment");
+                }
+                reader.push(&buf[..n]);
+            };
+            let live = announce(&options.ingest, &options.ca, &options.name, init.clone()).await?;
+            on_live(&live.stream_id);
+            let track = Track::new(TrackInfo {
+                id: live.stream_id.clone(),
+                name: options.name.clone(),
+                init,
+            });
+            let stream_id = live.stream_id.clone();
+            let sender = tokio::spawn(live.run(track.clone()));
+            let fed = feed_fmp4(&track, reader, input, buf, &stop).await;
+            track.end();
+            let sent = sender.await.context("publisher task failed")?;
+            let (frames, groups) = fed?;
+            sent?;
+            Ok(Report {
+                stream_id,
+                frames,
+                groups,
+            })
+        }
+        Source::Synthetic {
+            fps,
+            frame_size,
+            group,
+            duration,
+        } => {
+            let live = announce(&options.ingest, &options.ca, &options.name, Bytes::new()).await?;
+            on_live(&live.stream_id);
+            let track = Track::new(TrackInfo {
+                id: live.stream_id.clone(),
+                name: options.name.clone(),
+                init: Bytes::new(),
+            });
+            let stream_id = live.stream_id.clone();
+            let sender = tokio::spawn(live.run(track.clone()));
+            let (frames, groups) =
+                feed_synthetic(&track, fps, frame_size, group, duration, &stop).await?;
+            track.end();
+            sender.await.context("publisher task failed")??;
+            Ok(Report {
+                stream_id,
+                frames,
+                groups,
+            })
+        }
+    }
+}
+
+fn unreachable_fragment() -> Result<()> {
+    // The reader refuses fragments before the init segment; this is defence in depth.
+    anyhow::bail!("input has a fragment before its init segment")
+}
+
+async fn feed_fmp4(
+    track: &Track,
+    mut reader: Fmp4Reader,
+    mut input: Box<dyn AsyncRead + Unpin + Send>,
+    mut buf: Vec<u8>,
+    stop: &CancellationToken,
+) -> Result<(u64, u64)> {
+    let mut group: Option<GroupWriter> = None;
+    let mut sequence = 0u64;
+    let (mut frames, mut groups) = (0u64, 0u64);
+    loop {
+        while let Some(item) = reader.next_item().context("reading the input as fragmented MP4")? {
+            let Item::Fragment { data, keyframe } = item else {
+                anyhow::bail!("input has a second init segment");
+            };
+            if keyframe {
+                drop(group.take());
+                group = track.start_group(sequence);
+                sequence += 1;
+                groups += 1;
+            }
+            // Fragments before the first keyframe cannot be decoded by anyone: dropped.
+            if let Some(g) = &group {
+                g.push(Frame::new(ghost_common::clock::now_us(), &data)?);
+                frames += 1;
+            }
+        }
+        let n = tokio::select! {
+            n = input.read(&mut buf) => n.context("reading the input")?,
+            () = stop.cancelled() => return Ok((frames, groups)),
+        };
+        if n == 0 {
+            reader.finish().context("input ended inside a box")?;
+            return Ok((frames, groups));
+        }
+        reader.push(&buf[..n]);
+    }
+}
+
+async fn feed_synthetic(
+    track: &Track,
+    fps: u32,
+    frame_size: usize,
+    group_len: u32,
+    duration: Option<Duration>,
+    stop: &CancellationToken,
+) -> Result<(u64, u64)> {
+    if fps == 0 || group_len == 0 {
+        return Err(Exit::new(exit::USAGE, "--fps and --group must be at least 1").into());
+    }
+    let payload = vec![0x5a_u8; frame_size];
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let deadline = duration.map(|d| tokio::time::Instant::now() + d);
+    let mut group: Option<GroupWriter> = None;
+    let (mut frames, mut groups) = (0u64, 0u64);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => break,
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            break;
+        }
+        if frames % u64::from(group_len) == 0 {
+            drop(group.take());
+            group = track.start_group(groups);
+            groups += 1;
+        }
+        if let Some(g) = &group {
+            g.push(Frame::new(ghost_common::clock::now_us(), &payload)?);
+        }
+        frames += 1;
+    }
+    Ok((frames, groups))
+}

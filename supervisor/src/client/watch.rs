@@ -1,0 +1,455 @@
+//! `ghost watch`: joins a stream through the viewer gateway, then receives it from the relay.
+//!
+//! Groups arrive on their own streams and are written out in order: the init segment, then
+//! frames from the first group's keyframe on. A group the relay skipped (reset, or never
+//! sent) is counted and passed over; output always resumes at a keyframe.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bytes::BytesMut;
+use ghost_common::clock;
+use ghost_common::quic::{self, Closed, Session, Windows};
+use ghost_wire::{Frame, GroupDecoder, GroupEvent, Message, code};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::exit::{self, Exit};
+
+/// Where to watch, as the gateway answers `POST /streams/{id}/join`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Assignment {
+    /// Stream id.
+    pub stream_id: String,
+    /// Relay id.
+    pub relay_id: String,
+    /// Relay QUIC address.
+    pub relay_addr: String,
+    /// TLS server name of the relay.
+    pub server_name: String,
+    /// Relay certificate SHA-256.
+    pub cert_sha256: String,
+    /// Join ticket, hex.
+    pub ticket: String,
+}
+
+/// Asks the gateway for a relay. Maps 404 to exit 4 and 503 to exit 3.
+pub async fn join(http: &reqwest::Client, gateway: &str, stream: &str) -> Result<Assignment> {
+    let url = format!(
+        "{}/streams/{}/join",
+        gateway.trim_end_matches('/'),
+        urlencode(stream)
+    );
+    let resp = http
+        .post(&url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .with_context(|| format!("asking the viewer gateway at {gateway}"))?;
+    let status = resp.status();
+    if status.is_success() {
+        return resp.json().await.context("reading the gateway's answer");
+    }
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    let reason = body["reason"].as_str().unwrap_or("").to_string();
+    Err(match status.as_u16() {
+        404 => Exit::new(exit::NOT_FOUND, format!("no such stream: {stream} ({reason})")),
+        503 if body["error"] == "no_capacity" => {
+            Exit::new(exit::REJECTED, format!("rejected for capacity: {reason}"))
+        }
+        _ => Exit::new(exit::FAILURE, format!("gateway answered {status}: {reason}")),
+    }
+    .into())
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+fn unhex(s: &str) -> Result<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        anyhow::bail!("ticket is not hex");
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).context("ticket is not hex"))
+        .collect()
+}
+
+/// Why watching ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The publisher stopped; the relay said so.
+    Ended,
+    /// `--duration` elapsed (or the viewer was stopped).
+    Duration,
+    /// The relay vanished or closed for another reason.
+    RelayLost,
+    /// Refused for capacity.
+    Rejected,
+}
+
+impl EndReason {
+    /// The CLI exit code for this end.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            EndReason::Ended | EndReason::Duration => exit::OK,
+            EndReason::RelayLost => exit::LOST,
+            EndReason::Rejected => exit::REJECTED,
+        }
+    }
+}
+
+/// Delay percentiles, milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+/// The one-line summary `ghost watch --json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Stream id.
+    pub stream_id: String,
+    /// Relay that served it.
+    pub relay_id: String,
+    /// Frames received and written.
+    pub frames: u64,
+    /// Groups received (at least their first frame).
+    pub groups: u64,
+    /// Payload bytes received.
+    pub bytes: u64,
+    /// Groups the relay skipped for this viewer.
+    pub skipped_groups: u64,
+    /// Capture-to-receipt delay.
+    pub latency_ms: Latency,
+    /// Why it ended.
+    pub end_reason: EndReason,
+    /// Sequence of the first group received (the join's keyframe).
+    pub first_group: Option<u64>,
+    /// Milliseconds from the join request to the first frame.
+    pub first_frame_ms: Option<f64>,
+    /// Time from the publisher's end to ours, when it ended: how long "ended" took to arrive,
+    /// measured against the last frame's capture time.
+    pub detail: String,
+}
+
+/// What `watch` needs.
+pub struct Options {
+    /// Viewer gateway URL.
+    pub gateway: String,
+    /// Stream id or name.
+    pub stream: String,
+    /// CA certificate of the stack.
+    pub ca: PathBuf,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
+    /// Sleep this long after taking each frame: a deliberately slow reader.
+    pub read_delay: Option<Duration>,
+    /// Where the media goes (init segment, then frames), if anywhere.
+    pub output: Option<Box<dyn AsyncWrite + Unpin + Send>>,
+    /// QUIC endpoint to use (a new one when `None`); load tests share a few.
+    pub endpoint: Option<quinn::Endpoint>,
+    /// HTTP client to use.
+    pub http: reqwest::Client,
+}
+
+/// A client endpoint for viewers.
+pub fn endpoint(ca: &std::path::Path) -> Result<quinn::Endpoint> {
+    quic::client(ca, quic::ALPN_VIEW, Windows::RECEIVER)
+}
+
+enum Event {
+    Frame(u64, Frame),
+    /// The group stream ended: complete (`true`) or reset/broken (`false`).
+    Done(u64, bool),
+}
+
+/// Watches until the stream ends, `duration` elapses, `stop` fires or the relay is lost.
+pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summary> {
+    let started = tokio::time::Instant::now();
+    let assignment = join(&options.http, &options.gateway, &options.stream).await?;
+    let endpoint = match options.endpoint.take() {
+        Some(e) => e,
+        None => endpoint(&options.ca)?,
+    };
+    let addr = quic::resolve(&assignment.relay_addr).await?;
+    let conn = endpoint
+        .connect(addr, &assignment.server_name)
+        .context("connecting to the relay")?
+        .await
+        .map_err(|e| Exit::new(exit::LOST, format!("cannot connect to relay {}: {e}", assignment.relay_addr)))?;
+    let mut session = Session::open(&conn).await?;
+    session
+        .send(&Message::Join {
+            stream_id: assignment.stream_id.clone(),
+            ticket: unhex(&assignment.ticket)?.into(),
+        })
+        .await?;
+    let mut summary = Summary {
+        stream_id: assignment.stream_id.clone(),
+        relay_id: assignment.relay_id.clone(),
+        frames: 0,
+        groups: 0,
+        bytes: 0,
+        skipped_groups: 0,
+        latency_ms: Latency::default(),
+        end_reason: EndReason::Duration,
+        first_group: None,
+        first_frame_ms: None,
+        detail: String::new(),
+    };
+    let init = match tokio::time::timeout(quic::SESSION_TIMEOUT, session.recv()).await {
+        Ok(Ok(Some(Message::Init { init, .. }))) => init,
+        Ok(Ok(_)) => anyhow::bail!("the relay answered the join with something else"),
+        Ok(Err(_)) | Err(_) => {
+            let closed = conn.close_reason().map(|c| Closed::from(&c));
+            return Err(refused(closed, &assignment).into());
+        }
+    };
+    let mut output = options.output.take();
+    if let Some(out) = output.as_mut() {
+        if !init.is_empty() {
+            out.write_all(&init).await.context("writing the output")?;
+        }
+    }
+
+    let (tx, mut rx) = mpsc::channel::<Event>(64);
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
+        .context("latency histogram")?;
+    let mut pending: BTreeMap<u64, (std::collections::VecDeque<Frame>, Option<bool>)> =
+        BTreeMap::new();
+    let mut current: Option<u64> = None;
+    let mut last_done: Option<u64> = None;
+    let mut end_last: Option<Option<u64>> = None;
+    let deadline = options.duration.map(|d| started + d);
+    let sleep_until = async move {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(sleep_until);
+    let mut readers = tokio::task::JoinSet::new();
+    let mut drain_deadline: Option<tokio::time::Instant> = None;
+
+    loop {
+        // Write out what is ready, in group order.
+        loop {
+            if current.is_none() {
+                current = pending.keys().copied().find(|s| last_done.is_none_or(|l| *s > l));
+                if let (Some(c), Some(l)) = (current, last_done) {
+                    summary.skipped_groups += c.saturating_sub(l + 1);
+                }
+            }
+            let Some(cur) = current else { break };
+            let Some((frames, done)) = pending.get_mut(&cur) else {
+                break;
+            };
+            while let Some(f) = frames.pop_front() {
+                if let Some(out) = output.as_mut() {
+                    out.write_all(&f.payload()).await.context("writing the output")?;
+                }
+            }
+            match *done {
+                Some(complete) => {
+                    if !complete {
+                        summary.skipped_groups += 1;
+                    }
+                    pending.remove(&cur);
+                    last_done = Some(cur);
+                    current = None;
+                }
+                None => break,
+            }
+        }
+        // Everything before the end is in.
+        if let Some(last) = end_last {
+            let drained = readers.is_empty()
+                && pending.is_empty()
+                && last.is_none_or(|l| last_done.is_some_and(|d| d >= l));
+            if drained || drain_deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                summary.end_reason = EndReason::Ended;
+                break;
+            }
+        }
+        tokio::select! {
+            stream = conn.accept_uni() => match stream {
+                Ok(recv) => { readers.spawn(read_group(recv, tx.clone())); }
+                Err(e) => {
+                    if end_last.is_some() {
+                        summary.end_reason = EndReason::Ended;
+                    } else {
+                        summary.end_reason = reason_for(&Closed::from(&e));
+                        summary.detail = format!("{e}");
+                    }
+                    break;
+                }
+            },
+            Some(event) = rx.recv() => match event {
+                Event::Frame(seq, frame) => {
+                    if last_done.is_some_and(|l| seq <= l) {
+                        continue;
+                    }
+                    let now = clock::now_us();
+                    let _ = hist.record(now.saturating_sub(frame.capture_us()).max(1));
+                    if summary.first_frame_ms.is_none() {
+                        summary.first_frame_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+                        summary.first_group = Some(seq);
+                    }
+                    summary.frames += 1;
+                    summary.bytes += frame.payload_len() as u64;
+                    let entry = pending.entry(seq).or_insert_with(|| {
+                        summary.groups += 1;
+                        (Default::default(), None)
+                    });
+                    entry.0.push_back(frame);
+                    if let Some(d) = options.read_delay {
+                        tokio::time::sleep(d).await;
+                    }
+                }
+                Event::Done(seq, complete) => {
+                    if let Some(e) = pending.get_mut(&seq) {
+                        e.1 = Some(complete);
+                    } else if !complete && last_done.is_none_or(|l| seq > l) {
+                        // Reset before its first frame reached us.
+                        pending.insert(seq, (Default::default(), Some(false)));
+                    } else if last_done.is_none_or(|l| seq > l) {
+                        pending.insert(seq, (Default::default(), Some(true)));
+                    }
+                }
+            },
+            Some(_) = readers.join_next(), if !readers.is_empty() => {}
+            msg = session.recv(), if end_last.is_none() => match msg {
+                Ok(Some(Message::End { last_group })) => {
+                    end_last = Some(last_group);
+                    drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
+                Ok(_) => {
+                    end_last = Some(None);
+                    drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
+                Err(_) => {
+                    let closed = conn.close_reason().map(|c| Closed::from(&c));
+                    summary.end_reason = closed.as_ref().map_or(EndReason::RelayLost, reason_for);
+                    summary.detail = closed.map(|c| format!("{c:?}")).unwrap_or_default();
+                    break;
+                }
+            },
+            () = &mut sleep_until => {
+                summary.end_reason = EndReason::Duration;
+                break;
+            }
+            () = stop.cancelled() => {
+                summary.end_reason = EndReason::Duration;
+                break;
+            }
+            () = async {
+                match drain_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    }
+    readers.abort_all();
+    if let Some(out) = output.as_mut() {
+        out.flush().await.context("writing the output")?;
+    }
+    conn.close(code::NORMAL.into(), b"viewer done");
+    summary.latency_ms = Latency {
+        p50: hist.value_at_quantile(0.5) as f64 / 1e3,
+        p99: hist.value_at_quantile(0.99) as f64 / 1e3,
+        max: hist.max() as f64 / 1e3,
+    };
+    Ok(summary)
+}
+
+fn reason_for(closed: &Closed) -> EndReason {
+    match closed {
+        Closed::ByPeer { code: code::ENDED, .. } | Closed::ByPeer { code: code::NORMAL, .. } => {
+            EndReason::Ended
+        }
+        Closed::ByPeer { code: code::CAPACITY, .. } => EndReason::Rejected,
+        Closed::Locally => EndReason::Duration,
+        _ => EndReason::RelayLost,
+    }
+}
+
+fn refused(closed: Option<Closed>, a: &Assignment) -> Exit {
+    match closed {
+        Some(Closed::ByPeer { code: c, reason }) => {
+            let exit_code = match c {
+                code::CAPACITY => exit::REJECTED,
+                code::NOT_FOUND | code::ENDED => exit::NOT_FOUND,
+                _ => exit::FAILURE,
+            };
+            Exit::new(
+                exit_code,
+                format!("relay {} refused the join ({}): {reason}", a.relay_id, code::name(c)),
+            )
+        }
+        Some(other) => Exit::new(exit::LOST, format!("relay {} lost: {other:?}", a.relay_id)),
+        None => Exit::new(exit::LOST, format!("relay {} did not answer the join", a.relay_id)),
+    }
+}
+
+async fn read_group(mut recv: quinn::RecvStream, tx: mpsc::Sender<Event>) {
+    let mut decoder = GroupDecoder::new();
+    let mut buf = BytesMut::new();
+    let mut seq: Option<u64> = None;
+    loop {
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(GroupEvent::Header(h))) => seq = Some(h.sequence),
+                Ok(Some(GroupEvent::Frame(f))) => {
+                    if let Some(s) = seq {
+                        if tx.send(Event::Frame(s, f)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    if let Some(s) = seq {
+                        let _ = tx.send(Event::Done(s, false)).await;
+                    }
+                    return;
+                }
+            }
+        }
+        match recv.read_chunk(64 * 1024, true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                if let Some(s) = seq {
+                    let complete = decoder.finish(&buf).is_ok();
+                    let _ = tx.send(Event::Done(s, complete)).await;
+                }
+                return;
+            }
+            Err(_) => {
+                if let Some(s) = seq {
+                    let _ = tx.send(Event::Done(s, false)).await;
+                }
+                return;
+            }
+        }
+    }
+}

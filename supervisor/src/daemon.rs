@@ -1,0 +1,145 @@
+//! The supervisor daemon: binds its listeners, brings the stack up, writes `stack.json`,
+//! serves the status page, API and capacity gRPC, and runs until stopped.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+
+use crate::stack::StackFile;
+use crate::supervisor::process::ProcessRuntime;
+use crate::supervisor::runtime::Runtime;
+use crate::supervisor::{Settings, Supervisor, http};
+
+/// Which runtime to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeChoice {
+    /// Docker when an engine answers, else local processes.
+    Auto,
+    /// Docker containers (through bollard).
+    Docker,
+    /// Local processes.
+    Process,
+}
+
+fn runtime(choice: RuntimeChoice, settings: &Settings) -> Result<Arc<dyn Runtime>> {
+    let process = || -> Arc<dyn Runtime> {
+        Arc::new(ProcessRuntime::new(
+            settings.bin_dir.clone(),
+            settings.state.logs(),
+        ))
+    };
+    match choice {
+        RuntimeChoice::Process | RuntimeChoice::Auto => Ok(process()),
+        RuntimeChoice::Docker => anyhow::bail!(
+            "the Docker runtime is not available in this version; use --runtime process"
+        ),
+    }
+}
+
+/// Runs the whole stack until `shutdown` (or `POST /api/down`). `progress` hears each
+/// bring-up step; `on_ready` is called once everything is up.
+pub async fn run(
+    settings: Settings,
+    choice: RuntimeChoice,
+    shutdown: CancellationToken,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<()> {
+    let state = settings.state.clone();
+    let stack_state = state.clone();
+    if let Ok(existing) = state.read() {
+        if crate::supervisor::process::alive(existing.supervisor_pid)
+            && existing.supervisor_pid != std::process::id()
+        {
+            anyhow::bail!(
+                "a stack is already up (supervisor pid {}, status {}); run `ghost down` first",
+                existing.supervisor_pid,
+                existing.supervisor_url
+            );
+        }
+    }
+    state.prepare()?;
+    let public_ip = if settings.public {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    };
+    let http_listener = tokio::net::TcpListener::bind((public_ip, settings.ports.http))
+        .await
+        .with_context(|| format!("binding the status page on port {}", settings.ports.http))?;
+    let grpc_listener =
+        tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, settings.ports.grpc))
+            .await
+            .with_context(|| format!("binding the capacity API on port {}", settings.ports.grpc))?;
+    let http_addr = http_listener.local_addr()?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let runtime = runtime(choice, &settings)?;
+    let (mut supervisor, handle) = Supervisor::new(settings, runtime, grpc_addr);
+
+    let app = http::routes(handle.clone());
+    let http_server = axum::serve(
+        http_listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(
+            ghost_proto::supervisor::supervisor_server::SupervisorServer::new(http::Capacity {
+                handle: handle.clone(),
+            }),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            shutdown.clone().cancelled_owned(),
+        );
+    let stop = shutdown.clone();
+    let stack = async move {
+        supervisor.bring_up(progress).await?;
+        let (gateway_url, ingest_addr, control_url) = supervisor
+            .endpoints()
+            .context("services announced no addresses")?;
+        let supervisor_url = format!(
+            "http://{}",
+            if http_addr.ip().is_unspecified() {
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), http_addr.port())
+            } else {
+                http_addr
+            }
+        );
+        state.write(&StackFile {
+            runtime: choice_name(choice).into(),
+            supervisor_pid: std::process::id(),
+            supervisor_url: supervisor_url.clone(),
+            gateway_url: gateway_url.clone(),
+            ingest_addr: ingest_addr.clone(),
+            control_url,
+        })?;
+        progress(&format!(
+            "stack up: viewer gateway {gateway_url}, ingest {ingest_addr}, status page {supervisor_url}"
+        ));
+        supervisor.run(stop.clone()).await;
+        stop.cancel();
+        Ok::<_, anyhow::Error>(())
+    };
+    let result = tokio::select! {
+        r = stack => r,
+        r = http_server => r.context("status page server failed"),
+        r = grpc_server => r.context("capacity API failed"),
+    };
+    shutdown.cancel();
+    if stack_state
+        .read()
+        .is_ok_and(|s| s.supervisor_pid == std::process::id())
+    {
+        stack_state.clear();
+    }
+    result
+}
+
+fn choice_name(choice: RuntimeChoice) -> &'static str {
+    match choice {
+        RuntimeChoice::Docker => "docker",
+        RuntimeChoice::Process | RuntimeChoice::Auto => "process",
+    }
+}

@@ -1,0 +1,15 @@
+//! The `ghost` CLI and supervisor daemon.
+//!
+//! - [`supervisor`]: brings the stack up through a runtime (local processes, or Docker),
+//!   health-checks, restarts and scales it, and serves the status page and APIs;
+//! - [`client`]: the streamer, viewer and load generator;
+//! - [`cli`]: the command line, a stable interface ([`exit`] lists its exit codes).
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod client;
+pub mod daemon;
+pub mod exit;
+pub mod stack;
+pub mod supervisor;

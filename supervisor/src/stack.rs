@@ -1,0 +1,132 @@
+//! The stack's state directory and `stack.json`, through which every `ghost` command finds
+//! the running stack.
+//!
+//! Layout of the state directory (default `$XDG_STATE_HOME/ghost-stream`, else
+//! `~/.local/state/ghost-stream`; `--state-dir` or `GHOST_STATE_DIR` to change):
+//! `tls/` (CA and server certificate), `ticket.key`, `stack.json`, `logs/`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// The default state directory.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(dir).join("ghost-stream");
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        return PathBuf::from(home).join(".local/state/ghost-stream");
+    }
+    std::env::temp_dir().join("ghost-stream")
+}
+
+/// Where the running stack's endpoints are, as seen from this host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StackFile {
+    /// `process` or `docker`.
+    pub runtime: String,
+    /// The supervisor daemon's pid.
+    pub supervisor_pid: u32,
+    /// Supervisor HTTP (status page and API), e.g. `http://127.0.0.1:7070`.
+    pub supervisor_url: String,
+    /// Viewer gateway, e.g. `http://127.0.0.1:8080`.
+    pub gateway_url: String,
+    /// Ingest QUIC address, e.g. `127.0.0.1:4433`.
+    pub ingest_addr: String,
+    /// Control gRPC, e.g. `http://127.0.0.1:7000`.
+    pub control_url: String,
+}
+
+/// Paths inside a state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// The state directory at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> StateDir {
+        StateDir { root: root.into() }
+    }
+
+    /// Its root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// TLS files.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+
+    /// The CA clients trust.
+    pub fn ca(&self) -> PathBuf {
+        ghost_common::tls::Files::in_dir(&self.tls_dir()).ca
+    }
+
+    /// The join-ticket key shared by control and relays.
+    pub fn ticket_key(&self) -> PathBuf {
+        self.root.join("ticket.key")
+    }
+
+    /// Service logs.
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// The stack file.
+    pub fn stack_file(&self) -> PathBuf {
+        self.root.join("stack.json")
+    }
+
+    /// Makes the directory, the TLS files and the ticket key where missing.
+    pub fn prepare(&self) -> Result<()> {
+        std::fs::create_dir_all(self.logs())
+            .with_context(|| format!("creating {}", self.logs().display()))?;
+        ghost_common::tls::Files::in_dir(&self.tls_dir()).ensure()?;
+        let key = self.ticket_key();
+        if !key.exists() {
+            use std::io::Write;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let bytes: [u8; 32] = rand::random();
+            options
+                .open(&key)
+                .and_then(|mut f| f.write_all(&bytes))
+                .with_context(|| format!("writing {}", key.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Reads `stack.json`; a clear error when no stack is up.
+    pub fn read(&self) -> Result<StackFile> {
+        let path = self.stack_file();
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "no running stack found ({}: {e}); start one with `ghost up -d`",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Writes `stack.json` atomically.
+    pub fn write(&self, stack: &StackFile) -> Result<()> {
+        let path = self.stack_file();
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(stack)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Removes `stack.json`.
+    pub fn clear(&self) {
+        let _ = std::fs::remove_file(self.stack_file());
+    }
+}

@@ -1,0 +1,222 @@
+//! The process runtime: each service is a child process of the supervisor. The default
+//! where no Docker engine answers, and what tests of the supervisor's logic use.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use super::runtime::{Event, Instance, Runtime, Spec, Usage};
+
+/// How long a service may take to announce readiness.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a stopped service gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// Runs services as local processes, binaries from `bin_dir`, logs into `log_dir`.
+pub struct ProcessRuntime {
+    bin_dir: PathBuf,
+    log_dir: PathBuf,
+}
+
+impl ProcessRuntime {
+    /// A runtime taking binaries from `bin_dir` and writing `<service>.log` into `log_dir`.
+    pub fn new(bin_dir: PathBuf, log_dir: PathBuf) -> ProcessRuntime {
+        ProcessRuntime { bin_dir, log_dir }
+    }
+}
+
+fn signal(pid: u32, sig: Signal) -> Result<()> {
+    let pid = i32::try_from(pid).context("pid out of range")?;
+    kill(Pid::from_raw(pid), sig).with_context(|| format!("sending {sig} to {pid}"))
+}
+
+/// Whether process `pid` exists.
+pub fn alive(pid: u32) -> bool {
+    i32::try_from(pid).is_ok_and(|p| kill(Pid::from_raw(p), None).is_ok())
+}
+
+/// CPU seconds and RSS of a process, from /proc.
+pub fn proc_usage(pid: u32) -> Option<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start past the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let rss_pages: u64 = fields.get(21)?.parse().ok()?;
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    Some(Usage {
+        cpu_s: (utime + stime) / ticks,
+        rss_bytes: rss_pages * page,
+    })
+}
+
+#[async_trait::async_trait]
+impl Runtime for ProcessRuntime {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    async fn prepare(&self) -> Result<()> {
+        std::fs::create_dir_all(&self.log_dir)
+            .with_context(|| format!("creating {}", self.log_dir.display()))?;
+        Ok(())
+    }
+
+    async fn start(
+        &self,
+        spec: &Spec,
+        generation: u64,
+        events: mpsc::Sender<Event>,
+    ) -> Result<Instance> {
+        let binary = self.bin_dir.join(spec.kind.binary());
+        if !binary.exists() {
+            anyhow::bail!(
+                "{} not found in {}; build the services first: cargo build --release --workspace",
+                spec.kind.binary(),
+                self.bin_dir.display()
+            );
+        }
+        let log_path = self.log_dir.join(format!("{}.log", spec.name));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let mut child = Command::new(&binary)
+            .args(&spec.args)
+            .env("GHOST_LOG_FORMAT", "text")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child.id().context("child has no pid")?;
+        let stdout = child.stdout.take().context("child has no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+
+        let ready = async {
+            while let Some(line) = lines.next_line().await? {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if v.get("ready").is_some() {
+                        return Ok::<_, anyhow::Error>(Some(v));
+                    }
+                }
+            }
+            Ok(None)
+        };
+        let ready = tokio::select! {
+            r = tokio::time::timeout(READY_TIMEOUT, ready) => r,
+            status = child.wait() => {
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                anyhow::bail!(
+                    "{} exited during start-up ({status}); see {}",
+                    spec.name,
+                    log_path.display()
+                );
+            }
+        };
+        let line = match ready {
+            Ok(Ok(Some(v))) => v,
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                let _ = child.start_kill();
+                anyhow::bail!(
+                    "{} did not become ready within {READY_TIMEOUT:?}; see {}",
+                    spec.name,
+                    log_path.display()
+                );
+            }
+        };
+        let mut addrs = BTreeMap::new();
+        if let Some(obj) = line.as_object() {
+            for (role, value) in obj {
+                if let Some(addr) = value.as_str().and_then(|s| s.parse().ok()) {
+                    addrs.insert(role.clone(), addr);
+                }
+            }
+        }
+        let name = spec.name.clone();
+        let log_stdout = log_path.clone();
+        tokio::spawn(async move {
+            // Keep draining stdout (into the log) so the child never blocks on it.
+            let mut file = tokio::fs::OpenOptions::new()
+                .append(true)
+                .open(&log_stdout)
+                .await
+                .ok();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(f) = file.as_mut() {
+                    let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let status = match child.wait().await {
+                Ok(s) => s.to_string(),
+                Err(e) => e.to_string(),
+            };
+            let _ = events
+                .send(Event::Exited {
+                    name,
+                    generation,
+                    status,
+                })
+                .await;
+        });
+        Ok(Instance {
+            name: spec.name.clone(),
+            pid: Some(pid),
+            container: None,
+            addrs,
+            generation,
+        })
+    }
+
+    async fn stop(&self, instance: &Instance) -> Result<()> {
+        let Some(pid) = instance.pid else {
+            return Ok(());
+        };
+        if signal(pid, Signal::SIGTERM).is_err() {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + STOP_GRACE;
+        while alive(pid) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if alive(pid) {
+            let _ = signal(pid, Signal::SIGKILL);
+        }
+        Ok(())
+    }
+
+    async fn kill(&self, instance: &Instance) -> Result<()> {
+        match instance.pid {
+            Some(pid) => signal(pid, Signal::SIGKILL),
+            None => Ok(()),
+        }
+    }
+
+    async fn usage(&self, instance: &Instance) -> Option<Usage> {
+        proc_usage(instance.pid?)
+    }
+
+    async fn cleanup(&self) -> Result<()> {
+        Ok(())
+    }
+}
