@@ -79,7 +79,7 @@ pub async fn run(
 
     let app = http::routes(handle.clone());
     let http_server = axum::serve(
-        http_listener,
+        ghost_common::ops::nodelay(http_listener),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown.clone().cancelled_owned());
@@ -90,7 +90,7 @@ pub async fn run(
             }),
         )
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            ghost_common::ops::nodelay_incoming(grpc_listener),
             shutdown.clone().cancelled_owned(),
         );
     let stop = shutdown.clone();

@@ -44,11 +44,13 @@ pub struct Windows {
 
 impl Windows {
     /// Windows of a media receiver (viewer, relay as a subscriber, ingest as a receiver):
-    /// about two seconds of a 2 Mbit/s stream may wait unread. A reader that falls further
-    /// behind stops granting credit, the sender notices and skips groups.
+    /// about a second of a 2 Mbit/s stream may wait unread. A reader that falls further
+    /// behind stops granting credit, the sender notices and skips groups. (Credit grows back
+    /// as the reader consumes, so this caps what is in flight, not the rate: 256 KiB per
+    /// 100 ms round trip is still 20 Mbit/s.)
     pub const RECEIVER: Windows = Windows {
-        stream_receive: 512 * 1024,
-        receive: 768 * 1024,
+        stream_receive: 256 * 1024,
+        receive: 320 * 1024,
         send: 256 * 1024,
         uni_streams: 64,
     };

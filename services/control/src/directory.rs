@@ -12,6 +12,9 @@ use ghost_proto::control as pb;
 /// How long a stream created through `CreateStream` is kept even though its ingest's
 /// heartbeats do not list it yet (a heartbeat may have been built before the stream existed).
 const CREATE_GRACE: Duration = Duration::from_secs(3);
+/// How long an ended stream's id is remembered, so a heartbeat built before the end (and
+/// arriving after it) does not bring the stream back.
+const TOMBSTONE: Duration = Duration::from_secs(10);
 
 /// Timeouts after which silent members are dropped.
 #[derive(Debug, Clone, Copy)]
@@ -95,6 +98,7 @@ pub struct Directory {
     streams: HashMap<String, StreamEntry>,
     relays: HashMap<String, RelayEntry>,
     ingests: HashMap<String, IngestEntry>,
+    ended: HashMap<String, Instant>,
     /// Viewers placed, since start.
     pub joins: u64,
     /// Viewers refused for capacity, since start.
@@ -109,6 +113,7 @@ impl Directory {
             streams: HashMap::new(),
             relays: HashMap::new(),
             ingests: HashMap::new(),
+            ended: HashMap::new(),
             joins: 0,
             rejections: 0,
         }
@@ -143,7 +148,9 @@ impl Directory {
     }
 
     /// Ends a stream; whether it was live.
-    pub fn end_stream(&mut self, id: &str) -> bool {
+    pub fn end_stream(&mut self, id: &str, now: Instant) -> bool {
+        self.ended.retain(|_, at| now.duration_since(*at) < TOMBSTONE);
+        self.ended.insert(id.to_string(), now);
         self.streams.remove(id).is_some()
     }
 
@@ -286,6 +293,13 @@ impl Directory {
                 || now.duration_since(s.created) < CREATE_GRACE
         });
         for s in report.streams {
+            if self
+                .ended
+                .get(&s.id)
+                .is_some_and(|at| now.duration_since(*at) < TOMBSTONE)
+            {
+                continue;
+            }
             self.streams.entry(s.id.clone()).or_insert(StreamEntry {
                 id: s.id,
                 name: s.name,
@@ -427,7 +441,7 @@ mod tests {
             d.create_stream("cats", "ingest-1", "s2".into(), now, 2),
             Err(Refusal::NameInUse("cats".into()))
         );
-        assert!(d.end_stream("s1"));
+        assert!(d.end_stream("s1", now));
         assert!(d.create_stream("cats", "ingest-1", "s2".into(), now, 2).is_ok());
         assert!(d.create_stream("", "ingest-1", "s3".into(), now, 2).is_err());
     }
@@ -519,6 +533,25 @@ mod tests {
         assert_eq!(d.list(now).len(), 1, "just created: kept");
         d.ingest_heartbeat(hb, now + CREATE_GRACE).expect("hb");
         assert!(d.list(now + CREATE_GRACE).is_empty());
+    }
+
+    #[test]
+    fn a_late_heartbeat_does_not_revive_an_ended_stream() {
+        let (mut d, now) = with_stream();
+        assert!(d.end_stream("s1", now));
+        let stale = pb::IngestHeartbeatRequest {
+            ingest_id: "ingest-1".into(),
+            addr: "127.0.0.1:4433".into(),
+            streams: vec![pb::Stream {
+                id: "s1".into(),
+                name: "cats".into(),
+                started_at_us: 1,
+                viewers: 0,
+                ingest_id: String::new(),
+            }],
+        };
+        d.ingest_heartbeat(stale, now).expect("hb");
+        assert!(d.list(now).is_empty());
     }
 
     #[test]

@@ -161,7 +161,7 @@ impl Control for Service {
     ) -> Result<Response<pb::EndStreamResponse>, Status> {
         let req = request.into_inner();
         let mut dir = self.dir();
-        let existed = dir.end_stream(&req.id);
+        let existed = dir.end_stream(&req.id, Instant::now());
         if existed {
             tracing::info!(stream = %req.id, "stream ended");
         }
@@ -325,7 +325,7 @@ impl Server {
 
     /// Serves until `shutdown`; an error if any part fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.grpc);
+        let incoming = ops::nodelay_incoming(self.grpc);
         let svc = ControlServer::new(self.service.clone())
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(4 * MAX_GRPC_MESSAGE);

@@ -268,7 +268,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let router = routes(ghost_common::control::client(control)?);
-    axum::serve(listener, router)
+    axum::serve(ghost_common::ops::nodelay(listener), router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("HTTP server failed")

@@ -57,6 +57,8 @@ pub struct Report {
     pub frames: u64,
     /// Groups published.
     pub groups: u64,
+    /// Wall clock (Unix microseconds) when the source ended and the publisher began to stop.
+    pub stopped_at_us: u64,
 }
 
 /// A live publication: announced, now sending.
@@ -175,6 +177,7 @@ pub async fn publish(
             let stream_id = live.stream_id.clone();
             let sender = tokio::spawn(live.run(track.clone()));
             let fed = feed_fmp4(&track, reader, input, buf, &stop).await;
+            let stopped_at_us = ghost_common::clock::now_us();
             track.end();
             let sent = sender.await.context("publisher task failed")?;
             let (frames, groups) = fed?;
@@ -183,6 +186,7 @@ pub async fn publish(
                 stream_id,
                 frames,
                 groups,
+                stopped_at_us,
             })
         }
         Source::Synthetic {
@@ -202,12 +206,14 @@ pub async fn publish(
             let sender = tokio::spawn(live.run(track.clone()));
             let (frames, groups) =
                 feed_synthetic(&track, fps, frame_size, group, duration, &stop).await?;
+            let stopped_at_us = ghost_common::clock::now_us();
             track.end();
             sender.await.context("publisher task failed")??;
             Ok(Report {
                 stream_id,
                 frames,
                 groups,
+                stopped_at_us,
             })
         }
     }

@@ -138,16 +138,20 @@ pub struct Summary {
     pub bytes: u64,
     /// Groups the relay skipped for this viewer.
     pub skipped_groups: u64,
-    /// Capture-to-receipt delay.
+    /// Capture-to-receipt delay of live frames (captured after the join; the current
+    /// group's earlier frames, sent at once on join, are counted in `catch_up_frames`).
     pub latency_ms: Latency,
+    /// Frames of the join's group captured before the viewer joined.
+    pub catch_up_frames: u64,
     /// Why it ended.
     pub end_reason: EndReason,
     /// Sequence of the first group received (the join's keyframe).
     pub first_group: Option<u64>,
     /// Milliseconds from the join request to the first frame.
     pub first_frame_ms: Option<f64>,
-    /// Time from the publisher's end to ours, when it ended: how long "ended" took to arrive,
-    /// measured against the last frame's capture time.
+    /// Wall clock (Unix microseconds) when the end was observed.
+    pub ended_at_us: u64,
+    /// How the connection ended, when the relay was lost.
     pub detail: String,
 }
 
@@ -177,6 +181,8 @@ pub fn endpoint(ca: &std::path::Path) -> Result<quinn::Endpoint> {
 }
 
 enum Event {
+    /// A group stream opened; cancelling the token abandons it.
+    Started(u64, CancellationToken),
     Frame(u64, Frame),
     /// The group stream ended: complete (`true`) or reset/broken (`false`).
     Done(u64, bool),
@@ -214,8 +220,11 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summ
         end_reason: EndReason::Duration,
         first_group: None,
         first_frame_ms: None,
+        catch_up_frames: 0,
+        ended_at_us: 0,
         detail: String::new(),
     };
+    let joined_us = clock::now_us();
     let init = match tokio::time::timeout(quic::SESSION_TIMEOUT, session.recv()).await {
         Ok(Ok(Some(Message::Init { init, .. }))) => init,
         Ok(Ok(_)) => anyhow::bail!("the relay answered the join with something else"),
@@ -248,6 +257,7 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summ
     };
     tokio::pin!(sleep_until);
     let mut readers = tokio::task::JoinSet::new();
+    let mut open: BTreeMap<u64, CancellationToken> = BTreeMap::new();
     let mut drain_deadline: Option<tokio::time::Instant> = None;
 
     loop {
@@ -292,7 +302,7 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summ
         }
         tokio::select! {
             stream = conn.accept_uni() => match stream {
-                Ok(recv) => { readers.spawn(read_group(recv, tx.clone())); }
+                Ok(recv) => { readers.spawn(read_group(recv, tx.clone(), options.read_delay)); }
                 Err(e) => {
                     if end_last.is_some() {
                         summary.end_reason = EndReason::Ended;
@@ -304,12 +314,35 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summ
                 }
             },
             Some(event) = rx.recv() => match event {
+                Event::Started(seq, skip) => {
+                    // A newer group supersedes older unfinished ones after a grace.
+                    for (older, token) in open.range(..seq) {
+                        let token = token.clone();
+                        let older = *older;
+                        readers.spawn(async move {
+                            tokio::time::sleep(SKIP_GRACE).await;
+                            if !token.is_cancelled() {
+                                tracing::debug!(group = older, "behind: abandoning group");
+                                token.cancel();
+                            }
+                        });
+                    }
+                    if last_done.is_some_and(|l| seq <= l) {
+                        skip.cancel();
+                    } else {
+                        open.insert(seq, skip);
+                    }
+                }
                 Event::Frame(seq, frame) => {
                     if last_done.is_some_and(|l| seq <= l) {
                         continue;
                     }
                     let now = clock::now_us();
-                    let _ = hist.record(now.saturating_sub(frame.capture_us()).max(1));
+                    if frame.capture_us() >= joined_us {
+                        let _ = hist.record(now.saturating_sub(frame.capture_us()).max(1));
+                    } else {
+                        summary.catch_up_frames += 1;
+                    }
                     if summary.first_frame_ms.is_none() {
                         summary.first_frame_ms = Some(started.elapsed().as_secs_f64() * 1e3);
                         summary.first_group = Some(seq);
@@ -321,11 +354,9 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summ
                         (Default::default(), None)
                     });
                     entry.0.push_back(frame);
-                    if let Some(d) = options.read_delay {
-                        tokio::time::sleep(d).await;
-                    }
                 }
                 Event::Done(seq, complete) => {
+                    open.remove(&seq);
                     if let Some(e) = pending.get_mut(&seq) {
                         e.1 = Some(complete);
                     } else if !complete && last_done.is_none_or(|l| seq > l) {
@@ -369,6 +400,7 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summ
             } => {}
         }
     }
+    summary.ended_at_us = clock::now_us();
     readers.abort_all();
     if let Some(out) = output.as_mut() {
         out.flush().await.context("writing the output")?;
@@ -411,45 +443,60 @@ fn refused(closed: Option<Closed>, a: &Assignment) -> Exit {
     }
 }
 
-async fn read_group(mut recv: quinn::RecvStream, tx: mpsc::Sender<Event>) {
+/// How long an older group may go on once a newer one has started, before this viewer
+/// abandons it (its last frames are normally in flight; a viewer still on it is behind).
+const SKIP_GRACE: Duration = ghost_common::fanout::SKIP_GRACE;
+
+async fn read_group(
+    mut recv: quinn::RecvStream,
+    tx: mpsc::Sender<Event>,
+    read_delay: Option<Duration>,
+) {
+    let mut header = [0u8; ghost_wire::frame::GROUP_HEADER_LEN];
+    if recv.read_exact(&mut header).await.is_err() {
+        return;
+    }
     let mut decoder = GroupDecoder::new();
-    let mut buf = BytesMut::new();
-    let mut seq: Option<u64> = None;
-    loop {
+    let mut buf = BytesMut::from(&header[..]);
+    let seq = match decoder.decode(&mut buf) {
+        Ok(Some(GroupEvent::Header(h))) => h.sequence,
+        _ => return,
+    };
+    let skip = CancellationToken::new();
+    if tx.send(Event::Started(seq, skip.clone())).await.is_err() {
+        return;
+    }
+    let read = async {
         loop {
-            match decoder.decode(&mut buf) {
-                Ok(Some(GroupEvent::Header(h))) => seq = Some(h.sequence),
-                Ok(Some(GroupEvent::Frame(f))) => {
-                    if let Some(s) = seq {
-                        if tx.send(Event::Frame(s, f)).await.is_err() {
-                            return;
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(GroupEvent::Frame(f))) => {
+                        if tx.send(Event::Frame(seq, f)).await.is_err() {
+                            return None;
+                        }
+                        if let Some(d) = read_delay {
+                            tokio::time::sleep(d).await;
                         }
                     }
+                    Ok(Some(GroupEvent::Header(_))) | Err(_) => return Some(false),
+                    Ok(None) => break,
                 }
-                Ok(None) => break,
-                Err(_) => {
-                    if let Some(s) = seq {
-                        let _ = tx.send(Event::Done(s, false)).await;
-                    }
-                    return;
-                }
+            }
+            match recv.read_chunk(64 * 1024, true).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                Ok(None) => return Some(decoder.finish(&buf).is_ok()),
+                Err(_) => return Some(false),
             }
         }
-        match recv.read_chunk(64 * 1024, true).await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
-            Ok(None) => {
-                if let Some(s) = seq {
-                    let complete = decoder.finish(&buf).is_ok();
-                    let _ = tx.send(Event::Done(s, complete)).await;
-                }
-                return;
-            }
-            Err(_) => {
-                if let Some(s) = seq {
-                    let _ = tx.send(Event::Done(s, false)).await;
-                }
-                return;
-            }
+    };
+    let complete = tokio::select! {
+        r = read => r,
+        () = skip.cancelled() => {
+            let _ = recv.stop(code::GROUP_SKIPPED.into());
+            Some(false)
         }
+    };
+    if let Some(complete) = complete {
+        let _ = tx.send(Event::Done(seq, complete)).await;
     }
 }

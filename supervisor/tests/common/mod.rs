@@ -1,0 +1,249 @@
+//! Test harness: a real stack (`ghost up -d --runtime process --ephemeral-ports`) in a
+//! temporary state directory, taken down again when dropped, also when a test fails.
+
+#![allow(dead_code, missing_docs)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use ghost::client::{publish, watch};
+use ghost::stack::{StackFile, StateDir};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const GHOST: &str = env!("CARGO_BIN_EXE_ghost");
+
+/// A whole test should never take longer than this.
+pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub state: StateDir,
+    pub file: StackFile,
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    /// Brings a stack up with `extra` flags for `ghost up`.
+    pub fn up(extra: &[&str]) -> Stack {
+        let dir = tempfile::Builder::new()
+            .prefix("ghost-test-")
+            .tempdir()
+            .expect("temp dir");
+        let bin_dir = PathBuf::from(GHOST).parent().expect("bin dir").to_path_buf();
+        for service in ["ghost-control", "ghost-ingest", "ghost-relay", "ghost-gateway"] {
+            assert!(
+                bin_dir.join(service).exists(),
+                "{service} is not built; run the tests with `cargo test --workspace`"
+            );
+        }
+        let out = Command::new(GHOST)
+            .arg("--state-dir")
+            .arg(dir.path())
+            .args(["up", "-d", "--runtime", "process", "--ephemeral-ports"])
+            .args(extra)
+            .output()
+            .expect("run ghost up");
+        let state = StateDir::new(dir.path());
+        if !out.status.success() {
+            let log = std::fs::read_to_string(state.logs().join("supervisor.log")).unwrap_or_default();
+            panic!(
+                "ghost up failed: {}\n{}\nsupervisor log:\n{log}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let file = state.read().expect("stack.json");
+        Stack {
+            dir,
+            state,
+            file,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn ghost(&self) -> Command {
+        let mut c = Command::new(GHOST);
+        c.arg("--state-dir").arg(self.dir.path());
+        c
+    }
+
+    pub fn tokio_ghost(&self) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(GHOST);
+        c.arg("--state-dir").arg(self.dir.path());
+        c.kill_on_drop(true);
+        c
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        self.http
+            .get(format!("{}/api/status", self.file.supervisor_url))
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("status json")
+    }
+
+    /// Live streams as the gateway lists them, or None when the gateway cannot list.
+    pub async fn streams(&self) -> Option<Vec<serde_json::Value>> {
+        let resp = self
+            .http
+            .get(format!("{}/streams", self.file.gateway_url))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json::<Vec<serde_json::Value>>().await.ok()
+    }
+
+    pub async fn listed(&self, name: &str) -> bool {
+        self.streams()
+            .await
+            .is_some_and(|s| s.iter().any(|x| x["name"] == name))
+    }
+
+    /// Polls until `name` is (or is no longer) listed; returns when it happened.
+    pub async fn wait_listed(&self, name: &str, want: bool, within: Duration) -> Option<std::time::Instant> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.listed(name).await == want {
+                return Some(std::time::Instant::now());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Starts an in-process synthetic publisher; returns once the stream is live.
+    pub async fn publish(
+        &self,
+        name: &str,
+        fps: u32,
+        frame_size: usize,
+        group: u32,
+        duration: Option<Duration>,
+        stop: CancellationToken,
+    ) -> (String, JoinHandle<anyhow::Result<publish::Report>>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let options = publish::Options {
+            ingest: self.file.ingest_addr.clone(),
+            ca: self.state.ca(),
+            name: name.to_string(),
+            source: publish::Source::Synthetic {
+                fps,
+                frame_size,
+                group,
+                duration,
+            },
+        };
+        let task = tokio::spawn(async move {
+            publish::publish(options, stop, move |id| {
+                let _ = tx.send(id.to_string());
+            })
+            .await
+        });
+        let id = tokio::time::timeout(Duration::from_secs(10), rx)
+            .await
+            .expect("publisher live in time")
+            .expect("publisher live");
+        (id, task)
+    }
+
+    /// Starts an in-process viewer.
+    pub fn watch(
+        &self,
+        stream: &str,
+        duration: Option<Duration>,
+        read_delay: Option<Duration>,
+        stop: CancellationToken,
+    ) -> JoinHandle<anyhow::Result<watch::Summary>> {
+        let options = watch::Options {
+            gateway: self.file.gateway_url.clone(),
+            stream: stream.to_string(),
+            ca: self.state.ca(),
+            duration,
+            read_delay,
+            output: None,
+            endpoint: None,
+            http: self.http.clone(),
+        };
+        tokio::spawn(watch::watch(options, stop))
+    }
+
+    /// Restart counts by service name.
+    pub async fn restarts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.status().await["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap_or("").to_string(),
+                    s["restarts"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+
+    /// Pid of a service.
+    pub async fn pid(&self, service: &str) -> Option<u32> {
+        self.status().await["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == service)?["instance"]["pid"]
+            .as_u64()
+            .map(|p| p as u32)
+    }
+
+    /// Address a service announced for `role`.
+    pub async fn addr(&self, service: &str, role: &str) -> std::net::SocketAddr {
+        let s = self.status().await;
+        let svc = s["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .find(|x| x["name"] == service)
+            .unwrap_or_else(|| panic!("no service {service}"))
+            .clone();
+        let a = svc["instance"]["addrs"][role]
+            .as_str()
+            .unwrap_or_else(|| panic!("{service} has no {role} address"));
+        let a: std::net::SocketAddr = a.parse().expect("address");
+        if a.ip().is_unspecified() {
+            std::net::SocketAddr::new([127, 0, 0, 1].into(), a.port())
+        } else {
+            a
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let pids: Vec<u32> = std::fs::read_to_string(self.state.stack_file())
+            .ok()
+            .and_then(|t| serde_json::from_str::<StackFile>(&t).ok())
+            .map(|f| vec![f.supervisor_pid])
+            .unwrap_or_default();
+        let down = self.ghost().arg("down").output();
+        if !down.is_ok_and(|o| o.status.success()) {
+            // The daemon leads its own process group, which its services share.
+            for pid in pids {
+                let _ = Command::new("kill")
+                    .args(["-9", "--", &format!("-{pid}")])
+                    .status();
+            }
+        }
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
