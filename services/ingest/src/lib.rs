@@ -233,7 +233,8 @@ async fn handle(state: Arc<State>, conn: Connection) {
     }
 }
 
-/// Refuses a request on the session stream, then closes with the same code.
+/// Refuses a request on the session stream, then closes with the same code once the peer
+/// has had a moment to read it (closing at once could discard the message in flight).
 async fn refuse(conn: &Connection, session: &mut Session, code: u32, reason: &str) {
     let _ = session
         .send(&Message::Error {
@@ -242,6 +243,7 @@ async fn refuse(conn: &Connection, session: &mut Session, code: u32, reason: &st
         })
         .await;
     session.finish();
+    let _ = tokio::time::timeout(fanout::END_LINGER, conn.closed()).await;
     quic::close(conn, code, reason);
 }
 

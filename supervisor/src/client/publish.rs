@@ -105,11 +105,14 @@ pub async fn announce(ingest: &str, ca: &std::path::Path, name: &str, init: Byte
         .into()),
         Ok(Ok(_)) => Err(anyhow::anyhow!("ingest answered the announce with something else")),
         Ok(Err(e)) => {
-            let why = conn
-                .close_reason()
-                .map(|c| describe(&Closed::from(&c)))
-                .unwrap_or_else(|| e.to_string());
-            Err(Exit::new(exit::LOST, format!("ingest closed the connection: {why}")).into())
+            let closed = conn.close_reason().map(|c| Closed::from(&c));
+            let exit_code = match &closed {
+                Some(Closed::ByPeer { code: code::CAPACITY, .. }) => exit::REJECTED,
+                Some(Closed::ByPeer { .. }) => exit::FAILURE,
+                _ => exit::LOST,
+            };
+            let why = closed.map_or_else(|| e.to_string(), |c| describe(&c));
+            Err(Exit::new(exit_code, format!("ingest closed the connection: {why}")).into())
         }
         Err(_) => Err(Exit::new(exit::LOST, "ingest did not confirm the stream in time").into()),
     }
