@@ -138,7 +138,11 @@ pub struct PublishArgs {
     #[arg(long)]
     pub name: String,
     /// Fragmented MP4 input: a file, or `-` for stdin.
-    #[arg(long, conflicts_with = "synthetic", required_unless_present = "synthetic")]
+    #[arg(
+        long,
+        conflicts_with = "synthetic",
+        required_unless_present = "synthetic"
+    )]
     pub input: Option<String>,
     /// Made-up frames instead of media.
     #[arg(long)]
@@ -220,7 +224,10 @@ pub enum BenchCmd {
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ghost: cannot start the async runtime: {e}");
@@ -255,7 +262,11 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Watch(args) => watch_cmd(&state, args).await,
         Cmd::Scale { count, .. } => {
             let stack = state.read()?;
-            let v = post(&format!("{}/api/scale", stack.supervisor_url), serde_json::json!({"relays": count})).await?;
+            let v = post(
+                &format!("{}/api/scale", stack.supervisor_url),
+                serde_json::json!({"relays": count}),
+            )
+            .await?;
             println!("relays: {}", v["relays"]);
             Ok(exit::OK)
         }
@@ -364,42 +375,43 @@ async fn up_detached(state: &StateDir, args: &UpArgs) -> Result<i32> {
                 tail.join("\n")
             );
         }
-        if let Ok(stack) = state.read() {
-            if stack.supervisor_pid == child.id() {
-                if let Ok(resp) = http
-                    .get(format!("{}/api/status", stack.supervisor_url))
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await
-                {
-                    let v: serde_json::Value = resp.json().await.unwrap_or_default();
-                    if v["ready"] == true {
-                        println!("stack up ({} runtime)", stack.runtime);
-                        println!("  viewer gateway  {}", stack.gateway_url);
-                        println!("  ingest (QUIC)   {}", stack.ingest_addr);
-                        println!("  status page     {}", stack.supervisor_url);
-                        return Ok(exit::OK);
-                    }
-                    let names: Vec<String> = v["services"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter(|s| s["healthy"] == true)
-                                .filter_map(|s| s["name"].as_str().map(String::from))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let line = names.join(", ");
-                    if line != last_ready {
-                        eprintln!("ghost: healthy: {line}");
-                        last_ready = line;
-                    }
-                }
+        if let Ok(stack) = state.read()
+            && stack.supervisor_pid == child.id()
+            && let Ok(resp) = http
+                .get(format!("{}/api/status", stack.supervisor_url))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+        {
+            let v: serde_json::Value = resp.json().await.unwrap_or_default();
+            if v["ready"] == true {
+                println!("stack up ({} runtime)", stack.runtime);
+                println!("  viewer gateway  {}", stack.gateway_url);
+                println!("  ingest (QUIC)   {}", stack.ingest_addr);
+                println!("  status page     {}", stack.supervisor_url);
+                return Ok(exit::OK);
+            }
+            let names: Vec<String> = v["services"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|s| s["healthy"] == true)
+                        .filter_map(|s| s["name"].as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let line = names.join(", ");
+            if line != last_ready {
+                eprintln!("ghost: healthy: {line}");
+                last_ready = line;
             }
         }
         if tokio::time::Instant::now() > deadline {
             let _ = child.kill();
-            anyhow::bail!("the stack did not become ready within 90 s; see {}", log_path.display());
+            anyhow::bail!(
+                "the stack did not become ready within 90 s; see {}",
+                log_path.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -448,7 +460,10 @@ async fn get_json(url: &str) -> Result<serde_json::Value> {
     let status = resp.status();
     let v: serde_json::Value = resp.json().await.context("reading the answer")?;
     if !status.is_success() {
-        anyhow::bail!("{url} answered {status}: {}", v["reason"].as_str().unwrap_or(""));
+        anyhow::bail!(
+            "{url} answered {status}: {}",
+            v["reason"].as_str().unwrap_or("")
+        );
     }
     Ok(v)
 }
@@ -465,8 +480,12 @@ async fn post(url: &str, body: serde_json::Value) -> Result<serde_json::Value> {
     let v: serde_json::Value = resp.json().await.context("reading the answer")?;
     if !status.is_success() {
         return Err(Exit::new(
-            if status.as_u16() == 400 { exit::USAGE } else { exit::FAILURE },
-            format!("{}", v["reason"].as_str().unwrap_or("request failed")),
+            if status.as_u16() == 400 {
+                exit::USAGE
+            } else {
+                exit::FAILURE
+            },
+            v["reason"].as_str().unwrap_or("request failed").to_string(),
         )
         .into());
     }
@@ -676,19 +695,22 @@ async fn chaos(state: &StateDir, cmd: ChaosCmd) -> Result<i32> {
     let url = format!("{}/api/kill", stack.supervisor_url);
     let targets: Vec<(String, Option<u64>)> = match cmd {
         ChaosCmd::KillRelay { id: Some(id), .. } => vec![(id, None)],
-        ChaosCmd::KillRelay { count, .. } => {
-            (0..count.max(1)).map(|_| ("relay:random".to_string(), None)).collect()
-        }
+        ChaosCmd::KillRelay { count, .. } => (0..count.max(1))
+            .map(|_| ("relay:random".to_string(), None))
+            .collect(),
         ChaosCmd::Kill { service, hold } => {
             vec![(service, hold.map(|h| Duration::from(h).as_millis() as u64))]
         }
     };
     for (target, hold_ms) in targets {
-        let v = post(&url, serde_json::json!({"target": target, "hold_ms": hold_ms})).await?;
+        let v = post(
+            &url,
+            serde_json::json!({"target": target, "hold_ms": hold_ms}),
+        )
+        .await?;
         let at = v["at_ms"].as_u64().unwrap_or(0);
-        let when = humantime::format_rfc3339_millis(
-            std::time::UNIX_EPOCH + Duration::from_millis(at),
-        );
+        let when =
+            humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(at));
         for k in v["killed"].as_array().into_iter().flatten() {
             println!("killed {} at {when}", k.as_str().unwrap_or("?"));
         }

@@ -48,16 +48,15 @@ pub async fn run(
 ) -> Result<()> {
     let state = settings.state.clone();
     let stack_state = state.clone();
-    if let Ok(existing) = state.read() {
-        if crate::supervisor::process::alive(existing.supervisor_pid)
-            && existing.supervisor_pid != std::process::id()
-        {
-            anyhow::bail!(
-                "a stack is already up (supervisor pid {}, status {}); run `ghost down` first",
-                existing.supervisor_pid,
-                existing.supervisor_url
-            );
-        }
+    if let Ok(existing) = state.read()
+        && crate::supervisor::process::alive(existing.supervisor_pid)
+        && existing.supervisor_pid != std::process::id()
+    {
+        anyhow::bail!(
+            "a stack is already up (supervisor pid {}, status {}); run `ghost down` first",
+            existing.supervisor_pid,
+            existing.supervisor_url
+        );
     }
     state.prepare()?;
     let public_ip = if settings.public {
@@ -68,10 +67,9 @@ pub async fn run(
     let http_listener = tokio::net::TcpListener::bind((public_ip, settings.ports.http))
         .await
         .with_context(|| format!("binding the status page on port {}", settings.ports.http))?;
-    let grpc_listener =
-        tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, settings.ports.grpc))
-            .await
-            .with_context(|| format!("binding the capacity API on port {}", settings.ports.grpc))?;
+    let grpc_listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, settings.ports.grpc))
+        .await
+        .with_context(|| format!("binding the capacity API on port {}", settings.ports.grpc))?;
     let http_addr = http_listener.local_addr()?;
     let grpc_addr = grpc_listener.local_addr()?;
     let runtime = runtime(choice, &settings)?;

@@ -14,7 +14,12 @@ use ghost_wire::{Message, code};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-async fn connect(stack: &Stack, addr: SocketAddr, alpn: &[u8], name: &str) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
+async fn connect(
+    stack: &Stack,
+    addr: SocketAddr,
+    alpn: &[u8],
+    name: &str,
+) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
     let endpoint = quic::client(&stack.state.ca(), alpn, Windows::PUBLISHER)?;
     let conn = endpoint.connect(addr, name)?.await?;
     Ok((endpoint, conn))
@@ -22,7 +27,9 @@ async fn connect(stack: &Stack, addr: SocketAddr, alpn: &[u8], name: &str) -> an
 
 /// How the server closed `conn`, waiting at most 3 s.
 async fn closed_with(conn: &quinn::Connection) -> Option<u32> {
-    let e = tokio::time::timeout(Duration::from_secs(3), conn.closed()).await.ok()?;
+    let e = tokio::time::timeout(Duration::from_secs(3), conn.closed())
+        .await
+        .ok()?;
     match Closed::from(&e) {
         Closed::ByPeer { code, .. } => Some(code),
         _ => None,
@@ -30,7 +37,9 @@ async fn closed_with(conn: &quinn::Connection) -> Option<u32> {
 }
 
 async fn garbage_udp(addr: SocketAddr) {
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("udp");
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("udp");
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     for i in 0..400 {
         seed ^= seed << 13;
@@ -61,7 +70,9 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let stack = Stack::up(&["--relays", "1"]);
         let stop = CancellationToken::new();
-        let (id, publisher) = stack.publish("steady", 30, 4000, 30, None, stop.clone()).await;
+        let (id, publisher) = stack
+            .publish("steady", 30, 4000, 30, None, stop.clone())
+            .await;
         let viewer = stack.watch(&id, Some(Duration::from_secs(8)), None, stop.clone());
         tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -75,24 +86,43 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         garbage_udp(relay).await;
 
         // A wrong ALPN does not even get a connection.
-        assert!(connect(&stack, ingest, b"nonsense/1", tls::INGEST_NAME).await.is_err());
+        assert!(
+            connect(&stack, ingest, b"nonsense/1", tls::INGEST_NAME)
+                .await
+                .is_err()
+        );
 
         // Garbage on the session stream: closed with PROTOCOL.
-        let (_e, conn) = connect(&stack, ingest, quic::ALPN_PUBLISH, tls::INGEST_NAME).await.expect("connect");
+        let (_e, conn) = connect(&stack, ingest, quic::ALPN_PUBLISH, tls::INGEST_NAME)
+            .await
+            .expect("connect");
         let (mut send, _recv) = conn.open_bi().await.expect("bi");
-        send.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+        send.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
         assert_eq!(closed_with(&conn).await, Some(code::PROTOCOL));
 
         // An oversized length: closed with TOO_LARGE, before the body is sent.
-        let (_e, conn) = connect(&stack, ingest, quic::ALPN_PUBLISH, tls::INGEST_NAME).await.expect("connect");
+        let (_e, conn) = connect(&stack, ingest, quic::ALPN_PUBLISH, tls::INGEST_NAME)
+            .await
+            .expect("connect");
         let (mut send, _recv) = conn.open_bi().await.expect("bi");
-        send.write_all(&[1, 0xff, 0xff, 0xff, 0xf0]).await.expect("write");
+        send.write_all(&[1, 0xff, 0xff, 0xff, 0xf0])
+            .await
+            .expect("write");
         assert_eq!(closed_with(&conn).await, Some(code::TOO_LARGE));
 
         // Subscribing to an unknown stream at ingest: NOT_FOUND with a reason.
-        let (_e, conn) = connect(&stack, ingest, quic::ALPN_SUBSCRIBE, tls::INGEST_NAME).await.expect("connect");
+        let (_e, conn) = connect(&stack, ingest, quic::ALPN_SUBSCRIBE, tls::INGEST_NAME)
+            .await
+            .expect("connect");
         let mut session = Session::open(&conn).await.expect("session");
-        session.send(&Message::Subscribe { stream_id: "nope".into() }).await.expect("send");
+        session
+            .send(&Message::Subscribe {
+                stream_id: "nope".into(),
+            })
+            .await
+            .expect("send");
         match session.recv().await {
             Ok(Some(Message::Error { code: c, reason })) => {
                 assert_eq!(c, code::NOT_FOUND);
@@ -102,19 +132,35 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         }
 
         // A join without a valid ticket at the relay: UNAUTHORIZED.
-        let (_e, conn) = connect(&stack, relay, quic::ALPN_VIEW, tls::RELAY_NAME).await.expect("connect");
+        let (_e, conn) = connect(&stack, relay, quic::ALPN_VIEW, tls::RELAY_NAME)
+            .await
+            .expect("connect");
         let mut session = Session::open(&conn).await.expect("session");
         session
-            .send(&Message::Join { stream_id: id.clone(), ticket: bytes::Bytes::from_static(b"forged") })
+            .send(&Message::Join {
+                stream_id: id.clone(),
+                ticket: bytes::Bytes::from_static(b"forged"),
+            })
             .await
             .expect("send");
         assert_eq!(closed_with(&conn).await, Some(code::UNAUTHORIZED));
 
         // A publisher with a frame longer than the maximum: TOO_LARGE.
-        let (_e, conn) = connect(&stack, ingest, quic::ALPN_PUBLISH, tls::INGEST_NAME).await.expect("connect");
+        let (_e, conn) = connect(&stack, ingest, quic::ALPN_PUBLISH, tls::INGEST_NAME)
+            .await
+            .expect("connect");
         let mut session = Session::open(&conn).await.expect("session");
-        session.send(&Message::Announce { name: "huge".into(), init: bytes::Bytes::new() }).await.expect("send");
-        assert!(matches!(session.recv().await, Ok(Some(Message::Announced { .. }))));
+        session
+            .send(&Message::Announce {
+                name: "huge".into(),
+                init: bytes::Bytes::new(),
+            })
+            .await
+            .expect("send");
+        assert!(matches!(
+            session.recv().await,
+            Ok(Some(Message::Announced { .. }))
+        ));
         let mut uni = conn.open_uni().await.expect("uni");
         let mut head = bytes::BytesMut::new();
         head.extend_from_slice(&ghost_wire::GroupHeader { sequence: 0 }.to_bytes());
@@ -125,13 +171,26 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
 
         // A publisher that vanishes in the middle of a frame: its stream ends by idle timeout.
         {
-            let (endpoint, conn) = connect(&stack, ingest, quic::ALPN_PUBLISH, tls::INGEST_NAME).await.expect("connect");
+            let (endpoint, conn) = connect(&stack, ingest, quic::ALPN_PUBLISH, tls::INGEST_NAME)
+                .await
+                .expect("connect");
             let mut session = Session::open(&conn).await.expect("session");
-            session.send(&Message::Announce { name: "vanishing".into(), init: bytes::Bytes::new() }).await.expect("send");
-            assert!(matches!(session.recv().await, Ok(Some(Message::Announced { .. }))));
+            session
+                .send(&Message::Announce {
+                    name: "vanishing".into(),
+                    init: bytes::Bytes::new(),
+                })
+                .await
+                .expect("send");
+            assert!(matches!(
+                session.recv().await,
+                Ok(Some(Message::Announced { .. }))
+            ));
             let mut uni = conn.open_uni().await.expect("uni");
             let frame = ghost_wire::Frame::new(1, &[7u8; 1000]).expect("frame");
-            uni.write_all(&ghost_wire::GroupHeader { sequence: 0 }.to_bytes()).await.expect("write");
+            uni.write_all(&ghost_wire::GroupHeader { sequence: 0 }.to_bytes())
+                .await
+                .expect("write");
             uni.write_all(&frame.encoded()[..500]).await.expect("write");
             tokio::time::sleep(Duration::from_millis(100)).await;
             // Gone without a word: no close frame, just silence.
@@ -139,46 +198,96 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
             drop(endpoint);
         }
         assert!(
-            stack.wait_listed("vanishing", false, Duration::from_secs(3)).await.is_some(),
+            stack
+                .wait_listed("vanishing", false, Duration::from_secs(3))
+                .await
+                .is_some(),
             "a vanished publisher's stream must end"
         );
 
         // Unknown stream through the gateway: exit code 4.
-        let out = stack.tokio_ghost().args(["watch", "no-such-stream", "--duration", "1s"]).output().await.expect("watch");
-        assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = stack
+            .tokio_ghost()
+            .args(["watch", "no-such-stream", "--duration", "1s"])
+            .output()
+            .await
+            .expect("watch");
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         // Malformed HTTP on the gateway.
         let answer = raw_tcp(gateway, b"\x00\x01garbage\r\n\r\n").await;
-        assert!(answer.is_empty() || answer.starts_with(b"HTTP/1.1 400"), "{:?}", String::from_utf8_lossy(&answer));
-        let long = format!("POST /streams/{}/join HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", "x".repeat(300));
+        assert!(
+            answer.is_empty() || answer.starts_with(b"HTTP/1.1 400"),
+            "{:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        let long = format!(
+            "POST /streams/{}/join HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            "x".repeat(300)
+        );
         let answer = raw_tcp(gateway, long.as_bytes()).await;
-        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 400"), "{}", String::from_utf8_lossy(&answer));
-        let answer = raw_tcp(gateway, b"GET /streams/x/join HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
-        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 405"), "{}", String::from_utf8_lossy(&answer));
+        assert!(
+            String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 400"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        let answer = raw_tcp(
+            gateway,
+            b"GET /streams/x/join HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(
+            String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 405"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
 
         // Malformed gRPC on control: raw garbage, then well-formed calls with bad arguments.
-        let _ = raw_tcp(control, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff").await;
-        let mut client = ghost_common::control::client(&format!("http://{control}")).expect("client");
+        let _ = raw_tcp(
+            control,
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff",
+        )
+        .await;
+        let mut client =
+            ghost_common::control::client(&format!("http://{control}")).expect("client");
         let err = client
-            .create_stream(ghost_proto::control::CreateStreamRequest { name: String::new(), ingest_id: "x".into() })
+            .create_stream(ghost_proto::control::CreateStreamRequest {
+                name: String::new(),
+                ingest_id: "x".into(),
+            })
             .await
             .expect_err("empty name refused");
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         let err = client
-            .relay_heartbeat(ghost_proto::control::RelayHeartbeatRequest { relay_id: "r".into(), addr: "nowhere".into(), ..Default::default() })
+            .relay_heartbeat(ghost_proto::control::RelayHeartbeatRequest {
+                relay_id: "r".into(),
+                addr: "nowhere".into(),
+                ..Default::default()
+            })
             .await
             .expect_err("bad address refused");
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
 
         // Nobody else noticed.
         let s = viewer.await.expect("join").expect("viewer");
-        println!("bad input: viewer got {} frames, skipped {}, p99 {:.1} ms", s.frames, s.skipped_groups, s.latency_ms.p99);
+        println!(
+            "bad input: viewer got {} frames, skipped {}, p99 {:.1} ms",
+            s.frames, s.skipped_groups, s.latency_ms.p99
+        );
         assert_eq!(s.end_reason, EndReason::Duration, "{s:?}");
         assert_eq!(s.skipped_groups, 0, "{s:?}");
         assert!(s.frames >= 7 * 30, "{s:?}");
         let status = stack.status().await;
         assert_eq!(status["ready"], true, "{status}");
-        assert!(stack.restarts().await.values().all(|r| *r == 0), "a service restarted: {status}");
+        assert!(
+            stack.restarts().await.values().all(|r| *r == 0),
+            "a service restarted: {status}"
+        );
         stop.cancel();
         let _ = publisher.await;
     })
@@ -252,11 +361,10 @@ async fn crashed_relay_loses_its_viewers_and_is_replaced() {
         // A new viewer is admitted once the replacement is up.
         let admitted = loop {
             let probe = stack.watch(&id, Some(Duration::from_millis(300)), None, stop.clone());
-            if let Ok(Ok(s)) = probe.await {
-                if s.frames > 0 && s.relay_id == "relay-1" {
+            if let Ok(Ok(s)) = probe.await
+                && s.frames > 0 && s.relay_id == "relay-1" {
                     break Instant::now();
                 }
-            }
             assert!(killed.elapsed() < Duration::from_secs(10), "no replacement relay admitted viewers");
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
@@ -298,14 +406,25 @@ async fn up_then_down_leaves_nothing_behind() {
         assert_eq!(pids.len(), 5);
         pids.push(stack.file.supervisor_pid);
         // A second `up` is refused while the first runs.
-        let again = stack.ghost().args(["up", "-d", "--runtime", "process", "--ephemeral-ports"]).output().expect("up");
+        let again = stack
+            .ghost()
+            .args(["up", "-d", "--runtime", "process", "--ephemeral-ports"])
+            .output()
+            .expect("up");
         assert_eq!(again.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&again.stderr).contains("already up"));
 
         let down = stack.ghost().arg("down").output().expect("down");
-        assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+        assert!(
+            down.status.success(),
+            "{}",
+            String::from_utf8_lossy(&down.stderr)
+        );
         for pid in pids {
-            assert!(!ghost::supervisor::process::alive(pid), "pid {pid} still alive after down");
+            assert!(
+                !ghost::supervisor::process::alive(pid),
+                "pid {pid} still alive after down"
+            );
         }
         assert!(!stack.state.stack_file().exists());
         let down = stack.ghost().arg("down").output().expect("down");

@@ -151,10 +151,19 @@ async fn slow_viewer_skips_groups_and_nobody_else_notices() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_past_capacity_are_refused_at_once() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let stack = Stack::up(&["--relays", "1", "--max-relays", "1", "--relay-capacity", "3"]);
+        let stack = Stack::up(&[
+            "--relays",
+            "1",
+            "--max-relays",
+            "1",
+            "--relay-capacity",
+            "3",
+        ]);
         let stop = CancellationToken::new();
         let (fps, group) = (30u32, 30u32);
-        let (id, publisher) = stack.publish("full", fps, 4000, group, None, stop.clone()).await;
+        let (id, publisher) = stack
+            .publish("full", fps, 4000, group, None, stop.clone())
+            .await;
         let admitted: Vec<_> = (0..3)
             .map(|_| stack.watch(&id, Some(Duration::from_secs(4)), None, stop.clone()))
             .collect();
@@ -169,9 +178,13 @@ async fn viewers_past_capacity_are_refused_at_once() {
             .await
             .expect("ghost watch");
         let refused_ms = ms(asked.elapsed());
-        assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
-        let line: serde_json::Value =
-            serde_json::from_slice(&out.stdout).expect("json summary");
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json summary");
         assert_eq!(line["end_reason"], "rejected");
 
         // At the relay itself, bypassing control: its hard cap closes with CAPACITY.
@@ -183,7 +196,11 @@ async fn viewers_past_capacity_are_refused_at_once() {
             let s = v.await.expect("join").expect("admitted viewer");
             assert_eq!(s.skipped_groups, 0, "admitted viewer lost groups: {s:?}");
             // Full rate: about fps frames a second for the time it watched.
-            assert!(s.frames >= u64::from(fps) * 3, "admitted viewer got {} frames", s.frames);
+            assert!(
+                s.frames >= u64::from(fps) * 3,
+                "admitted viewer got {} frames",
+                s.frames
+            );
         }
         stop.cancel();
         let _ = publisher.await;

@@ -41,7 +41,11 @@ pub async fn heartbeat_loop<F, Fut>(
                     tracing::info!("control reachable again; heartbeats resumed");
                     failing = false;
                 }
-                if next.is_zero() { default_interval } else { next }
+                if next.is_zero() {
+                    default_interval
+                } else {
+                    next
+                }
             }
             Err(status) => {
                 if !failing {

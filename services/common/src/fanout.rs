@@ -61,7 +61,11 @@ impl Metrics {
             ("sent_bytes", "Media bytes sent", &self.bytes_sent),
             ("groups_received", "Groups received", &self.groups_received),
             ("frames_received", "Frames received", &self.frames_received),
-            ("received_bytes", "Media bytes received", &self.bytes_received),
+            (
+                "received_bytes",
+                "Media bytes received",
+                &self.bytes_received,
+            ),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());

@@ -53,8 +53,7 @@ impl Files {
             return Ok(());
         }
         if let Some(dir) = self.ca.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let generated = generate().context("generating certificates")?;
         write_private(&self.ca_key, &generated.ca_key)?;
@@ -110,8 +109,12 @@ pub fn generate() -> Result<Generated> {
     let issuer = Issuer::new(ca_params, ca_key);
 
     let key = KeyPair::generate()?;
-    let mut params =
-        CertificateParams::new(SERVER_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+    let mut params = CertificateParams::new(
+        SERVER_NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+    )?;
     params
         .distinguished_name
         .push(DnType::CommonName, "Ghost Stream server");
@@ -155,7 +158,10 @@ impl Identity {
 
     /// SHA-256 of the leaf certificate, lower-case hex: what a pinning client compares.
     pub fn leaf_sha256(&self) -> String {
-        self.chain.first().map(|c| sha256_hex(c)).unwrap_or_default()
+        self.chain
+            .first()
+            .map(|c| sha256_hex(c))
+            .unwrap_or_default()
     }
 }
 

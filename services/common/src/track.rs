@@ -88,7 +88,12 @@ impl Track {
 
     /// Sequence of the newest group, if any.
     pub fn latest_sequence(&self) -> Option<u64> {
-        self.shared.state.borrow().latest.as_ref().map(|g| g.sequence)
+        self.shared
+            .state
+            .borrow()
+            .latest
+            .as_ref()
+            .map(|g| g.sequence)
     }
 
     /// Ends the track: readers finish the group they are on and see no more.
@@ -185,15 +190,15 @@ impl TrackReader {
         loop {
             {
                 let st = self.rx.borrow_and_update();
-                if let Some(g) = &st.latest {
-                    if self.last.is_none_or(|l| g.sequence > l) {
-                        self.last = Some(g.sequence);
-                        return Some(GroupReader {
-                            rx: g.frames.subscribe(),
-                            group: g.clone(),
-                            index: 0,
-                        });
-                    }
+                if let Some(g) = &st.latest
+                    && self.last.is_none_or(|l| g.sequence > l)
+                {
+                    self.last = Some(g.sequence);
+                    return Some(GroupReader {
+                        rx: g.frames.subscribe(),
+                        group: g.clone(),
+                        index: 0,
+                    });
                 }
                 if st.ended {
                     return None;

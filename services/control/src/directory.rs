@@ -149,7 +149,8 @@ impl Directory {
 
     /// Ends a stream; whether it was live.
     pub fn end_stream(&mut self, id: &str, now: Instant) -> bool {
-        self.ended.retain(|_, at| now.duration_since(*at) < TOMBSTONE);
+        self.ended
+            .retain(|_, at| now.duration_since(*at) < TOMBSTONE);
         self.ended.insert(id.to_string(), now);
         self.streams.remove(id).is_some()
     }
@@ -225,9 +226,10 @@ impl Directory {
             let reason = if self.relays.is_empty() {
                 "no relay is running".to_string()
             } else {
-                let (load, capacity) = self.relays.values().fold((0, 0), |(l, c), r| {
-                    (l + r.load(), c + r.report.capacity)
-                });
+                let (load, capacity) = self
+                    .relays
+                    .values()
+                    .fold((0, 0), |(l, c), r| (l + r.load(), c + r.report.capacity));
                 format!(
                     "all {} relays are full ({load}/{capacity} viewers)",
                     self.relays.len()
@@ -406,7 +408,12 @@ mod tests {
         ingest: Duration::from_secs(3),
     };
 
-    fn relay(id: &str, capacity: u32, viewers: u32, streams: &[(&str, u32)]) -> pb::RelayHeartbeatRequest {
+    fn relay(
+        id: &str,
+        capacity: u32,
+        viewers: u32,
+        streams: &[(&str, u32)],
+    ) -> pb::RelayHeartbeatRequest {
         pb::RelayHeartbeatRequest {
             relay_id: id.into(),
             addr: format!("127.0.0.1:{}", 4500 + id.len()),
@@ -442,8 +449,14 @@ mod tests {
             Err(Refusal::NameInUse("cats".into()))
         );
         assert!(d.end_stream("s1", now));
-        assert!(d.create_stream("cats", "ingest-1", "s2".into(), now, 2).is_ok());
-        assert!(d.create_stream("", "ingest-1", "s3".into(), now, 2).is_err());
+        assert!(
+            d.create_stream("cats", "ingest-1", "s2".into(), now, 2)
+                .is_ok()
+        );
+        assert!(
+            d.create_stream("", "ingest-1", "s3".into(), now, 2)
+                .is_err()
+        );
     }
 
     #[test]
@@ -466,8 +479,12 @@ mod tests {
         let (mut d, now) = with_stream();
         d.relay_heartbeat(relay("r1", 1, 0, &[]), now).expect("hb");
         d.join("s1", now).expect("room");
-        assert!(d.join("s1", now).is_err(), "reservation counts until the heartbeat");
-        d.relay_heartbeat(relay("r1", 1, 0, &[]), now).expect("viewer left");
+        assert!(
+            d.join("s1", now).is_err(),
+            "reservation counts until the heartbeat"
+        );
+        d.relay_heartbeat(relay("r1", 1, 0, &[]), now)
+            .expect("viewer left");
         assert!(d.join("s1", now).is_ok());
     }
 
@@ -514,7 +531,8 @@ mod tests {
             now,
         )
         .expect("hb");
-        d.relay_heartbeat(relay("r1", 10, 3, &[("s1", 3)]), now).expect("hb");
+        d.relay_heartbeat(relay("r1", 10, 3, &[("s1", 3)]), now)
+            .expect("hb");
         let list = d.list(now);
         assert_eq!(list.len(), 1);
         assert_eq!((list[0].id.as_str(), list[0].viewers), ("s1", 3));
@@ -575,8 +593,14 @@ mod tests {
         let mut d = Directory::new(T);
         let mut r = relay("r1", 1, 0, &[]);
         r.addr = "nonsense".into();
-        assert!(matches!(d.relay_heartbeat(r, now), Err(Refusal::Invalid(_))));
+        assert!(matches!(
+            d.relay_heartbeat(r, now),
+            Err(Refusal::Invalid(_))
+        ));
         let r = relay(&"x".repeat(100), 1, 0, &[]);
-        assert!(matches!(d.relay_heartbeat(r, now), Err(Refusal::Invalid(_))));
+        assert!(matches!(
+            d.relay_heartbeat(r, now),
+            Err(Refusal::Invalid(_))
+        ));
     }
 }

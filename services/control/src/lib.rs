@@ -110,7 +110,9 @@ impl Service {
     }
 
     fn refresh_gauges(&self, dir: &Directory) {
-        self.metrics.relays.set(dir.relays(Instant::now()).len() as i64);
+        self.metrics
+            .relays
+            .set(dir.relays(Instant::now()).len() as i64);
     }
 }
 
@@ -149,7 +151,9 @@ impl Control for Service {
             )
             .map_err(status)?;
         tracing::info!(stream = %stream.id, name = %stream.name, ingest = %req.ingest_id, "stream live");
-        self.metrics.streams.set(dir.list(Instant::now()).len() as i64);
+        self.metrics
+            .streams
+            .set(dir.list(Instant::now()).len() as i64);
         Ok(Response::new(pb::CreateStreamResponse {
             stream: Some(stream),
         }))
@@ -165,7 +169,9 @@ impl Control for Service {
         if existed {
             tracing::info!(stream = %req.id, "stream ended");
         }
-        self.metrics.streams.set(dir.list(Instant::now()).len() as i64);
+        self.metrics
+            .streams
+            .set(dir.list(Instant::now()).len() as i64);
         Ok(Response::new(pb::EndStreamResponse { existed }))
     }
 
@@ -224,7 +230,9 @@ impl Control for Service {
         let mut dir = self.dir();
         dir.ingest_heartbeat(request.into_inner(), Instant::now())
             .map_err(status)?;
-        self.metrics.streams.set(dir.list(Instant::now()).len() as i64);
+        self.metrics
+            .streams
+            .set(dir.list(Instant::now()).len() as i64);
         Ok(Response::new(pb::HeartbeatResponse {
             interval_ms: self.heartbeat_ms,
         }))
@@ -272,10 +280,11 @@ impl Server {
     /// Binds both listeners and loads the ticket key.
     pub async fn bind(config: &Config) -> Result<Server> {
         let ticket_key = match &config.ticket_key_file {
-            Some(path) => Some(Arc::new(
-                std::fs::read(path)
-                    .with_context(|| format!("reading the ticket key {}", path.display()))?,
-            )),
+            Some(path) => {
+                Some(Arc::new(std::fs::read(path).with_context(|| {
+                    format!("reading the ticket key {}", path.display())
+                })?))
+            }
             None => None,
         };
         let grpc = tokio::net::TcpListener::bind(config.listen)
@@ -340,8 +349,7 @@ impl Server {
         let capacity = async {
             match self.supervisor {
                 Some((url, rx)) => {
-                    ask_for_capacity(url, rx, self.service.dir.clone(), self.service.metrics)
-                        .await
+                    ask_for_capacity(url, rx, self.service.dir.clone(), self.service.metrics).await
                 }
                 None => std::future::pending().await,
             }

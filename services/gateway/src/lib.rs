@@ -155,7 +155,11 @@ fn api_error(status: tonic::Status, metrics: &Metrics) -> ApiError {
 pub fn routes(control: ControlClient<Channel>) -> Router {
     let metrics = Metrics::default();
     let mut registry = Registry::with_prefix("ghost_gateway");
-    registry.register("joins", "Joins answered with a relay", metrics.joins.clone());
+    registry.register(
+        "joins",
+        "Joins answered with a relay",
+        metrics.joins.clone(),
+    );
     registry.register(
         "rejections",
         "Joins refused: no relay had room",
@@ -176,11 +180,12 @@ pub fn routes(control: ControlClient<Channel>) -> Router {
         .route("/streams", get(list))
         .route("/streams/{id}/join", post(join))
         .route("/health", get(|| async { "ok\n" }))
-        .with_state(AppState {
-            control,
-            metrics,
-        })
-        .merge(Router::new().route("/metrics", get(metrics_text)).with_state(registry))
+        .with_state(AppState { control, metrics })
+        .merge(
+            Router::new()
+                .route("/metrics", get(metrics_text))
+                .with_state(registry),
+        )
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -257,8 +262,16 @@ pub async fn main(config: Config) -> Result<()> {
         .with_context(|| format!("binding HTTP on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(http = %addr, "viewer gateway listening");
-    ghost_common::ready::announce("gateway", &[("http", addr.to_string()), ("ops", addr.to_string())]);
-    serve(listener, &config.control, ghost_common::shutdown::on_signal()).await
+    ghost_common::ready::announce(
+        "gateway",
+        &[("http", addr.to_string()), ("ops", addr.to_string())],
+    );
+    serve(
+        listener,
+        &config.control,
+        ghost_common::shutdown::on_signal(),
+    )
+    .await
 }
 
 /// Serves the gateway on a bound listener until `shutdown`.

@@ -3,7 +3,8 @@
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
-    if let Some(code) = ghost_common::cli::health_subcommand("GHOST_GATEWAY_LISTEN", "127.0.0.1:8080")
+    if let Some(code) =
+        ghost_common::cli::health_subcommand("GHOST_GATEWAY_LISTEN", "127.0.0.1:8080")
     {
         std::process::exit(code);
     }

@@ -136,7 +136,10 @@ impl Server {
         let mut registry = Registry::with_prefix("ghost_ingest");
         metrics.register(&mut registry);
         Ok(Server {
-            advertise: config.advertise.clone().unwrap_or_else(|| bound.to_string()),
+            advertise: config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| bound.to_string()),
             endpoint,
             ops,
             registry,
@@ -153,7 +156,9 @@ impl Server {
 
     /// The bound QUIC address.
     pub fn quic_addr(&self) -> Result<SocketAddr> {
-        self.endpoint.local_addr().context("reading the QUIC address")
+        self.endpoint
+            .local_addr()
+            .context("reading the QUIC address")
     }
 
     /// The bound ops address.
@@ -209,7 +214,9 @@ async fn beat(state: &State, addr: String) -> Result<Duration, tonic::Status> {
             streams,
         })
         .await?;
-    Ok(Duration::from_millis(u64::from(resp.into_inner().interval_ms)))
+    Ok(Duration::from_millis(u64::from(
+        resp.into_inner().interval_ms,
+    )))
 }
 
 async fn handle(state: Arc<State>, conn: Connection) {
@@ -250,7 +257,13 @@ async fn refuse(conn: &Connection, session: &mut Session, code: u32, reason: &st
 async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
     let Ok(_permit) = state.publishers.clone().try_acquire_owned() else {
         state.metrics.publishers_refused.inc();
-        refuse(&conn, &mut session, code::CAPACITY, "ingest has no room for more streamers").await;
+        refuse(
+            &conn,
+            &mut session,
+            code::CAPACITY,
+            "ingest has no room for more streamers",
+        )
+        .await;
         return;
     };
     let (name, init) = match tokio::time::timeout(quic::SESSION_TIMEOUT, session.recv()).await {
@@ -279,7 +292,13 @@ async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
     let stream = match created.map(|r| r.into_inner().stream) {
         Ok(Some(stream)) => stream,
         Ok(None) => {
-            refuse(&conn, &mut session, code::INTERNAL, "control answered no stream").await;
+            refuse(
+                &conn,
+                &mut session,
+                code::INTERNAL,
+                "control answered no stream",
+            )
+            .await;
             return;
         }
         Err(status) => {
@@ -348,7 +367,11 @@ async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
         }
         Err(error) => {
             tracing::warn!(stream = %stream.id, %error, "publisher broke the protocol");
-            quic::close(&conn, error.code().unwrap_or(code::PROTOCOL), &error.to_string());
+            quic::close(
+                &conn,
+                error.code().unwrap_or(code::PROTOCOL),
+                &error.to_string(),
+            );
         }
     }
 }
@@ -398,7 +421,10 @@ pub async fn main(config: Config) -> Result<()> {
     tracing::info!(quic = %quic_addr, ops = %ops_addr, id = %config.id, "ingest listening");
     ghost_common::ready::announce(
         "ingest",
-        &[("quic", quic_addr.to_string()), ("ops", ops_addr.to_string())],
+        &[
+            ("quic", quic_addr.to_string()),
+            ("ops", ops_addr.to_string()),
+        ],
     );
     server.run(ghost_common::shutdown::on_signal()).await
 }

@@ -134,12 +134,18 @@ impl Server {
     pub async fn bind(config: &Config) -> Result<Server> {
         let files = tls::Files::in_dir(&config.tls_dir);
         let identity = tls::Identity::from_files(&files)?;
-        let endpoint = quic::server(config.listen, &identity, &[quic::ALPN_VIEW], Windows::SENDER)?;
+        let endpoint = quic::server(
+            config.listen,
+            &identity,
+            &[quic::ALPN_VIEW],
+            Windows::SENDER,
+        )?;
         let upstream = quic::client(&files.ca, quic::ALPN_SUBSCRIBE, Windows::RECEIVER)?;
         let ops = ops::bind(config.ops_listen).await?;
         let ticket_key = match &config.ticket_key_file {
             Some(p) => Some(
-                std::fs::read(p).with_context(|| format!("reading the ticket key {}", p.display()))?,
+                std::fs::read(p)
+                    .with_context(|| format!("reading the ticket key {}", p.display()))?,
             ),
             None => None,
         };
@@ -148,7 +154,10 @@ impl Server {
         let mut registry = Registry::with_prefix("ghost_relay");
         metrics.register(&mut registry);
         Ok(Server {
-            advertise: config.advertise.clone().unwrap_or_else(|| bound.to_string()),
+            advertise: config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| bound.to_string()),
             cert_sha256: identity.leaf_sha256(),
             endpoint,
             ops,
@@ -172,7 +181,9 @@ impl Server {
 
     /// The bound QUIC address.
     pub fn quic_addr(&self) -> Result<SocketAddr> {
-        self.endpoint.local_addr().context("reading the QUIC address")
+        self.endpoint
+            .local_addr()
+            .context("reading the QUIC address")
     }
 
     /// The bound ops address.
@@ -209,7 +220,9 @@ impl Server {
         };
         self.state.shutdown.cancel();
         self.state.tasks.close();
-        self.state.upstream.close(0u32.into(), b"relay shutting down");
+        self.state
+            .upstream
+            .close(0u32.into(), b"relay shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.state.tasks.wait()).await;
         result
     }
@@ -252,7 +265,9 @@ impl Report {
             accepting: true,
         };
         let resp = self.control.clone().relay_heartbeat(req).await?;
-        Ok(Duration::from_millis(u64::from(resp.into_inner().interval_ms)))
+        Ok(Duration::from_millis(u64::from(
+            resp.into_inner().interval_ms,
+        )))
     }
 }
 
@@ -412,7 +427,11 @@ async fn carry(state: &State, conn: Connection, mut session: Session, track: &Tr
             tokio::time::sleep(Duration::from_millis(250)).await;
             if track.readers() > 0 {
                 since = None;
-            } else if since.get_or_insert_with(tokio::time::Instant::now).elapsed() >= LINGER {
+            } else if since
+                .get_or_insert_with(tokio::time::Instant::now)
+                .elapsed()
+                >= LINGER
+            {
                 return;
             }
         }
@@ -444,7 +463,10 @@ pub async fn main(config: Config) -> Result<()> {
     tracing::info!(quic = %quic_addr, ops = %ops_addr, id = %config.id, capacity = config.capacity, "relay listening");
     ghost_common::ready::announce(
         "relay",
-        &[("quic", quic_addr.to_string()), ("ops", ops_addr.to_string())],
+        &[
+            ("quic", quic_addr.to_string()),
+            ("ops", ops_addr.to_string()),
+        ],
     );
     server.run(ghost_common::shutdown::on_signal()).await
 }

@@ -195,10 +195,7 @@ mod tests {
                 }
             }
             dec.finish(&buf).expect("complete");
-            assert_eq!(
-                events[0],
-                GroupEvent::Header(GroupHeader { sequence: 42 })
-            );
+            assert_eq!(events[0], GroupEvent::Header(GroupHeader { sequence: 42 }));
             let got: Vec<Frame> = events[1..]
                 .iter()
                 .map(|e| match e {
@@ -249,7 +246,7 @@ mod tests {
         let (wire, _) = stream();
         let mut dec = GroupDecoder::new();
         let mut buf = BytesMut::from(&wire[..wire.len() - 1]);
-        while let Some(_) = dec.decode(&mut buf).expect("valid so far") {}
+        while dec.decode(&mut buf).expect("valid so far").is_some() {}
         assert_eq!(dec.finish(&buf), Err(WireError::Truncated("frame")));
         assert_eq!(
             GroupDecoder::new().finish(&BytesMut::new()),

@@ -328,7 +328,13 @@ mod tests {
     fn oversized_length_fails_before_body_arrives() {
         let mut buf = BytesMut::from(&[kind::ANNOUNCE, 0xff, 0xff, 0xff, 0xff][..]);
         let err = Message::decode(&mut buf).expect_err("too large");
-        assert!(matches!(err, WireError::TooLarge { what: "message", .. }));
+        assert!(matches!(
+            err,
+            WireError::TooLarge {
+                what: "message",
+                ..
+            }
+        ));
         assert_eq!(err.code(), crate::code::TOO_LARGE);
     }
 
@@ -336,7 +342,7 @@ mod tests {
     fn oversized_field_is_refused() {
         let mut body = BytesMut::new();
         body.put_u16(MAX_NAME as u16 + 1);
-        body.extend_from_slice(&vec![b'a'; MAX_NAME + 1]);
+        body.extend_from_slice(&[b'a'; MAX_NAME + 1]);
         body.put_u32(0);
         let mut buf = BytesMut::new();
         buf.put_u8(kind::ANNOUNCE);

@@ -88,11 +88,11 @@ async fn relay_usage(supervisor_url: &str) -> (f64, u64) {
         if s["kind"] != "relay" {
             continue;
         }
-        if let Some(pid) = s["instance"]["pid"].as_u64() {
-            if let Some(u) = crate::supervisor::process::proc_usage(pid as u32) {
-                cpu += u.cpu_s;
-                rss += u.rss_bytes;
-            }
+        if let Some(pid) = s["instance"]["pid"].as_u64()
+            && let Some(u) = crate::supervisor::process::proc_usage(pid as u32)
+        {
+            cpu += u.cpu_s;
+            rss += u.rss_bytes;
         }
     }
     (cpu, rss)
@@ -129,7 +129,8 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
                 })
                 .await
             }));
-            rx.await.context("the benchmark's publisher did not go live")?
+            rx.await
+                .context("the benchmark's publisher did not go live")?
         }
     };
     // Let the first group start so every viewer joins at a keyframe with frames flowing.
@@ -183,7 +184,8 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
 
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let (mut admitted, mut rejected) = (0, 0);
-    let (mut frames, mut expected, mut bytes, mut skipped, mut slow_skipped) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut frames, mut expected, mut bytes, mut skipped, mut slow_skipped) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     for (slow, r) in &results {
         match r {
             Ok(s) => {
@@ -197,7 +199,11 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
                     skipped += s.skipped_groups;
                     // Percentiles of each viewer, weighted by its frames.
                     for (q, v) in [(0.5, s.latency_ms.p50), (0.99, s.latency_ms.p99)] {
-                        let n = if q == 0.5 { s.frames / 2 } else { s.frames / 100 };
+                        let n = if q == 0.5 {
+                            s.frames / 2
+                        } else {
+                            s.frames / 100
+                        };
                         let _ = hist.record_n((v * 1e3).max(1.0) as u64, n.max(1));
                     }
                     let _ = hist.record((s.latency_ms.max * 1e3).max(1.0) as u64);
@@ -213,7 +219,11 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
         viewers: args.viewers,
         admitted,
         rejected,
-        delivered_ratio: if expected == 0 { 0.0 } else { frames as f64 / expected as f64 },
+        delivered_ratio: if expected == 0 {
+            0.0
+        } else {
+            frames as f64 / expected as f64
+        },
         skipped_groups: skipped,
         slow_skipped_groups: slow_skipped,
         latency_ms: watch::Latency {
@@ -231,18 +241,30 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("viewers           {} (+{} slow)", report.viewers, args.slow_viewers);
+        println!(
+            "viewers           {} (+{} slow)",
+            report.viewers, args.slow_viewers
+        );
         println!("admitted/rejected {}/{}", report.admitted, report.rejected);
         println!("delivered ratio   {:.5}", report.delivered_ratio);
-        println!("skipped groups    {} (slow viewers: {})", report.skipped_groups, report.slow_skipped_groups);
+        println!(
+            "skipped groups    {} (slow viewers: {})",
+            report.skipped_groups, report.slow_skipped_groups
+        );
         println!(
             "latency ms        p50 {:.1}  p99 {:.1}  max {:.1}",
             report.latency_ms.p50, report.latency_ms.p99, report.latency_ms.max
         );
         println!("egress            {:.1} Mbit/s", report.egress_mbps);
-        println!("relay CPU         {:.2} s ({:.2} s per GB)", report.relay_cpu_s, report.relay_cpu_s_per_gb);
+        println!(
+            "relay CPU         {:.2} s ({:.2} s per GB)",
+            report.relay_cpu_s, report.relay_cpu_s_per_gb
+        );
         println!("relay RSS         {:.1} MB", report.relay_rss_mb);
-        println!("bench CPU         {:.2} s on {} cores", report.bench_cpu_s, report.cores);
+        println!(
+            "bench CPU         {:.2} s on {} cores",
+            report.bench_cpu_s, report.cores
+        );
     }
     Ok(exit::OK)
 }

@@ -82,7 +82,12 @@ pub async fn announce(ingest: &str, ca: &std::path::Path, name: &str, init: Byte
     )
     .await
     .map_err(|_| Exit::new(exit::LOST, format!("ingest at {ingest} did not answer")))?
-    .map_err(|e| Exit::new(exit::LOST, format!("cannot connect to ingest at {ingest}: {e}")))?;
+    .map_err(|e| {
+        Exit::new(
+            exit::LOST,
+            format!("cannot connect to ingest at {ingest}: {e}"),
+        )
+    })?;
     let mut session = Session::open(&conn).await?;
     session
         .send(&Message::Announce {
@@ -99,15 +104,24 @@ pub async fn announce(ingest: &str, ca: &std::path::Path, name: &str, init: Byte
             endpoint,
         }),
         Ok(Ok(Some(Message::Error { code: c, reason }))) => Err(Exit::new(
-            if c == code::CAPACITY { exit::REJECTED } else { exit::FAILURE },
+            if c == code::CAPACITY {
+                exit::REJECTED
+            } else {
+                exit::FAILURE
+            },
             format!("ingest refused the stream ({}): {reason}", code::name(c)),
         )
         .into()),
-        Ok(Ok(_)) => Err(anyhow::anyhow!("ingest answered the announce with something else")),
+        Ok(Ok(_)) => Err(anyhow::anyhow!(
+            "ingest answered the announce with something else"
+        )),
         Ok(Err(e)) => {
             let closed = conn.close_reason().map(|c| Closed::from(&c));
             let exit_code = match &closed {
-                Some(Closed::ByPeer { code: code::CAPACITY, .. }) => exit::REJECTED,
+                Some(Closed::ByPeer {
+                    code: code::CAPACITY,
+                    ..
+                }) => exit::REJECTED,
                 Some(Closed::ByPeer { .. }) => exit::FAILURE,
                 _ => exit::LOST,
             };
@@ -155,7 +169,10 @@ pub async fn publish(
             let mut reader = Fmp4Reader::new();
             let mut buf = vec![0u8; 64 * 1024];
             let init = loop {
-                match reader.next_item().context("reading the input as fragmented MP4")? {
+                match reader
+                    .next_item()
+                    .context("reading the input as fragmented MP4")?
+                {
                     Some(Item::Init(init)) => break init,
                     Some(Item::Fragment { .. }) => unreachable_fragment()?,
                     None => {}
@@ -165,7 +182,9 @@ pub async fn publish(
                     () = stop.cancelled() => anyhow::bail!("stopped before the input started"),
                 };
                 if n == 0 {
-                    reader.finish().context("input ended before its init segment")?;
+                    reader
+                        .finish()
+                        .context("input ended before its init segment")?;
                     anyhow::bail!("input ended before its init segment");
                 }
                 reader.push(&buf[..n]);
@@ -238,7 +257,10 @@ async fn feed_fmp4(
     let mut sequence = 0u64;
     let (mut frames, mut groups) = (0u64, 0u64);
     loop {
-        while let Some(item) = reader.next_item().context("reading the input as fragmented MP4")? {
+        while let Some(item) = reader
+            .next_item()
+            .context("reading the input as fragmented MP4")?
+        {
             let Item::Fragment { data, keyframe } = item else {
                 anyhow::bail!("input has a second init segment");
             };

@@ -57,11 +57,17 @@ pub async fn join(http: &reqwest::Client, gateway: &str, stream: &str) -> Result
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     let reason = body["reason"].as_str().unwrap_or("").to_string();
     Err(match status.as_u16() {
-        404 => Exit::new(exit::NOT_FOUND, format!("no such stream: {stream} ({reason})")),
+        404 => Exit::new(
+            exit::NOT_FOUND,
+            format!("no such stream: {stream} ({reason})"),
+        ),
         503 if body["error"] == "no_capacity" => {
             Exit::new(exit::REJECTED, format!("rejected for capacity: {reason}"))
         }
-        _ => Exit::new(exit::FAILURE, format!("gateway answered {status}: {reason}")),
+        _ => Exit::new(
+            exit::FAILURE,
+            format!("gateway answered {status}: {reason}"),
+        ),
     }
     .into())
 }
@@ -78,7 +84,7 @@ fn urlencode(s: &str) -> String {
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         anyhow::bail!("ticket is not hex");
     }
     (0..s.len())
@@ -201,7 +207,12 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summ
         .connect(addr, &assignment.server_name)
         .context("connecting to the relay")?
         .await
-        .map_err(|e| Exit::new(exit::LOST, format!("cannot connect to relay {}: {e}", assignment.relay_addr)))?;
+        .map_err(|e| {
+            Exit::new(
+                exit::LOST,
+                format!("cannot connect to relay {}: {e}", assignment.relay_addr),
+            )
+        })?;
     let mut session = Session::open(&conn).await?;
     session
         .send(&Message::Join {
@@ -234,10 +245,10 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summ
         }
     };
     let mut output = options.output.take();
-    if let Some(out) = output.as_mut() {
-        if !init.is_empty() {
-            out.write_all(&init).await.context("writing the output")?;
-        }
+    if let Some(out) = output.as_mut()
+        && !init.is_empty()
+    {
+        out.write_all(&init).await.context("writing the output")?;
     }
 
     let (tx, mut rx) = mpsc::channel::<Event>(64);
@@ -264,7 +275,10 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summ
         // Write out what is ready, in group order.
         loop {
             if current.is_none() {
-                current = pending.keys().copied().find(|s| last_done.is_none_or(|l| *s > l));
+                current = pending
+                    .keys()
+                    .copied()
+                    .find(|s| last_done.is_none_or(|l| *s > l));
                 if let (Some(c), Some(l)) = (current, last_done) {
                     summary.skipped_groups += c.saturating_sub(l + 1);
                 }
@@ -275,7 +289,9 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summ
             };
             while let Some(f) = frames.pop_front() {
                 if let Some(out) = output.as_mut() {
-                    out.write_all(&f.payload()).await.context("writing the output")?;
+                    out.write_all(&f.payload())
+                        .await
+                        .context("writing the output")?;
                 }
             }
             match *done {
@@ -416,10 +432,16 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summ
 
 fn reason_for(closed: &Closed) -> EndReason {
     match closed {
-        Closed::ByPeer { code: code::ENDED, .. } | Closed::ByPeer { code: code::NORMAL, .. } => {
-            EndReason::Ended
+        Closed::ByPeer {
+            code: code::ENDED, ..
         }
-        Closed::ByPeer { code: code::CAPACITY, .. } => EndReason::Rejected,
+        | Closed::ByPeer {
+            code: code::NORMAL, ..
+        } => EndReason::Ended,
+        Closed::ByPeer {
+            code: code::CAPACITY,
+            ..
+        } => EndReason::Rejected,
         Closed::Locally => EndReason::Duration,
         _ => EndReason::RelayLost,
     }
@@ -435,11 +457,18 @@ fn refused(closed: Option<Closed>, a: &Assignment) -> Exit {
             };
             Exit::new(
                 exit_code,
-                format!("relay {} refused the join ({}): {reason}", a.relay_id, code::name(c)),
+                format!(
+                    "relay {} refused the join ({}): {reason}",
+                    a.relay_id,
+                    code::name(c)
+                ),
             )
         }
         Some(other) => Exit::new(exit::LOST, format!("relay {} lost: {other:?}", a.relay_id)),
-        None => Exit::new(exit::LOST, format!("relay {} did not answer the join", a.relay_id)),
+        None => Exit::new(
+            exit::LOST,
+            format!("relay {} did not answer the join", a.relay_id),
+        ),
     }
 }
 

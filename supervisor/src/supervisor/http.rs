@@ -37,11 +37,12 @@ pub fn routes(handle: Handle) -> Router {
         .with_state(AppState { handle })
 }
 
-fn admin_only(peer: SocketAddr) -> Result<(), Response> {
+/// The refusal for an admin request from off the host, `None` when it may proceed.
+fn forbidden(peer: SocketAddr) -> Option<Response> {
     if peer.ip().is_loopback() {
-        Ok(())
+        None
     } else {
-        Err((
+        Some((
             StatusCode::FORBIDDEN,
             Json(serde_json::json!({"error": "forbidden", "reason": "admin actions are only served on loopback"})),
         )
@@ -120,10 +121,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
     registry.register("services_healthy", "Services up and healthy", up);
     let restarts = Gauge::<i64>::default();
     restarts.set(snap.services.iter().map(|s| s.restarts as i64).sum());
-    registry.register("restarts", "Service restarts since the stack came up", restarts);
+    registry.register(
+        "restarts",
+        "Service restarts since the stack came up",
+        restarts,
+    );
     let relays = Gauge::<i64>::default();
     relays.set(i64::from(snap.relays_wanted));
-    registry.register("relays_wanted", "Relays the supervisor keeps running", relays);
+    registry.register(
+        "relays_wanted",
+        "Relays the supervisor keeps running",
+        relays,
+    );
     ghost_common::ops::metrics_response(&registry)
 }
 
@@ -137,11 +146,16 @@ async fn scale(
     State(state): State<AppState>,
     Json(body): Json<ScaleBody>,
 ) -> Response {
-    if let Err(r) = admin_only(peer) {
+    if let Some(r) = forbidden(peer) {
         return r;
     }
     let (tx, rx) = oneshot::channel();
-    if state.handle.send(Command::Scale(body.relays, tx)).await.is_err() {
+    if state
+        .handle
+        .send(Command::Scale(body.relays, tx))
+        .await
+        .is_err()
+    {
         return gone();
     }
     match rx.await {
@@ -166,7 +180,7 @@ async fn kill(
     State(state): State<AppState>,
     Json(body): Json<KillBody>,
 ) -> Response {
-    if let Err(r) = admin_only(peer) {
+    if let Some(r) = forbidden(peer) {
         return r;
     }
     let (tx, rx) = oneshot::channel();
@@ -192,8 +206,11 @@ async fn kill(
     }
 }
 
-async fn down(ConnectInfo(peer): ConnectInfo<SocketAddr>, State(state): State<AppState>) -> Response {
-    if let Err(r) = admin_only(peer) {
+async fn down(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(state): State<AppState>,
+) -> Response {
+    if let Some(r) = forbidden(peer) {
         return r;
     }
     let (tx, rx) = oneshot::channel();

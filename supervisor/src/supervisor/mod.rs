@@ -422,7 +422,10 @@ impl Supervisor {
                     tls,
                 ];
                 if let Some(q) = m.pinned.get("quic") {
-                    a.extend(["--advertise".into(), loopback_if_unspecified(*q).to_string()]);
+                    a.extend([
+                        "--advertise".into(),
+                        loopback_if_unspecified(*q).to_string(),
+                    ]);
                 }
                 a
             }
@@ -632,7 +635,16 @@ impl Supervisor {
         let checks = targets.iter().map(|(i, addr)| {
             let client = client.clone();
             let url = format!("http://{addr}/health");
-            async move { (*i, client.get(url).send().await.is_ok_and(|r| r.status().is_success())) }
+            async move {
+                (
+                    *i,
+                    client
+                        .get(url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success()),
+                )
+            }
         });
         let results = futures_join_all(checks).await;
         let mut hung = Vec::new();
@@ -674,7 +686,11 @@ impl Supervisor {
         let before = self.relays_wanted;
         self.relays_wanted = n;
         // Up: add members and start them.
-        let present = self.members.iter().filter(|m| m.kind == Kind::Relay).count() as u32;
+        let present = self
+            .members
+            .iter()
+            .filter(|m| m.kind == Kind::Relay)
+            .count() as u32;
         for index in present + 1..=n {
             self.add(Kind::Relay, index);
             let i = self.members.len() - 1;
@@ -684,7 +700,13 @@ impl Supervisor {
             }
         }
         // Down: stop the highest-numbered relays.
-        while self.members.iter().filter(|m| m.kind == Kind::Relay).count() as u32 > n {
+        while self
+            .members
+            .iter()
+            .filter(|m| m.kind == Kind::Relay)
+            .count() as u32
+            > n
+        {
             let Some(i) = self.members.iter().rposition(|m| m.kind == Kind::Relay) else {
                 break;
             };
@@ -717,7 +739,10 @@ impl Supervisor {
                 Some(i) => vec![i],
                 None => {
                     let names: Vec<&str> = self.members.iter().map(|m| m.name.as_str()).collect();
-                    return Err(format!("no service {target:?}; services: {}", names.join(", ")));
+                    return Err(format!(
+                        "no service {target:?}; services: {}",
+                        names.join(", ")
+                    ));
                 }
             }
         };
@@ -751,7 +776,11 @@ impl Supervisor {
 
     async fn capacity(&mut self, rejected: u32) -> (u32, u32, u32) {
         let max = self.settings.max_relays;
-        let running = self.members.iter().filter(|m| m.kind == Kind::Relay).count() as u32;
+        let running = self
+            .members
+            .iter()
+            .filter(|m| m.kind == Kind::Relay)
+            .count() as u32;
         let starting = self
             .members
             .iter()
@@ -863,7 +892,9 @@ impl Supervisor {
 }
 
 /// Polls the futures concurrently and returns their outputs.
-async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output>
 where
     F::Output: Send,
 {

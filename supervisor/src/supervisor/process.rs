@@ -113,10 +113,10 @@ impl Runtime for ProcessRuntime {
 
         let ready = async {
             while let Some(line) = lines.next_line().await? {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if v.get("ready").is_some() {
-                        return Ok::<_, anyhow::Error>(Some(v));
-                    }
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && v.get("ready").is_some()
+                {
+                    return Ok::<_, anyhow::Error>(Some(v));
                 }
             }
             Ok(None)

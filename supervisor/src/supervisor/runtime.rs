@@ -92,8 +92,12 @@ pub trait Runtime: Send + Sync {
     /// One-time set-up before the first start (networks, images).
     async fn prepare(&self) -> Result<()>;
     /// Starts `spec` and returns once it announced readiness.
-    async fn start(&self, spec: &Spec, generation: u64, events: mpsc::Sender<Event>)
-    -> Result<Instance>;
+    async fn start(
+        &self,
+        spec: &Spec,
+        generation: u64,
+        events: mpsc::Sender<Event>,
+    ) -> Result<Instance>;
     /// Stops gracefully (SIGTERM, then SIGKILL after a grace period).
     async fn stop(&self, instance: &Instance) -> Result<()>;
     /// Kills at once (SIGKILL), as a crash would.

@@ -31,8 +31,16 @@ impl Stack {
             .prefix("ghost-test-")
             .tempdir()
             .expect("temp dir");
-        let bin_dir = PathBuf::from(GHOST).parent().expect("bin dir").to_path_buf();
-        for service in ["ghost-control", "ghost-ingest", "ghost-relay", "ghost-gateway"] {
+        let bin_dir = PathBuf::from(GHOST)
+            .parent()
+            .expect("bin dir")
+            .to_path_buf();
+        for service in [
+            "ghost-control",
+            "ghost-ingest",
+            "ghost-relay",
+            "ghost-gateway",
+        ] {
             assert!(
                 bin_dir.join(service).exists(),
                 "{service} is not built; run the tests with `cargo test --workspace`"
@@ -47,7 +55,8 @@ impl Stack {
             .expect("run ghost up");
         let state = StateDir::new(dir.path());
         if !out.status.success() {
-            let log = std::fs::read_to_string(state.logs().join("supervisor.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(state.logs().join("supervisor.log")).unwrap_or_default();
             panic!(
                 "ghost up failed: {}\n{}\nsupervisor log:\n{log}",
                 out.status,
@@ -109,7 +118,12 @@ impl Stack {
     }
 
     /// Polls until `name` is (or is no longer) listed; returns when it happened.
-    pub async fn wait_listed(&self, name: &str, want: bool, within: Duration) -> Option<std::time::Instant> {
+    pub async fn wait_listed(
+        &self,
+        name: &str,
+        want: bool,
+        within: Duration,
+    ) -> Option<std::time::Instant> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if self.listed(name).await == want {
