@@ -445,6 +445,14 @@ async fn down(state: &StateDir) -> Result<i32> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A supervisor that died without stopping its services leaves them in its process group
+    // (`ghost up -d` makes the daemon its leader): stop whatever is left of it.
+    if asked.is_err() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(-(stack.supervisor_pid as i32)),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
     state.clear();
     println!("stack down");
     Ok(exit::OK)
