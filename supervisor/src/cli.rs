@@ -68,6 +68,21 @@ pub enum Cmd {
     /// Load tests against the running stack.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Service images.
+    #[command(subcommand)]
+    Images(ImagesCmd),
+}
+
+/// `ghost images` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ImagesCmd {
+    /// Builds the four service images into the local Docker Engine, from the static binaries
+    /// beside `ghost` (nothing is pulled). Prints the image references.
+    Build {
+        /// Directory of the service binaries (default: beside `ghost`).
+        #[arg(long, env = "GHOST_BIN_DIR")]
+        bin_dir: Option<PathBuf>,
+    },
 }
 
 /// `ghost up` flags.
@@ -76,7 +91,8 @@ pub struct UpArgs {
     /// Return once the stack is ready (the supervisor keeps running in the background).
     #[arg(short = 'd', long)]
     pub detach: bool,
-    /// Where services run.
+    /// Where services run: Docker containers when an engine answers (auto), or local
+    /// processes.
     #[arg(long, value_enum, default_value = "auto")]
     pub runtime: RuntimeChoice,
     /// Relays to start.
@@ -272,6 +288,22 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Chaos(c) => chaos(&state, c).await,
         Cmd::Bench(BenchCmd::Fanout(args)) => bench::fanout(&state, args).await,
+        Cmd::Images(ImagesCmd::Build { bin_dir }) => {
+            let bin_dir = match bin_dir {
+                Some(d) => d,
+                None => beside_ghost()?,
+            };
+            let docker = crate::supervisor::docker::connect().await?;
+            let progress = |line: &str| eprintln!("ghost: {line}");
+            let images =
+                crate::supervisor::docker::build_images(&docker, &bin_dir, &progress).await?;
+            let mut refs: Vec<&String> = images.values().collect();
+            refs.sort();
+            for r in refs {
+                println!("{r}");
+            }
+            Ok(exit::OK)
+        }
     }
 }
 
@@ -291,11 +323,7 @@ fn settings(state: &StateDir, args: &UpArgs) -> Result<Settings> {
     }
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
-        None => std::env::current_exe()
-            .context("locating the ghost binary")?
-            .parent()
-            .context("ghost binary has no directory")?
-            .to_path_buf(),
+        None => beside_ghost()?,
     };
     Ok(Settings {
         state: state.clone(),
@@ -313,10 +341,18 @@ fn settings(state: &StateDir, args: &UpArgs) -> Result<Settings> {
     })
 }
 
+fn beside_ghost() -> Result<PathBuf> {
+    Ok(std::env::current_exe()
+        .context("locating the ghost binary")?
+        .parent()
+        .context("ghost binary has no directory")?
+        .to_path_buf())
+}
+
 async fn daemon(state: &StateDir, args: &UpArgs, foreground: bool) -> Result<i32> {
     let settings = settings(state, args)?;
     let shutdown = ghost_common::shutdown::on_signal();
-    let progress = |line: &str| {
+    let progress = move |line: &str| {
         if foreground {
             eprintln!("ghost: {line}");
         } else {

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 
 use crate::stack::StackFile;
+use crate::supervisor::docker::{self, DockerRuntime};
 use crate::supervisor::process::ProcessRuntime;
 use crate::supervisor::runtime::Runtime;
 use crate::supervisor::{Settings, Supervisor, http};
@@ -23,18 +24,37 @@ pub enum RuntimeChoice {
     Process,
 }
 
-fn runtime(choice: RuntimeChoice, settings: &Settings) -> Result<Arc<dyn Runtime>> {
+async fn runtime(
+    choice: RuntimeChoice,
+    settings: &Settings,
+    progress: &crate::supervisor::Progress,
+) -> Result<Arc<dyn Runtime>> {
     let process = || -> Arc<dyn Runtime> {
         Arc::new(ProcessRuntime::new(
             settings.bin_dir.clone(),
-            settings.state.logs(),
+            settings.state.clone(),
         ))
     };
+    let docker = || async {
+        let engine = docker::connect().await?;
+        Ok::<Arc<dyn Runtime>, anyhow::Error>(Arc::new(DockerRuntime::new(
+            engine,
+            settings.state.clone(),
+            settings.bin_dir.clone(),
+        )))
+    };
     match choice {
-        RuntimeChoice::Process | RuntimeChoice::Auto => Ok(process()),
-        RuntimeChoice::Docker => anyhow::bail!(
-            "the Docker runtime is not available in this version; use --runtime process"
-        ),
+        RuntimeChoice::Process => Ok(process()),
+        RuntimeChoice::Docker => docker()
+            .await
+            .context("the Docker runtime needs a Docker Engine (or use --runtime process)"),
+        RuntimeChoice::Auto => match docker().await {
+            Ok(rt) => Ok(rt),
+            Err(e) => {
+                progress(&format!("no Docker Engine ({e:#}); running services as local processes"));
+                Ok(process())
+            }
+        },
     }
 }
 
@@ -44,7 +64,7 @@ pub async fn run(
     settings: Settings,
     choice: RuntimeChoice,
     shutdown: CancellationToken,
-    progress: &(dyn Fn(&str) + Sync),
+    progress: &crate::supervisor::Progress,
 ) -> Result<()> {
     let state = settings.state.clone();
     let stack_state = state.clone();
@@ -67,13 +87,24 @@ pub async fn run(
     let http_listener = tokio::net::TcpListener::bind((public_ip, settings.ports.http))
         .await
         .with_context(|| format!("binding the status page on port {}", settings.ports.http))?;
-    let grpc_listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, settings.ports.grpc))
-        .await
-        .with_context(|| format!("binding the capacity API on port {}", settings.ports.grpc))?;
     let http_addr = http_listener.local_addr()?;
+    let runtime = runtime(choice, &settings, progress).await?;
+    progress(&format!("preparing the {} runtime", runtime.name()));
+    let (exits_tx, exits) = tokio::sync::mpsc::channel(64);
+    runtime.prepare(exits_tx, progress).await?;
+    // The capacity API listens only where the stack's own services reach it.
+    let internal = runtime.internal_ip();
+    let grpc_listener = tokio::net::TcpListener::bind((internal, settings.ports.grpc))
+        .await
+        .with_context(|| {
+            format!(
+                "binding the capacity API on {internal}:{}",
+                settings.ports.grpc
+            )
+        })?;
     let grpc_addr = grpc_listener.local_addr()?;
-    let runtime = runtime(choice, &settings)?;
-    let (mut supervisor, handle) = Supervisor::new(settings, runtime, grpc_addr);
+    let runtime_name = runtime.name();
+    let (mut supervisor, handle) = Supervisor::new(settings, runtime, exits, grpc_addr);
 
     let app = http::routes(handle.clone());
     let http_server = axum::serve(
@@ -106,7 +137,7 @@ pub async fn run(
             }
         );
         state.write(&StackFile {
-            runtime: choice_name(choice).into(),
+            runtime: runtime_name.into(),
             supervisor_pid: std::process::id(),
             supervisor_url: supervisor_url.clone(),
             gateway_url: gateway_url.clone(),
@@ -133,11 +164,4 @@ pub async fn run(
         stack_state.clear();
     }
     result
-}
-
-fn choice_name(choice: RuntimeChoice) -> &'static str {
-    match choice {
-        RuntimeChoice::Docker => "docker",
-        RuntimeChoice::Process | RuntimeChoice::Auto => "process",
-    }
 }

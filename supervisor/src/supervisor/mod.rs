@@ -6,6 +6,7 @@
 //! as one actor task; the HTTP API and the capacity gRPC talk to it through [`Handle`].
 
 pub mod http;
+pub mod docker;
 pub mod process;
 pub mod runtime;
 
@@ -21,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::stack::StateDir;
 use runtime::{Event, Instance, Kind, Runtime, Spec};
+
+/// Hears each step of a long operation (bring-up, image builds), for the user to see.
+pub type Progress = dyn Fn(&str) + Send + Sync;
 
 /// Health probe interval.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -104,16 +108,6 @@ pub struct Settings {
     pub ports: Ports,
     /// Where the service binaries are.
     pub bin_dir: PathBuf,
-}
-
-impl Settings {
-    fn public_ip(&self) -> IpAddr {
-        if self.public {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        } else {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        }
-    }
 }
 
 /// One timeline entry.
@@ -287,22 +281,21 @@ pub struct Supervisor {
     events: VecDeque<EventRecord>,
     snapshot: watch::Sender<Snapshot>,
     commands: mpsc::Receiver<Command>,
-    exits_tx: mpsc::Sender<Event>,
     exits: mpsc::Receiver<Event>,
     grpc_addr: SocketAddr,
     probe: reqwest::Client,
 }
 
 impl Supervisor {
-    /// A supervisor for `settings` on `runtime`; `grpc_addr` is where its capacity API
-    /// listens (control is pointed at it).
+    /// A supervisor for `settings` on `runtime` (prepared with the sending half of
+    /// `exits`); `grpc_addr` is where its capacity API listens (control is pointed at it).
     pub fn new(
         settings: Settings,
         runtime: std::sync::Arc<dyn Runtime>,
+        exits: mpsc::Receiver<Event>,
         grpc_addr: SocketAddr,
     ) -> (Supervisor, Handle) {
         let (commands_tx, commands) = mpsc::channel(16);
-        let (exits_tx, exits) = mpsc::channel(64);
         let (snapshot, snapshot_rx) = watch::channel(Snapshot::default());
         let handle = Handle {
             commands: commands_tx,
@@ -322,7 +315,6 @@ impl Supervisor {
             events: VecDeque::new(),
             snapshot,
             commands,
-            exits_tx,
             exits,
             grpc_addr,
             probe,
@@ -392,93 +384,40 @@ impl Supervisor {
     fn spec(&self, m: &Member) -> Spec {
         let s = &self.settings;
         let p = s.ports;
-        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let pinned = |role: &str, default: SocketAddr| -> String {
-            m.pinned.get(role).copied().unwrap_or(default).to_string()
+        let wanted: u16 = match m.kind {
+            Kind::Control => p.control,
+            Kind::Ingest => p.ingest,
+            Kind::Relay => Ports::offset(p.relay_base, m.index - 1),
+            Kind::Gateway => p.gateway,
         };
-        let tls = s.state.tls_dir().display().to_string();
-        let key = s.state.ticket_key().display().to_string();
-        let control = self.control_url();
-        let args: Vec<String> = match m.kind {
-            Kind::Control => vec![
-                "--listen".into(),
-                pinned("grpc", SocketAddr::new(lo, p.control)),
-                "--ops-listen".into(),
-                pinned("ops", SocketAddr::new(lo, p.ops_base)),
-                "--ticket-key-file".into(),
-                key,
-                "--supervisor".into(),
-                format!("http://{}", loopback_if_unspecified(self.grpc_addr)),
-            ],
-            Kind::Ingest => {
-                let mut a = vec![
-                    "--listen".into(),
-                    pinned("quic", SocketAddr::new(s.public_ip(), p.ingest)),
-                    "--ops-listen".into(),
-                    pinned("ops", SocketAddr::new(lo, Ports::offset(p.ops_base, 1))),
-                    "--control".into(),
-                    control,
-                    "--tls-dir".into(),
-                    tls,
-                ];
-                if let Some(q) = m.pinned.get("quic") {
-                    a.extend([
-                        "--advertise".into(),
-                        loopback_if_unspecified(*q).to_string(),
-                    ]);
-                }
-                a
-            }
-            Kind::Relay => {
-                let quic = m.pinned.get("quic").copied().unwrap_or(SocketAddr::new(
-                    s.public_ip(),
-                    Ports::offset(p.relay_base, m.index - 1),
-                ));
-                let ingest = self
-                    .addr_of(Kind::Ingest, "quic")
-                    .map_or_else(|| format!("127.0.0.1:{}", p.ingest), |a| a.to_string());
-                let mut a = vec![
-                    "--listen".into(),
-                    quic.to_string(),
-                    "--ops-listen".into(),
-                    pinned(
-                        "ops",
-                        SocketAddr::new(lo, Ports::offset(p.ops_base, 100 + m.index)),
-                    ),
-                    "--control".into(),
-                    control,
-                    "--ingest".into(),
-                    ingest,
-                    "--id".into(),
-                    m.name.clone(),
-                    "--capacity".into(),
-                    s.relay_capacity.to_string(),
-                    "--tls-dir".into(),
-                    tls,
-                    "--ticket-key-file".into(),
-                    key,
-                ];
-                if let (Some(host), true) = (&s.advertise_host, quic.port() != 0) {
-                    a.extend(["--advertise".into(), format!("{host}:{}", quic.port())]);
-                } else if quic.ip().is_unspecified() && quic.port() != 0 {
-                    a.extend([
-                        "--advertise".into(),
-                        loopback_if_unspecified(quic).to_string(),
-                    ]);
-                }
-                a
-            }
-            Kind::Gateway => vec![
-                "--listen".into(),
-                pinned("http", SocketAddr::new(s.public_ip(), p.gateway)),
-                "--control".into(),
-                control,
-            ],
+        let ops: u16 = match m.kind {
+            Kind::Control => p.ops_base,
+            Kind::Ingest => Ports::offset(p.ops_base, 1),
+            _ => Ports::offset(p.ops_base, 100 + m.index),
         };
+        let ports = m
+            .kind
+            .roles()
+            .iter()
+            .map(|role| {
+                let default = if *role == "ops" { ops } else { wanted };
+                let port = m.pinned.get(*role).map_or(default, |a| a.port());
+                (role.to_string(), port)
+            })
+            .collect();
         Spec {
             name: m.name.clone(),
             kind: m.kind,
-            args,
+            index: m.index,
+            ports,
+            public: s.public,
+            advertise_host: s.advertise_host.clone(),
+            relay_capacity: s.relay_capacity,
+            control_port: self
+                .addr_of(Kind::Control, "grpc")
+                .map_or(p.control, |a| a.port()),
+            ingest_port: self.addr_of(Kind::Ingest, "quic").map_or(p.ingest, |a| a.port()),
+            supervisor: self.grpc_addr,
         }
     }
 
@@ -488,10 +427,7 @@ impl Supervisor {
         self.members[i].generation = generation;
         self.members[i].state = State::Starting;
         self.publish();
-        let started = self
-            .runtime
-            .start(&spec, generation, self.exits_tx.clone())
-            .await;
+        let started = self.runtime.start(&spec, generation).await;
         let m = &mut self.members[i];
         match started {
             Ok(instance) => {
@@ -520,14 +456,23 @@ impl Supervisor {
 
     /// Starts every service in order, reporting each step to `progress`. On failure, what
     /// was started is stopped again and the error returned.
-    pub async fn bring_up(&mut self, progress: &(dyn Fn(&str) + Sync)) -> Result<()> {
-        progress(&format!("preparing the {} runtime", self.runtime.name()));
-        if let Err(e) = self.runtime.prepare().await {
-            self.down().await;
-            return Err(e);
-        }
+    pub async fn bring_up(&mut self, progress: &crate::supervisor::Progress) -> Result<()> {
         for i in 0..self.members.len() {
             let name = self.members[i].name.clone();
+            let generation = self.members[i].generation + 1;
+            if let Ok(Some(instance)) = self.runtime.adopt(&self.spec(&self.members[i]), generation).await {
+                let m = &mut self.members[i];
+                m.generation = generation;
+                for (role, addr) in &instance.addrs {
+                    m.pinned.insert(role.clone(), *addr);
+                }
+                m.instance = Some(instance);
+                m.state = State::Running;
+                m.healthy = true;
+                self.record("adopt", &name, "kept the running instance");
+                progress(&format!("{name} adopted (already running)"));
+                continue;
+            }
             progress(&format!("starting {name}"));
             if let Err(e) = self.start_member(i).await {
                 self.down().await;
@@ -911,7 +856,7 @@ where
     out
 }
 
-fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
     } else {

@@ -13,23 +13,79 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use super::runtime::{Event, Instance, Runtime, Spec, Usage};
+use super::runtime::{Event, Instance, Kind, Runtime, Spec, Usage};
+use crate::stack::StateDir;
 
 /// How long a service may take to announce readiness.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a stopped service gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
-/// Runs services as local processes, binaries from `bin_dir`, logs into `log_dir`.
+/// Runs services as local processes, binaries from `bin_dir`, logs into the state
+/// directory's `logs/`.
 pub struct ProcessRuntime {
     bin_dir: PathBuf,
-    log_dir: PathBuf,
+    state: StateDir,
+    events: std::sync::Mutex<Option<mpsc::Sender<Event>>>,
 }
 
 impl ProcessRuntime {
-    /// A runtime taking binaries from `bin_dir` and writing `<service>.log` into `log_dir`.
-    pub fn new(bin_dir: PathBuf, log_dir: PathBuf) -> ProcessRuntime {
-        ProcessRuntime { bin_dir, log_dir }
+    /// A runtime taking binaries from `bin_dir`, with the stack's files in `state`.
+    pub fn new(bin_dir: PathBuf, state: StateDir) -> ProcessRuntime {
+        ProcessRuntime {
+            bin_dir,
+            state,
+            events: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn args(&self, spec: &Spec) -> Vec<String> {
+        let lo = "127.0.0.1";
+        let public = if spec.public { "0.0.0.0" } else { lo };
+        let tls = self.state.tls_dir().display().to_string();
+        let key = self.state.ticket_key().display().to_string();
+        let control = format!("http://{lo}:{}", spec.control_port);
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |k: &str, v: String| {
+            a.push(k.to_string());
+            a.push(v);
+        };
+        match spec.kind {
+            Kind::Control => {
+                push("--listen", format!("{lo}:{}", spec.port("grpc")));
+                push("--ops-listen", format!("{lo}:{}", spec.port("ops")));
+                push("--ticket-key-file", key);
+                push("--supervisor", format!("http://{}", spec.supervisor));
+            }
+            Kind::Ingest => {
+                push("--listen", format!("{public}:{}", spec.port("quic")));
+                push("--ops-listen", format!("{lo}:{}", spec.port("ops")));
+                push("--control", control);
+                push("--tls-dir", tls);
+                if spec.port("quic") != 0 {
+                    push("--advertise", format!("{lo}:{}", spec.port("quic")));
+                }
+            }
+            Kind::Relay => {
+                push("--listen", format!("{public}:{}", spec.port("quic")));
+                push("--ops-listen", format!("{lo}:{}", spec.port("ops")));
+                push("--control", control);
+                push("--ingest", format!("{lo}:{}", spec.ingest_port));
+                push("--id", spec.name.clone());
+                push("--capacity", spec.relay_capacity.to_string());
+                push("--tls-dir", tls);
+                push("--ticket-key-file", key);
+                if spec.port("quic") != 0 {
+                    let host = spec.advertise_host.as_deref().unwrap_or(lo);
+                    push("--advertise", format!("{host}:{}", spec.port("quic")));
+                }
+            }
+            Kind::Gateway => {
+                push("--listen", format!("{public}:{}", spec.port("http")));
+                push("--control", control);
+            }
+        }
+        a
     }
 }
 
@@ -72,18 +128,33 @@ impl Runtime for ProcessRuntime {
         "process"
     }
 
-    async fn prepare(&self) -> Result<()> {
-        std::fs::create_dir_all(&self.log_dir)
-            .with_context(|| format!("creating {}", self.log_dir.display()))?;
+    async fn prepare(
+        &self,
+        events: mpsc::Sender<Event>,
+        _progress: &crate::supervisor::Progress,
+    ) -> Result<()> {
+        let logs = self.state.logs();
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(events);
         Ok(())
     }
 
-    async fn start(
-        &self,
-        spec: &Spec,
-        generation: u64,
-        events: mpsc::Sender<Event>,
-    ) -> Result<Instance> {
+    fn internal_ip(&self) -> std::net::IpAddr {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    }
+
+    async fn adopt(&self, _spec: &Spec, _generation: u64) -> Result<Option<Instance>> {
+        // Local processes are not adopted: `ghost down` stops what an earlier supervisor left.
+        Ok(None)
+    }
+
+    async fn start(&self, spec: &Spec, generation: u64) -> Result<Instance> {
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .context("runtime not prepared")?;
         let binary = self.bin_dir.join(spec.kind.binary());
         if !binary.exists() {
             anyhow::bail!(
@@ -92,14 +163,14 @@ impl Runtime for ProcessRuntime {
                 self.bin_dir.display()
             );
         }
-        let log_path = self.log_dir.join(format!("{}.log", spec.name));
+        let log_path = self.state.logs().join(format!("{}.log", spec.name));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
         let mut child = Command::new(&binary)
-            .args(&spec.args)
+            .args(self.args(spec))
             .env("GHOST_LOG_FORMAT", "text")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -146,8 +217,8 @@ impl Runtime for ProcessRuntime {
         let mut addrs = BTreeMap::new();
         if let Some(obj) = line.as_object() {
             for (role, value) in obj {
-                if let Some(addr) = value.as_str().and_then(|s| s.parse().ok()) {
-                    addrs.insert(role.clone(), addr);
+                if let Some(addr) = value.as_str().and_then(|s| s.parse::<std::net::SocketAddr>().ok()) {
+                    addrs.insert(role.clone(), super::loopback_if_unspecified(addr));
                 }
             }
         }

@@ -34,15 +34,59 @@ impl Kind {
     }
 }
 
-/// Everything needed to start one service instance.
+impl Kind {
+    /// The roles of the addresses this kind listens on.
+    pub fn roles(self) -> &'static [&'static str] {
+        match self {
+            Kind::Control => &["grpc", "ops"],
+            Kind::Ingest | Kind::Relay => &["quic", "ops"],
+            Kind::Gateway => &["http"],
+        }
+    }
+
+    /// Lower-case name, as in image names and labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Control => "control",
+            Kind::Ingest => "ingest",
+            Kind::Relay => "relay",
+            Kind::Gateway => "gateway",
+        }
+    }
+}
+
+/// Everything needed to start one service instance. Each runtime turns it into command-line
+/// arguments of its own: host addresses for processes, service names inside a container
+/// network for Docker.
 #[derive(Debug, Clone)]
 pub struct Spec {
     /// Unique name in the stack: `control`, `ingest`, `gateway`, `relay-1`, ...
     pub name: String,
     /// What it is.
     pub kind: Kind,
-    /// Command-line arguments (the binary is implied by `kind`).
-    pub args: Vec<String>,
+    /// Relay number (1-based), 0 for the others.
+    pub index: u32,
+    /// Host port wanted for each role (`grpc`, `ops`, `quic`, `http`); 0 for any free port.
+    pub ports: BTreeMap<String, u16>,
+    /// Publish public roles (`quic`, `http`) on all addresses instead of loopback.
+    pub public: bool,
+    /// Host name viewers use to reach relays.
+    pub advertise_host: Option<String>,
+    /// Viewers a relay admits.
+    pub relay_capacity: u32,
+    /// Host port of control's gRPC.
+    pub control_port: u16,
+    /// Host port of ingest's QUIC.
+    pub ingest_port: u16,
+    /// The supervisor's capacity API, as the services reach it.
+    pub supervisor: SocketAddr,
+}
+
+impl Spec {
+    /// The host port wanted for `role` (0 when unset).
+    pub fn port(&self, role: &str) -> u16 {
+        self.ports.get(role).copied().unwrap_or(0)
+    }
 }
 
 /// A running instance, as started by a runtime.
@@ -89,15 +133,16 @@ pub struct Usage {
 pub trait Runtime: Send + Sync {
     /// `process` or `docker`.
     fn name(&self) -> &'static str;
-    /// One-time set-up before the first start (networks, images).
-    async fn prepare(&self) -> Result<()>;
+    /// One-time set-up before the first start (networks, images); exits of instances are
+    /// reported on `events`. `progress` hears each step.
+    async fn prepare(&self, events: mpsc::Sender<Event>, progress: &crate::supervisor::Progress)
+    -> Result<()>;
+    /// The address on which the services reach the supervisor's host.
+    fn internal_ip(&self) -> std::net::IpAddr;
+    /// An instance of `spec` already running from an earlier supervisor, if any.
+    async fn adopt(&self, spec: &Spec, generation: u64) -> Result<Option<Instance>>;
     /// Starts `spec` and returns once it announced readiness.
-    async fn start(
-        &self,
-        spec: &Spec,
-        generation: u64,
-        events: mpsc::Sender<Event>,
-    ) -> Result<Instance>;
+    async fn start(&self, spec: &Spec, generation: u64) -> Result<Instance>;
     /// Stops gracefully (SIGTERM, then SIGKILL after a grace period).
     async fn stop(&self, instance: &Instance) -> Result<()>;
     /// Kills at once (SIGKILL), as a crash would.

@@ -1,0 +1,604 @@
+//! The Docker runtime: one container per service on the local Docker Engine, through
+//! bollard.
+//!
+//! - A bridge network of the stack's own; services reach each other by name (`control:7000`,
+//!   `ingest:4433`) and the supervisor on the network's gateway address.
+//! - Images `ghost-stream/<service>` are built from `images/<service>.Dockerfile` and the
+//!   service's static binary, sent as an in-memory tar context: nothing is pulled.
+//! - Containers carry labels naming the stack, the service and the generation, run with
+//!   restart policy `no` (the supervisor restarts them itself) and publish their ports on
+//!   127.0.0.1, or on all addresses for the public ones with `--public`.
+//! - Docker events report a container's death within milliseconds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bollard::Docker;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, EventsOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::runtime::{Event, Instance, Kind, Runtime, Spec, Usage};
+use crate::stack::StateDir;
+
+/// Label marking a container or network as a stack's, with the stack's id as value.
+pub const LABEL_STACK: &str = "ghost-stream.stack";
+const LABEL_SERVICE: &str = "ghost-stream.service";
+const LABEL_GENERATION: &str = "ghost-stream.generation";
+/// Where the state directory's TLS files and ticket key appear inside containers.
+const MOUNT: &str = "/run/ghost";
+/// How long a container may take to announce readiness.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+const KINDS: [Kind; 4] = [Kind::Control, Kind::Ingest, Kind::Relay, Kind::Gateway];
+
+fn dockerfile(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Control => include_str!("../../../images/control.Dockerfile"),
+        Kind::Ingest => include_str!("../../../images/ingest.Dockerfile"),
+        Kind::Relay => include_str!("../../../images/relay.Dockerfile"),
+        Kind::Gateway => include_str!("../../../images/gateway.Dockerfile"),
+    }
+}
+
+/// Port a service listens on inside its container, by role.
+fn container_port(kind: Kind, role: &str) -> &'static str {
+    match (kind, role) {
+        (Kind::Control, "grpc") => "7000/tcp",
+        (Kind::Control, _) => "9100/tcp",
+        (Kind::Ingest, "quic") => "4433/udp",
+        (Kind::Ingest, _) => "9101/tcp",
+        (Kind::Relay, "quic") => "4500/udp",
+        (Kind::Relay, _) => "9200/tcp",
+        (Kind::Gateway, _) => "8080/tcp",
+    }
+}
+
+/// Connects to the local engine (`DOCKER_HOST` or the default socket) and checks it answers.
+pub async fn connect() -> Result<Docker> {
+    let docker = Docker::connect_with_local_defaults().context("no Docker Engine configured")?;
+    let docker = tokio::time::timeout(Duration::from_secs(3), docker.negotiate_version())
+        .await
+        .context("the Docker Engine did not answer")?
+        .context("the Docker Engine did not answer")?;
+    tokio::time::timeout(Duration::from_secs(3), docker.ping())
+        .await
+        .context("the Docker Engine did not answer")?
+        .context("the Docker Engine did not answer")?;
+    Ok(docker)
+}
+
+/// The stack id: a short hash of the state directory, so stacks on one host never share
+/// containers or networks.
+pub fn stack_id(state: &StateDir) -> String {
+    let path = std::fs::canonicalize(state.root()).unwrap_or_else(|_| state.root().to_path_buf());
+    let hash = Sha256::digest(path.to_string_lossy().as_bytes());
+    hash[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Builds (where missing) the four service images from the binaries in `bin_dir`, reporting
+/// each step. Returns the image reference to run for each kind.
+pub async fn build_images(
+    docker: &Docker,
+    bin_dir: &std::path::Path,
+    progress: &crate::supervisor::Progress,
+) -> Result<HashMap<Kind, String>> {
+    let mut images = HashMap::new();
+    for kind in KINDS {
+        let repo = format!("ghost-stream/{}", kind.as_str());
+        let binary_path = bin_dir.join(kind.binary());
+        let Ok(binary) = std::fs::read(&binary_path) else {
+            // No binary here (a host that only loaded the images): run what is loaded.
+            let latest = format!("{repo}:latest");
+            docker.inspect_image(&latest).await.with_context(|| {
+                format!(
+                    "neither {} nor the image {latest} exists; build the services \
+                     (cargo build --release --workspace) or load the images",
+                    binary_path.display()
+                )
+            })?;
+            images.insert(kind, latest);
+            continue;
+        };
+        let mut hash = Sha256::new();
+        hash.update(&binary);
+        hash.update(dockerfile(kind).as_bytes());
+        let tag: String = hash.finalize()[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let reference = format!("{repo}:{tag}");
+        if docker.inspect_image(&reference).await.is_ok() {
+            images.insert(kind, reference);
+            continue;
+        }
+        progress(&format!("building image {reference} ({} MB binary)", binary.len() / 1_000_000));
+        let context = tar_context(kind, &binary)?;
+        let options = BuildImageOptionsBuilder::default()
+            .dockerfile("Dockerfile")
+            .t(&reference)
+            .rm(true)
+            .forcerm(true)
+            .build();
+        let mut build = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+        while let Some(step) = build.next().await {
+            let info = step.with_context(|| format!("building {reference}"))?;
+            if let Some(detail) = info.error_detail {
+                anyhow::bail!(
+                    "building {reference}: {}",
+                    detail.message.unwrap_or_default()
+                );
+            }
+        }
+        docker
+            .tag_image(
+                &reference,
+                Some(
+                    bollard::query_parameters::TagImageOptionsBuilder::default()
+                        .repo(&repo)
+                        .tag("latest")
+                        .build(),
+                ),
+            )
+            .await
+            .with_context(|| format!("tagging {reference} as latest"))?;
+        images.insert(kind, reference);
+    }
+    Ok(images)
+}
+
+fn tar_context(kind: Kind, binary: &[u8]) -> Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8], mode: u32| -> Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, name, data)
+            .with_context(|| format!("adding {name} to the build context"))
+    };
+    add("Dockerfile", dockerfile(kind).as_bytes(), 0o644)?;
+    add(kind.binary(), binary, 0o755)?;
+    tar.into_inner().context("finishing the build context")
+}
+
+/// Runs services as containers.
+pub struct DockerRuntime {
+    docker: Docker,
+    stack: String,
+    network: String,
+    state: StateDir,
+    bin_dir: PathBuf,
+    images: std::sync::Mutex<HashMap<Kind, String>>,
+    gateway_ip: std::sync::Mutex<IpAddr>,
+    watcher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl DockerRuntime {
+    /// A runtime on `docker` for the stack whose files are in `state`.
+    pub fn new(docker: Docker, state: StateDir, bin_dir: PathBuf) -> DockerRuntime {
+        let stack = stack_id(&state);
+        DockerRuntime {
+            docker,
+            network: format!("ghost-{stack}"),
+            stack,
+            state,
+            bin_dir,
+            images: std::sync::Mutex::new(HashMap::new()),
+            gateway_ip: std::sync::Mutex::new(Ipv4Addr::LOCALHOST.into()),
+            watcher: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn container_name(&self, service: &str) -> String {
+        format!("ghost-{}-{service}", self.stack)
+    }
+
+    fn args(&self, spec: &Spec) -> Vec<String> {
+        let tls = format!("{MOUNT}/tls");
+        let key = format!("{MOUNT}/ticket.key");
+        let control = "http://control:7000".to_string();
+        let mut a: Vec<String> = Vec::new();
+        let mut push = |k: &str, v: String| {
+            a.push(k.to_string());
+            a.push(v);
+        };
+        match spec.kind {
+            Kind::Control => {
+                push("--listen", "0.0.0.0:7000".into());
+                push("--ops-listen", "0.0.0.0:9100".into());
+                push("--ticket-key-file", key);
+                push("--supervisor", format!("http://{}", spec.supervisor));
+            }
+            Kind::Ingest => {
+                push("--listen", "0.0.0.0:4433".into());
+                push("--ops-listen", "0.0.0.0:9101".into());
+                push("--control", control);
+                push("--tls-dir", tls);
+                push("--advertise", "ingest:4433".into());
+            }
+            Kind::Relay => {
+                let host = spec.advertise_host.as_deref().unwrap_or("127.0.0.1");
+                push("--listen", "0.0.0.0:4500".into());
+                push("--ops-listen", "0.0.0.0:9200".into());
+                push("--control", control);
+                push("--ingest", "ingest:4433".into());
+                push("--id", spec.name.clone());
+                push("--capacity", spec.relay_capacity.to_string());
+                push("--tls-dir", tls);
+                push("--ticket-key-file", key);
+                push("--advertise", format!("{host}:{}", spec.port("quic")));
+            }
+            Kind::Gateway => {
+                push("--listen", "0.0.0.0:8080".into());
+                push("--control", control);
+            }
+        }
+        a.extend(["--log-format".to_string(), "json".to_string()]);
+        a
+    }
+
+    /// Host ports for `spec`, picking free ones for roles asked as 0 (the relay must know its
+    /// published port before it starts, to advertise it).
+    fn host_ports(spec: &Spec) -> Result<BTreeMap<String, u16>> {
+        let mut out = BTreeMap::new();
+        for role in spec.kind.roles() {
+            let mut port = spec.port(role);
+            if port == 0 {
+                port = if *role == "quic" {
+                    std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port()
+                } else {
+                    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
+                };
+            }
+            out.insert(role.to_string(), port);
+        }
+        Ok(out)
+    }
+
+    async fn remove(&self, name: &str) {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        let _ = self.docker.remove_container(name, Some(options)).await;
+    }
+
+    /// Waits for the readiness line in the container's output; the last lines on failure.
+    async fn wait_ready(&self, name: &str) -> Result<()> {
+        let options = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut logs = self.docker.logs(name, Some(options));
+        let mut tail: Vec<String> = Vec::new();
+        let ready = async {
+            while let Some(chunk) = logs.next().await {
+                let text = chunk.map(|c| c.to_string()).unwrap_or_default();
+                for line in text.lines() {
+                    let ready = serde_json::from_str::<serde_json::Value>(line)
+                        .is_ok_and(|v| v.get("ready").is_some());
+                    if ready {
+                        return true;
+                    }
+                    tail.push(line.to_string());
+                    if tail.len() > 20 {
+                        tail.remove(0);
+                    }
+                }
+            }
+            false
+        };
+        match tokio::time::timeout(READY_TIMEOUT, ready).await {
+            Ok(true) => Ok(()),
+            Ok(false) => anyhow::bail!("{name} exited during start-up:\n{}", tail.join("\n")),
+            Err(_) => anyhow::bail!(
+                "{name} did not become ready within {READY_TIMEOUT:?}:\n{}",
+                tail.join("\n")
+            ),
+        }
+    }
+
+    async fn instance(&self, name: &str, service: &str, generation: u64) -> Result<Instance> {
+        let info = self
+            .docker
+            .inspect_container(name, None)
+            .await
+            .with_context(|| format!("inspecting {name}"))?;
+        let pid = info
+            .state
+            .as_ref()
+            .and_then(|s| s.pid)
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0);
+        let kind = kind_of(service).context("unknown service")?;
+        let mut addrs = BTreeMap::new();
+        let ports = info
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.ports.clone())
+            .unwrap_or_default();
+        for role in kind.roles() {
+            let key = container_port(kind, role);
+            let binding = ports
+                .get(key)
+                .and_then(|b| b.as_ref())
+                .and_then(|b| b.first())
+                .and_then(|b| b.host_port.as_deref())
+                .and_then(|p| p.parse::<u16>().ok());
+            if let Some(port) = binding {
+                addrs.insert(
+                    role.to_string(),
+                    SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
+                );
+            }
+        }
+        Ok(Instance {
+            name: service.to_string(),
+            pid,
+            container: info.id,
+            addrs,
+            generation,
+        })
+    }
+}
+
+fn kind_of(service: &str) -> Option<Kind> {
+    match service {
+        "control" => Some(Kind::Control),
+        "ingest" => Some(Kind::Ingest),
+        "gateway" => Some(Kind::Gateway),
+        s if s.starts_with("relay-") => Some(Kind::Relay),
+        _ => None,
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn prepare(
+        &self,
+        events: mpsc::Sender<Event>,
+        progress: &crate::supervisor::Progress,
+    ) -> Result<()> {
+        let images = build_images(&self.docker, &self.bin_dir, progress).await?;
+        *self.images.lock().unwrap_or_else(|e| e.into_inner()) = images;
+
+        let network = match self.docker.inspect_network(&self.network, None).await {
+            Ok(n) => n,
+            Err(_) => {
+                progress(&format!("creating network {}", self.network));
+                self.docker
+                    .create_network(NetworkCreateRequest {
+                        name: self.network.clone(),
+                        driver: Some("bridge".into()),
+                        labels: Some(HashMap::from([(LABEL_STACK.to_string(), self.stack.clone())])),
+                        ..Default::default()
+                    })
+                    .await
+                    .with_context(|| format!("creating network {}", self.network))?;
+                self.docker
+                    .inspect_network(&self.network, None)
+                    .await
+                    .with_context(|| format!("inspecting network {}", self.network))?
+            }
+        };
+        let gateway = network
+            .ipam
+            .and_then(|i| i.config)
+            .and_then(|c| c.into_iter().find_map(|c| c.gateway))
+            .and_then(|g| g.parse::<IpAddr>().ok())
+            .context("the stack's network has no gateway address")?;
+        *self.gateway_ip.lock().unwrap_or_else(|e| e.into_inner()) = gateway;
+
+        // Deaths are reported by Docker events, filtered to this stack's containers.
+        let filters = HashMap::from([
+            ("type", vec!["container"]),
+            ("event", vec!["die"]),
+        ]);
+        let label = format!("{LABEL_STACK}={}", self.stack);
+        let mut filters: HashMap<&str, Vec<&str>> = filters;
+        filters.insert("label", vec![label.as_str()]);
+        let options = EventsOptionsBuilder::default().filters(&filters).build();
+        let mut stream = self.docker.events(Some(options));
+        let watcher = tokio::spawn(async move {
+            while let Some(Ok(event)) = stream.next().await {
+                let attrs = event.actor.and_then(|a| a.attributes).unwrap_or_default();
+                let (Some(name), Some(generation)) = (
+                    attrs.get(LABEL_SERVICE).cloned(),
+                    attrs.get(LABEL_GENERATION).and_then(|g| g.parse().ok()),
+                ) else {
+                    continue;
+                };
+                let code = attrs.get("exitCode").cloned().unwrap_or_default();
+                let status = format!("container died (exit code {code})");
+                if events
+                    .send(Event::Exited {
+                        name,
+                        generation,
+                        status,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        if let Some(old) = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(watcher)
+        {
+            old.abort();
+        }
+        Ok(())
+    }
+
+    fn internal_ip(&self) -> IpAddr {
+        *self.gateway_ip.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn adopt(&self, spec: &Spec, _generation: u64) -> Result<Option<Instance>> {
+        let name = self.container_name(&spec.name);
+        let Ok(info) = self.docker.inspect_container(&name, None).await else {
+            return Ok(None);
+        };
+        let labels = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        if !running || labels.get(LABEL_STACK) != Some(&self.stack) {
+            return Ok(None);
+        }
+        let generation = labels
+            .get(LABEL_GENERATION)
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(1);
+        self.instance(&name, &spec.name, generation).await.map(Some)
+    }
+
+    async fn start(&self, spec: &Spec, generation: u64) -> Result<Instance> {
+        let image = self
+            .images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&spec.kind)
+            .cloned()
+            .context("runtime not prepared")?;
+        let name = self.container_name(&spec.name);
+        self.remove(&name).await;
+        let host_ports = Self::host_ports(spec)?;
+        let mut spec = spec.clone();
+        spec.ports = host_ports.clone();
+        let mut bindings = HashMap::new();
+        let mut exposed = Vec::new();
+        for (role, port) in &host_ports {
+            let public = spec.public && (role == "quic" || role == "http");
+            let key = container_port(spec.kind, role).to_string();
+            exposed.push(key.clone());
+            bindings.insert(
+                key,
+                Some(vec![PortBinding {
+                    host_ip: Some(if public { "0.0.0.0" } else { "127.0.0.1" }.to_string()),
+                    host_port: Some(port.to_string()),
+                }]),
+            );
+        }
+        let state_root = std::fs::canonicalize(self.state.root())
+            .unwrap_or_else(|_| self.state.root().to_path_buf());
+        let binds = vec![
+            format!("{}:{MOUNT}/tls:ro", state_root.join("tls").display()),
+            format!("{}:{MOUNT}/ticket.key:ro", state_root.join("ticket.key").display()),
+        ];
+        let labels = HashMap::from([
+            (LABEL_STACK.to_string(), self.stack.clone()),
+            (LABEL_SERVICE.to_string(), spec.name.clone()),
+            (LABEL_GENERATION.to_string(), generation.to_string()),
+        ]);
+        let user = format!("{}:{}", nix::unistd::Uid::current(), nix::unistd::Gid::current());
+        let body = ContainerCreateBody {
+            image: Some(image),
+            cmd: Some(self.args(&spec)),
+            labels: Some(labels),
+            user: Some(user),
+            exposed_ports: Some(exposed),
+            host_config: Some(HostConfig {
+                port_bindings: Some(bindings),
+                binds: Some(binds),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::NO),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    self.network.clone(),
+                    EndpointSettings {
+                        aliases: Some(vec![spec.name.clone()]),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        self.docker
+            .create_container(Some(options), body)
+            .await
+            .with_context(|| format!("creating container {name}"))?;
+        self.docker
+            .start_container(&name, None)
+            .await
+            .with_context(|| format!("starting container {name}"))?;
+        if let Err(e) = self.wait_ready(&name).await {
+            self.remove(&name).await;
+            return Err(e);
+        }
+        self.instance(&name, &spec.name, generation).await
+    }
+
+    async fn stop(&self, instance: &Instance) -> Result<()> {
+        let name = self.container_name(&instance.name);
+        let options = StopContainerOptionsBuilder::default().t(3).build();
+        let _ = self.docker.stop_container(&name, Some(options)).await;
+        self.remove(&name).await;
+        Ok(())
+    }
+
+    async fn kill(&self, instance: &Instance) -> Result<()> {
+        let name = self.container_name(&instance.name);
+        let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+        self.docker
+            .kill_container(&name, Some(options))
+            .await
+            .with_context(|| format!("killing {name}"))
+    }
+
+    async fn usage(&self, instance: &Instance) -> Option<Usage> {
+        if let Some(u) = instance.pid.and_then(super::process::proc_usage) {
+            return Some(u);
+        }
+        let name = self.container_name(&instance.name);
+        let options = StatsOptionsBuilder::default().stream(false).one_shot(true).build();
+        let stats = self.docker.stats(&name, Some(options)).next().await?.ok()?;
+        Some(Usage {
+            cpu_s: stats.cpu_stats?.cpu_usage?.total_usage? as f64 / 1e9,
+            rss_bytes: stats.memory_stats?.usage?,
+        })
+    }
+
+    async fn cleanup(&self) -> Result<()> {
+        if let Some(w) = self.watcher.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            w.abort();
+        }
+        let label = format!("{LABEL_STACK}={}", self.stack);
+        let filters = HashMap::from([("label", vec![label.as_str()])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        for c in self.docker.list_containers(Some(options)).await.unwrap_or_default() {
+            if let Some(id) = c.id {
+                self.remove(&id).await;
+            }
+        }
+        let _ = self.docker.remove_network(&self.network).await;
+        Ok(())
+    }
+}
