@@ -114,6 +114,9 @@ pub struct UpArgs {
     /// Use ephemeral ports everywhere instead of the defaults (several stacks on one host).
     #[arg(long)]
     pub ephemeral_ports: bool,
+    /// A relay added on demand is drained and removed after having no viewer this long.
+    #[arg(long, default_value = "60s")]
+    pub scale_down_after: humantime::Duration,
     /// Directory of the service binaries (default: beside `ghost`).
     #[arg(long, env = "GHOST_BIN_DIR")]
     pub bin_dir: Option<PathBuf>,
@@ -140,6 +143,7 @@ impl UpArgs {
         if self.ephemeral_ports {
             a.push("--ephemeral-ports".into());
         }
+        a.extend(["--scale-down-after".into(), self.scale_down_after.to_string()]);
         if let Some(b) = &self.bin_dir {
             a.extend(["--bin-dir".into(), b.display().to_string()]);
         }
@@ -338,6 +342,7 @@ fn settings(state: &StateDir, args: &UpArgs) -> Result<Settings> {
             Ports::DEFAULT
         },
         bin_dir,
+        scale_down_after: *args.scale_down_after,
     })
 }
 
@@ -373,7 +378,7 @@ async fn up_detached(state: &StateDir, args: &UpArgs) -> Result<i32> {
                 stack.supervisor_url
             ));
         }
-        state.clear();
+        // A crashed supervisor's stack file stays: the new daemon adopts its services.
     }
     let log_path = state.logs().join("supervisor.log");
     let log = std::fs::OpenOptions::new()

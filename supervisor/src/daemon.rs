@@ -143,6 +143,7 @@ pub async fn run(
             gateway_url: gateway_url.clone(),
             ingest_addr: ingest_addr.clone(),
             control_url,
+            supervisor_ports: (http_addr.port(), grpc_addr.port()),
         })?;
         progress(&format!(
             "stack up: viewer gateway {gateway_url}, ingest {ingest_addr}, status page {supervisor_url}"

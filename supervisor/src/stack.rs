@@ -36,6 +36,10 @@ pub struct StackFile {
     pub ingest_addr: String,
     /// Control gRPC, e.g. `http://127.0.0.1:7000`.
     pub control_url: String,
+    /// The supervisor's own ports (HTTP, gRPC), reused by a supervisor restarted after a
+    /// crash so the services it adopts still reach it.
+    #[serde(default)]
+    pub supervisor_ports: (u16, u16),
 }
 
 /// Paths inside a state directory.

@@ -320,6 +320,11 @@ impl Directory {
         Ok(())
     }
 
+    /// Drops a relay at once (it died); whether it was known.
+    pub fn forget_relay(&mut self, relay_id: &str) -> bool {
+        self.relays.remove(relay_id).is_some()
+    }
+
     /// Relays that have room or viewers, as operators see them.
     pub fn relays(&self, now: Instant) -> Vec<pb::RelayInfo> {
         let mut out: Vec<pb::RelayInfo> = self
@@ -495,6 +500,16 @@ mod tests {
         let later = now + Duration::from_secs(2);
         assert!(matches!(d.join("s1", later), Err(Refusal::NoCapacity(_))));
         assert!(d.relays(later).is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_relay_gets_no_viewers_until_it_reports_again() {
+        let (mut d, now) = with_stream();
+        d.relay_heartbeat(relay("r1", 10, 0, &[]), now).expect("hb");
+        assert!(d.forget_relay("r1"));
+        assert!(matches!(d.join("s1", now), Err(Refusal::NoCapacity(_))));
+        d.relay_heartbeat(relay("r1", 10, 0, &[]), now).expect("hb");
+        assert!(d.join("s1", now).is_ok());
     }
 
     #[test]

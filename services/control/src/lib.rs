@@ -251,6 +251,20 @@ impl Control for Service {
         }))
     }
 
+    async fn forget_relay(
+        &self,
+        request: Request<pb::ForgetRelayRequest>,
+    ) -> Result<Response<pb::ForgetRelayResponse>, Status> {
+        let req = request.into_inner();
+        let mut dir = self.dir();
+        let existed = dir.forget_relay(&req.relay_id);
+        if existed {
+            tracing::info!(relay = %req.relay_id, "relay forgotten: it died");
+        }
+        self.refresh_gauges(&dir);
+        Ok(Response::new(pb::ForgetRelayResponse { existed }))
+    }
+
     async fn status(
         &self,
         _request: Request<pb::StatusRequest>,

@@ -101,6 +101,8 @@ type Slot = Arc<OnceCell<Track>>;
 struct State {
     id: String,
     capacity: u32,
+    /// False once draining: viewers stay, new ones are refused and control stops placing.
+    accepting: std::sync::atomic::AtomicBool,
     seats: Arc<tokio::sync::Semaphore>,
     ticket_key: Option<Vec<u8>>,
     ingest: String,
@@ -167,6 +169,7 @@ impl Server {
             state: Arc::new(State {
                 id: config.id.clone(),
                 capacity: config.capacity,
+                accepting: std::sync::atomic::AtomicBool::new(true),
                 seats: Arc::new(tokio::sync::Semaphore::new(config.capacity as usize)),
                 ticket_key,
                 ingest: config.ingest.clone(),
@@ -197,11 +200,24 @@ impl Server {
         let accept = quic::accept_loop(self.endpoint, shutdown.clone(), move |conn| {
             viewer(state.clone(), conn)
         });
-        let ops = ops::serve(
-            self.ops,
-            ops::routes(Arc::new(self.registry)),
-            shutdown.clone(),
+        let drain_state = self.state.clone();
+        let routes = ops::routes(Arc::new(self.registry)).route(
+            "/drain",
+            axum::routing::post(move || {
+                let state = drain_state.clone();
+                async move {
+                    state
+                        .accepting
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!("draining: no new viewers");
+                    format!(
+                        "draining; {} viewers left\n",
+                        state.metrics.viewers.get()
+                    )
+                }
+            }),
         );
+        let ops = ops::serve(self.ops, routes, shutdown.clone());
         let report = Report {
             state: self.state.clone(),
             control: self.control,
@@ -262,7 +278,7 @@ impl Report {
             groups_sent: m.fanout.groups_sent.get(),
             groups_skipped: m.fanout.groups_skipped.get(),
             rejected: m.rejections.get(),
-            accepting: true,
+            accepting: state.accepting.load(std::sync::atomic::Ordering::Relaxed),
         };
         let resp = self.control.clone().relay_heartbeat(req).await?;
         Ok(Duration::from_millis(u64::from(
@@ -279,6 +295,11 @@ struct Refusal {
 
 async fn viewer(state: Arc<State>, conn: Connection) {
     // Admission first, before any work: past capacity a viewer is refused at once.
+    if !state.accepting.load(std::sync::atomic::Ordering::Relaxed) {
+        state.metrics.rejections.inc();
+        quic::close(&conn, code::CAPACITY, "relay draining: join again for another relay");
+        return;
+    }
     let Ok(_seat) = state.seats.clone().try_acquire_owned() else {
         state.metrics.rejections.inc();
         quic::close(

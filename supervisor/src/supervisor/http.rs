@@ -96,6 +96,7 @@ pub async fn full_status(handle: &Handle) -> serde_json::Value {
         "rejections": rejections,
         "control_error": control_error,
         "events": snap.events,
+        "history": snap.history,
     })
 }
 

@@ -108,6 +108,8 @@ pub struct Settings {
     pub ports: Ports,
     /// Where the service binaries are.
     pub bin_dir: PathBuf,
+    /// A relay added on demand that has had no viewer this long is drained and removed.
+    pub scale_down_after: Duration,
 }
 
 /// One timeline entry.
@@ -122,6 +124,22 @@ pub struct EventRecord {
     /// Details.
     pub detail: String,
 }
+
+/// One point of the status page's charts, taken every second.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sample {
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// Viewers on all relays.
+    pub viewers: u32,
+    /// Bytes sent by all relays since they started (the page derives egress from it).
+    pub bytes_sent: u64,
+    /// Viewers refused for capacity since control started.
+    pub rejections: u64,
+}
+
+/// Samples kept: five minutes.
+const HISTORY: usize = 300;
 
 /// A service's state as the status page shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -161,6 +179,8 @@ pub struct Snapshot {
     pub events: Vec<EventRecord>,
     /// Control's gRPC endpoint.
     pub control_url: String,
+    /// Chart samples, oldest first.
+    pub history: Vec<Sample>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +221,10 @@ struct Member {
     last_exit: Option<String>,
     /// Addresses pinned after the first start, so restarts keep their ports.
     pinned: BTreeMap<String, SocketAddr>,
+    /// Since when this relay has had no viewer.
+    idle_since: Option<Instant>,
+    /// Since when this relay has been draining (no new viewers) before removal.
+    draining_since: Option<Instant>,
 }
 
 /// A request to the supervisor actor.
@@ -284,6 +308,8 @@ pub struct Supervisor {
     exits: mpsc::Receiver<Event>,
     grpc_addr: SocketAddr,
     probe: reqwest::Client,
+    control: Option<ghost_proto::control::control_client::ControlClient<tonic::transport::Channel>>,
+    history: VecDeque<Sample>,
 }
 
 impl Supervisor {
@@ -318,6 +344,8 @@ impl Supervisor {
             exits,
             grpc_addr,
             probe,
+            control: None,
+            history: VecDeque::new(),
         };
         sup.add(Kind::Control, 0);
         sup.add(Kind::Ingest, 0);
@@ -349,6 +377,8 @@ impl Supervisor {
             healthy: false,
             last_exit: None,
             pinned: BTreeMap::new(),
+            idle_since: None,
+            draining_since: None,
         });
     }
 
@@ -530,6 +560,7 @@ impl Supervisor {
             relay_capacity: self.settings.relay_capacity,
             events: self.events.iter().cloned().collect(),
             control_url: self.control_url(),
+            history: self.history.iter().copied().collect(),
         });
     }
 
@@ -561,6 +592,114 @@ impl Supervisor {
         m.restart_at = Some(m.restart_at.map_or(at, |held| held.max(at)));
         if m.state != State::Held {
             m.state = State::Restarting;
+        }
+    }
+
+    fn control_client(
+        &mut self,
+    ) -> Option<ghost_proto::control::control_client::ControlClient<tonic::transport::Channel>> {
+        if self.control.is_none() {
+            self.control = ghost_common::control::client(&self.control_url()).ok();
+        }
+        self.control.clone()
+    }
+
+    /// Tells control a relay died, so no viewer is sent there meanwhile.
+    async fn forget_relay(&mut self, relay_id: &str) {
+        let Some(mut control) = self.control_client() else {
+            return;
+        };
+        let req = ghost_proto::control::ForgetRelayRequest {
+            relay_id: relay_id.to_string(),
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), control.forget_relay(req)).await;
+    }
+
+    /// Reads control's view (relay loads), records a chart sample, and scales idle relays
+    /// added on demand back down: drained first, removed once they hold no viewer.
+    async fn observe(&mut self) {
+        let Some(mut control) = self.control_client() else {
+            return;
+        };
+        let status = match tokio::time::timeout(
+            Duration::from_millis(500),
+            control.status(ghost_proto::control::StatusRequest {}),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s.into_inner(),
+            _ => return,
+        };
+        let now = Instant::now();
+        self.history.push_back(Sample {
+            at_ms: ghost_common::clock::now_ms(),
+            viewers: status.relays.iter().map(|r| r.viewers).sum(),
+            bytes_sent: status.relays.iter().map(|r| r.bytes_sent).sum(),
+            rejections: status.rejections,
+        });
+        while self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
+        let viewers_of = |name: &str| {
+            status
+                .relays
+                .iter()
+                .find(|r| r.relay_id == name)
+                .map(|r| r.viewers)
+        };
+        for m in self.members.iter_mut().filter(|m| m.kind == Kind::Relay) {
+            match viewers_of(&m.name) {
+                Some(0) => {
+                    m.idle_since.get_or_insert(now);
+                }
+                Some(_) => m.idle_since = None,
+                None => {}
+            }
+        }
+        // Only relays above the starting count go, the newest first, one at a time.
+        let relays = self.members.iter().filter(|m| m.kind == Kind::Relay).count() as u32;
+        if relays <= self.settings.relays {
+            return;
+        }
+        let Some(i) = self.members.iter().rposition(|m| m.kind == Kind::Relay) else {
+            return;
+        };
+        let m = &self.members[i];
+        let idle = m
+            .idle_since
+            .is_some_and(|t| now.duration_since(t) >= self.settings.scale_down_after);
+        match m.draining_since {
+            None if idle && m.state == State::Running => {
+                if let Some(ops) = m.instance.as_ref().and_then(|inst| inst.addrs.get("ops")) {
+                    let url = format!("http://{ops}/drain");
+                    if self.probe.post(url).send().await.is_ok() {
+                        let name = m.name.clone();
+                        self.members[i].draining_since = Some(now);
+                        self.record(
+                            "drain",
+                            &name,
+                            format!(
+                                "no viewer for {}; draining",
+                                humantime::format_duration(self.settings.scale_down_after)
+                            ),
+                        );
+                    }
+                }
+            }
+            // Removed only once control has seen it draining (a heartbeat) and it is empty.
+            Some(since)
+                if now.duration_since(since) >= Duration::from_secs(1)
+                    && viewers_of(&m.name) == Some(0) =>
+            {
+                let m = self.members.remove(i);
+                if let Some(inst) = &m.instance {
+                    let _ = self.runtime.stop(inst).await;
+                }
+                self.relays_wanted = self.relays_wanted.saturating_sub(1).max(self.settings.relays);
+                self.forget_relay(&m.name).await;
+                self.record("scale_down", &m.name, "drained and removed");
+            }
+            _ => {}
         }
     }
 
@@ -721,11 +860,7 @@ impl Supervisor {
 
     async fn capacity(&mut self, rejected: u32) -> (u32, u32, u32) {
         let max = self.settings.max_relays;
-        let running = self
-            .members
-            .iter()
-            .filter(|m| m.kind == Kind::Relay)
-            .count() as u32;
+        let running = self.members.iter().filter(|m| m.kind == Kind::Relay).count() as u32;
         let starting = self
             .members
             .iter()
@@ -736,11 +871,17 @@ impl Supervisor {
             "control",
             format!("{rejected} viewers refused; {running} relays, max {max}"),
         );
+        // A draining relay with room is the quickest capacity of all: keep it.
+        for m in self.members.iter_mut().filter(|m| m.kind == Kind::Relay) {
+            m.idle_since = None;
+        }
         if running >= max || starting > 0 {
             self.publish();
             return (0, running, max);
         }
-        match self.scale(running + 1).await {
+        let wanted = rejected.div_ceil(self.settings.relay_capacity.max(1)).max(1);
+        let target = (running + wanted).min(max);
+        match self.scale(target).await {
             Ok(n) => (n - running, n, max),
             Err(_) => (0, running, max),
         }
@@ -791,6 +932,9 @@ impl Supervisor {
                     self.members[i].healthy = false;
                     self.members[i].last_exit = Some(status.clone());
                     self.record("exit", &name, status);
+                    if self.members[i].kind == Kind::Relay {
+                        self.forget_relay(&name).await;
+                    }
                     self.schedule_restart(i, Instant::now());
                     self.publish();
                 }
@@ -815,7 +959,11 @@ impl Supervisor {
                         }
                     }
                 }
-                _ = probe.tick() => self.probe().await,
+                _ = probe.tick() => {
+                    self.probe().await;
+                    self.observe().await;
+                    self.publish();
+                }
                 Some(command) = self.commands.recv() => match command {
                     Command::Scale(n, reply) => { let _ = reply.send(self.scale(n).await); }
                     Command::Kill { target, hold, reply } => {
