@@ -66,17 +66,26 @@ pub async fn run(
     shutdown: CancellationToken,
     progress: &crate::supervisor::Progress,
 ) -> Result<()> {
+    let mut settings = settings;
     let state = settings.state.clone();
     let stack_state = state.clone();
-    if let Ok(existing) = state.read()
-        && crate::supervisor::process::alive(existing.supervisor_pid)
-        && existing.supervisor_pid != std::process::id()
-    {
-        anyhow::bail!(
-            "a stack is already up (supervisor pid {}, status {}); run `ghost down` first",
-            existing.supervisor_pid,
-            existing.supervisor_url
-        );
+    if let Ok(existing) = state.read() {
+        if crate::supervisor::process::alive(existing.supervisor_pid)
+            && existing.supervisor_pid != std::process::id()
+        {
+            anyhow::bail!(
+                "a stack is already up (supervisor pid {}, status {}); run `ghost down` first",
+                existing.supervisor_pid,
+                existing.supervisor_url
+            );
+        }
+        // A supervisor that crashed: take its ports back, its services may still be running
+        // and pointed at them.
+        let (http, grpc) = existing.supervisor_ports;
+        if settings.ports.http == 0 && http != 0 {
+            settings.ports.http = http;
+            settings.ports.grpc = grpc;
+        }
     }
     state.prepare()?;
     let public_ip = if settings.public {

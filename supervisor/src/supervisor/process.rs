@@ -94,9 +94,18 @@ fn signal(pid: u32, sig: Signal) -> Result<()> {
     kill(Pid::from_raw(pid), sig).with_context(|| format!("sending {sig} to {pid}"))
 }
 
-/// Whether process `pid` exists.
+/// Whether process `pid` exists and has not exited (a zombie nobody reaped yet is dead).
 pub fn alive(pid: u32) -> bool {
-    i32::try_from(pid).is_ok_and(|p| kill(Pid::from_raw(p), None).is_ok())
+    if !i32::try_from(pid).is_ok_and(|p| kill(Pid::from_raw(p), None).is_ok()) {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => true,
+    }
 }
 
 /// CPU seconds and RSS of a process, from /proc.

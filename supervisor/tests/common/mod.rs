@@ -10,6 +10,8 @@ use std::time::Duration;
 use ghost::client::{publish, watch};
 use ghost::stack::{StackFile, StateDir};
 use tokio::task::JoinHandle;
+
+pub mod scenarios;
 use tokio_util::sync::CancellationToken;
 
 pub const GHOST: &str = env!("CARGO_BIN_EXE_ghost");
@@ -25,8 +27,13 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Brings a stack up with `extra` flags for `ghost up`.
+    /// Brings a stack of local processes up with `extra` flags for `ghost up`.
     pub fn up(extra: &[&str]) -> Stack {
+        Stack::up_on("process", extra)
+    }
+
+    /// Brings a stack up on `runtime` (`process` or `docker`).
+    pub fn up_on(runtime: &str, extra: &[&str]) -> Stack {
         let dir = tempfile::Builder::new()
             .prefix("ghost-test-")
             .tempdir()
@@ -49,7 +56,7 @@ impl Stack {
         let out = Command::new(GHOST)
             .arg("--state-dir")
             .arg(dir.path())
-            .args(["up", "-d", "--runtime", "process", "--ephemeral-ports"])
+            .args(["up", "-d", "--runtime", runtime, "--ephemeral-ports"])
             .args(extra)
             .output()
             .expect("run ghost up");
@@ -261,3 +268,22 @@ impl Drop for Stack {
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
+
+/// Whether a Docker Engine answers. In CI its absence fails the test; elsewhere the test is
+/// skipped with a message.
+pub async fn docker_available() -> bool {
+    match ghost::supervisor::docker::connect().await {
+        Ok(_) => true,
+        Err(e) => {
+            if std::env::var_os("CI").is_some() {
+                panic!("CI needs a Docker Engine for these tests: {e:#}");
+            }
+            eprintln!("skipped: no Docker Engine answers ({e:#})");
+            false
+        }
+    }
+}
+
+/// Docker tests run one at a time: each brings up a whole stack of containers.
+pub static DOCKER: std::sync::LazyLock<tokio::sync::Mutex<()>> =
+    std::sync::LazyLock::new(|| tokio::sync::Mutex::new(()));

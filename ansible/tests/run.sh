@@ -1,0 +1,373 @@
+#!/usr/bin/env bash
+# Tests of the Ansible deployment, with no AWS account:
+#   1. ansible-lint (production profile) and --syntax-check of every playbook;
+#   2. provision.yml and teardown.yml against a local EC2 emulator (moto, on loopback), each
+#      twice (the second run must change nothing), checking what they leave behind;
+#   3. deploy.yml for real to this machine (ansible_connection=local, no systemd, binaries and
+#      state under a temporary directory, the stack on its default ports), twice, then health
+#      checks, a restart on a new binary, and teardown.yml's stop step, twice;
+#   4. the role's image shipping (docker save / docker load, idempotent) on throw-away images,
+#      when a Docker engine answers.
+# Ends with one line: "ansible: N passed, N failed" and exits non-zero on any failure.
+#
+# Environment:
+#   GHOST_RUNTIME   runtime of the deploy test: docker (default) or process
+#   GHOST_BIN_DIR   directory of the built binaries (default target/release, else target/debug,
+#                   relative to the repository root)
+#   GHOST_ANSIBLE_VENV  the virtual environment to use/create (default ansible/.venv)
+set -uo pipefail
+
+ANSIBLE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPO_ROOT=$(cd "$ANSIBLE_DIR/.." && pwd)
+VENV=${GHOST_ANSIBLE_VENV:-$ANSIBLE_DIR/.venv}
+RUNTIME=${GHOST_RUNTIME:-docker}
+cd "$ANSIBLE_DIR" || exit 1
+
+PASSED=0
+FAILED=0
+SKIPPED=0
+TMP=$(mktemp -d -t ghost-ansible.XXXXXX)
+LOGS=$TMP/logs
+mkdir -p "$LOGS"
+MOTO_PID=""
+DEPLOY_PREFIX=$TMP/deploy/prefix
+DEPLOY_STATE=$TMP/deploy/state
+TEST_IMAGES=(ghost-stream-ansible-test/a:latest ghost-stream-ansible-test/b:latest)
+IMAGES_MADE=0
+
+say() { printf 'ansible: %s\n' "$*"; }
+
+summary() {
+    local line="ansible: $PASSED passed, $FAILED failed"
+    [ "$SKIPPED" -gt 0 ] && line="$line, $SKIPPED skipped"
+    echo "$line"
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ -x "$DEPLOY_PREFIX/bin/ghost" ]; then
+        "$DEPLOY_PREFIX/bin/ghost" --state-dir "$DEPLOY_STATE" down >/dev/null 2>&1 || true
+    fi
+    if [ -n "$MOTO_PID" ] && kill -0 "$MOTO_PID" 2>/dev/null; then
+        kill "$MOTO_PID" 2>/dev/null
+        wait "$MOTO_PID" 2>/dev/null
+    fi
+    if [ "$IMAGES_MADE" = 1 ]; then
+        docker rmi -f "${TEST_IMAGES[@]}" >/dev/null 2>&1 || true
+    fi
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+pass() { PASSED=$((PASSED + 1)); say "ok    $1"; }
+fail() {
+    FAILED=$((FAILED + 1))
+    say "FAIL  $1"
+    if [ -n "${2:-}" ] && [ -f "$2" ]; then
+        echo "----- last lines of $(basename "$2") -----"
+        tail -n 60 "$2"
+        echo "-----"
+    fi
+}
+skip() { SKIPPED=$((SKIPPED + 1)); say "skip  $1"; }
+
+# check NAME COMMAND...: one check, its output kept in a log shown on failure.
+check() {
+    local name=$1 log
+    shift
+    log=$LOGS/$(printf '%02d' $((PASSED + FAILED + SKIPPED + 1)))-check.log
+    if "$@" >"$log" 2>&1; then pass "$name"; else fail "$name" "$log"; fi
+}
+
+# play NAME WANT ARGS...: one ansible-playbook run; WANT is "some" (changes expected), "zero"
+# (the second run of an idempotent playbook) or "any". Fails on a non-zero exit, a failed or
+# unreachable host, or a change count that does not match.
+play() {
+    local name=$1 want=$2 log
+    shift 2
+    log=$LOGS/$(printf '%02d' $((PASSED + FAILED + SKIPPED + 1)))-play.log
+    if "$VENV/bin/ansible-playbook" "$@" >"$log" 2>&1 \
+        && "$VENV/bin/python" tests/helpers.py recap "$log" "$want" >>"$log" 2>&1; then
+        pass "$name ($(tail -n 1 "$log"))"
+        return 0
+    fi
+    fail "$name" "$log"
+    return 1
+}
+
+# A run that must fail (a refused configuration).
+play_refused() {
+    local name=$1 pattern=$2 log
+    shift 2
+    log=$LOGS/$(printf '%02d' $((PASSED + FAILED + SKIPPED + 1)))-refused.log
+    if ! "$VENV/bin/ansible-playbook" "$@" >"$log" 2>&1 && grep -q -- "$pattern" "$log"; then
+        pass "$name"
+    else
+        fail "$name (expected a failure mentioning: $pattern)" "$log"
+    fi
+}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --------------------------------------------------------------------------------------------
+# The virtual environment (reused while the pinned requirements are unchanged)
+# --------------------------------------------------------------------------------------------
+setup_venv() {
+    local stamp want
+    want=$(cat requirements.txt tests/requirements.txt; python3 --version 2>&1)
+    want=$(printf '%s' "$want" | sha256sum | cut -d' ' -f1)
+    stamp=$VENV/.ghost-requirements
+    if [ -x "$VENV/bin/ansible-playbook" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+        return 0
+    fi
+    say "creating the virtual environment ($VENV)"
+    rm -rf "$VENV"
+    if ! python3 -m venv "$VENV" >"$LOGS/venv.log" 2>&1; then
+        rm -rf "$VENV"
+        say "python3 -m venv failed; installing python3-venv"
+        as_root apt-get update -qq >>"$LOGS/venv.log" 2>&1
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >>"$LOGS/venv.log" 2>&1
+        python3 -m venv "$VENV" >>"$LOGS/venv.log" 2>&1 || { cat "$LOGS/venv.log"; return 1; }
+    fi
+    "$VENV/bin/pip" install --disable-pip-version-check -q -r tests/requirements.txt \
+        >>"$LOGS/venv.log" 2>&1 || { tail -n 40 "$LOGS/venv.log"; return 1; }
+    echo "$want" >"$stamp"
+}
+
+if ! setup_venv; then
+    fail "virtual environment (pip install -r tests/requirements.txt)"
+    summary
+    exit 1
+fi
+
+# Ansible: this directory's configuration, plain output, and no stray variables of the product
+# (ghost reads GHOST_BIN_DIR and GHOST_STATE_DIR itself).
+export ANSIBLE_CONFIG=$ANSIBLE_DIR/ansible.cfg
+export ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 PY_COLORS=0
+export ANSIBLE_LOCALHOST_WARNING=False ANSIBLE_INVENTORY_UNPARSED_WARNING=False
+export ANSIBLE_DEPRECATION_WARNINGS=False
+# Never real AWS: dummy credentials, no profile or config file, no instance metadata.
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
+export AWS_CONFIG_FILE=$TMP/aws-config AWS_SHARED_CREDENTIALS_FILE=$TMP/aws-credentials
+export AWS_EC2_METADATA_DISABLED=true
+unset AWS_PROFILE AWS_SESSION_TOKEN AWS_SECURITY_TOKEN AWS_URL EC2_URL AWS_ENDPOINT_URL \
+    AWS_ENDPOINT_URL_EC2 GHOST_STATE_DIR
+: >"$AWS_CONFIG_FILE"
+: >"$AWS_SHARED_CREDENTIALS_FILE"
+
+# The binaries: GHOST_BIN_DIR, else target/release, else target/debug.
+if [ -n "${GHOST_BIN_DIR:-}" ]; then
+    case $GHOST_BIN_DIR in /*) BIN_DIR=$GHOST_BIN_DIR ;; *) BIN_DIR=$REPO_ROOT/$GHOST_BIN_DIR ;; esac
+elif [ -x "$REPO_ROOT/target/release/ghost" ]; then
+    BIN_DIR=$REPO_ROOT/target/release
+else
+    BIN_DIR=$REPO_ROOT/target/debug
+fi
+unset GHOST_BIN_DIR
+
+# --------------------------------------------------------------------------------------------
+# 1. Lint and syntax
+# --------------------------------------------------------------------------------------------
+check "ansible-lint, production profile" "$VENV/bin/ansible-lint" --strict
+for playbook in provision.yml deploy.yml teardown.yml; do
+    check "syntax-check $playbook" "$VENV/bin/ansible-playbook" --syntax-check "$playbook"
+done
+
+# --------------------------------------------------------------------------------------------
+# 2. provision.yml and teardown.yml against moto (EC2 emulator on loopback)
+# --------------------------------------------------------------------------------------------
+MOTO_PORT=$("$VENV/bin/python" tests/helpers.py free-port)
+MOTO=http://127.0.0.1:$MOTO_PORT
+MOTO_AMIS_PATH=$ANSIBLE_DIR/tests/moto-amis.json \
+    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$LOGS/moto.log" 2>&1 &
+MOTO_PID=$!
+if "$VENV/bin/python" tests/helpers.py wait-http "$MOTO/moto-api/" 30 >>"$LOGS/moto.log" 2>&1; then
+    OPERATOR_CIDR=198.51.100.7/32
+    AWS_VARS=$TMP/aws-vars.yml
+    cat >"$AWS_VARS" <<EOF
+ghost_aws_endpoint_url: $MOTO
+ghost_operator_cidr: $OPERATOR_CIDR
+ghost_wait_for_ssh: false
+ghost_key_private_key_file: $TMP/keys/ghost-stream.pem
+ghost_inventory_file: $TMP/inventory/provisioned.yml
+EOF
+    # No -i: the AWS plays run on localhost only, and teardown's stop step has no host (the
+    # emulator's addresses are not real, so nothing may connect to them).
+    play_refused "provision refuses to run without an operator CIDR" "ghost_operator_cidr" \
+        provision.yml -e "@$AWS_VARS" -e ghost_operator_cidr=
+    play "provision against moto, first run" some provision.yml -e "@$AWS_VARS"
+    play "provision against moto, second run changes nothing" zero provision.yml -e "@$AWS_VARS"
+    check "provision left the instance, security group, key pair and inventory as expected" \
+        "$VENV/bin/python" tests/helpers.py provisioned "$MOTO" ghost-stream ghost-stream \
+        "$OPERATOR_CIDR" ami-0deb12a0000000002 "$TMP/keys/ghost-stream.pem" \
+        "$TMP/inventory/provisioned.yml" created
+    check "inventory/aws_ec2.yml finds the instance by its tag" bash -c \
+        'AWS_URL="$1" "$2/bin/ansible-inventory" -i inventory/aws_ec2.yml --list >"$3" &&
+         "$2/bin/python" tests/helpers.py inventory "$3" "$1" ghost-stream' \
+        _ "$MOTO" "$VENV" "$TMP/aws_ec2.json"
+    play "teardown against moto, first run" some teardown.yml -e "@$AWS_VARS"
+    play "teardown against moto, second run changes nothing" zero teardown.yml -e "@$AWS_VARS"
+    check "teardown removed the instance, security group, key pair and inventory" \
+        "$VENV/bin/python" tests/helpers.py gone "$MOTO" ghost-stream ghost-stream deleted \
+        "$TMP/inventory/provisioned.yml"
+
+    # An operator's own key pair: used, never adopted or deleted.
+    "$VENV/bin/python" tests/helpers.py create-key "$MOTO" operator-key >>"$LOGS/moto.log" 2>&1
+    play_refused "provision refuses to take over a key pair it did not create" "was not created here" \
+        provision.yml -e "@$AWS_VARS" -e ghost_name=ghost-stream-b -e ghost_key_name=operator-key
+    if play "provision with an existing key pair" some provision.yml -e "@$AWS_VARS" \
+        -e ghost_name=ghost-stream-b -e ghost_key_name=operator-key -e ghost_key_create=false; then
+        play "teardown with an existing key pair" some teardown.yml -e "@$AWS_VARS" \
+            -e ghost_name=ghost-stream-b -e ghost_key_name=operator-key -e ghost_key_create=false
+    else
+        skip "teardown with an existing key pair (provision failed)"
+    fi
+    check "teardown kept the existing key pair and removed the rest" \
+        "$VENV/bin/python" tests/helpers.py gone "$MOTO" ghost-stream-b operator-key kept \
+        "$TMP/inventory/provisioned.yml"
+else
+    fail "moto_server did not start" "$LOGS/moto.log"
+fi
+if [ -n "$MOTO_PID" ]; then
+    kill "$MOTO_PID" 2>/dev/null
+    wait "$MOTO_PID" 2>/dev/null
+    MOTO_PID=""
+fi
+
+# --------------------------------------------------------------------------------------------
+# 3. deploy.yml for real to this machine
+# --------------------------------------------------------------------------------------------
+deploy_tests() {
+    local src=$TMP/src bin before after
+    case $RUNTIME in
+        process) bins=(ghost ghost-control ghost-ingest ghost-relay ghost-gateway) ;;
+        docker) bins=(ghost) ;;
+        *) fail "GHOST_RUNTIME must be docker or process, not '$RUNTIME'"; return ;;
+    esac
+    for bin in "${bins[@]}"; do
+        if [ ! -x "$BIN_DIR/$bin" ]; then
+            fail "deploy: $BIN_DIR/$bin is missing (build the workspace, or set GHOST_BIN_DIR)"
+            return
+        fi
+    done
+    if [ "$RUNTIME" = docker ]; then
+        if ! docker image inspect ghost-stream/control:latest ghost-stream/ingest:latest \
+            ghost-stream/relay:latest ghost-stream/gateway:latest >/dev/null 2>&1; then
+            say "building the service images (ghost images build)"
+            if ! "$BIN_DIR/ghost" images build >"$LOGS/images-build.log" 2>&1; then
+                fail "deploy: the service images are missing and 'ghost images build' failed" \
+                    "$LOGS/images-build.log"
+                return
+            fi
+        fi
+    fi
+    # The stack binds its default ports on all addresses (--public): they must be free.
+    if ! "$VENV/bin/python" tests/helpers.py ports-free 7070,7071,7000,8080,9100,9101,9201,9202 \
+        4433,4500,4501 >"$LOGS/ports.log" 2>&1; then
+        fail "deploy: the stack's default ports are taken on this machine; not deploying" "$LOGS/ports.log"
+        return
+    fi
+
+    # The binaries to ship, staged so the restart check can change one without touching the
+    # build output: ghost copied, the service binaries linked.
+    mkdir -p "$src"
+    cp "$BIN_DIR/ghost" "$src/ghost"
+    for bin in "${bins[@]:1}"; do ln -s "$BIN_DIR/$bin" "$src/$bin"; done
+
+    cat >"$TMP/local-inventory.yml" <<'EOF'
+all:
+  children:
+    ghost_stream:
+      hosts:
+        local-target:
+          ansible_connection: local
+          ansible_python_interpreter: "{{ ansible_playbook_python }}"
+EOF
+    cat >"$TMP/deploy-vars.yml" <<EOF
+ghost_runtime: $RUNTIME
+ghost_service_manager: none
+ghost_become: false
+ghost_install_docker: false
+ghost_prefix: $DEPLOY_PREFIX
+ghost_state_dir: $DEPLOY_STATE
+ghost_bin_src_dir: $src
+ghost_advertise_host: 127.0.0.1
+ghost_images_tarball: $TMP/build/ghost-stream-images.tar
+ghost_images_remote_tarball: $TMP/deploy/images/ghost-stream-images.tar
+EOF
+    local args=(-i "$TMP/local-inventory.yml" -e "@$TMP/deploy-vars.yml")
+    status_json() { "$DEPLOY_PREFIX/bin/ghost" --state-dir "$DEPLOY_STATE" status --json >"$1" 2>>"$LOGS/status.log"; }
+
+    play "deploy ($RUNTIME runtime), first run" some deploy.yml "${args[@]}" || return
+    play "deploy, second run changes nothing" zero deploy.yml "${args[@]}"
+    status_json "$TMP/status1.json"
+    check "the deployed stack is healthy (/api/status ready, gateway /health, ghost status)" \
+        "$VENV/bin/python" tests/helpers.py healthy 7070 8080 "$TMP/status1.json"
+
+    # A new ghost binary: the next deploy restarts the stack.
+    before=$("$VENV/bin/python" tests/helpers.py service-pids "$TMP/status1.json")
+    printf '\n' >>"$src/ghost"
+    if play "deploy of a new binary" some deploy.yml "${args[@]}"; then
+        status_json "$TMP/status2.json"
+        after=$("$VENV/bin/python" tests/helpers.py service-pids "$TMP/status2.json" 2>/dev/null)
+        check "a new binary restarted the stack, healthy again" bash -c \
+            '[ -n "$2" ] && [ "$1" != "$2" ] && echo "before: $1" && echo "after:  $2" &&
+             "$3/bin/python" tests/helpers.py healthy 7070 8080 "$4"' \
+            _ "$before" "$after" "$VENV" "$TMP/status2.json"
+    fi
+
+    play "teardown stops the stack (ghost down)" some teardown.yml "${args[@]}" -e ghost_teardown_aws=false
+    play "teardown, second run changes nothing" zero teardown.yml "${args[@]}" -e ghost_teardown_aws=false
+    check "the stack is stopped" "$VENV/bin/python" tests/helpers.py stopped 7070
+}
+deploy_tests
+
+# --------------------------------------------------------------------------------------------
+# 4. Image shipping (docker save on the control machine, docker load on the target)
+# --------------------------------------------------------------------------------------------
+images_tests() {
+    local dir=$TMP/images-test vars=$TMP/images-vars.yml inv=$TMP/local-inventory.yml image ids_before ids_after
+    mkdir -p "$dir/rootfs"
+    for image in "${TEST_IMAGES[@]}"; do
+        echo "$image $$ $(date +%s%N)" >"$dir/rootfs/content"
+        tar -C "$dir/rootfs" -cf "$dir/rootfs.tar" content
+        docker import "$dir/rootfs.tar" "$image" >>"$LOGS/images.log" 2>&1 || return 1
+        IMAGES_MADE=1
+    done
+    ids_before=$(docker image inspect --format '{{.Id}}' "${TEST_IMAGES[@]}")
+    cat >"$vars" <<EOF
+ghost_images: [${TEST_IMAGES[0]}, ${TEST_IMAGES[1]}]
+ghost_images_tarball: $dir/control/images.tar
+ghost_images_remote_tarball: $dir/target/images.tar
+ghost_images_save: true
+EOF
+    [ -f "$inv" ] || cat >"$inv" <<'EOF'
+all:
+  children:
+    ghost_stream:
+      hosts:
+        local-target:
+          ansible_connection: local
+          ansible_python_interpreter: "{{ ansible_playbook_python }}"
+EOF
+    # Save (the engine has the images, so nothing to load), then remove them from the engine:
+    # the next run must load them, and the one after must do nothing.
+    play "images: docker save of a new image set" some tests/images.yml -i "$inv" -e "@$vars" || return 0
+    docker rmi -f "${TEST_IMAGES[@]}" >>"$LOGS/images.log" 2>&1
+    play "images: docker load of images the engine lacks" some tests/images.yml -i "$inv" -e "@$vars" \
+        -e ghost_images_save=false
+    play "images: second load changes nothing" zero tests/images.yml -i "$inv" -e "@$vars"
+    ids_after=$(docker image inspect --format '{{.Id}}' "${TEST_IMAGES[@]}" 2>&1)
+    check "images: the loaded images are the saved ones" test "$ids_before" = "$ids_after"
+}
+if docker info >/dev/null 2>&1; then
+    images_tests || fail "images: could not make the test images" "$LOGS/images.log"
+else
+    skip "image shipping (no Docker engine answers)"
+fi
+
+summary
+[ "$FAILED" -eq 0 ]
