@@ -255,9 +255,9 @@ def healthy(status_port, gateway_port, status_json_path) -> int:
     if api and api.get("ready") is not True:
         problems.append("/api/status ready=%s" % api.get("ready"))
     services = api.get("services") or []
-    down = [s.get("name") for s in services if s.get("state") != "running"]
+    down = [s.get("name") for s in services if s.get("state") != "running" or s.get("healthy") is False]
     if api and (not services or down):
-        problems.append("services not running: %s" % (down or "none listed"))
+        problems.append("services not running and healthy: %s" % (down or "none listed"))
     try:
         with urllib.request.urlopen("http://127.0.0.1:%s/health" % gateway_port, timeout=5) as resp:
             if resp.status != 200:
@@ -282,8 +282,12 @@ def service_pids(status_json_path) -> int:
     """Prints the services' pids from `ghost status --json` (to tell a restart)."""
     with open(status_json_path, encoding="utf-8") as handle:
         data = json.load(handle)
-    print(" ".join("%s=%s" % (s.get("name"), s.get("pid")) for s in data.get("services") or []))
-    return 0
+    ids = []
+    for service in data.get("services") or []:
+        instance = service.get("instance") or {}
+        ids.append("%s=%s" % (service.get("name"), instance.get("pid") or instance.get("container")))
+    print(" ".join(ids))
+    return 0 if ids else 1
 
 
 def stopped(status_port) -> int:

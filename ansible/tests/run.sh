@@ -3,10 +3,11 @@
 #   1. ansible-lint (production profile) and --syntax-check of every playbook;
 #   2. provision.yml and teardown.yml against a local EC2 emulator (moto, on loopback), each
 #      twice (the second run must change nothing), checking what they leave behind;
-#   3. deploy.yml for real to this machine (ansible_connection=local, no systemd, binaries and
+#   3. the systemd unit, rendered by the role and checked with systemd-analyze verify;
+#   4. deploy.yml for real to this machine (ansible_connection=local, no systemd, binaries and
 #      state under a temporary directory, the stack on its default ports), twice, then health
 #      checks, a restart on a new binary, and teardown.yml's stop step, twice;
-#   4. the role's image shipping (docker save / docker load, idempotent) on throw-away images,
+#   5. the role's image shipping (docker save / docker load, idempotent) on throw-away images,
 #      when a Docker engine answers.
 # Ends with one line: "ansible: N passed, N failed" and exits non-zero on any failure.
 #
@@ -143,6 +144,7 @@ if ! setup_venv; then
     exit 1
 fi
 
+export PATH=$VENV/bin:$PATH
 # Ansible: this directory's configuration, plain output, and no stray variables of the product
 # (ghost reads GHOST_BIN_DIR and GHOST_STATE_DIR itself).
 export ANSIBLE_CONFIG=$ANSIBLE_DIR/ansible.cfg
@@ -167,6 +169,18 @@ else
     BIN_DIR=$REPO_ROOT/target/debug
 fi
 unset GHOST_BIN_DIR
+
+# This machine as the target of the deploy tests.
+LOCAL_INVENTORY=$TMP/local-inventory.yml
+cat >"$LOCAL_INVENTORY" <<'EOF'
+all:
+  children:
+    ghost_stream:
+      hosts:
+        local-target:
+          ansible_connection: local
+          ansible_python_interpreter: "{{ ansible_playbook_python }}"
+EOF
 
 # --------------------------------------------------------------------------------------------
 # 1. Lint and syntax
@@ -238,7 +252,38 @@ if [ -n "$MOTO_PID" ]; then
 fi
 
 # --------------------------------------------------------------------------------------------
-# 3. deploy.yml for real to this machine
+# 3. The systemd unit (the deploy test below runs without systemd): rendered by the role for
+#    each runtime, then checked by systemd-analyze verify where systemd is installed.
+# --------------------------------------------------------------------------------------------
+unit_check() {
+    local runtime=$1 dir=$TMP/unit/$1 rc
+    mkdir -p "$dir/prefix/bin"
+    ln -sf "$BIN_DIR/ghost" "$dir/prefix/bin/ghost"
+    "$VENV/bin/ansible-playbook" tests/unit.yml -i "$LOCAL_INVENTORY" -e ghost_runtime="$runtime" \
+        -e ghost_prefix="$dir/prefix" -e ghost_systemd_unit_dir="$dir" \
+        -e ghost_advertise_host=stream.example.com || return 1
+    cat "$dir/ghost-stream.service"
+    grep -qxF "ExecStart=$dir/prefix/bin/ghost --state-dir /var/lib/ghost-stream up --runtime $runtime --relays 2 --max-relays 8 --relay-capacity 200 --public --advertise-host stream.example.com" \
+        "$dir/ghost-stream.service" || { echo "unexpected ExecStart"; return 1; }
+    if command -v systemd-analyze >/dev/null; then
+        systemd-analyze verify "$dir/ghost-stream.service" >"$dir/verify.log" 2>&1
+        rc=$?
+        cat "$dir/verify.log"
+        [ "$rc" -eq 0 ] && ! grep -qiE "unknown|ignoring|invalid|failed" "$dir/verify.log"
+    else
+        echo "systemd-analyze is not installed: rendered only"
+    fi
+}
+for runtime in docker process; do
+    if [ -x "$BIN_DIR/ghost" ]; then
+        check "systemd unit ($runtime runtime) renders and passes systemd-analyze verify" unit_check "$runtime"
+    else
+        fail "systemd unit: $BIN_DIR/ghost is missing (build the workspace, or set GHOST_BIN_DIR)"
+    fi
+done
+
+# --------------------------------------------------------------------------------------------
+# 4. deploy.yml for real to this machine
 # --------------------------------------------------------------------------------------------
 deploy_tests() {
     local src=$TMP/src bin before after
@@ -277,15 +322,6 @@ deploy_tests() {
     cp "$BIN_DIR/ghost" "$src/ghost"
     for bin in "${bins[@]:1}"; do ln -s "$BIN_DIR/$bin" "$src/$bin"; done
 
-    cat >"$TMP/local-inventory.yml" <<'EOF'
-all:
-  children:
-    ghost_stream:
-      hosts:
-        local-target:
-          ansible_connection: local
-          ansible_python_interpreter: "{{ ansible_playbook_python }}"
-EOF
     cat >"$TMP/deploy-vars.yml" <<EOF
 ghost_runtime: $RUNTIME
 ghost_service_manager: none
@@ -298,7 +334,7 @@ ghost_advertise_host: 127.0.0.1
 ghost_images_tarball: $TMP/build/ghost-stream-images.tar
 ghost_images_remote_tarball: $TMP/deploy/images/ghost-stream-images.tar
 EOF
-    local args=(-i "$TMP/local-inventory.yml" -e "@$TMP/deploy-vars.yml")
+    local args=(-i "$LOCAL_INVENTORY" -e "@$TMP/deploy-vars.yml")
     status_json() { "$DEPLOY_PREFIX/bin/ghost" --state-dir "$DEPLOY_STATE" status --json >"$1" 2>>"$LOGS/status.log"; }
 
     play "deploy ($RUNTIME runtime), first run" some deploy.yml "${args[@]}" || return
@@ -314,7 +350,7 @@ EOF
         status_json "$TMP/status2.json"
         after=$("$VENV/bin/python" tests/helpers.py service-pids "$TMP/status2.json" 2>/dev/null)
         check "a new binary restarted the stack, healthy again" bash -c \
-            '[ -n "$2" ] && [ "$1" != "$2" ] && echo "before: $1" && echo "after:  $2" &&
+            'echo "before: $1"; echo "after:  $2"; [ -n "$1" ] && [ -n "$2" ] && [ "$1" != "$2" ] &&
              "$3/bin/python" tests/helpers.py healthy 7070 8080 "$4"' \
             _ "$before" "$after" "$VENV" "$TMP/status2.json"
     fi
@@ -326,10 +362,10 @@ EOF
 deploy_tests
 
 # --------------------------------------------------------------------------------------------
-# 4. Image shipping (docker save on the control machine, docker load on the target)
+# 5. Image shipping (docker save on the control machine, docker load on the target)
 # --------------------------------------------------------------------------------------------
 images_tests() {
-    local dir=$TMP/images-test vars=$TMP/images-vars.yml inv=$TMP/local-inventory.yml image ids_before ids_after
+    local dir=$TMP/images-test vars=$TMP/images-vars.yml inv=$LOCAL_INVENTORY image ids_before ids_after
     mkdir -p "$dir/rootfs"
     for image in "${TEST_IMAGES[@]}"; do
         echo "$image $$ $(date +%s%N)" >"$dir/rootfs/content"
@@ -343,15 +379,6 @@ ghost_images: [${TEST_IMAGES[0]}, ${TEST_IMAGES[1]}]
 ghost_images_tarball: $dir/control/images.tar
 ghost_images_remote_tarball: $dir/target/images.tar
 ghost_images_save: true
-EOF
-    [ -f "$inv" ] || cat >"$inv" <<'EOF'
-all:
-  children:
-    ghost_stream:
-      hosts:
-        local-target:
-          ansible_connection: local
-          ansible_python_interpreter: "{{ ansible_playbook_python }}"
 EOF
     # Save (the engine has the images, so nothing to load), then remove them from the engine:
     # the next run must load them, and the one after must do nothing.

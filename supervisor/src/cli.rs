@@ -143,7 +143,10 @@ impl UpArgs {
         if self.ephemeral_ports {
             a.push("--ephemeral-ports".into());
         }
-        a.extend(["--scale-down-after".into(), self.scale_down_after.to_string()]);
+        a.extend([
+            "--scale-down-after".into(),
+            self.scale_down_after.to_string(),
+        ]);
         if let Some(b) = &self.bin_dir {
             a.extend(["--bin-dir".into(), b.display().to_string()]);
         }
@@ -371,14 +374,14 @@ async fn daemon(state: &StateDir, args: &UpArgs, foreground: bool) -> Result<i32
 async fn up_detached(state: &StateDir, args: &UpArgs) -> Result<i32> {
     settings(state, args)?;
     state.prepare()?;
-    if let Ok(stack) = state.read() {
-        if crate::supervisor::process::alive(stack.supervisor_pid) {
-            return Err(anyhow::anyhow!(
-                "a stack is already up (status page {}); run `ghost down` first",
-                stack.supervisor_url
-            ));
-        }
-        // A crashed supervisor's stack file stays: the new daemon adopts its services.
+    // A crashed supervisor's stack file stays: the new daemon adopts its services.
+    if let Ok(stack) = state.read()
+        && crate::supervisor::process::alive(stack.supervisor_pid)
+    {
+        return Err(anyhow::anyhow!(
+            "a stack is already up (status page {}); run `ghost down` first",
+            stack.supervisor_url
+        ));
     }
     let log_path = state.logs().join("supervisor.log");
     let log = std::fs::OpenOptions::new()

@@ -51,7 +51,9 @@ async fn runtime(
         RuntimeChoice::Auto => match docker().await {
             Ok(rt) => Ok(rt),
             Err(e) => {
-                progress(&format!("no Docker Engine ({e:#}); running services as local processes"));
+                progress(&format!(
+                    "no Docker Engine ({e:#}); running services as local processes"
+                ));
                 Ok(process())
             }
         },

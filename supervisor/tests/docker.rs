@@ -21,7 +21,10 @@ async fn containers(stack: &Stack) -> Vec<(String, String)> {
     let docker = ghost::supervisor::docker::connect().await.expect("docker");
     let label = format!("{LABEL_STACK}={}", stack_id(&stack.state));
     let filters = HashMap::from([("label", vec![label.as_str()])]);
-    let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
     docker
         .list_containers(Some(options))
         .await
@@ -45,7 +48,10 @@ async fn docker_up_then_down_leaves_nothing() {
     tokio::time::timeout(LONG, async {
         let started = Instant::now();
         let stack = Stack::up_on("docker", &["--relays", "2"]);
-        println!("docker: stack up in {:.1} s (images built or reused)", started.elapsed().as_secs_f64());
+        println!(
+            "docker: stack up in {:.1} s (images built or reused)",
+            started.elapsed().as_secs_f64()
+        );
         let status = stack.status().await;
         assert_eq!(status["runtime"], "docker", "{status}");
         assert_eq!(status["ready"], true, "{status}");
@@ -55,9 +61,19 @@ async fn docker_up_then_down_leaves_nothing() {
         assert!(docker.inspect_network(&network, None).await.is_ok());
 
         let down = stack.ghost().arg("down").output().expect("down");
-        assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
-        assert!(containers(&stack).await.is_empty(), "containers left behind");
-        assert!(docker.inspect_network(&network, None).await.is_err(), "network left behind");
+        assert!(
+            down.status.success(),
+            "{}",
+            String::from_utf8_lossy(&down.stderr)
+        );
+        assert!(
+            containers(&stack).await.is_empty(),
+            "containers left behind"
+        );
+        assert!(
+            docker.inspect_network(&network, None).await.is_err(),
+            "network left behind"
+        );
     })
     .await
     .expect("test timed out");
@@ -203,7 +219,9 @@ async fn docker_supervisor_crash_is_adopted_not_duplicated() {
     tokio::time::timeout(LONG, async {
         let stack = Stack::up_on("docker", &["--relays", "1"]);
         let stop = CancellationToken::new();
-        let (id, publisher) = stack.publish("orphan", 30, 2000, 30, None, stop.clone()).await;
+        let (id, publisher) = stack
+            .publish("orphan", 30, 2000, 30, None, stop.clone())
+            .await;
         let viewer = stack.watch(&id, Some(Duration::from_secs(8)), None, stop.clone());
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let before = containers(&stack).await;
@@ -215,14 +233,30 @@ async fn docker_supervisor_crash_is_adopted_not_duplicated() {
         )
         .expect("kill supervisor");
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert_eq!(containers(&stack).await, before, "containers keep running without it");
+        assert_eq!(
+            containers(&stack).await,
+            before,
+            "containers keep running without it"
+        );
 
         let again = stack
             .ghost()
-            .args(["up", "-d", "--runtime", "docker", "--ephemeral-ports", "--relays", "1"])
+            .args([
+                "up",
+                "-d",
+                "--runtime",
+                "docker",
+                "--ephemeral-ports",
+                "--relays",
+                "1",
+            ])
             .output()
             .expect("up again");
-        assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+        assert!(
+            again.status.success(),
+            "{}",
+            String::from_utf8_lossy(&again.stderr)
+        );
         let mut after = containers(&stack).await;
         let mut before = before;
         after.sort();
@@ -238,7 +272,10 @@ async fn docker_supervisor_crash_is_adopted_not_duplicated() {
         assert_eq!(adopted, 4, "{status}");
 
         let s = viewer.await.expect("join").expect("viewer");
-        println!("supervisor crash: {adopted} containers adopted; viewer got {} frames, skipped {}", s.frames, s.skipped_groups);
+        println!(
+            "supervisor crash: {adopted} containers adopted; viewer got {} frames, skipped {}",
+            s.frames, s.skipped_groups
+        );
         assert_eq!(s.end_reason, EndReason::Duration, "{s:?}");
         assert_eq!(s.skipped_groups, 0, "{s:?}");
         stop.cancel();

@@ -297,9 +297,12 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_restart_keeps_streams_flowing() {
-    tokio::time::timeout(TEST_TIMEOUT, common::scenarios::control_restart(Stack::up(&["--relays", "1"])))
-        .await
-        .expect("test timed out");
+    tokio::time::timeout(
+        TEST_TIMEOUT,
+        common::scenarios::control_restart(Stack::up(&["--relays", "1"])),
+    )
+    .await
+    .expect("test timed out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

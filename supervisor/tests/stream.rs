@@ -209,33 +209,62 @@ async fn viewers_past_capacity_are_refused_at_once() {
 async fn the_relay_enforces_its_own_cap() {
     use ghost_common::quic::{self, Closed, Session, Windows};
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let stack = Stack::up(&["--relays", "1", "--max-relays", "1", "--relay-capacity", "1"]);
+        let stack = Stack::up(&[
+            "--relays",
+            "1",
+            "--max-relays",
+            "1",
+            "--relay-capacity",
+            "1",
+        ]);
         let stop = CancellationToken::new();
         let (id, publisher) = stack.publish("cap", 30, 1000, 30, None, stop.clone()).await;
         // One valid ticket, used twice: control is bypassed, the relay still counts.
         let http = reqwest::Client::new();
-        let a = ghost::client::watch::join(&http, &stack.file.gateway_url, &id).await.expect("room");
+        let a = ghost::client::watch::join(&http, &stack.file.gateway_url, &id)
+            .await
+            .expect("room");
         let ticket: Vec<u8> = (0..a.ticket.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&a.ticket[i..i + 2], 16).expect("hex"))
             .collect();
-        let endpoint = quic::client(&stack.state.ca(), quic::ALPN_VIEW, Windows::RECEIVER).expect("endpoint");
+        let endpoint =
+            quic::client(&stack.state.ca(), quic::ALPN_VIEW, Windows::RECEIVER).expect("endpoint");
         let addr: std::net::SocketAddr = a.relay_addr.parse().expect("addr");
-        let first = endpoint.connect(addr, &a.server_name).expect("connect").await.expect("first");
+        let first = endpoint
+            .connect(addr, &a.server_name)
+            .expect("connect")
+            .await
+            .expect("first");
         let mut session = Session::open(&first).await.expect("session");
         session
-            .send(&ghost_wire::Message::Join { stream_id: id.clone(), ticket: ticket.clone().into() })
+            .send(&ghost_wire::Message::Join {
+                stream_id: id.clone(),
+                ticket: ticket.clone().into(),
+            })
             .await
             .expect("join");
-        assert!(matches!(session.recv().await, Ok(Some(ghost_wire::Message::Init { .. }))));
+        assert!(matches!(
+            session.recv().await,
+            Ok(Some(ghost_wire::Message::Init { .. }))
+        ));
         let asked = std::time::Instant::now();
-        let second = endpoint.connect(addr, &a.server_name).expect("connect").await.expect("second");
-        let closed = tokio::time::timeout(Duration::from_secs(2), second.closed()).await.expect("refused at once");
+        let second = endpoint
+            .connect(addr, &a.server_name)
+            .expect("connect")
+            .await
+            .expect("second");
+        let closed = tokio::time::timeout(Duration::from_secs(2), second.closed())
+            .await
+            .expect("refused at once");
         let refused_ms = ms(asked.elapsed());
         println!("relay cap: second viewer closed after {refused_ms:.1} ms: {closed}");
         assert!(matches!(
             Closed::from(&closed),
-            Closed::ByPeer { code: ghost_wire::code::CAPACITY, .. }
+            Closed::ByPeer {
+                code: ghost_wire::code::CAPACITY,
+                ..
+            }
         ));
         drop(session);
         first.close(0u32.into(), b"done");

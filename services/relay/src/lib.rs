@@ -210,10 +210,7 @@ impl Server {
                         .accepting
                         .store(false, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!("draining: no new viewers");
-                    format!(
-                        "draining; {} viewers left\n",
-                        state.metrics.viewers.get()
-                    )
+                    format!("draining; {} viewers left\n", state.metrics.viewers.get())
                 }
             }),
         );
@@ -297,7 +294,11 @@ async fn viewer(state: Arc<State>, conn: Connection) {
     // Admission first, before any work: past capacity a viewer is refused at once.
     if !state.accepting.load(std::sync::atomic::Ordering::Relaxed) {
         state.metrics.rejections.inc();
-        quic::close(&conn, code::CAPACITY, "relay draining: join again for another relay");
+        quic::close(
+            &conn,
+            code::CAPACITY,
+            "relay draining: join again for another relay",
+        );
         return;
     }
     let Ok(_seat) = state.seats.clone().try_acquire_owned() else {

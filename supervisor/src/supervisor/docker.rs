@@ -115,13 +115,19 @@ pub async fn build_images(
         let mut hash = Sha256::new();
         hash.update(&binary);
         hash.update(dockerfile(kind).as_bytes());
-        let tag: String = hash.finalize()[..6].iter().map(|b| format!("{b:02x}")).collect();
+        let tag: String = hash.finalize()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let reference = format!("{repo}:{tag}");
         if docker.inspect_image(&reference).await.is_ok() {
             images.insert(kind, reference);
             continue;
         }
-        progress(&format!("building image {reference} ({} MB binary)", binary.len() / 1_000_000));
+        progress(&format!(
+            "building image {reference} ({} MB binary)",
+            binary.len() / 1_000_000
+        ));
         let context = tar_context(kind, &binary)?;
         let options = BuildImageOptionsBuilder::default()
             .dockerfile("Dockerfile")
@@ -256,9 +262,13 @@ impl DockerRuntime {
             let mut port = spec.port(role);
             if port == 0 {
                 port = if *role == "quic" {
-                    std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port()
+                    std::net::UdpSocket::bind("127.0.0.1:0")?
+                        .local_addr()?
+                        .port()
                 } else {
-                    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
+                    std::net::TcpListener::bind("127.0.0.1:0")?
+                        .local_addr()?
+                        .port()
                 };
             }
             out.insert(role.to_string(), port);
@@ -383,7 +393,10 @@ impl Runtime for DockerRuntime {
                     .create_network(NetworkCreateRequest {
                         name: self.network.clone(),
                         driver: Some("bridge".into()),
-                        labels: Some(HashMap::from([(LABEL_STACK.to_string(), self.stack.clone())])),
+                        labels: Some(HashMap::from([(
+                            LABEL_STACK.to_string(),
+                            self.stack.clone(),
+                        )])),
                         ..Default::default()
                     })
                     .await
@@ -403,10 +416,7 @@ impl Runtime for DockerRuntime {
         *self.gateway_ip.lock().unwrap_or_else(|e| e.into_inner()) = gateway;
 
         // Deaths are reported by Docker events, filtered to this stack's containers.
-        let filters = HashMap::from([
-            ("type", vec!["container"]),
-            ("event", vec!["die"]),
-        ]);
+        let filters = HashMap::from([("type", vec!["container"]), ("event", vec!["die"])]);
         let label = format!("{LABEL_STACK}={}", self.stack);
         let mut filters: HashMap<&str, Vec<&str>> = filters;
         filters.insert("label", vec![label.as_str()]);
@@ -503,14 +513,21 @@ impl Runtime for DockerRuntime {
             .unwrap_or_else(|_| self.state.root().to_path_buf());
         let binds = vec![
             format!("{}:{MOUNT}/tls:ro", state_root.join("tls").display()),
-            format!("{}:{MOUNT}/ticket.key:ro", state_root.join("ticket.key").display()),
+            format!(
+                "{}:{MOUNT}/ticket.key:ro",
+                state_root.join("ticket.key").display()
+            ),
         ];
         let labels = HashMap::from([
             (LABEL_STACK.to_string(), self.stack.clone()),
             (LABEL_SERVICE.to_string(), spec.name.clone()),
             (LABEL_GENERATION.to_string(), generation.to_string()),
         ]);
-        let user = format!("{}:{}", nix::unistd::Uid::current(), nix::unistd::Gid::current());
+        let user = format!(
+            "{}:{}",
+            nix::unistd::Uid::current(),
+            nix::unistd::Gid::current()
+        );
         let body = ContainerCreateBody {
             image: Some(image),
             cmd: Some(self.args(&spec)),
@@ -563,7 +580,9 @@ impl Runtime for DockerRuntime {
 
     async fn kill(&self, instance: &Instance) -> Result<()> {
         let name = self.container_name(&instance.name);
-        let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+        let options = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
         self.docker
             .kill_container(&name, Some(options))
             .await
@@ -575,7 +594,10 @@ impl Runtime for DockerRuntime {
             return Some(u);
         }
         let name = self.container_name(&instance.name);
-        let options = StatsOptionsBuilder::default().stream(false).one_shot(true).build();
+        let options = StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(true)
+            .build();
         let stats = self.docker.stats(&name, Some(options)).next().await?.ok()?;
         Some(Usage {
             cpu_s: stats.cpu_stats?.cpu_usage?.total_usage? as f64 / 1e9,
@@ -584,7 +606,12 @@ impl Runtime for DockerRuntime {
     }
 
     async fn cleanup(&self) -> Result<()> {
-        if let Some(w) = self.watcher.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(w) = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             w.abort();
         }
         let label = format!("{LABEL_STACK}={}", self.stack);
@@ -593,7 +620,12 @@ impl Runtime for DockerRuntime {
             .all(true)
             .filters(&filters)
             .build();
-        for c in self.docker.list_containers(Some(options)).await.unwrap_or_default() {
+        for c in self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .unwrap_or_default()
+        {
             if let Some(id) = c.id {
                 self.remove(&id).await;
             }

@@ -5,8 +5,8 @@
 //! crash-loop cap), scales relays on request, and keeps a timeline of what happened. It runs
 //! as one actor task; the HTTP API and the capacity gRPC talk to it through [`Handle`].
 
-pub mod http;
 pub mod docker;
+pub mod http;
 pub mod process;
 pub mod runtime;
 
@@ -446,7 +446,9 @@ impl Supervisor {
             control_port: self
                 .addr_of(Kind::Control, "grpc")
                 .map_or(p.control, |a| a.port()),
-            ingest_port: self.addr_of(Kind::Ingest, "quic").map_or(p.ingest, |a| a.port()),
+            ingest_port: self
+                .addr_of(Kind::Ingest, "quic")
+                .map_or(p.ingest, |a| a.port()),
             supervisor: self.grpc_addr,
         }
     }
@@ -490,7 +492,11 @@ impl Supervisor {
         for i in 0..self.members.len() {
             let name = self.members[i].name.clone();
             let generation = self.members[i].generation + 1;
-            if let Ok(Some(instance)) = self.runtime.adopt(&self.spec(&self.members[i]), generation).await {
+            if let Ok(Some(instance)) = self
+                .runtime
+                .adopt(&self.spec(&self.members[i]), generation)
+                .await
+            {
                 let m = &mut self.members[i];
                 m.generation = generation;
                 for (role, addr) in &instance.addrs {
@@ -597,7 +603,8 @@ impl Supervisor {
 
     fn control_client(
         &mut self,
-    ) -> Option<ghost_proto::control::control_client::ControlClient<tonic::transport::Channel>> {
+    ) -> Option<ghost_proto::control::control_client::ControlClient<tonic::transport::Channel>>
+    {
         if self.control.is_none() {
             self.control = ghost_common::control::client(&self.control_url()).ok();
         }
@@ -657,7 +664,11 @@ impl Supervisor {
             }
         }
         // Only relays above the starting count go, the newest first, one at a time.
-        let relays = self.members.iter().filter(|m| m.kind == Kind::Relay).count() as u32;
+        let relays = self
+            .members
+            .iter()
+            .filter(|m| m.kind == Kind::Relay)
+            .count() as u32;
         if relays <= self.settings.relays {
             return;
         }
@@ -695,7 +706,10 @@ impl Supervisor {
                 if let Some(inst) = &m.instance {
                     let _ = self.runtime.stop(inst).await;
                 }
-                self.relays_wanted = self.relays_wanted.saturating_sub(1).max(self.settings.relays);
+                self.relays_wanted = self
+                    .relays_wanted
+                    .saturating_sub(1)
+                    .max(self.settings.relays);
                 self.forget_relay(&m.name).await;
                 self.record("scale_down", &m.name, "drained and removed");
             }
@@ -860,7 +874,11 @@ impl Supervisor {
 
     async fn capacity(&mut self, rejected: u32) -> (u32, u32, u32) {
         let max = self.settings.max_relays;
-        let running = self.members.iter().filter(|m| m.kind == Kind::Relay).count() as u32;
+        let running = self
+            .members
+            .iter()
+            .filter(|m| m.kind == Kind::Relay)
+            .count() as u32;
         let starting = self
             .members
             .iter()
@@ -879,7 +897,9 @@ impl Supervisor {
             self.publish();
             return (0, running, max);
         }
-        let wanted = rejected.div_ceil(self.settings.relay_capacity.max(1)).max(1);
+        let wanted = rejected
+            .div_ceil(self.settings.relay_capacity.max(1))
+            .max(1);
         let target = (running + wanted).min(max);
         match self.scale(target).await {
             Ok(n) => (n - running, n, max),

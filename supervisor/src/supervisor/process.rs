@@ -226,7 +226,10 @@ impl Runtime for ProcessRuntime {
         let mut addrs = BTreeMap::new();
         if let Some(obj) = line.as_object() {
             for (role, value) in obj {
-                if let Some(addr) = value.as_str().and_then(|s| s.parse::<std::net::SocketAddr>().ok()) {
+                if let Some(addr) = value
+                    .as_str()
+                    .and_then(|s| s.parse::<std::net::SocketAddr>().ok())
+                {
                     addrs.insert(role.clone(), super::loopback_if_unspecified(addr));
                 }
             }

@@ -135,8 +135,11 @@ pub trait Runtime: Send + Sync {
     fn name(&self) -> &'static str;
     /// One-time set-up before the first start (networks, images); exits of instances are
     /// reported on `events`. `progress` hears each step.
-    async fn prepare(&self, events: mpsc::Sender<Event>, progress: &crate::supervisor::Progress)
-    -> Result<()>;
+    async fn prepare(
+        &self,
+        events: mpsc::Sender<Event>,
+        progress: &crate::supervisor::Progress,
+    ) -> Result<()>;
     /// The address on which the services reach the supervisor's host.
     fn internal_ip(&self) -> std::net::IpAddr;
     /// An instance of `spec` already running from an earlier supervisor, if any.

@@ -1,0 +1,88 @@
+//! The status page in a real browser: headless Chromium renders relays, streams, the event
+//! timeline and the charts, with no script error.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Stack, TEST_TIMEOUT};
+use tokio_util::sync::CancellationToken;
+
+fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_renders_in_a_browser() {
+    let Some(browser) = chromium() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI needs Chromium (the test command installs it)");
+        }
+        eprintln!("skipped: no Chromium installed (the README's test command installs it)");
+        return;
+    };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let stack = Stack::up(&["--relays", "2"]);
+        let stop = CancellationToken::new();
+        let (id, publisher) = stack
+            .publish("on-the-page", 30, 2000, 30, None, stop.clone())
+            .await;
+        let viewer = stack.watch(&id, None, None, stop.clone());
+        let killed = stack
+            .ghost()
+            .args(["chaos", "kill-relay", "--id", "relay-2"])
+            .output()
+            .expect("chaos");
+        assert!(killed.status.success());
+        // Let a few chart samples and the restart land.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+
+        let profile = stack.dir.path().join("browser");
+        let out = tokio::process::Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(["--virtual-time-budget=3000", "--dump-dom"])
+            .arg(&stack.file.supervisor_url)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("run chromium");
+        let dom = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            dom.contains("data-rendered=\"yes\""),
+            "page never rendered:\n{dom}"
+        );
+        assert!(!dom.contains("data-script-error"), "script error:\n{dom}");
+        for needle in [
+            "relay-1",
+            "relay-2",
+            "on-the-page",
+            "kill",
+            "restart",
+            "<polyline points=\"0",
+        ] {
+            assert!(dom.contains(needle), "page lacks {needle:?}:\n{dom}");
+        }
+        println!(
+            "status page: rendered {} bytes of DOM with relays, streams, timeline and charts",
+            dom.len()
+        );
+        stop.cancel();
+        let _ = viewer.await;
+        let _ = publisher.await;
+    })
+    .await
+    .expect("test timed out");
+}
