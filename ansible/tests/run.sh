@@ -287,9 +287,10 @@ done
 # --------------------------------------------------------------------------------------------
 deploy_tests() {
     local src=$TMP/src bin before after
+    # Both runtimes need all five: the process runtime runs the service binaries, the docker
+    # runtime builds its images from them (deploy.yml runs `ghost images build`).
     case $RUNTIME in
-        process) bins=(ghost ghost-control ghost-ingest ghost-relay ghost-gateway) ;;
-        docker) bins=(ghost) ;;
+        process | docker) bins=(ghost ghost-control ghost-ingest ghost-relay ghost-gateway) ;;
         *) fail "GHOST_RUNTIME must be docker or process, not '$RUNTIME'"; return ;;
     esac
     for bin in "${bins[@]}"; do
@@ -298,17 +299,6 @@ deploy_tests() {
             return
         fi
     done
-    if [ "$RUNTIME" = docker ]; then
-        if ! docker image inspect ghost-stream/control:latest ghost-stream/ingest:latest \
-            ghost-stream/relay:latest ghost-stream/gateway:latest >/dev/null 2>&1; then
-            say "building the service images (ghost images build)"
-            if ! "$BIN_DIR/ghost" images build >"$LOGS/images-build.log" 2>&1; then
-                fail "deploy: the service images are missing and 'ghost images build' failed" \
-                    "$LOGS/images-build.log"
-                return
-            fi
-        fi
-    fi
     # The stack binds its default ports on all addresses (--public): they must be free.
     if ! "$VENV/bin/python" tests/helpers.py ports-free 7070,7071,7000,8080,9100,9101,9201,9202 \
         4433,4500,4501 >"$LOGS/ports.log" 2>&1; then
@@ -379,6 +369,7 @@ ghost_images: [${TEST_IMAGES[0]}, ${TEST_IMAGES[1]}]
 ghost_images_tarball: $dir/control/images.tar
 ghost_images_remote_tarball: $dir/target/images.tar
 ghost_images_save: true
+ghost_images_build: false
 EOF
     # Save (the engine has the images, so nothing to load), then remove them from the engine:
     # the next run must load them, and the one after must do nothing.
