@@ -31,22 +31,26 @@ fn decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("group");
     g.throughput(Throughput::Bytes(wire.len() as u64));
     for chunk in [1_200usize, 65_536] {
-        g.bench_with_input(BenchmarkId::new("decode_60x8000", chunk), &chunk, |b, &chunk| {
-            b.iter(|| {
-                let mut dec = GroupDecoder::new();
-                let mut buf = BytesMut::new();
-                let mut frames = 0;
-                for piece in wire.chunks(chunk) {
-                    buf.extend_from_slice(piece);
-                    while let Ok(Some(ev)) = dec.decode(&mut buf) {
-                        if matches!(ev, GroupEvent::Frame(_)) {
-                            frames += 1;
+        g.bench_with_input(
+            BenchmarkId::new("decode_60x8000", chunk),
+            &chunk,
+            |b, &chunk| {
+                b.iter(|| {
+                    let mut dec = GroupDecoder::new();
+                    let mut buf = BytesMut::new();
+                    let mut frames = 0;
+                    for piece in wire.chunks(chunk) {
+                        buf.extend_from_slice(piece);
+                        while let Ok(Some(ev)) = dec.decode(&mut buf) {
+                            if matches!(ev, GroupEvent::Frame(_)) {
+                                frames += 1;
+                            }
                         }
                     }
-                }
-                frames
-            })
-        });
+                    frames
+                })
+            },
+        );
     }
     g.finish();
 }
