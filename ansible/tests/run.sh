@@ -61,7 +61,7 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'FAILED=$((FAILED + 1)); say "FAIL  interrupted"; summary; exit 130' INT TERM
 
 pass() { PASSED=$((PASSED + 1)); say "ok    $1"; }
 fail() {

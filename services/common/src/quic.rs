@@ -23,9 +23,9 @@ pub const ALPN_VIEW: &[u8] = b"ghost-view/1";
 /// How long a peer may stay silent before its connection is declared dead. Short, so a
 /// killed publisher ends its stream (and a crashed relay loses its viewers) within about a
 /// second. Keep-alives every [`KEEP_ALIVE`] keep healthy idle connections open.
-pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1_000);
+pub const IDLE_TIMEOUT: Duration = Duration::from_millis(800);
 /// Keep-alive interval (a quarter of the idle timeout: three may be lost).
-pub const KEEP_ALIVE: Duration = Duration::from_millis(250);
+pub const KEEP_ALIVE: Duration = Duration::from_millis(200);
 /// How long a new connection may take to open its session stream.
 pub const SESSION_TIMEOUT: Duration = Duration::from_secs(5);
 
