@@ -13,7 +13,8 @@
 #
 # Environment:
 #   GHOST_RUNTIME   runtime of the deploy test: docker (default) or process
-#   GHOST_BIN_DIR   directory of the built binaries (default target/release, else target/debug,
+#   GHOST_BIN_DIR   directory of the built binaries (default target/x86_64-unknown-linux-gnu/release,
+#                   else .../debug,
 #                   relative to the repository root)
 #   GHOST_ANSIBLE_VENV  the virtual environment to use/create (default ansible/.venv)
 set -uo pipefail
@@ -160,13 +161,13 @@ unset AWS_PROFILE AWS_SESSION_TOKEN AWS_SECURITY_TOKEN AWS_URL EC2_URL AWS_ENDPO
 : >"$AWS_CONFIG_FILE"
 : >"$AWS_SHARED_CREDENTIALS_FILE"
 
-# The binaries: GHOST_BIN_DIR, else target/release, else target/debug.
+# The binaries: GHOST_BIN_DIR, else the release build, else the debug build.
 if [ -n "${GHOST_BIN_DIR:-}" ]; then
     case $GHOST_BIN_DIR in /*) BIN_DIR=$GHOST_BIN_DIR ;; *) BIN_DIR=$REPO_ROOT/$GHOST_BIN_DIR ;; esac
-elif [ -x "$REPO_ROOT/target/release/ghost" ]; then
-    BIN_DIR=$REPO_ROOT/target/release
+elif [ -x "$REPO_ROOT/target/x86_64-unknown-linux-gnu/release/ghost" ]; then
+    BIN_DIR=$REPO_ROOT/target/x86_64-unknown-linux-gnu/release
 else
-    BIN_DIR=$REPO_ROOT/target/debug
+    BIN_DIR=$REPO_ROOT/target/x86_64-unknown-linux-gnu/debug
 fi
 unset GHOST_BIN_DIR
 

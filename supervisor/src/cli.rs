@@ -696,6 +696,7 @@ async fn watch_cmd(state: &StateDir, args: WatchArgs) -> Result<i32> {
             output,
             endpoint: None,
             http: reqwest::Client::new(),
+            measure_from_us: None,
         },
         stop,
     )

@@ -137,6 +137,7 @@ async fn docker_spike_gets_relays_on_demand_then_scales_back() {
                         output: None,
                         endpoint: None,
                         http: reqwest::Client::new(),
+                        measure_from_us: None,
                     };
                     let asked = Instant::now();
                     match ghost::client::watch::watch(options, stop.clone()).await {

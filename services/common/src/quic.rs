@@ -86,6 +86,37 @@ pub fn transport(windows: Windows) -> quinn::TransportConfig {
     t
 }
 
+/// Socket buffer size asked of the kernel for every QUIC socket. A relay's fan-out sends a
+/// burst of one frame to every viewer at once; with the kernel's default (about 208 KiB)
+/// the receiving side overflows and drops datagrams, and each loss costs a retransmission
+/// timeout of delay. The kernel caps it at `net.core.rmem_max` / `wmem_max`.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+/// A UDP socket on `addr` with large kernel buffers, for quinn.
+fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .context("creating a UDP socket")?;
+    if addr.is_ipv6() {
+        // Dual stack where the address is unspecified: IPv4 peers too.
+        let _ = socket.set_only_v6(false);
+    }
+    // Best effort: a smaller buffer than asked still works, only with more loss under bursts.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("binding UDP {addr}"))?;
+    Ok(socket.into())
+}
+
+fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> Result<quinn::Endpoint> {
+    let socket = udp_socket(addr)?;
+    let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+        .with_context(|| format!("starting QUIC on {addr}"))
+}
+
 /// A server endpoint on `addr` offering `alpns`.
 pub fn server(
     addr: SocketAddr,
@@ -98,7 +129,7 @@ pub fn server(
         .context("TLS config unusable for QUIC")?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport(windows)));
-    quinn::Endpoint::server(config, addr).with_context(|| format!("binding QUIC on {addr}"))
+    endpoint(addr, Some(config)).with_context(|| format!("binding QUIC on {addr}"))
 }
 
 /// A client endpoint that trusts the stack's CA and offers `alpn`.
@@ -109,8 +140,8 @@ pub fn client(ca: &Path, alpn: &[u8], windows: Windows) -> Result<quinn::Endpoin
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport(windows)));
     let bind: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, 0).into();
-    let mut endpoint = quinn::Endpoint::client(bind)
-        .or_else(|_| quinn::Endpoint::client((std::net::Ipv4Addr::UNSPECIFIED, 0).into()))
+    let mut endpoint = endpoint(bind, None)
+        .or_else(|_| endpoint((std::net::Ipv4Addr::UNSPECIFIED, 0).into(), None))
         .context("binding a UDP socket for QUIC")?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)

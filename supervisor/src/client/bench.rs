@@ -21,8 +21,11 @@ pub struct FanoutArgs {
     #[arg(long)]
     pub viewers: usize,
     /// Watch this stream (id or name) instead of publishing a synthetic one.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "streams")]
     pub stream: Option<String>,
+    /// Synthetic streams to publish; the viewers are spread over them evenly.
+    #[arg(long, default_value_t = 1)]
+    pub streams: usize,
     /// Extra viewers that read at a tenth of the rate.
     #[arg(long, default_value_t = 0)]
     pub slow_viewers: usize,
@@ -63,14 +66,20 @@ pub struct FanoutReport {
     pub slow_skipped_groups: u64,
     /// Delay of the normal viewers.
     pub latency_ms: watch::Latency,
-    /// Media delivered to all viewers, Mbit/s.
+    /// Media delivered to all viewers after the ramp, Mbit/s.
     pub egress_mbps: f64,
-    /// Relay CPU seconds during the run, all relays.
+    /// Relay CPU seconds after the ramp, all relays.
     pub relay_cpu_s: f64,
     /// Relay CPU seconds per GB delivered.
     pub relay_cpu_s_per_gb: f64,
-    /// Relay resident memory at the end, MB, all relays.
+    /// Relay resident memory at its peak during the run, MB, all relays.
     pub relay_rss_mb: f64,
+    /// Relay memory per admitted viewer: peak RSS minus RSS before the viewers came, KiB.
+    pub relay_rss_kib_per_viewer: f64,
+    /// The furthest any viewer (slow ones included) fell behind, in groups.
+    pub max_behind_groups: f64,
+    /// Streams published.
+    pub streams: usize,
     /// This process's CPU seconds.
     pub bench_cpu_s: f64,
     /// Cores on this machine.
@@ -105,40 +114,69 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
     let ca = state.ca();
     let total_time: Duration = *args.ramp + *args.duration;
 
-    let mut publisher = None;
-    let stream = match &args.stream {
-        Some(s) => s.clone(),
+    let mut publishers = Vec::new();
+    let streams: Vec<String> = match &args.stream {
+        Some(s) => vec![s.clone()],
         None => {
-            let name = format!("bench-{:08x}", rand::random::<u32>());
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let options = publish::Options {
-                ingest: stack.ingest_addr.clone(),
-                ca: ca.clone(),
-                name,
-                source: publish::Source::Synthetic {
-                    fps: args.fps,
-                    frame_size: args.frame_size,
-                    group: args.group,
-                    duration: Some(total_time + Duration::from_secs(3)),
-                },
-            };
-            let pstop = stop.clone();
-            publisher = Some(tokio::spawn(async move {
-                publish::publish(options, pstop, move |id| {
-                    let _ = tx.send(id.to_string());
-                })
-                .await
-            }));
-            rx.await
-                .context("the benchmark's publisher did not go live")?
+            let run = format!("{:08x}", rand::random::<u32>());
+            let mut ids = Vec::new();
+            for i in 0..args.streams.max(1) {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let options = publish::Options {
+                    ingest: stack.ingest_addr.clone(),
+                    ca: ca.clone(),
+                    name: format!("bench-{run}-{i}"),
+                    source: publish::Source::Synthetic {
+                        fps: args.fps,
+                        frame_size: args.frame_size,
+                        group: args.group,
+                        duration: Some(total_time + Duration::from_secs(3)),
+                    },
+                };
+                let pstop = stop.clone();
+                publishers.push(tokio::spawn(async move {
+                    publish::publish(options, pstop, move |id| {
+                        let _ = tx.send(id.to_string());
+                    })
+                    .await
+                }));
+                ids.push(
+                    rx.await
+                        .context("the benchmark's publisher did not go live")?,
+                );
+            }
+            ids
         }
     };
     // Let the first group start so every viewer joins at a keyframe with frames flowing.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let (cpu0, _) = relay_usage(&stack.supervisor_url).await;
-    let bench0 = crate::supervisor::process::proc_usage(std::process::id()).unwrap_or_default();
+    let (_, rss0) = relay_usage(&stack.supervisor_url).await;
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(rss0));
+    let sampler = {
+        let peak = peak.clone();
+        let url = stack.supervisor_url.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let (_, rss) = relay_usage(&url).await;
+                peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
     let started = tokio::time::Instant::now();
+    // Figures cover the time after the ramp: joins (TLS handshakes) are not the fan-out.
+    let measure_from_us = ghost_common::clock::now_us() + args.ramp.as_micros() as u64;
+    let cpu_at_ramp_end = {
+        let url = stack.supervisor_url.clone();
+        let ramp: Duration = *args.ramp;
+        tokio::spawn(async move {
+            tokio::time::sleep(ramp).await;
+            let bench =
+                crate::supervisor::process::proc_usage(std::process::id()).unwrap_or_default();
+            (relay_usage(&url).await.0, bench.cpu_s)
+        })
+    };
 
     let total = args.viewers + args.slow_viewers;
     let mut endpoints = Vec::new();
@@ -154,13 +192,14 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
         let join_at = started + Duration::from_secs_f64(ramp_step * i as f64);
         let options = watch::Options {
             gateway: stack.gateway_url.clone(),
-            stream: stream.clone(),
+            stream: streams[i % streams.len()].clone(),
             ca: ca.clone(),
             duration: Some(total_time.saturating_sub(join_at - started)),
             read_delay: slow.then_some(slow_delay),
             output: None,
             endpoint: Some(endpoints[i / VIEWERS_PER_ENDPOINT].clone()),
             http: http.clone(),
+            measure_from_us: Some(measure_from_us),
         };
         let vstop = stop.clone();
         tasks.spawn(async move {
@@ -174,11 +213,14 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
             results.push(r);
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let (cpu1, rss) = relay_usage(&stack.supervisor_url).await;
+    let (cpu0, bench_cpu0) = cpu_at_ramp_end.await.unwrap_or_default();
+    let elapsed = (started.elapsed().as_secs_f64() - args.ramp.as_secs_f64()).max(1e-3);
+    let (cpu1, _) = relay_usage(&stack.supervisor_url).await;
+    sampler.abort();
+    let rss = peak.load(std::sync::atomic::Ordering::Relaxed);
     let bench1 = crate::supervisor::process::proc_usage(std::process::id()).unwrap_or_default();
     stop.cancel();
-    if let Some(p) = publisher {
+    for p in publishers {
         let _ = p.await;
     }
 
@@ -186,11 +228,13 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
     let (mut admitted, mut rejected) = (0, 0);
     let (mut frames, mut expected, mut bytes, mut skipped, mut slow_skipped) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut max_delay_ms: f64 = 0.0;
     for (slow, r) in &results {
         match r {
             Ok(s) => {
                 admitted += 1;
-                bytes += s.bytes;
+                bytes += s.measured_bytes;
+                max_delay_ms = max_delay_ms.max(s.latency_ms.max);
                 if *slow {
                     slow_skipped += s.skipped_groups;
                 } else {
@@ -235,7 +279,15 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
         relay_cpu_s: relay_cpu,
         relay_cpu_s_per_gb: if gb > 0.0 { relay_cpu / gb } else { 0.0 },
         relay_rss_mb: rss as f64 / 1e6,
-        bench_cpu_s: bench1.cpu_s - bench0.cpu_s,
+        relay_rss_kib_per_viewer: if admitted > 0 {
+            rss.saturating_sub(rss0) as f64 / 1024.0 / admitted as f64
+        } else {
+            0.0
+        },
+        max_behind_groups: max_delay_ms
+            / (f64::from(args.group) / f64::from(args.fps.max(1)) * 1e3),
+        streams: streams.len(),
+        bench_cpu_s: bench1.cpu_s - bench_cpu0,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     if args.json {
@@ -260,7 +312,11 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
             "relay CPU         {:.2} s ({:.2} s per GB)",
             report.relay_cpu_s, report.relay_cpu_s_per_gb
         );
-        println!("relay RSS         {:.1} MB", report.relay_rss_mb);
+        println!(
+            "relay RSS         {:.1} MB peak, {:.0} KiB per viewer",
+            report.relay_rss_mb, report.relay_rss_kib_per_viewer
+        );
+        println!("furthest behind   {:.2} groups", report.max_behind_groups);
         println!(
             "bench CPU         {:.2} s on {} cores",
             report.bench_cpu_s, report.cores

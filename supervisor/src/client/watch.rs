@@ -149,6 +149,8 @@ pub struct Summary {
     pub latency_ms: Latency,
     /// Frames of the join's group captured before the viewer joined.
     pub catch_up_frames: u64,
+    /// Payload bytes received from `measure_from_us` on (all of them without it).
+    pub measured_bytes: u64,
     /// Why it ended.
     pub end_reason: EndReason,
     /// Sequence of the first group received (the join's keyframe).
@@ -179,6 +181,9 @@ pub struct Options {
     pub endpoint: Option<quinn::Endpoint>,
     /// HTTP client to use.
     pub http: reqwest::Client,
+    /// Count delay and `measured_bytes` only from this wall-clock time on (Unix
+    /// microseconds): load tests leave their ramp out of the figures.
+    pub measure_from_us: Option<u64>,
 }
 
 /// A client endpoint for viewers.
@@ -232,6 +237,7 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summ
         first_group: None,
         first_frame_ms: None,
         catch_up_frames: 0,
+        measured_bytes: 0,
         ended_at_us: 0,
         detail: String::new(),
     };
@@ -354,10 +360,14 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summ
                         continue;
                     }
                     let now = clock::now_us();
-                    if frame.capture_us() >= joined_us {
-                        let _ = hist.record(now.saturating_sub(frame.capture_us()).max(1));
-                    } else {
+                    let measuring = options.measure_from_us.is_none_or(|t| now >= t);
+                    if frame.capture_us() < joined_us {
                         summary.catch_up_frames += 1;
+                    } else if measuring {
+                        let _ = hist.record(now.saturating_sub(frame.capture_us()).max(1));
+                    }
+                    if measuring {
+                        summary.measured_bytes += frame.payload_len() as u64;
                     }
                     if summary.first_frame_ms.is_none() {
                         summary.first_frame_ms = Some(started.elapsed().as_secs_f64() * 1e3);

@@ -120,7 +120,16 @@ pub async fn build_images(
             .map(|b| format!("{b:02x}"))
             .collect();
         let reference = format!("{repo}:{tag}");
+        let latest = bollard::query_parameters::TagImageOptionsBuilder::default()
+            .repo(&repo)
+            .tag("latest")
+            .build();
         if docker.inspect_image(&reference).await.is_ok() {
+            // `:latest` follows the binaries in use, so a shipped tarball of it is current.
+            docker
+                .tag_image(&reference, Some(latest))
+                .await
+                .with_context(|| format!("tagging {reference} as latest"))?;
             images.insert(kind, reference);
             continue;
         }
@@ -146,15 +155,7 @@ pub async fn build_images(
             }
         }
         docker
-            .tag_image(
-                &reference,
-                Some(
-                    bollard::query_parameters::TagImageOptionsBuilder::default()
-                        .repo(&repo)
-                        .tag("latest")
-                        .build(),
-                ),
-            )
+            .tag_image(&reference, Some(latest))
             .await
             .with_context(|| format!("tagging {reference} as latest"))?;
         images.insert(kind, reference);

@@ -195,6 +195,7 @@ impl Stack {
             output: None,
             endpoint: None,
             http: self.http.clone(),
+            measure_from_us: None,
         };
         tokio::spawn(watch::watch(options, stop))
     }
