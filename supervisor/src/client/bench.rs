@@ -74,8 +74,11 @@ pub struct FanoutReport {
     pub relay_cpu_s_per_gb: f64,
     /// Relay resident memory at its peak during the run, MB, all relays.
     pub relay_rss_mb: f64,
-    /// Relay memory per admitted viewer: peak RSS minus RSS before the viewers came, KiB.
+    /// Relay memory per admitted viewer, all included (peak RSS over viewers), KiB.
     pub relay_rss_kib_per_viewer: f64,
+    /// Relay memory the viewers added: peak RSS minus RSS before they came, KiB per viewer
+    /// (a relay that served a bigger run before keeps its peak: run on a fresh stack).
+    pub relay_rss_added_kib_per_viewer: f64,
     /// The furthest any viewer (slow ones included) fell behind, in groups.
     pub max_behind_groups: f64,
     /// Streams published.
@@ -280,6 +283,11 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
         relay_cpu_s_per_gb: if gb > 0.0 { relay_cpu / gb } else { 0.0 },
         relay_rss_mb: rss as f64 / 1e6,
         relay_rss_kib_per_viewer: if admitted > 0 {
+            rss as f64 / 1024.0 / admitted as f64
+        } else {
+            0.0
+        },
+        relay_rss_added_kib_per_viewer: if admitted > 0 {
             rss.saturating_sub(rss0) as f64 / 1024.0 / admitted as f64
         } else {
             0.0
@@ -313,8 +321,10 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
             report.relay_cpu_s, report.relay_cpu_s_per_gb
         );
         println!(
-            "relay RSS         {:.1} MB peak, {:.0} KiB per viewer",
-            report.relay_rss_mb, report.relay_rss_kib_per_viewer
+            "relay RSS         {:.1} MB peak, {:.0} KiB per viewer all included ({:.0} KiB added)",
+            report.relay_rss_mb,
+            report.relay_rss_kib_per_viewer,
+            report.relay_rss_added_kib_per_viewer
         );
         println!("furthest behind   {:.2} groups", report.max_behind_groups);
         println!(
