@@ -503,43 +503,40 @@ async fn down(state: &StateDir) -> Result<i32> {
 }
 
 async fn get_json(url: &str) -> Result<serde_json::Value> {
-    let resp = reqwest::Client::new()
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .with_context(|| format!("requesting {url}"))?;
-    let status = resp.status();
-    let v: serde_json::Value = resp.json().await.context("reading the answer")?;
-    if !status.is_success() {
-        anyhow::bail!(
-            "{url} answered {status}: {}",
-            v["reason"].as_str().unwrap_or("")
-        );
-    }
-    Ok(v)
+    answer(
+        url,
+        reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(5)),
+    )
+    .await
 }
 
 async fn post(url: &str, body: serde_json::Value) -> Result<serde_json::Value> {
-    let resp = reqwest::Client::new()
+    let request = reqwest::Client::new()
         .post(url)
         .json(&body)
-        .timeout(Duration::from_secs(30))
+        .timeout(Duration::from_secs(30));
+    answer(url, request).await
+}
+
+/// Sends `request` and reads its JSON answer; a refusal becomes an error carrying its reason
+/// (exit code 2 for a 400, 1 otherwise).
+async fn answer(url: &str, request: reqwest::RequestBuilder) -> Result<serde_json::Value> {
+    let resp = request
         .send()
         .await
         .with_context(|| format!("requesting {url}"))?;
     let status = resp.status();
     let v: serde_json::Value = resp.json().await.context("reading the answer")?;
     if !status.is_success() {
-        return Err(Exit::new(
-            if status.as_u16() == 400 {
-                exit::USAGE
-            } else {
-                exit::FAILURE
-            },
-            v["reason"].as_str().unwrap_or("request failed").to_string(),
-        )
-        .into());
+        let code = if status.as_u16() == 400 {
+            exit::USAGE
+        } else {
+            exit::FAILURE
+        };
+        let reason = v["reason"].as_str().unwrap_or("request failed");
+        return Err(Exit::new(code, format!("{url} answered {status}: {reason}")).into());
     }
     Ok(v)
 }

@@ -25,6 +25,30 @@ async fn connect(
     Ok((endpoint, conn))
 }
 
+/// A hand-driven publisher: connected to ingest and announced as `name`.
+async fn go_live(
+    stack: &Stack,
+    ingest: SocketAddr,
+    name: &str,
+) -> (quinn::Endpoint, quinn::Connection, Session) {
+    let (endpoint, conn) = connect(stack, ingest, quic::ALPN_PUBLISH, tls::INGEST_NAME)
+        .await
+        .expect("connect");
+    let mut session = Session::open(&conn).await.expect("session");
+    session
+        .send(&Message::Announce {
+            name: name.into(),
+            init: bytes::Bytes::new(),
+        })
+        .await
+        .expect("send");
+    assert!(matches!(
+        session.recv().await,
+        Ok(Some(Message::Announced { .. }))
+    ));
+    (endpoint, conn, session)
+}
+
 /// How the server closed `conn`, waiting at most 3 s.
 async fn closed_with(conn: &quinn::Connection) -> Option<u32> {
     let e = tokio::time::timeout(Duration::from_secs(3), conn.closed())
@@ -146,21 +170,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         assert_eq!(closed_with(&conn).await, Some(code::UNAUTHORIZED));
 
         // A publisher with a frame longer than the maximum: TOO_LARGE.
-        let (_e, conn) = connect(&stack, ingest, quic::ALPN_PUBLISH, tls::INGEST_NAME)
-            .await
-            .expect("connect");
-        let mut session = Session::open(&conn).await.expect("session");
-        session
-            .send(&Message::Announce {
-                name: "huge".into(),
-                init: bytes::Bytes::new(),
-            })
-            .await
-            .expect("send");
-        assert!(matches!(
-            session.recv().await,
-            Ok(Some(Message::Announced { .. }))
-        ));
+        let (_e, conn, _session) = go_live(&stack, ingest, "huge").await;
         let mut uni = conn.open_uni().await.expect("uni");
         let mut head = bytes::BytesMut::new();
         head.extend_from_slice(&ghost_wire::GroupHeader { sequence: 0 }.to_bytes());
@@ -171,21 +181,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
 
         // A publisher that vanishes in the middle of a frame: its stream ends by idle timeout.
         {
-            let (endpoint, conn) = connect(&stack, ingest, quic::ALPN_PUBLISH, tls::INGEST_NAME)
-                .await
-                .expect("connect");
-            let mut session = Session::open(&conn).await.expect("session");
-            session
-                .send(&Message::Announce {
-                    name: "vanishing".into(),
-                    init: bytes::Bytes::new(),
-                })
-                .await
-                .expect("send");
-            assert!(matches!(
-                session.recv().await,
-                Ok(Some(Message::Announced { .. }))
-            ));
+            let (endpoint, conn, session) = go_live(&stack, ingest, "vanishing").await;
             let mut uni = conn.open_uni().await.expect("uni");
             let frame = ghost_wire::Frame::new(1, &[7u8; 1000]).expect("frame");
             uni.write_all(&ghost_wire::GroupHeader { sequence: 0 }.to_bytes())
