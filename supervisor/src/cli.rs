@@ -20,6 +20,11 @@ pub struct Cli {
     /// The stack's state directory (certificates, keys, logs, stack.json).
     #[arg(long, global = true, env = "GHOST_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The stack's CA certificate, to verify ingest and relays (default: the state
+    /// directory's tls/ca.pem). From another machine, copy the server's one; without it,
+    /// `watch` verifies the relay by the certificate hash the viewer gateway gives.
+    #[arg(long, global = true, env = "GHOST_CA")]
+    pub ca: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Cmd,
@@ -268,6 +273,7 @@ pub fn main() -> i32 {
 
 async fn run(cli: Cli) -> Result<i32> {
     let state = StateDir::new(cli.state_dir.clone().unwrap_or_else(default_state_dir));
+    let ca = cli.ca.clone().unwrap_or_else(|| state.ca());
     match cli.command {
         Cmd::Up(args) if args.detach => up_detached(&state, &args).await,
         Cmd::Up(args) => {
@@ -281,8 +287,8 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Down => down(&state).await,
         Cmd::Status { json } => status(&state, json).await,
         Cmd::Streams { json, gateway } => streams(&state, json, gateway).await,
-        Cmd::Publish(args) => publish_cmd(&state, args).await,
-        Cmd::Watch(args) => watch_cmd(&state, args).await,
+        Cmd::Publish(args) => publish_cmd(&state, ca, args).await,
+        Cmd::Watch(args) => watch_cmd(&state, ca, args).await,
         Cmd::Scale { count, .. } => {
             let stack = state.read()?;
             let v = post(
@@ -620,7 +626,7 @@ async fn streams(state: &StateDir, json: bool, gateway: Option<String>) -> Resul
     Ok(exit::OK)
 }
 
-async fn publish_cmd(state: &StateDir, args: PublishArgs) -> Result<i32> {
+async fn publish_cmd(state: &StateDir, ca: PathBuf, args: PublishArgs) -> Result<i32> {
     let ingest = match args.ingest {
         Some(i) => i,
         None => state.read()?.ingest_addr,
@@ -648,7 +654,7 @@ async fn publish_cmd(state: &StateDir, args: PublishArgs) -> Result<i32> {
     let report = publish::publish(
         publish::Options {
             ingest,
-            ca: state.ca(),
+            ca,
             name: args.name,
             source,
         },
@@ -669,7 +675,7 @@ async fn publish_cmd(state: &StateDir, args: PublishArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
-async fn watch_cmd(state: &StateDir, args: WatchArgs) -> Result<i32> {
+async fn watch_cmd(state: &StateDir, ca: PathBuf, args: WatchArgs) -> Result<i32> {
     let gateway = gateway_url(state, args.gateway)?;
     let to_stdout = args.output.as_deref() == Some("-");
     let output: Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>> = match args.output.as_deref()
@@ -687,7 +693,7 @@ async fn watch_cmd(state: &StateDir, args: WatchArgs) -> Result<i32> {
         watch::Options {
             gateway,
             stream: args.stream,
-            ca: state.ca(),
+            ca,
             duration: args.duration.map(Into::into),
             read_delay: args.read_delay.map(Into::into),
             output,

@@ -274,3 +274,36 @@ async fn the_relay_enforces_its_own_cap() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_without_the_ca_pins_the_relay_certificate() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let stack = Stack::up(&["--relays", "1"]);
+        let stop = CancellationToken::new();
+        let (id, publisher) = stack
+            .publish("remote", 30, 1000, 30, None, stop.clone())
+            .await;
+        // Another machine: no state directory, no CA; only the gateway's address.
+        let elsewhere = tempfile::tempdir().expect("temp dir");
+        let out = tokio::process::Command::new(common::GHOST)
+            .arg("--state-dir")
+            .arg(elsewhere.path())
+            .args(["watch", &id, "--gateway", &stack.file.gateway_url])
+            .args(["--duration", "2s", "--json"])
+            .output()
+            .await
+            .expect("watch");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary");
+        assert_eq!(summary["end_reason"], "duration", "{summary}");
+        assert!(summary["frames"].as_u64().unwrap_or(0) > 30, "{summary}");
+        stop.cancel();
+        let _ = publisher.await;
+    })
+    .await
+    .expect("test timed out");
+}

@@ -134,7 +134,15 @@ pub fn server(
 
 /// A client endpoint that trusts the stack's CA and offers `alpn`.
 pub fn client(ca: &Path, alpn: &[u8], windows: Windows) -> Result<quinn::Endpoint> {
-    let crypto = tls::client_config(ca, alpn)?;
+    client_with(tls::client_config(ca, alpn)?, windows)
+}
+
+/// A client endpoint that trusts only the server certificate with SHA-256 `sha256` (hex).
+pub fn client_pinned(sha256: &str, alpn: &[u8], windows: Windows) -> Result<quinn::Endpoint> {
+    client_with(tls::pinned_client_config(sha256, alpn)?, windows)
+}
+
+fn client_with(crypto: rustls::ClientConfig, windows: Windows) -> Result<quinn::Endpoint> {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
         .context("TLS config unusable for QUIC")?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));

@@ -214,6 +214,90 @@ pub fn client_config(ca_pem: &Path, alpn: &[u8]) -> Result<rustls::ClientConfig>
     Ok(config)
 }
 
+/// Verifies a server by the SHA-256 of its certificate instead of a CA: for a viewer that has
+/// no copy of the stack's CA but got the relay's certificate hash from the viewer gateway (the
+/// same trust model as WebTransport's `serverCertificateHashes`). The handshake signature is
+/// still checked against that certificate, so only the holder of its key passes.
+#[derive(Debug)]
+struct Pinned {
+    sha256: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let got = sha256_hex(end_entity);
+        if got.eq_ignore_ascii_case(&self.sha256) {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "server certificate SHA-256 {got} is not the pinned {}",
+                self.sha256
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A TLS 1.3 client config that accepts only the server certificate whose SHA-256 (hex) is
+/// `sha256`, offering `alpn`.
+pub fn pinned_client_config(sha256: &str, alpn: &[u8]) -> Result<rustls::ClientConfig> {
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        anyhow::bail!("{sha256:?} is not a SHA-256 in hex");
+    }
+    let provider = provider();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            sha256: sha256.to_string(),
+            provider,
+        }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +316,30 @@ mod tests {
         server_config(&id, &[b"x"]).expect("server config");
         client_config(&files.ca, b"x").expect("client config");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_pin_accepts_its_certificate_only() {
+        use rustls::client::danger::ServerCertVerifier;
+        let a = generate().expect("a");
+        let b = generate().expect("b");
+        let cert_of = |pem: &str| CertificateDer::from_pem_slice(pem.as_bytes()).expect("pem");
+        let (cert_a, cert_b) = (cert_of(&a.cert), cert_of(&b.cert));
+        let pin = Pinned {
+            sha256: sha256_hex(&cert_a),
+            provider: provider(),
+        };
+        let name = rustls::pki_types::ServerName::try_from(RELAY_NAME).expect("name");
+        let now = rustls::pki_types::UnixTime::now();
+        assert!(
+            pin.verify_server_cert(&cert_a, &[], &name, &[], now)
+                .is_ok()
+        );
+        assert!(
+            pin.verify_server_cert(&cert_b, &[], &name, &[], now)
+                .is_err()
+        );
+        assert!(pinned_client_config("not hex", b"x").is_err());
+        assert!(pinned_client_config(&sha256_hex(&cert_a), b"x").is_ok());
     }
 }

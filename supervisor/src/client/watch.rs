@@ -169,7 +169,8 @@ pub struct Options {
     pub gateway: String,
     /// Stream id or name.
     pub stream: String,
-    /// CA certificate of the stack.
+    /// CA certificate of the stack; where the file does not exist, the relay is verified by
+    /// the certificate hash the gateway returns instead.
     pub ca: PathBuf,
     /// Stop after this long.
     pub duration: Option<Duration>,
@@ -205,7 +206,10 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summ
     let assignment = join(&options.http, &options.gateway, &options.stream).await?;
     let endpoint = match options.endpoint.take() {
         Some(e) => e,
-        None => endpoint(&options.ca)?,
+        None if options.ca.exists() => endpoint(&options.ca)?,
+        // No copy of the stack's CA here (a viewer on another machine): trust the relay by
+        // the certificate hash the gateway gave.
+        None => quic::client_pinned(&assignment.cert_sha256, quic::ALPN_VIEW, Windows::RECEIVER)?,
     };
     let addr = quic::resolve(&assignment.relay_addr).await?;
     let conn = endpoint
