@@ -325,6 +325,19 @@ async fn up_then_down_leaves_nothing_behind() {
             .collect();
         assert_eq!(pids.len(), 5);
         pids.push(stack.file.supervisor_pid);
+        // Scaling past --max-relays is a usage error, and changes nothing.
+        let scale = stack
+            .ghost()
+            .args(["scale", "relays", "99"])
+            .output()
+            .expect("scale");
+        assert_eq!(
+            scale.status.code(),
+            Some(2),
+            "{}",
+            String::from_utf8_lossy(&scale.stderr)
+        );
+        assert!(String::from_utf8_lossy(&scale.stderr).contains("between 1 and 8"));
         // A second `up` is refused while the first runs.
         let again = stack
             .ghost()

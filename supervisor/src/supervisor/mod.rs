@@ -775,7 +775,7 @@ impl Supervisor {
     }
 
     async fn scale(&mut self, n: u32) -> Result<u32, String> {
-        if n > self.settings.max_relays.max(n) || n == 0 {
+        if n == 0 || n > self.settings.max_relays {
             return Err(format!(
                 "relay count must be between 1 and {}",
                 self.settings.max_relays
