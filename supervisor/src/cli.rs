@@ -11,6 +11,7 @@ use crate::client::{bench, publish, watch};
 use crate::daemon::RuntimeChoice;
 use crate::exit::{self, Exit};
 use crate::stack::{StateDir, default_state_dir};
+use crate::supervisor::runtime::Runtime;
 use crate::supervisor::{Ports, Settings};
 
 /// Ghost Stream: live streams that exist only while they are live.
@@ -502,6 +503,13 @@ async fn down(state: &StateDir) -> Result<i32> {
             nix::unistd::Pid::from_raw(-(stack.supervisor_pid as i32)),
             nix::sys::signal::Signal::SIGKILL,
         );
+        // Its containers outlive it: remove them (and the network) by the stack's label.
+        if stack.runtime == "docker" {
+            let engine = crate::supervisor::docker::connect().await?;
+            crate::supervisor::docker::DockerRuntime::new(engine, state.clone(), beside_ghost()?)
+                .cleanup()
+                .await?;
+        }
     }
     state.clear();
     println!("stack down");

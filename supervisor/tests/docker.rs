@@ -281,6 +281,18 @@ async fn docker_supervisor_crash_is_adopted_not_duplicated() {
         assert_eq!(s.skipped_groups, 0, "{s:?}");
         stop.cancel();
         let _ = publisher.await;
+
+        // A supervisor that dies for good: `ghost down` still removes its containers.
+        let pid = stack.state.read().expect("stack file").supervisor_pid;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill supervisor");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let down = stack.ghost().arg("down").output().expect("down");
+        assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+        assert!(containers(&stack).await.is_empty(), "containers left behind");
     })
     .await
     .expect("test timed out");
