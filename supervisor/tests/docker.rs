@@ -291,8 +291,15 @@ async fn docker_supervisor_crash_is_adopted_not_duplicated() {
         .expect("kill supervisor");
         tokio::time::sleep(Duration::from_millis(300)).await;
         let down = stack.ghost().arg("down").output().expect("down");
-        assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
-        assert!(containers(&stack).await.is_empty(), "containers left behind");
+        assert!(
+            down.status.success(),
+            "{}",
+            String::from_utf8_lossy(&down.stderr)
+        );
+        assert!(
+            containers(&stack).await.is_empty(),
+            "containers left behind"
+        );
     })
     .await
     .expect("test timed out");
