@@ -744,7 +744,8 @@ impl Supervisor {
                 )
             }
         });
-        let results = futures_join_all(checks).await;
+        // Concurrently: one hung service must not delay the probes of the others.
+        let results = futures_util::future::join_all(checks).await;
         let mut hung = Vec::new();
         for (i, ok) in results {
             let m = &mut self.members[i];
@@ -1002,26 +1003,6 @@ impl Supervisor {
             let _ = reply.send(());
         }
     }
-}
-
-/// Polls the futures concurrently and returns their outputs.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output>
-where
-    F::Output: Send,
-{
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(f);
-    }
-    let mut out = Vec::with_capacity(set.len());
-    // Probes are few (one per service) and each bounded by the client timeout.
-    let pinned: Vec<_> = set.into_iter().map(Box::pin).collect();
-    for f in pinned {
-        out.push(f.await);
-    }
-    out
 }
 
 pub(crate) fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
