@@ -174,7 +174,10 @@ pub async fn publish(
                     .context("reading the input as fragmented MP4")?
                 {
                     Some(Item::Init(init)) => break init,
-                    Some(Item::Fragment { .. }) => unreachable_fragment()?,
+                    // The reader refuses fragments before the init segment; defence in depth.
+                    Some(Item::Fragment { .. }) => {
+                        anyhow::bail!("input has a fragment before its init segment")
+                    }
                     None => {}
                 }
                 let n = tokio::select! {
@@ -239,11 +242,6 @@ pub async fn publish(
             })
         }
     }
-}
-
-fn unreachable_fragment() -> Result<()> {
-    // The reader refuses fragments before the init segment; this is defence in depth.
-    anyhow::bail!("input has a fragment before its init segment")
 }
 
 async fn feed_fmp4(
