@@ -7,12 +7,12 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::actor::{Ports, Settings};
 use crate::client::{bench, publish, watch};
 use crate::daemon::RuntimeChoice;
 use crate::exit::{self, Exit};
+use crate::runtime::Runtime;
 use crate::stack::{StateDir, default_state_dir};
-use crate::supervisor::runtime::Runtime;
-use crate::supervisor::{Ports, Settings};
 
 /// Ghost Stream: live streams that exist only while they are live.
 #[derive(Debug, Parser)]
@@ -278,11 +278,11 @@ async fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Cmd::Up(args) if args.detach => up_detached(&state, &args).await,
         Cmd::Up(args) => {
-            ghost_common::telemetry::init(Default::default(), "warn");
+            server::telemetry::init(Default::default(), "warn");
             daemon(&state, &args, true).await
         }
         Cmd::Daemon(args) => {
-            ghost_common::telemetry::init(Default::default(), "info");
+            server::telemetry::init(Default::default(), "info");
             daemon(&state, &args, false).await
         }
         Cmd::Down => down(&state).await,
@@ -307,10 +307,9 @@ async fn run(cli: Cli) -> Result<i32> {
                 Some(d) => d,
                 None => beside_ghost()?,
             };
-            let docker = crate::supervisor::docker::connect().await?;
+            let docker = crate::runtime::docker::connect().await?;
             let progress = |line: &str| eprintln!("ghost: {line}");
-            let images =
-                crate::supervisor::docker::build_images(&docker, &bin_dir, &progress).await?;
+            let images = crate::runtime::docker::build_images(&docker, &bin_dir, &progress).await?;
             let mut refs: Vec<&String> = images.values().collect();
             refs.sort();
             for r in refs {
@@ -366,7 +365,7 @@ fn beside_ghost() -> Result<PathBuf> {
 
 async fn daemon(state: &StateDir, args: &UpArgs, foreground: bool) -> Result<i32> {
     let settings = settings(state, args)?;
-    let shutdown = ghost_common::shutdown::on_signal();
+    let shutdown = server::shutdown::on_signal();
     let progress = move |line: &str| {
         if foreground {
             eprintln!("ghost: {line}");
@@ -383,7 +382,7 @@ async fn up_detached(state: &StateDir, args: &UpArgs) -> Result<i32> {
     state.prepare()?;
     // A crashed supervisor's stack file stays: the new daemon adopts its services.
     if let Ok(stack) = state.read()
-        && crate::supervisor::process::alive(stack.supervisor_pid)
+        && crate::runtime::process::alive(stack.supervisor_pid)
     {
         return Err(anyhow::anyhow!(
             "a stack is already up (status page {}); run `ghost down` first",
@@ -479,7 +478,7 @@ async fn down(state: &StateDir) -> Result<i32> {
         .timeout(Duration::from_secs(30))
         .send()
         .await;
-    if asked.is_err() && crate::supervisor::process::alive(stack.supervisor_pid) {
+    if asked.is_err() && crate::runtime::process::alive(stack.supervisor_pid) {
         // API unreachable: ask the process itself.
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(stack.supervisor_pid as i32),
@@ -487,7 +486,7 @@ async fn down(state: &StateDir) -> Result<i32> {
         );
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while crate::supervisor::process::alive(stack.supervisor_pid) {
+    while crate::runtime::process::alive(stack.supervisor_pid) {
         if tokio::time::Instant::now() > deadline {
             anyhow::bail!(
                 "the supervisor (pid {}) did not stop within 20 s",
@@ -505,8 +504,8 @@ async fn down(state: &StateDir) -> Result<i32> {
         );
         // Its containers outlive it: remove them (and the network) by the stack's label.
         if stack.runtime == "docker" {
-            let engine = crate::supervisor::docker::connect().await?;
-            crate::supervisor::docker::DockerRuntime::new(engine, state.clone(), beside_ghost()?)
+            let engine = crate::runtime::docker::connect().await?;
+            crate::runtime::docker::DockerRuntime::new(engine, state.clone(), beside_ghost()?)
                 .cleanup()
                 .await?;
         }
@@ -656,7 +655,7 @@ async fn publish_cmd(state: &StateDir, ca: PathBuf, args: PublishArgs) -> Result
             )),
         }
     };
-    let stop = ghost_common::shutdown::on_signal();
+    let stop = server::shutdown::on_signal();
     let json = args.json;
     let name = args.name.clone();
     let report = publish::publish(
@@ -696,7 +695,7 @@ async fn watch_cmd(state: &StateDir, ca: PathBuf, args: WatchArgs) -> Result<i32
                 .with_context(|| format!("creating {path}"))?,
         )),
     };
-    let stop = ghost_common::shutdown::on_signal();
+    let stop = server::shutdown::on_signal();
     let result = watch::watch(
         watch::Options {
             gateway,

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 
+use crate::actor::{Settings, Supervisor};
+use crate::http;
+use crate::runtime::Runtime;
+use crate::runtime::docker::{self, DockerRuntime};
+use crate::runtime::process::ProcessRuntime;
 use crate::stack::StackFile;
-use crate::supervisor::docker::{self, DockerRuntime};
-use crate::supervisor::process::ProcessRuntime;
-use crate::supervisor::runtime::Runtime;
-use crate::supervisor::{Settings, Supervisor, http};
 
 /// Which runtime to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -27,7 +28,7 @@ pub enum RuntimeChoice {
 async fn runtime(
     choice: RuntimeChoice,
     settings: &Settings,
-    progress: &crate::supervisor::Progress,
+    progress: &crate::actor::Progress,
 ) -> Result<Arc<dyn Runtime>> {
     let process = || -> Arc<dyn Runtime> {
         Arc::new(ProcessRuntime::new(
@@ -66,13 +67,13 @@ pub async fn run(
     settings: Settings,
     choice: RuntimeChoice,
     shutdown: CancellationToken,
-    progress: &crate::supervisor::Progress,
+    progress: &crate::actor::Progress,
 ) -> Result<()> {
     let mut settings = settings;
     let state = settings.state.clone();
     let stack_state = state.clone();
     if let Ok(existing) = state.read() {
-        if crate::supervisor::process::alive(existing.supervisor_pid)
+        if crate::runtime::process::alive(existing.supervisor_pid)
             && existing.supervisor_pid != std::process::id()
         {
             anyhow::bail!(
@@ -119,18 +120,18 @@ pub async fn run(
 
     let app = http::routes(handle.clone());
     let http_server = axum::serve(
-        ghost_common::ops::nodelay(http_listener),
+        server::ops::nodelay(http_listener),
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let grpc_server = tonic::transport::Server::builder()
-        .add_service(
-            ghost_proto::supervisor::supervisor_server::SupervisorServer::new(http::Capacity {
+        .add_service(proto::supervisor::supervisor_server::SupervisorServer::new(
+            http::Capacity {
                 handle: handle.clone(),
-            }),
-        )
+            },
+        ))
         .serve_with_incoming_shutdown(
-            ghost_common::ops::nodelay_incoming(grpc_listener),
+            server::ops::nodelay_incoming(grpc_listener),
             shutdown.clone().cancelled_owned(),
         );
     let stop = shutdown.clone();

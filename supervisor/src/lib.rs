@@ -7,9 +7,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod actor;
 pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod exit;
+pub mod http;
+pub mod runtime;
 pub mod stack;
-pub mod supervisor;

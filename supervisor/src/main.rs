@@ -1,5 +1,5 @@
 //! `ghost`: the Ghost Stream CLI and supervisor daemon.
 
 fn main() {
-    std::process::exit(ghost::cli::main());
+    std::process::exit(supervisor::cli::main());
 }

@@ -66,7 +66,7 @@ impl StateDir {
 
     /// The CA clients trust.
     pub fn ca(&self) -> PathBuf {
-        ghost_common::tls::Files::in_dir(&self.tls_dir()).ca
+        transport::tls::Files::in_dir(&self.tls_dir()).ca
     }
 
     /// The join-ticket key shared by control and relays.
@@ -88,7 +88,7 @@ impl StateDir {
     pub fn prepare(&self) -> Result<()> {
         std::fs::create_dir_all(self.logs())
             .with_context(|| format!("creating {}", self.logs().display()))?;
-        ghost_common::tls::Files::in_dir(&self.tls_dir()).ensure()?;
+        transport::tls::Files::in_dir(&self.tls_dir()).ensure()?;
         let key = self.ticket_key();
         if !key.exists() {
             use std::io::Write;

@@ -9,16 +9,18 @@ use std::time::{Duration, Instant};
 
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use common::{DOCKER, Stack, docker_available, ms};
-use ghost::client::watch::EndReason;
-use ghost::exit;
-use ghost::supervisor::docker::{LABEL_STACK, stack_id};
+use supervisor::client::watch::EndReason;
+use supervisor::exit;
+use supervisor::runtime::docker::{LABEL_STACK, stack_id};
 use tokio_util::sync::CancellationToken;
 
 const LONG: Duration = Duration::from_secs(240);
 
 /// The stack's containers: (name, id), running or not.
 async fn containers(stack: &Stack) -> Vec<(String, String)> {
-    let docker = ghost::supervisor::docker::connect().await.expect("docker");
+    let docker = supervisor::runtime::docker::connect()
+        .await
+        .expect("docker");
     let label = format!("{LABEL_STACK}={}", stack_id(&stack.state));
     let filters = HashMap::from([("label", vec![label.as_str()])]);
     let options = ListContainersOptionsBuilder::default()
@@ -57,7 +59,9 @@ async fn docker_up_then_down_leaves_nothing() {
         assert_eq!(status["ready"], true, "{status}");
         assert_eq!(containers(&stack).await.len(), 5);
         let network = format!("ghost-{}", stack_id(&stack.state));
-        let docker = ghost::supervisor::docker::connect().await.expect("docker");
+        let docker = supervisor::runtime::docker::connect()
+            .await
+            .expect("docker");
         assert!(docker.inspect_network(&network, None).await.is_ok());
 
         let down = stack.ghost().arg("down").output().expect("down");
@@ -128,7 +132,7 @@ async fn docker_spike_gets_relays_on_demand_then_scales_back() {
             viewers.spawn(async move {
                 let mut refused_at = None;
                 loop {
-                    let options = ghost::client::watch::Options {
+                    let options = supervisor::client::watch::Options {
                         gateway: gateway.clone(),
                         stream: id.clone(),
                         ca: ca.clone(),
@@ -140,7 +144,7 @@ async fn docker_spike_gets_relays_on_demand_then_scales_back() {
                         measure_from_us: None,
                     };
                     let asked = Instant::now();
-                    match ghost::client::watch::watch(options, stop.clone()).await {
+                    match supervisor::client::watch::watch(options, stop.clone()).await {
                         Ok(s) => return (refused_at, s, asked),
                         Err(e) if exit::code_of(&e) == exit::REJECTED => {
                             refused_at.get_or_insert((Instant::now(), ms(asked.elapsed())));

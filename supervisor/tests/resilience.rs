@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use bytes::BufMut;
 use common::{Stack, TEST_TIMEOUT};
-use ghost::client::watch::EndReason;
-use ghost_common::quic::{self, Closed, Session, Windows};
-use ghost_common::tls;
-use ghost_wire::{Message, code};
+use supervisor::client::watch::EndReason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
+use transport::quic::{self, Closed, Session, Windows};
+use transport::tls;
+use wire::{Message, code};
 
 async fn connect(
     stack: &Stack,
@@ -173,7 +173,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         let (_e, conn, _session) = go_live(&stack, ingest, "huge").await;
         let mut uni = conn.open_uni().await.expect("uni");
         let mut head = bytes::BytesMut::new();
-        head.extend_from_slice(&ghost_wire::GroupHeader { sequence: 0 }.to_bytes());
+        head.extend_from_slice(&wire::GroupHeader { sequence: 0 }.to_bytes());
         head.put_u64(1);
         head.put_u32(u32::MAX);
         uni.write_all(&head).await.expect("write");
@@ -183,8 +183,8 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         {
             let (endpoint, conn, session) = go_live(&stack, ingest, "vanishing").await;
             let mut uni = conn.open_uni().await.expect("uni");
-            let frame = ghost_wire::Frame::new(1, &[7u8; 1000]).expect("frame");
-            uni.write_all(&ghost_wire::GroupHeader { sequence: 0 }.to_bytes())
+            let frame = wire::Frame::new(1, &[7u8; 1000]).expect("frame");
+            uni.write_all(&wire::GroupHeader { sequence: 0 }.to_bytes())
                 .await
                 .expect("write");
             uni.write_all(&frame.encoded()[..500]).await.expect("write");
@@ -249,10 +249,9 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff",
         )
         .await;
-        let mut client =
-            ghost_common::control::client(&format!("http://{control}")).expect("client");
+        let mut client = server::control::client(&format!("http://{control}")).expect("client");
         let err = client
-            .create_stream(ghost_proto::control::CreateStreamRequest {
+            .create_stream(proto::control::CreateStreamRequest {
                 name: String::new(),
                 ingest_id: "x".into(),
             })
@@ -260,7 +259,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
             .expect_err("empty name refused");
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         let err = client
-            .relay_heartbeat(ghost_proto::control::RelayHeartbeatRequest {
+            .relay_heartbeat(proto::control::RelayHeartbeatRequest {
                 relay_id: "r".into(),
                 addr: "nowhere".into(),
                 ..Default::default()
@@ -355,7 +354,7 @@ async fn up_then_down_leaves_nothing_behind() {
         );
         for pid in pids {
             assert!(
-                !ghost::supervisor::process::alive(pid),
+                !supervisor::runtime::process::alive(pid),
                 "pid {pid} still alive after down"
             );
         }

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Stack, TEST_TIMEOUT, ms};
-use ghost::client::watch::EndReason;
+use supervisor::client::watch::EndReason;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,7 +24,7 @@ async fn clean_stop_ends_the_stream_for_everyone_at_once() {
                 .wait_listed("clean", false, Duration::from_secs(10))
                 .await
                 .expect("stream leaves the list");
-            (at, ghost_common::clock::now_us())
+            (at, transport::clock::now_us())
         };
         let (report, (gone, gone_us)) = tokio::join!(publisher, poll);
         let report = report.expect("join").expect("publisher");
@@ -68,7 +68,7 @@ async fn killed_streamer_ends_the_stream_within_the_idle_timeout() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
 
         let pid = child.id().expect("pid");
-        let killed_at_us = ghost_common::clock::now_us();
+        let killed_at_us = transport::clock::now_us();
         let killed = std::time::Instant::now();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
             .expect("kill");
@@ -106,7 +106,7 @@ async fn slow_viewer_skips_groups_and_nobody_else_notices() {
             base_p99 = base_p99.max(s.latency_ms.p99);
         }
         // The same with a viewer reading at a tenth of the rate.
-        let rss_before = ghost::supervisor::process::proc_usage(stack.pid("relay-1").await.expect("pid"))
+        let rss_before = supervisor::runtime::process::proc_usage(stack.pid("relay-1").await.expect("pid"))
             .expect("usage")
             .rss_bytes;
         let slow_delay = Duration::from_secs_f64(10.0 / f64::from(fps));
@@ -119,7 +119,7 @@ async fn slow_viewer_skips_groups_and_nobody_else_notices() {
             p99 = p99.max(s.latency_ms.p99);
         }
         let slow = slow.await.expect("join").expect("slow viewer");
-        let rss_after = ghost::supervisor::process::proc_usage(stack.pid("relay-1").await.expect("pid"))
+        let rss_after = supervisor::runtime::process::proc_usage(stack.pid("relay-1").await.expect("pid"))
             .expect("usage")
             .rss_bytes;
         let group_s = f64::from(group) / f64::from(fps);
@@ -207,7 +207,7 @@ async fn viewers_past_capacity_are_refused_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_enforces_its_own_cap() {
-    use ghost_common::quic::{self, Closed, Session, Windows};
+    use transport::quic::{self, Closed, Session, Windows};
     tokio::time::timeout(TEST_TIMEOUT, async {
         let stack = Stack::up(&[
             "--relays",
@@ -221,7 +221,7 @@ async fn the_relay_enforces_its_own_cap() {
         let (id, publisher) = stack.publish("cap", 30, 1000, 30, None, stop.clone()).await;
         // One valid ticket, used twice: control is bypassed, the relay still counts.
         let http = reqwest::Client::new();
-        let a = ghost::client::watch::join(&http, &stack.file.gateway_url, &id)
+        let a = supervisor::client::watch::join(&http, &stack.file.gateway_url, &id)
             .await
             .expect("room");
         let ticket: Vec<u8> = (0..a.ticket.len())
@@ -238,7 +238,7 @@ async fn the_relay_enforces_its_own_cap() {
             .expect("first");
         let mut session = Session::open(&first).await.expect("session");
         session
-            .send(&ghost_wire::Message::Join {
+            .send(&wire::Message::Join {
                 stream_id: id.clone(),
                 ticket: ticket.clone().into(),
             })
@@ -246,7 +246,7 @@ async fn the_relay_enforces_its_own_cap() {
             .expect("join");
         assert!(matches!(
             session.recv().await,
-            Ok(Some(ghost_wire::Message::Init { .. }))
+            Ok(Some(wire::Message::Init { .. }))
         ));
         let asked = std::time::Instant::now();
         let second = endpoint
@@ -262,7 +262,7 @@ async fn the_relay_enforces_its_own_cap() {
         assert!(matches!(
             Closed::from(&closed),
             Closed::ByPeer {
-                code: ghost_wire::code::CAPACITY,
+                code: wire::code::CAPACITY,
                 ..
             }
         ));

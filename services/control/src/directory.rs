@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use ghost_proto::control as pb;
+use proto::control as pb;
 
 /// How long a stream created through `CreateStream` is kept even though its ingest's
 /// heartbeats do not list it yet (a heartbeat may have been built before the stream existed).
@@ -284,7 +284,7 @@ impl Directory {
         validate_member(&report.ingest_id, &report.addr)?;
         for s in &report.streams {
             validate_name(&s.name)?;
-            if s.id.is_empty() || s.id.len() > ghost_wire::limits::MAX_ID {
+            if s.id.is_empty() || s.id.len() > wire::limits::MAX_ID {
                 return Err(Refusal::Invalid(format!("bad stream id {:?}", s.id)));
             }
         }
@@ -377,11 +377,11 @@ fn validate_name(name: &str) -> Result<(), Refusal> {
     if name.is_empty() {
         return Err(Refusal::Invalid("stream name is empty".into()));
     }
-    if name.len() > ghost_wire::limits::MAX_NAME {
+    if name.len() > wire::limits::MAX_NAME {
         return Err(Refusal::Invalid(format!(
             "stream name is {} bytes, at most {} allowed",
             name.len(),
-            ghost_wire::limits::MAX_NAME
+            wire::limits::MAX_NAME
         )));
     }
     if name.chars().any(char::is_control) {
@@ -393,7 +393,7 @@ fn validate_name(name: &str) -> Result<(), Refusal> {
 }
 
 fn validate_member(id: &str, addr: &str) -> Result<(), Refusal> {
-    if id.is_empty() || id.len() > ghost_wire::limits::MAX_ID {
+    if id.is_empty() || id.len() > wire::limits::MAX_ID {
         return Err(Refusal::Invalid(format!("bad member id {id:?}")));
     }
     if addr.is_empty() || addr.len() > 256 || !addr.contains(':') {

@@ -15,15 +15,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use ghost_common::{clock, ops, telemetry::LogFormat};
-use ghost_proto::control as pb;
-use ghost_proto::control::control_server::{Control, ControlServer};
-use ghost_proto::supervisor as sup;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use proto::control as pb;
+use proto::control::control_server::{Control, ControlServer};
+use proto::supervisor as sup;
+use server::{ops, telemetry::LogFormat};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use transport::clock;
 
 use directory::{Directory, Refusal, Timeouts};
 
@@ -204,7 +205,7 @@ impl Control for Service {
         .map_err(status)?;
         self.metrics.joins.inc();
         let ticket = match &self.ticket_key {
-            Some(key) => ghost_wire::ticket::issue(
+            Some(key) => wire::ticket::issue(
                 key,
                 &placed.stream_id,
                 &placed.relay_id,
@@ -384,7 +385,7 @@ async fn ask_for_capacity(
     dir: Arc<Mutex<Directory>>,
     metrics: Metrics,
 ) {
-    use ghost_proto::supervisor::supervisor_client::SupervisorClient;
+    use proto::supervisor::supervisor_client::SupervisorClient;
     let mut client: Option<SupervisorClient<tonic::transport::Channel>> = None;
     while let Some(reason) = rx.recv().await {
         let mut rejected = 1;
@@ -433,14 +434,14 @@ async fn ask_for_capacity(
 
 /// Runs control with `config` until SIGINT/SIGTERM: the whole `ghost-control` binary.
 pub async fn main(config: Config) -> Result<()> {
-    ghost_common::telemetry::init(config.log_format, "info");
+    server::telemetry::init(config.log_format, "info");
     let server = Server::bind(&config).await?;
     let grpc = server.grpc_addr()?;
     let ops_addr = server.ops_addr()?;
     tracing::info!(%grpc, ops = %ops_addr, "control listening");
-    ghost_common::ready::announce(
+    server::ready::announce(
         "control",
         &[("grpc", grpc.to_string()), ("ops", ops_addr.to_string())],
     );
-    server.run(ghost_common::shutdown::on_signal()).await
+    server.run(server::shutdown::on_signal()).await
 }

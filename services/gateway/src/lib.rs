@@ -22,12 +22,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use ghost_common::telemetry::LogFormat;
-use ghost_proto::control as pb;
-use ghost_proto::control::control_client::ControlClient;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
+use proto::control as pb;
+use proto::control::control_client::ControlClient;
 use serde::Serialize;
+use server::telemetry::LogFormat;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -198,7 +198,7 @@ pub fn routes(control: ControlClient<Channel>) -> Router {
 }
 
 async fn metrics_text(State(registry): State<Arc<Registry>>) -> Response {
-    ghost_common::ops::metrics_response(&registry)
+    server::ops::metrics_response(&registry)
 }
 
 async fn list(State(state): State<AppState>) -> Result<Json<Vec<StreamView>>, ApiError> {
@@ -256,22 +256,17 @@ async fn join(
 
 /// Runs the gateway until SIGINT/SIGTERM: the whole `ghost-gateway` binary.
 pub async fn main(config: Config) -> Result<()> {
-    ghost_common::telemetry::init(config.log_format, "info");
+    server::telemetry::init(config.log_format, "info");
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding HTTP on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(http = %addr, "viewer gateway listening");
-    ghost_common::ready::announce(
+    server::ready::announce(
         "gateway",
         &[("http", addr.to_string()), ("ops", addr.to_string())],
     );
-    serve(
-        listener,
-        &config.control,
-        ghost_common::shutdown::on_signal(),
-    )
-    .await
+    serve(listener, &config.control, server::shutdown::on_signal()).await
 }
 
 /// Serves the gateway on a bound listener until `shutdown`.
@@ -280,8 +275,8 @@ pub async fn serve(
     control: &str,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let router = routes(ghost_common::control::client(control)?);
-    axum::serve(ghost_common::ops::nodelay(listener), router)
+    let router = routes(server::control::client(control)?);
+    axum::serve(server::ops::nodelay(listener), router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("HTTP server failed")

@@ -3,11 +3,10 @@
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
-    if let Some(code) =
-        ghost_common::cli::health_subcommand("GHOST_GATEWAY_LISTEN", "127.0.0.1:8080")
+    if let Some(code) = server::health::health_subcommand("GHOST_GATEWAY_LISTEN", "127.0.0.1:8080")
     {
         std::process::exit(code);
     }
-    let config = ghost_gateway::Config::parse();
-    tokio::runtime::Runtime::new()?.block_on(ghost_gateway::main(config))
+    let config = gateway::Config::parse();
+    tokio::runtime::Runtime::new()?.block_on(gateway::main(config))
 }

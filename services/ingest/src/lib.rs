@@ -18,18 +18,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ghost_common::fanout::{self, ReceiveError};
-use ghost_common::quic::{self, Session, Windows};
-use ghost_common::telemetry::LogFormat;
-use ghost_common::track::{Track, TrackInfo};
-use ghost_common::{ops, tls};
-use ghost_proto::control as pb;
-use ghost_wire::{Message, code};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use proto::control as pb;
 use quinn::Connection;
+use server::ops;
+use server::telemetry::LogFormat;
 use tokio_util::sync::CancellationToken;
+use transport::fanout::{self, ReceiveError};
+use transport::quic::{self, Session, Windows};
+use transport::tls;
+use transport::track::{Track, TrackInfo};
+use wire::{Message, code};
 
 /// Ingest's configuration. Every flag is also an environment variable.
 #[derive(Debug, Clone, clap::Parser)]
@@ -98,7 +99,7 @@ impl Metrics {
 struct State {
     id: String,
     streams: Mutex<HashMap<String, (Track, u64)>>,
-    control: ghost_proto::control::control_client::ControlClient<tonic::transport::Channel>,
+    control: proto::control::control_client::ControlClient<tonic::transport::Channel>,
     publishers: Arc<tokio::sync::Semaphore>,
     metrics: Metrics,
 }
@@ -147,7 +148,7 @@ impl Server {
             state: Arc::new(State {
                 id: config.id.clone(),
                 streams: Mutex::new(HashMap::new()),
-                control: ghost_common::control::client(&config.control)?,
+                control: server::control::client(&config.control)?,
                 publishers: Arc::new(tokio::sync::Semaphore::new(config.max_publishers)),
                 metrics,
             }),
@@ -180,7 +181,7 @@ impl Server {
         let state = self.state.clone();
         let advertise = self.advertise.clone();
         let heartbeat =
-            ghost_common::control::heartbeat_loop(self.heartbeat, shutdown.clone(), move || {
+            server::control::heartbeat_loop(self.heartbeat, shutdown.clone(), move || {
                 let state = state.clone();
                 let advertise = advertise.clone();
                 async move { beat(&state, advertise).await }
@@ -414,17 +415,17 @@ async fn subscribe(state: Arc<State>, conn: Connection, mut session: Session) {
 
 /// Runs ingest with `config` until SIGINT/SIGTERM: the whole `ghost-ingest` binary.
 pub async fn main(config: Config) -> Result<()> {
-    ghost_common::telemetry::init(config.log_format, "info");
+    server::telemetry::init(config.log_format, "info");
     let server = Server::bind(&config).await?;
     let quic_addr = server.quic_addr()?;
     let ops_addr = server.ops_addr()?;
     tracing::info!(quic = %quic_addr, ops = %ops_addr, id = %config.id, "ingest listening");
-    ghost_common::ready::announce(
+    server::ready::announce(
         "ingest",
         &[
             ("quic", quic_addr.to_string()),
             ("ops", ops_addr.to_string()),
         ],
     );
-    server.run(ghost_common::shutdown::on_signal()).await
+    server.run(server::shutdown::on_signal()).await
 }

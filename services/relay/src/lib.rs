@@ -5,7 +5,7 @@
 //! [`code::CAPACITY`]. A relay that does not carry the stream yet subscribes to it at ingest
 //! (pull on demand: the relay holds no state a restart would lose). Each viewer gets the
 //! init segment, the current group from its keyframe, then live groups; one that falls
-//! behind skips whole groups (see [`ghost_common::fanout`]). When the publisher goes, viewers
+//! behind skips whole groups (see [`transport::fanout`]). When the publisher goes, viewers
 //! get `End` and the connection closes with [`code::ENDED`].
 
 #![forbid(unsafe_code)]
@@ -17,19 +17,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ghost_common::fanout;
-use ghost_common::quic::{self, Session, Windows};
-use ghost_common::telemetry::LogFormat;
-use ghost_common::track::{Track, TrackInfo};
-use ghost_common::{clock, ops, tls};
-use ghost_proto::control as pb;
-use ghost_wire::{Message, code};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use proto::control as pb;
 use quinn::Connection;
+use server::ops;
+use server::telemetry::LogFormat;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
+use transport::fanout;
+use transport::quic::{self, Session, Windows};
+use transport::track::{Track, TrackInfo};
+use transport::{clock, tls};
+use wire::{Message, code};
 
 /// How long a relay keeps a stream with no viewer before dropping its subscription.
 const LINGER: Duration = Duration::from_secs(3);
@@ -125,7 +126,7 @@ pub struct Server {
     ops: tokio::net::TcpListener,
     registry: Registry,
     state: Arc<State>,
-    control: ghost_proto::control::control_client::ControlClient<tonic::transport::Channel>,
+    control: proto::control::control_client::ControlClient<tonic::transport::Channel>,
     advertise: String,
     cert_sha256: String,
     heartbeat: Duration,
@@ -164,7 +165,7 @@ impl Server {
             endpoint,
             ops,
             registry,
-            control: ghost_common::control::client(&config.control)?,
+            control: server::control::client(&config.control)?,
             heartbeat: *config.heartbeat_interval,
             state: Arc::new(State {
                 id: config.id.clone(),
@@ -222,7 +223,7 @@ impl Server {
             cert_sha256: self.cert_sha256,
         };
         let heartbeat =
-            ghost_common::control::heartbeat_loop(self.heartbeat, shutdown.clone(), move || {
+            server::control::heartbeat_loop(self.heartbeat, shutdown.clone(), move || {
                 let report = report.clone();
                 async move { report.beat().await }
             });
@@ -244,7 +245,7 @@ impl Server {
 #[derive(Clone)]
 struct Report {
     state: Arc<State>,
-    control: ghost_proto::control::control_client::ControlClient<tonic::transport::Channel>,
+    control: proto::control::control_client::ControlClient<tonic::transport::Channel>,
     addr: String,
     cert_sha256: String,
 }
@@ -336,7 +337,7 @@ async fn serve_viewer(state: &Arc<State>, conn: &Connection) -> Result<(), Refus
             Err(_) => return Err(refusal(code::TIMEOUT, "no join in time")),
         };
     if let Some(key) = &state.ticket_key {
-        ghost_wire::ticket::verify(key, &ticket, &stream_id, &state.id, clock::now_ms())
+        wire::ticket::verify(key, &ticket, &stream_id, &state.id, clock::now_ms())
             .map_err(|e| refusal(code::UNAUTHORIZED, &e.to_string()))?;
     }
     let track = track(state, &stream_id).await?;
@@ -478,17 +479,17 @@ async fn carry(state: &State, conn: Connection, mut session: Session, track: &Tr
 
 /// Runs the relay with `config` until SIGINT/SIGTERM: the whole `ghost-relay` binary.
 pub async fn main(config: Config) -> Result<()> {
-    ghost_common::telemetry::init(config.log_format, "info");
+    server::telemetry::init(config.log_format, "info");
     let server = Server::bind(&config).await?;
     let quic_addr = server.quic_addr()?;
     let ops_addr = server.ops_addr()?;
     tracing::info!(quic = %quic_addr, ops = %ops_addr, id = %config.id, capacity = config.capacity, "relay listening");
-    ghost_common::ready::announce(
+    server::ready::announce(
         "relay",
         &[
             ("quic", quic_addr.to_string()),
             ("ops", ops_addr.to_string()),
         ],
     );
-    server.run(ghost_common::shutdown::on_signal()).await
+    server.run(server::shutdown::on_signal()).await
 }

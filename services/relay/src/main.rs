@@ -3,9 +3,9 @@
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
-    if let Some(code) = ghost_common::cli::health_subcommand("GHOST_RELAY_OPS", "127.0.0.1:9200") {
+    if let Some(code) = server::health::health_subcommand("GHOST_RELAY_OPS", "127.0.0.1:9200") {
         std::process::exit(code);
     }
-    let config = ghost_relay::Config::parse();
-    tokio::runtime::Runtime::new()?.block_on(ghost_relay::main(config))
+    let config = relay::Config::parse();
+    tokio::runtime::Runtime::new()?.block_on(relay::main(config))
 }

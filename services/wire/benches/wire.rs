@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ghost_wire::{Frame, GroupDecoder, GroupEvent, GroupHeader, Message};
+use wire::{Frame, GroupDecoder, GroupEvent, GroupHeader, Message};
 
 const FRAME: usize = 8_000;
 const GROUP: usize = 60;

@@ -101,7 +101,7 @@ async fn relay_usage(supervisor_url: &str) -> (f64, u64) {
             continue;
         }
         if let Some(pid) = s["instance"]["pid"].as_u64()
-            && let Some(u) = crate::supervisor::process::proc_usage(pid as u32)
+            && let Some(u) = crate::runtime::process::proc_usage(pid as u32)
         {
             cpu += u.cpu_s;
             rss += u.rss_bytes;
@@ -169,14 +169,13 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
     };
     let started = tokio::time::Instant::now();
     // Figures cover the time after the ramp: joins (TLS handshakes) are not the fan-out.
-    let measure_from_us = ghost_common::clock::now_us() + args.ramp.as_micros() as u64;
+    let measure_from_us = transport::clock::now_us() + args.ramp.as_micros() as u64;
     let cpu_at_ramp_end = {
         let url = stack.supervisor_url.clone();
         let ramp: Duration = *args.ramp;
         tokio::spawn(async move {
             tokio::time::sleep(ramp).await;
-            let bench =
-                crate::supervisor::process::proc_usage(std::process::id()).unwrap_or_default();
+            let bench = crate::runtime::process::proc_usage(std::process::id()).unwrap_or_default();
             (relay_usage(&url).await.0, bench.cpu_s)
         })
     };
@@ -221,7 +220,7 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
     let (cpu1, _) = relay_usage(&stack.supervisor_url).await;
     sampler.abort();
     let rss = peak.load(std::sync::atomic::Ordering::Relaxed);
-    let bench1 = crate::supervisor::process::proc_usage(std::process::id()).unwrap_or_default();
+    let bench1 = crate::runtime::process::proc_usage(std::process::id()).unwrap_or_default();
     stop.cancel();
     for p in publishers {
         let _ = p.await;

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use ghost_common::fanout;
-use ghost_common::quic::{self, Closed, Session, Windows};
-use ghost_common::tls;
-use ghost_common::track::{GroupWriter, Track, TrackInfo};
-use ghost_wire::fmp4::{Fmp4Reader, Item};
-use ghost_wire::{Frame, Message, code};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
+use transport::fanout;
+use transport::quic::{self, Closed, Session, Windows};
+use transport::tls;
+use transport::track::{GroupWriter, Track, TrackInfo};
+use wire::fmp4::{Fmp4Reader, Item};
+use wire::{Frame, Message, code};
 
 use crate::exit::{self, Exit};
 
@@ -202,7 +202,7 @@ pub async fn publish(
             let stream_id = live.stream_id.clone();
             let sender = tokio::spawn(live.run(track.clone()));
             let fed = feed_fmp4(&track, reader, input, buf, &stop).await;
-            let stopped_at_us = ghost_common::clock::now_us();
+            let stopped_at_us = transport::clock::now_us();
             track.end();
             let sent = sender.await.context("publisher task failed")?;
             let (frames, groups) = fed?;
@@ -231,7 +231,7 @@ pub async fn publish(
             let sender = tokio::spawn(live.run(track.clone()));
             let (frames, groups) =
                 feed_synthetic(&track, fps, frame_size, group, duration, &stop).await?;
-            let stopped_at_us = ghost_common::clock::now_us();
+            let stopped_at_us = transport::clock::now_us();
             track.end();
             sender.await.context("publisher task failed")??;
             Ok(Report {
@@ -270,7 +270,7 @@ async fn feed_fmp4(
             }
             // Fragments before the first keyframe cannot be decoded by anyone: dropped.
             if let Some(g) = &group {
-                g.push(Frame::new(ghost_common::clock::now_us(), &data)?);
+                g.push(Frame::new(transport::clock::now_us(), &data)?);
                 frames += 1;
             }
         }
@@ -317,7 +317,7 @@ async fn feed_synthetic(
             groups += 1;
         }
         if let Some(g) = &group {
-            g.push(Frame::new(ghost_common::clock::now_us(), &payload)?);
+            g.push(Frame::new(transport::clock::now_us(), &payload)?);
         }
         frames += 1;
     }

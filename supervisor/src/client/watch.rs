@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::BytesMut;
-use ghost_common::clock;
-use ghost_common::quic::{self, Closed, Session, Windows};
-use ghost_wire::{Frame, GroupDecoder, GroupEvent, Message, code};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use transport::clock;
+use transport::quic::{self, Closed, Session, Windows};
+use wire::{Frame, GroupDecoder, GroupEvent, Message, code};
 
 use crate::exit::{self, Exit};
 
@@ -488,14 +488,14 @@ fn refused(closed: Option<Closed>, a: &Assignment) -> Exit {
 
 /// How long an older group may go on once a newer one has started, before this viewer
 /// abandons it (its last frames are normally in flight; a viewer still on it is behind).
-const SKIP_GRACE: Duration = ghost_common::fanout::SKIP_GRACE;
+const SKIP_GRACE: Duration = transport::fanout::SKIP_GRACE;
 
 async fn read_group(
     mut recv: quinn::RecvStream,
     tx: mpsc::Sender<Event>,
     read_delay: Option<Duration>,
 ) {
-    let mut header = [0u8; ghost_wire::frame::GROUP_HEADER_LEN];
+    let mut header = [0u8; wire::frame::GROUP_HEADER_LEN];
     if recv.read_exact(&mut header).await.is_err() {
         return;
     }

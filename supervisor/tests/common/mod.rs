@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use ghost::client::{publish, watch};
-use ghost::stack::{StackFile, StateDir};
+use supervisor::client::{publish, watch};
+use supervisor::stack::{StackFile, StateDir};
 use tokio::task::JoinHandle;
 
 pub mod scenarios;
@@ -273,7 +273,7 @@ pub fn ms(d: Duration) -> f64 {
 /// Whether a Docker Engine answers. In CI its absence fails the test; elsewhere the test is
 /// skipped with a message.
 pub async fn docker_available() -> bool {
-    match ghost::supervisor::docker::connect().await {
+    match supervisor::runtime::docker::connect().await {
         Ok(_) => true,
         Err(e) => {
             if std::env::var_os("CI").is_some() {

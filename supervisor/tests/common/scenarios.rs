@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use ghost::client::watch::EndReason;
+use supervisor::client::watch::EndReason;
 use tokio_util::sync::CancellationToken;
 
 use super::{Stack, ms};

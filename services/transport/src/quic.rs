@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::BytesMut;
-use ghost_wire::{Message, WireError, code};
 use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
+use wire::{Message, WireError, code};
 
 use crate::tls;
 
@@ -172,7 +172,7 @@ pub fn close(conn: &Connection, code: u32, reason: &str) {
 /// How a connection ended, as seen by the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Closed {
-    /// The peer closed with an application code (see [`ghost_wire::code`]).
+    /// The peer closed with an application code (see [`wire::code`]).
     ByPeer {
         /// Close code.
         code: u32,

@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ghost_common::track::{Track, TrackInfo};
-use ghost_wire::Frame;
+use transport::track::{Track, TrackInfo};
+use wire::Frame;
 
 fn track() -> Track {
     Track::new(TrackInfo {

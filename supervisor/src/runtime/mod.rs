@@ -1,5 +1,8 @@
 //! Where services run: the [`Runtime`] trait, implemented by local processes
-//! ([`super::process::ProcessRuntime`]) and by Docker containers.
+//! ([`process::ProcessRuntime`]) and by Docker containers.
+
+pub mod docker;
+pub mod process;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -138,7 +141,7 @@ pub trait Runtime: Send + Sync {
     async fn prepare(
         &self,
         events: mpsc::Sender<Event>,
-        progress: &crate::supervisor::Progress,
+        progress: &crate::actor::Progress,
     ) -> Result<()>;
     /// The address on which the services reach the supervisor's host.
     fn internal_ip(&self) -> std::net::IpAddr;

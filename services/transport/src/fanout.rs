@@ -11,12 +11,12 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use ghost_wire::{GroupDecoder, GroupEvent, GroupHeader, Message, WireError, code};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt, WriteError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use wire::{GroupDecoder, GroupEvent, GroupHeader, Message, WireError, code};
 
 use crate::quic::{self, Session, SessionError};
 use crate::track::{GroupReader, Track, TrackReader};

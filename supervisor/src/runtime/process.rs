@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use super::runtime::{Event, Instance, Kind, Runtime, Spec, Usage};
+use super::{Event, Instance, Kind, Runtime, Spec, Usage};
 use crate::stack::StateDir;
 
 /// How long a service may take to announce readiness.
@@ -140,7 +140,7 @@ impl Runtime for ProcessRuntime {
     async fn prepare(
         &self,
         events: mpsc::Sender<Event>,
-        _progress: &crate::supervisor::Progress,
+        _progress: &crate::actor::Progress,
     ) -> Result<()> {
         let logs = self.state.logs();
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
@@ -230,7 +230,7 @@ impl Runtime for ProcessRuntime {
                     .as_str()
                     .and_then(|s| s.parse::<std::net::SocketAddr>().ok())
                 {
-                    addrs.insert(role.clone(), super::loopback_if_unspecified(addr));
+                    addrs.insert(role.clone(), crate::actor::loopback_if_unspecified(addr));
                 }
             }
         }

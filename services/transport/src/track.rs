@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use ghost_wire::Frame;
 use tokio::sync::watch;
+use wire::Frame;
 
 /// What a track is.
 #[derive(Debug, Clone)]

@@ -12,12 +12,12 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use ghost_proto::control as pb;
-use ghost_proto::supervisor as sup;
+use proto::control as pb;
+use proto::supervisor as sup;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::{Command, Handle};
+use crate::actor::{Command, Handle};
 
 #[derive(Clone)]
 struct AppState {
@@ -101,7 +101,7 @@ pub async fn full_status(handle: &Handle) -> serde_json::Value {
 }
 
 async fn control_status(url: &str) -> Result<pb::StatusResponse, String> {
-    let mut client = ghost_common::control::client(url).map_err(|e| e.to_string())?;
+    let mut client = server::control::client(url).map_err(|e| e.to_string())?;
     tokio::time::timeout(Duration::from_secs(1), client.status(pb::StatusRequest {}))
         .await
         .map_err(|_| "control did not answer in time".to_string())?
@@ -134,7 +134,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
         "Relays the supervisor keeps running",
         relays,
     );
-    ghost_common::ops::metrics_response(&registry)
+    server::ops::metrics_response(&registry)
 }
 
 #[derive(Deserialize)]
@@ -195,7 +195,7 @@ async fn kill(
     }
     match rx.await {
         Ok(Ok(killed)) => Json(serde_json::json!({
-            "killed": killed, "at_ms": ghost_common::clock::now_ms(),
+            "killed": killed, "at_ms": transport::clock::now_ms(),
         }))
         .into_response(),
         Ok(Err(reason)) => (

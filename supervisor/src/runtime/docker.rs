@@ -30,7 +30,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::runtime::{Event, Instance, Kind, Runtime, Spec, Usage};
+use super::{Event, Instance, Kind, Runtime, Spec, Usage};
 use crate::stack::StateDir;
 
 /// Label marking a container or network as a stack's, with the stack's id as value.
@@ -93,7 +93,7 @@ pub fn stack_id(state: &StateDir) -> String {
 pub async fn build_images(
     docker: &Docker,
     bin_dir: &std::path::Path,
-    progress: &crate::supervisor::Progress,
+    progress: &crate::actor::Progress,
 ) -> Result<HashMap<Kind, String>> {
     let mut images = HashMap::new();
     for kind in KINDS {
@@ -381,7 +381,7 @@ impl Runtime for DockerRuntime {
     async fn prepare(
         &self,
         events: mpsc::Sender<Event>,
-        progress: &crate::supervisor::Progress,
+        progress: &crate::actor::Progress,
     ) -> Result<()> {
         let images = build_images(&self.docker, &self.bin_dir, progress).await?;
         *self.images.lock().unwrap_or_else(|e| e.into_inner()) = images;

@@ -5,11 +5,6 @@
 //! crash-loop cap), scales relays on request, and keeps a timeline of what happened. It runs
 //! as one actor task; the HTTP API and the capacity gRPC talk to it through [`Handle`].
 
-pub mod docker;
-pub mod http;
-pub mod process;
-pub mod runtime;
-
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -20,8 +15,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::runtime::{Event, Instance, Kind, Runtime, Spec};
 use crate::stack::StateDir;
-use runtime::{Event, Instance, Kind, Runtime, Spec};
 
 /// Hears each step of a long operation (bring-up, image builds), for the user to see.
 pub type Progress = dyn Fn(&str) + Send + Sync;
@@ -284,7 +279,7 @@ impl Handle {
     }
 
     /// Resource use of a service's current instance.
-    pub async fn usage(&self, name: &str) -> Option<runtime::Usage> {
+    pub async fn usage(&self, name: &str) -> Option<crate::runtime::Usage> {
         let snap = self.snapshot();
         let inst = snap
             .services
@@ -308,7 +303,7 @@ pub struct Supervisor {
     exits: mpsc::Receiver<Event>,
     grpc_addr: SocketAddr,
     probe: reqwest::Client,
-    control: Option<ghost_proto::control::control_client::ControlClient<tonic::transport::Channel>>,
+    control: Option<proto::control::control_client::ControlClient<tonic::transport::Channel>>,
     history: VecDeque<Sample>,
 }
 
@@ -386,7 +381,7 @@ impl Supervisor {
         let detail = detail.into();
         tracing::info!(kind, service, %detail, "event");
         self.events.push_back(EventRecord {
-            at_ms: ghost_common::clock::now_ms(),
+            at_ms: transport::clock::now_ms(),
             kind: kind.to_string(),
             service: service.to_string(),
             detail,
@@ -488,7 +483,7 @@ impl Supervisor {
 
     /// Starts every service in order, reporting each step to `progress`. On failure, what
     /// was started is stopped again and the error returned.
-    pub async fn bring_up(&mut self, progress: &crate::supervisor::Progress) -> Result<()> {
+    pub async fn bring_up(&mut self, progress: &crate::actor::Progress) -> Result<()> {
         for i in 0..self.members.len() {
             let name = self.members[i].name.clone();
             let generation = self.members[i].generation + 1;
@@ -603,10 +598,9 @@ impl Supervisor {
 
     fn control_client(
         &mut self,
-    ) -> Option<ghost_proto::control::control_client::ControlClient<tonic::transport::Channel>>
-    {
+    ) -> Option<proto::control::control_client::ControlClient<tonic::transport::Channel>> {
         if self.control.is_none() {
-            self.control = ghost_common::control::client(&self.control_url()).ok();
+            self.control = server::control::client(&self.control_url()).ok();
         }
         self.control.clone()
     }
@@ -616,7 +610,7 @@ impl Supervisor {
         let Some(mut control) = self.control_client() else {
             return;
         };
-        let req = ghost_proto::control::ForgetRelayRequest {
+        let req = proto::control::ForgetRelayRequest {
             relay_id: relay_id.to_string(),
         };
         let _ = tokio::time::timeout(Duration::from_millis(500), control.forget_relay(req)).await;
@@ -630,7 +624,7 @@ impl Supervisor {
         };
         let status = match tokio::time::timeout(
             Duration::from_millis(500),
-            control.status(ghost_proto::control::StatusRequest {}),
+            control.status(proto::control::StatusRequest {}),
         )
         .await
         {
@@ -639,7 +633,7 @@ impl Supervisor {
         };
         let now = Instant::now();
         self.history.push_back(Sample {
-            at_ms: ghost_common::clock::now_ms(),
+            at_ms: transport::clock::now_ms(),
             viewers: status.relays.iter().map(|r| r.viewers).sum(),
             bytes_sent: status.relays.iter().map(|r| r.bytes_sent).sum(),
             rejections: status.rejections,
