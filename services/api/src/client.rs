@@ -1,0 +1,122 @@
+//! What the `ghost` clients print with `--json`: one line each, for scripts and tests.
+
+use serde::{Deserialize, Serialize};
+
+/// `ghost publish --json`: printed once the stream is live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Live {
+    /// The id control gave the stream.
+    pub stream_id: String,
+    /// The name it was announced under.
+    pub name: String,
+}
+
+/// Why watching ended. Each maps to an exit code of `ghost watch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The publisher stopped; the relay said so.
+    Ended,
+    /// `--duration` elapsed, or the viewer was stopped.
+    Duration,
+    /// The relay vanished or closed for another reason.
+    RelayLost,
+    /// Refused for capacity.
+    Rejected,
+}
+
+/// Delay percentiles, milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+/// `ghost watch --json`: one summary line at exit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchSummary {
+    /// Stream id.
+    pub stream_id: String,
+    /// The relay that served it.
+    pub relay_id: String,
+    /// Frames received and written.
+    pub frames: u64,
+    /// Groups received (at least their first frame).
+    pub groups: u64,
+    /// Payload bytes received.
+    pub bytes: u64,
+    /// Groups the relay skipped for this viewer.
+    pub skipped_groups: u64,
+    /// Capture-to-receipt delay of live frames (captured after the join; the current
+    /// group's earlier frames, sent at once on join, are counted in `catch_up_frames`).
+    pub latency_ms: Latency,
+    /// Frames of the join's group captured before the viewer joined.
+    pub catch_up_frames: u64,
+    /// Payload bytes received from the measurement start on (all of them without one).
+    pub measured_bytes: u64,
+    /// Why it ended.
+    pub end_reason: EndReason,
+    /// Sequence of the first group received (the join's keyframe).
+    pub first_group: Option<u64>,
+    /// Milliseconds from the join request to the first frame.
+    pub first_frame_ms: Option<f64>,
+    /// Wall clock (Unix microseconds) when the end was observed.
+    pub ended_at_us: u64,
+    /// How the connection ended, when the relay was lost.
+    pub detail: String,
+}
+
+/// `ghost watch --json` when no watching started (refused, no such stream, no gateway).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchFailure {
+    /// Why: `rejected` for capacity, else `relay_lost`.
+    pub end_reason: EndReason,
+    /// The error, for people.
+    pub error: String,
+    /// Always 0: nothing was received.
+    pub frames: u64,
+}
+
+/// `ghost bench fanout --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FanoutReport {
+    /// Normal viewers asked for.
+    pub viewers: usize,
+    /// Viewers admitted (normal and slow).
+    pub admitted: usize,
+    /// Viewers refused for capacity.
+    pub rejected: usize,
+    /// Frames the normal viewers got, over frames they should have got.
+    pub delivered_ratio: f64,
+    /// Groups skipped, normal viewers.
+    pub skipped_groups: u64,
+    /// Groups skipped, slow viewers.
+    pub slow_skipped_groups: u64,
+    /// Delay of the normal viewers.
+    pub latency_ms: Latency,
+    /// Media delivered to all viewers after the ramp, Mbit/s.
+    pub egress_mbps: f64,
+    /// Relay CPU seconds after the ramp, all relays.
+    pub relay_cpu_s: f64,
+    /// Relay CPU seconds per GB delivered.
+    pub relay_cpu_s_per_gb: f64,
+    /// Relay resident memory at its peak during the run, MB, all relays.
+    pub relay_rss_mb: f64,
+    /// Relay memory per admitted viewer, all included (peak RSS over viewers), KiB.
+    pub relay_rss_kib_per_viewer: f64,
+    /// Relay memory the viewers added: peak RSS minus RSS before they came, KiB per viewer
+    /// (a relay that served a bigger run before keeps its peak: run on a fresh stack).
+    pub relay_rss_added_kib_per_viewer: f64,
+    /// The furthest any viewer (slow ones included) fell behind, in groups.
+    pub max_behind_groups: f64,
+    /// Streams published.
+    pub streams: usize,
+    /// This process's CPU seconds.
+    pub bench_cpu_s: f64,
+    /// Cores on this machine.
+    pub cores: usize,
+}

@@ -1,0 +1,40 @@
+//! The viewer gateway's JSON answers.
+
+use serde::{Deserialize, Serialize};
+
+/// `Problem::error` when no relay has room: the answer is 503 with `Retry-After`.
+pub const NO_CAPACITY: &str = "no_capacity";
+/// `Problem::error` for an unknown stream (404).
+pub const NOT_FOUND: &str = "not_found";
+
+/// One live stream, as `GET /streams` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stream {
+    /// Stream id, stable for the stream's life.
+    pub id: String,
+    /// The name its publisher announced.
+    pub name: String,
+    /// When it went live, RFC 3339, for people.
+    pub started_at: String,
+    /// When it went live, Unix microseconds, for programs.
+    pub started_at_us: u64,
+    /// Viewers as of the relays' last heartbeats (up to about half a second old).
+    pub viewers: u32,
+}
+
+/// Where to watch a stream: the answer to `POST /streams/{id}/join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Join {
+    /// Stream id (the request may have named the stream instead).
+    pub stream_id: String,
+    /// The relay chosen, as control's directory knows it.
+    pub relay_id: String,
+    /// The relay's QUIC address, host:port.
+    pub relay_addr: String,
+    /// The TLS server name the relay's certificate is valid for.
+    pub server_name: String,
+    /// SHA-256 of the relay's certificate, hex: a client without the stack's CA pins this.
+    pub cert_sha256: String,
+    /// The join ticket, hex, presented to the relay; short-lived and valid for that relay only.
+    pub ticket: String,
+}
