@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use transport::quic::{self, Closed, Session, Windows};
 use transport::tls;
-use wire::{Message, code};
+use wire::{Code, Message};
 
 async fn connect(
     stack: &Stack,
@@ -50,7 +50,7 @@ async fn go_live(
 }
 
 /// How the server closed `conn`, waiting at most 3 s.
-async fn closed_with(conn: &quinn::Connection) -> Option<u32> {
+async fn closed_with(conn: &quinn::Connection) -> Option<Code> {
     let e = tokio::time::timeout(Duration::from_secs(3), conn.closed())
         .await
         .ok()?;
@@ -124,7 +124,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         send.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .expect("write");
-        assert_eq!(closed_with(&conn).await, Some(code::PROTOCOL));
+        assert_eq!(closed_with(&conn).await, Some(Code::Protocol));
 
         // An oversized length: closed with TOO_LARGE, before the body is sent.
         let (_e, conn) = connect(&stack, ingest, quic::ALPN_PUBLISH, tls::INGEST_NAME)
@@ -134,7 +134,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         send.write_all(&[1, 0xff, 0xff, 0xff, 0xf0])
             .await
             .expect("write");
-        assert_eq!(closed_with(&conn).await, Some(code::TOO_LARGE));
+        assert_eq!(closed_with(&conn).await, Some(Code::TooLarge));
 
         // Subscribing to an unknown stream at ingest: NOT_FOUND with a reason.
         let (_e, conn) = connect(&stack, ingest, quic::ALPN_SUBSCRIBE, tls::INGEST_NAME)
@@ -149,7 +149,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
             .expect("send");
         match session.recv().await {
             Ok(Some(Message::Error { code: c, reason })) => {
-                assert_eq!(c, code::NOT_FOUND);
+                assert_eq!(c, Code::NotFound);
                 assert!(reason.contains("nope"), "{reason}");
             }
             other => panic!("expected a NOT_FOUND error, got {other:?}"),
@@ -167,7 +167,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
             })
             .await
             .expect("send");
-        assert_eq!(closed_with(&conn).await, Some(code::UNAUTHORIZED));
+        assert_eq!(closed_with(&conn).await, Some(Code::Unauthorized));
 
         // A publisher with a frame longer than the maximum: TOO_LARGE.
         let (_e, conn, _session) = go_live(&stack, ingest, "huge").await;
@@ -177,7 +177,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         head.put_u64(1);
         head.put_u32(u32::MAX);
         uni.write_all(&head).await.expect("write");
-        assert_eq!(closed_with(&conn).await, Some(code::TOO_LARGE));
+        assert_eq!(closed_with(&conn).await, Some(Code::TooLarge));
 
         // A publisher that vanishes in the middle of a frame: its stream ends by idle timeout.
         {

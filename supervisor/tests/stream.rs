@@ -262,12 +262,12 @@ async fn the_relay_enforces_its_own_cap() {
         assert!(matches!(
             Closed::from(&closed),
             Closed::ByPeer {
-                code: wire::code::CAPACITY,
+                code: wire::Code::Capacity,
                 ..
             }
         ));
         drop(session);
-        first.close(0u32.into(), b"done");
+        transport::quic::close(&first, wire::Code::Normal, "done");
         stop.cancel();
         let _ = publisher.await;
     })

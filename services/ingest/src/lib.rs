@@ -30,7 +30,7 @@ use transport::fanout::{self, ReceiveError};
 use transport::quic::{self, Session, Windows};
 use transport::tls;
 use transport::track::{Track, TrackInfo};
-use wire::{Message, code};
+use wire::{Code, Message};
 
 /// Ingest's configuration. Every flag is also an environment variable.
 #[derive(Debug, Clone, clap::Parser)]
@@ -230,7 +230,7 @@ async fn handle(state: Arc<State>, conn: Connection) {
             return;
         }
         Err(_) => {
-            quic::close(&conn, code::TIMEOUT, "no session opened in time");
+            quic::close(&conn, Code::Timeout, "no session opened in time");
             return;
         }
     };
@@ -243,7 +243,7 @@ async fn handle(state: Arc<State>, conn: Connection) {
 
 /// Refuses a request on the session stream, then closes with the same code once the peer
 /// has had a moment to read it (closing at once could discard the message in flight).
-async fn refuse(conn: &Connection, session: &mut Session, code: u32, reason: &str) {
+async fn refuse(conn: &Connection, session: &mut Session, code: Code, reason: &str) {
     let _ = session
         .send(&Message::Error {
             code,
@@ -261,7 +261,7 @@ async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
         refuse(
             &conn,
             &mut session,
-            code::CAPACITY,
+            Code::Capacity,
             "ingest has no room for more streamers",
         )
         .await;
@@ -270,7 +270,7 @@ async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
     let (name, init) = match tokio::time::timeout(quic::SESSION_TIMEOUT, session.recv()).await {
         Ok(Ok(Some(Message::Announce { name, init }))) => (name, init),
         Ok(Ok(_)) => {
-            refuse(&conn, &mut session, code::PROTOCOL, "expected an announce").await;
+            refuse(&conn, &mut session, Code::Protocol, "expected an announce").await;
             return;
         }
         Ok(Err(error)) => {
@@ -278,7 +278,7 @@ async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
             return;
         }
         Err(_) => {
-            refuse(&conn, &mut session, code::TIMEOUT, "no announce in time").await;
+            refuse(&conn, &mut session, Code::Timeout, "no announce in time").await;
             return;
         }
     };
@@ -296,7 +296,7 @@ async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
             refuse(
                 &conn,
                 &mut session,
-                code::INTERNAL,
+                Code::Internal,
                 "control answered no stream",
             )
             .await;
@@ -305,10 +305,10 @@ async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
         Err(status) => {
             state.metrics.publishers_refused.inc();
             let (code, reason) = match status.code() {
-                tonic::Code::AlreadyExists => (code::NAME_IN_USE, status.message().to_string()),
-                tonic::Code::InvalidArgument => (code::PROTOCOL, status.message().to_string()),
+                tonic::Code::AlreadyExists => (Code::NameInUse, status.message().to_string()),
+                tonic::Code::InvalidArgument => (Code::Protocol, status.message().to_string()),
                 _ => (
-                    code::UNAVAILABLE,
+                    Code::Unavailable,
                     format!(
                         "control plane unavailable, new streams cannot start now: {}",
                         status.message()
@@ -361,7 +361,7 @@ async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
     match received {
         Ok(()) => {
             tracing::info!(stream = %stream.id, "publisher finished");
-            quic::close(&conn, code::NORMAL, "stream ended");
+            quic::close(&conn, Code::Normal, "stream ended");
         }
         Err(ReceiveError::Lost(error)) => {
             tracing::info!(stream = %stream.id, %error, "publisher gone");
@@ -370,7 +370,7 @@ async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
             tracing::warn!(stream = %stream.id, %error, "publisher broke the protocol");
             quic::close(
                 &conn,
-                error.code().unwrap_or(code::PROTOCOL),
+                error.code().unwrap_or(Code::Protocol),
                 &error.to_string(),
             );
         }
@@ -381,7 +381,7 @@ async fn subscribe(state: Arc<State>, conn: Connection, mut session: Session) {
     let stream_id = match tokio::time::timeout(quic::SESSION_TIMEOUT, session.recv()).await {
         Ok(Ok(Some(Message::Subscribe { stream_id }))) => stream_id,
         Ok(Ok(_)) => {
-            refuse(&conn, &mut session, code::PROTOCOL, "expected a subscribe").await;
+            refuse(&conn, &mut session, Code::Protocol, "expected a subscribe").await;
             return;
         }
         Ok(Err(error)) => {
@@ -389,7 +389,7 @@ async fn subscribe(state: Arc<State>, conn: Connection, mut session: Session) {
             return;
         }
         Err(_) => {
-            refuse(&conn, &mut session, code::TIMEOUT, "no subscribe in time").await;
+            refuse(&conn, &mut session, Code::Timeout, "no subscribe in time").await;
             return;
         }
     };
@@ -398,7 +398,7 @@ async fn subscribe(state: Arc<State>, conn: Connection, mut session: Session) {
         refuse(
             &conn,
             &mut session,
-            code::NOT_FOUND,
+            Code::NotFound,
             &format!("no live stream {stream_id:?} here"),
         )
         .await;

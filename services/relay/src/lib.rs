@@ -2,11 +2,11 @@
 //!
 //! A viewer connects over QUIC (ALPN `ghost-view/1`) with a join ticket from control. The
 //! relay admits at most `capacity` viewers; past it, a connection is closed at once with
-//! [`code::CAPACITY`]. A relay that does not carry the stream yet subscribes to it at ingest
+//! [`Code::Capacity`]. A relay that does not carry the stream yet subscribes to it at ingest
 //! (pull on demand: the relay holds no state a restart would lose). Each viewer gets the
 //! init segment, the current group from its keyframe, then live groups; one that falls
 //! behind skips whole groups (see [`transport::fanout`]). When the publisher goes, viewers
-//! get `End` and the connection closes with [`code::ENDED`].
+//! get `End` and the connection closes with [`Code::Ended`].
 
 #![forbid(unsafe_code)]
 
@@ -30,7 +30,7 @@ use transport::fanout;
 use transport::quic::{self, Session, Windows};
 use transport::track::{Track, TrackInfo};
 use transport::{clock, tls};
-use wire::{Message, code};
+use wire::{Code, Message};
 
 /// How long a relay keeps a stream with no viewer before dropping its subscription.
 const LINGER: Duration = Duration::from_secs(3);
@@ -234,9 +234,10 @@ impl Server {
         };
         self.state.shutdown.cancel();
         self.state.tasks.close();
-        self.state
-            .upstream
-            .close(0u32.into(), b"relay shutting down");
+        self.state.upstream.close(
+            quinn::VarInt::from_u32(Code::Normal.into()),
+            b"relay shutting down",
+        );
         let _ = tokio::time::timeout(Duration::from_secs(1), self.state.tasks.wait()).await;
         result
     }
@@ -287,7 +288,7 @@ impl Report {
 
 /// Why a viewer could not join.
 struct Refusal {
-    code: u32,
+    code: Code,
     reason: String,
 }
 
@@ -297,7 +298,7 @@ async fn viewer(state: Arc<State>, conn: Connection) {
         state.metrics.rejections.inc();
         quic::close(
             &conn,
-            code::CAPACITY,
+            Code::Capacity,
             "relay draining: join again for another relay",
         );
         return;
@@ -306,7 +307,7 @@ async fn viewer(state: Arc<State>, conn: Connection) {
         state.metrics.rejections.inc();
         quic::close(
             &conn,
-            code::CAPACITY,
+            Code::Capacity,
             &format!("relay at capacity ({} viewers)", state.capacity),
         );
         return;
@@ -316,7 +317,7 @@ async fn viewer(state: Arc<State>, conn: Connection) {
     state.metrics.viewers.dec();
     if let Err(refusal) = outcome {
         state.metrics.rejections.inc();
-        tracing::info!(code = code::name(refusal.code), reason = %refusal.reason, "viewer refused");
+        tracing::info!(code = refusal.code.name(), reason = %refusal.reason, "viewer refused");
         quic::close(&conn, refusal.code, &refusal.reason);
     }
 }
@@ -332,13 +333,13 @@ async fn serve_viewer(state: &Arc<State>, conn: &Connection) -> Result<(), Refus
             Ok(Ok((session, Some(Message::Join { stream_id, ticket })))) => {
                 (session, stream_id, ticket)
             }
-            Ok(Ok(_)) => return Err(refusal(code::PROTOCOL, "expected a join")),
+            Ok(Ok(_)) => return Err(refusal(Code::Protocol, "expected a join")),
             Ok(Err(error)) => return Err(refusal(error.code(), &error.to_string())),
-            Err(_) => return Err(refusal(code::TIMEOUT, "no join in time")),
+            Err(_) => return Err(refusal(Code::Timeout, "no join in time")),
         };
     if let Some(key) = &state.ticket_key {
         wire::ticket::verify(key, &ticket, &stream_id, &state.id, clock::now_ms())
-            .map_err(|e| refusal(code::UNAUTHORIZED, &e.to_string()))?;
+            .map_err(|e| refusal(Code::Unauthorized, &e.to_string()))?;
     }
     let track = track(state, &stream_id).await?;
     state.metrics.joins.inc();
@@ -350,7 +351,7 @@ async fn serve_viewer(state: &Arc<State>, conn: &Connection) -> Result<(), Refus
     Ok(())
 }
 
-fn refusal(code: u32, reason: &str) -> Refusal {
+fn refusal(code: Code, reason: &str) -> Refusal {
     Refusal {
         code,
         reason: reason.to_string(),
@@ -384,7 +385,7 @@ async fn track(state: &Arc<State>, stream_id: &str) -> Result<Track, Refusal> {
 async fn subscribe(state: Arc<State>, stream_id: String) -> Result<Track, Refusal> {
     let unavailable = |what: &str, e: &dyn std::fmt::Display| {
         tracing::warn!(stream = %stream_id, error = %e, "{what}");
-        refusal(code::UNAVAILABLE, &format!("{what}: {e}"))
+        refusal(Code::Unavailable, &format!("{what}: {e}"))
     };
     let addr = quic::resolve(&state.ingest)
         .await
@@ -415,7 +416,7 @@ async fn subscribe(state: Arc<State>, stream_id: String) -> Result<Track, Refusa
             init,
         }))) => TrackInfo { id, name, init },
         Ok(Ok(Some(Message::Error { code, reason }))) => return Err(refusal(code, &reason)),
-        Ok(Ok(_)) => return Err(refusal(code::INTERNAL, "ingest sent no init")),
+        Ok(Ok(_)) => return Err(refusal(Code::Internal, "ingest sent no init")),
         Ok(Err(e)) => return Err(unavailable("ingest session failed", &e)),
         Err(e) => return Err(unavailable("ingest did not answer", &e)),
     };
@@ -471,9 +472,9 @@ async fn carry(state: &State, conn: Connection, mut session: Session, track: &Tr
         },
         () = idle => {
             tracing::info!(%stream, "no viewer left; unsubscribing");
-            quic::close(&conn, code::NORMAL, "no viewers");
+            quic::close(&conn, Code::Normal, "no viewers");
         }
-        () = state.shutdown.cancelled() => quic::close(&conn, code::SHUTDOWN, "relay shutting down"),
+        () = state.shutdown.cancelled() => quic::close(&conn, Code::Shutdown, "relay shutting down"),
     }
 }
 

@@ -4,7 +4,7 @@
 //! Every group goes on its own unidirectional stream, newer groups at higher priority. When
 //! a newer group starts while a subscriber is still on an older one, the older one gets
 //! [`SKIP_GRACE`] to finish (its last frames leaving the buffer); a subscriber still stuck
-//! after that is behind, and the older stream is reset with [`code::GROUP_SKIPPED`]. So a
+//! after that is behind, and the older stream is reset with [`Reset::GroupSkipped`]. So a
 //! slow subscriber loses whole groups, never more than about one group behind, and the
 //! sender never waits for it: other subscribers are untouched.
 
@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt, WriteError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use wire::{GroupDecoder, GroupEvent, GroupHeader, Message, WireError, code};
+use wire::{Code, GroupDecoder, GroupEvent, GroupHeader, Message, Reset, WireError};
 
 use crate::quic::{self, Session, SessionError};
 use crate::track::{GroupReader, Track, TrackReader};
@@ -163,7 +163,7 @@ async fn send_group(
             Ok(())
         }
         Err(Stop::Skipped) => {
-            let _ = stream.reset(VarInt::from_u32(code::GROUP_SKIPPED));
+            let _ = stream.reset(VarInt::from_u32(Reset::GroupSkipped.into()));
             metrics.groups_skipped.inc();
             tracing::debug!(group = group.sequence(), "subscriber behind: group skipped");
             Ok(())
@@ -203,7 +203,7 @@ async fn write_group(
 
 /// Serves one subscriber whose session is open and whose request was accepted: sends
 /// `Init`, the track until it ends, then `End`, and closes the connection with
-/// [`code::ENDED`] once the subscriber has had [`END_LINGER`] to drain and close first.
+/// [`Code::Ended`] once the subscriber has had [`END_LINGER`] to drain and close first.
 pub async fn serve(
     conn: &Connection,
     session: &mut Session,
@@ -223,7 +223,7 @@ pub async fn serve(
     session.send(&Message::End { last_group }).await?;
     session.finish();
     let _ = tokio::time::timeout(END_LINGER, conn.closed()).await;
-    quic::close(conn, code::ENDED, "stream ended");
+    quic::close(conn, Code::Ended, "stream ended");
     Ok(())
 }
 
@@ -254,7 +254,7 @@ pub enum ReceiveError {
 
 impl ReceiveError {
     /// The close code to send the peer, `None` when the connection is already gone.
-    pub fn code(&self) -> Option<u32> {
+    pub fn code(&self) -> Option<Code> {
         match self {
             ReceiveError::Lost(_) => None,
             ReceiveError::Session(e) => Some(e.code()),
@@ -337,7 +337,7 @@ async fn receive_group(
                     }
                     None => {
                         // Older than what we have: not worth receiving.
-                        let _ = recv.stop(VarInt::from_u32(code::GROUP_SKIPPED));
+                        let _ = recv.stop(VarInt::from_u32(Reset::GroupSkipped.into()));
                         return Ok(());
                     }
                 },

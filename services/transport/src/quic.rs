@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::BytesMut;
 use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
-use wire::{Message, WireError, code};
+use wire::{Code, Message, WireError};
 
 use crate::tls;
 
@@ -165,17 +165,17 @@ pub async fn resolve(addr: &str) -> Result<SocketAddr> {
 }
 
 /// Closes `conn` with an application code and reason.
-pub fn close(conn: &Connection, code: u32, reason: &str) {
-    conn.close(VarInt::from_u32(code), reason.as_bytes());
+pub fn close(conn: &Connection, code: Code, reason: &str) {
+    conn.close(VarInt::from_u32(code.into()), reason.as_bytes());
 }
 
 /// How a connection ended, as seen by the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Closed {
-    /// The peer closed with an application code (see [`wire::code`]).
+    /// The peer closed with an application code.
     ByPeer {
-        /// Close code.
-        code: u32,
+        /// Why.
+        code: Code,
         /// Reason text.
         reason: String,
     },
@@ -189,7 +189,8 @@ impl From<&ConnectionError> for Closed {
     fn from(e: &ConnectionError) -> Closed {
         match e {
             ConnectionError::ApplicationClosed(c) => Closed::ByPeer {
-                code: u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX),
+                code: u32::try_from(c.error_code.into_inner())
+                    .map_or(Code::Unknown(u32::MAX), Code::from),
                 reason: String::from_utf8_lossy(&c.reason).into_owned(),
             },
             ConnectionError::LocallyClosed => Closed::Locally,
@@ -223,10 +224,10 @@ pub enum SessionError {
 
 impl SessionError {
     /// The close code that tells the peer what went wrong.
-    pub fn code(&self) -> u32 {
+    pub fn code(&self) -> Code {
         match self {
             SessionError::Wire(e) => e.code(),
-            _ => code::PROTOCOL,
+            _ => Code::Protocol,
         }
     }
 }
@@ -300,7 +301,7 @@ pub fn alpn(conn: &Connection) -> Option<Vec<u8>> {
 /// Accepts connections until `shutdown`, running `handle` for each in its own task under a
 /// span with the connection's id and peer. A failed handshake or a failing connection is
 /// logged and never stops the loop. On shutdown the endpoint closes with
-/// [`code::SHUTDOWN`] and waits (bounded) until its connections are gone.
+/// [`Code::Shutdown`] and waits (bounded) until its connections are gone.
 pub async fn accept_loop<F, Fut>(
     endpoint: quinn::Endpoint,
     shutdown: tokio_util::sync::CancellationToken,
@@ -342,7 +343,10 @@ pub async fn accept_loop<F, Fut>(
         });
     }
     tasks.close();
-    endpoint.close(VarInt::from_u32(code::SHUTDOWN), b"server shutting down");
+    endpoint.close(
+        VarInt::from_u32(Code::Shutdown.into()),
+        b"server shutting down",
+    );
     let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 }

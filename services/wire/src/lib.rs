@@ -7,7 +7,7 @@
 //! - each QUIC connection opens with one bidirectional *session stream* carrying [`Message`]s;
 //! - each group travels on its own unidirectional stream: a [`GroupHeader`], then frames, then
 //!   FIN. A receiver that falls behind has older group streams reset (code
-//!   [`code::GROUP_SKIPPED`]) and skips whole groups.
+//!   [`Reset::GroupSkipped`]) and skips whole groups.
 //!
 //! Every length on the wire has a hard maximum ([`limits`]); anything beyond it is an error
 //! that closes that one connection.
@@ -21,6 +21,7 @@ pub mod limits;
 pub mod message;
 pub mod ticket;
 
+pub use code::{Code, Reset};
 pub use frame::{Frame, GroupDecoder, GroupEvent, GroupHeader};
 pub use message::Message;
 
@@ -56,10 +57,10 @@ pub enum WireError {
 
 impl WireError {
     /// The QUIC application close code that reports this error to the peer.
-    pub fn code(&self) -> u32 {
+    pub fn code(&self) -> Code {
         match self {
-            WireError::TooLarge { .. } => code::TOO_LARGE,
-            _ => code::PROTOCOL,
+            WireError::TooLarge { .. } => Code::TooLarge,
+            _ => Code::Protocol,
         }
     }
 }

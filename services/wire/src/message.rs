@@ -14,6 +14,7 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::Code;
 use crate::WireError;
 use crate::limits::{MAX_ID, MAX_INIT, MAX_MESSAGE, MAX_NAME, MAX_REASON, MAX_TICKET};
 
@@ -62,10 +63,10 @@ pub enum Message {
         /// Last group sequence sent, if any.
         last_group: Option<u64>,
     },
-    /// A refusal with a close code from [`crate::code`] and a human-readable reason.
+    /// A refusal: the close code that follows it, and why, for people.
     Error {
-        /// Close code.
-        code: u32,
+        /// The code the connection is about to be closed with.
+        code: Code,
         /// Why.
         reason: String,
     },
@@ -122,7 +123,7 @@ impl Message {
                 kind::END
             }
             Message::Error { code, reason } => {
-                body.put_u32(*code);
+                body.put_u32(u32::from(*code));
                 put_str(&mut body, reason, MAX_REASON);
                 kind::ERROR
             }
@@ -208,7 +209,7 @@ impl Message {
                     return Err(WireError::Malformed("error message"));
                 }
                 Message::Error {
-                    code: body.get_u32(),
+                    code: Code::from(body.get_u32()),
                     reason: get_str(body, "reason", MAX_REASON)?,
                 }
             }
@@ -293,7 +294,7 @@ mod tests {
             },
             Message::End { last_group: None },
             Message::Error {
-                code: crate::code::CAPACITY,
+                code: Code::Capacity,
                 reason: "full".into(),
             },
         ]
@@ -335,7 +336,7 @@ mod tests {
                 ..
             }
         ));
-        assert_eq!(err.code(), crate::code::TOO_LARGE);
+        assert_eq!(err.code(), Code::TooLarge);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use transport::quic::{self, Closed, Session, Windows};
 use transport::tls;
 use transport::track::{GroupWriter, Track, TrackInfo};
 use wire::fmp4::{Fmp4Reader, Item};
-use wire::{Frame, Message, code};
+use wire::{Code, Frame, Message};
 
 use crate::exit::{self, Exit};
 
@@ -104,12 +104,12 @@ pub async fn announce(ingest: &str, ca: &std::path::Path, name: &str, init: Byte
             endpoint,
         }),
         Ok(Ok(Some(Message::Error { code: c, reason }))) => Err(Exit::new(
-            if c == code::CAPACITY {
+            if c == Code::Capacity {
                 exit::REJECTED
             } else {
                 exit::FAILURE
             },
-            format!("ingest refused the stream ({}): {reason}", code::name(c)),
+            format!("ingest refused the stream ({}): {reason}", c.name()),
         )
         .into()),
         Ok(Ok(_)) => Err(anyhow::anyhow!(
@@ -119,7 +119,7 @@ pub async fn announce(ingest: &str, ca: &std::path::Path, name: &str, init: Byte
             let closed = conn.close_reason().map(|c| Closed::from(&c));
             let exit_code = match &closed {
                 Some(Closed::ByPeer {
-                    code: code::CAPACITY,
+                    code: Code::Capacity,
                     ..
                 }) => exit::REJECTED,
                 Some(Closed::ByPeer { .. }) => exit::FAILURE,
@@ -134,7 +134,7 @@ pub async fn announce(ingest: &str, ca: &std::path::Path, name: &str, init: Byte
 
 fn describe(c: &Closed) -> String {
     match c {
-        Closed::ByPeer { code: c, reason } => format!("{} ({reason})", code::name(*c)),
+        Closed::ByPeer { code: c, reason } => format!("{} ({reason})", c.name()),
         Closed::Locally => "closed locally".into(),
         Closed::Lost(e) => e.clone(),
     }
@@ -151,7 +151,7 @@ impl Live {
         self.session.send(&Message::End { last_group }).await?;
         self.session.finish();
         let _ = tokio::time::timeout(Duration::from_secs(2), self.conn.closed()).await;
-        self.conn.close(0u32.into(), b"done");
+        transport::quic::close(&self.conn, Code::Normal, "done");
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
         Ok(())
     }

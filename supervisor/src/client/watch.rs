@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use transport::clock;
 use transport::quic::{self, Closed, Session, Windows};
-use wire::{Frame, GroupDecoder, GroupEvent, Message, code};
+use wire::{Code, Frame, GroupDecoder, GroupEvent, Message, Reset};
 
 use crate::exit::{self, Exit};
 
@@ -435,7 +435,7 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summ
     if let Some(out) = output.as_mut() {
         out.flush().await.context("writing the output")?;
     }
-    conn.close(code::NORMAL.into(), b"viewer done");
+    transport::quic::close(&conn, Code::Normal, "viewer done");
     summary.latency_ms = Latency {
         p50: hist.value_at_quantile(0.5) as f64 / 1e3,
         p99: hist.value_at_quantile(0.99) as f64 / 1e3,
@@ -447,13 +447,13 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summ
 fn reason_for(closed: &Closed) -> EndReason {
     match closed {
         Closed::ByPeer {
-            code: code::ENDED, ..
+            code: Code::Ended, ..
         }
         | Closed::ByPeer {
-            code: code::NORMAL, ..
+            code: Code::Normal, ..
         } => EndReason::Ended,
         Closed::ByPeer {
-            code: code::CAPACITY,
+            code: Code::Capacity,
             ..
         } => EndReason::Rejected,
         Closed::Locally => EndReason::Duration,
@@ -465,8 +465,8 @@ fn refused(closed: Option<Closed>, a: &Assignment) -> Exit {
     match closed {
         Some(Closed::ByPeer { code: c, reason }) => {
             let exit_code = match c {
-                code::CAPACITY => exit::REJECTED,
-                code::NOT_FOUND | code::ENDED => exit::NOT_FOUND,
+                Code::Capacity => exit::REJECTED,
+                Code::NotFound | Code::Ended => exit::NOT_FOUND,
                 _ => exit::FAILURE,
             };
             Exit::new(
@@ -474,7 +474,7 @@ fn refused(closed: Option<Closed>, a: &Assignment) -> Exit {
                 format!(
                     "relay {} refused the join ({}): {reason}",
                     a.relay_id,
-                    code::name(c)
+                    c.name()
                 ),
             )
         }
@@ -535,7 +535,7 @@ async fn read_group(
     let complete = tokio::select! {
         r = read => r,
         () = skip.cancelled() => {
-            let _ = recv.stop(code::GROUP_SKIPPED.into());
+            let _ = recv.stop(quinn::VarInt::from_u32(Reset::GroupSkipped.into()));
             Some(false)
         }
     };
