@@ -381,7 +381,7 @@ impl Supervisor {
         let detail = detail.into();
         tracing::info!(kind, service, %detail, "event");
         self.events.push_back(EventRecord {
-            at_ms: transport::clock::now_ms(),
+            at_ms: server::clock::now_ms(),
             kind: kind.to_string(),
             service: service.to_string(),
             detail,
@@ -633,7 +633,7 @@ impl Supervisor {
         };
         let now = Instant::now();
         self.history.push_back(Sample {
-            at_ms: transport::clock::now_ms(),
+            at_ms: server::clock::now_ms(),
             viewers: status.relays.iter().map(|r| r.viewers).sum(),
             bytes_sent: status.relays.iter().map(|r| r.bytes_sent).sum(),
             rejections: status.rejections,

@@ -195,7 +195,7 @@ async fn kill(
     }
     match rx.await {
         Ok(Ok(killed)) => Json(serde_json::json!({
-            "killed": killed, "at_ms": transport::clock::now_ms(),
+            "killed": killed, "at_ms": server::clock::now_ms(),
         }))
         .into_response(),
         Ok(Err(reason)) => (

@@ -24,7 +24,7 @@ async fn clean_stop_ends_the_stream_for_everyone_at_once() {
                 .wait_listed("clean", false, Duration::from_secs(10))
                 .await
                 .expect("stream leaves the list");
-            (at, transport::clock::now_us())
+            (at, server::clock::now_us())
         };
         let (report, (gone, gone_us)) = tokio::join!(publisher, poll);
         let report = report.expect("join").expect("publisher");
@@ -68,7 +68,7 @@ async fn killed_streamer_ends_the_stream_within_the_idle_timeout() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
 
         let pid = child.id().expect("pid");
-        let killed_at_us = transport::clock::now_us();
+        let killed_at_us = server::clock::now_us();
         let killed = std::time::Instant::now();
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
             .expect("kill");

@@ -10,21 +10,21 @@
 pub mod directory;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use api::status::{Kind, Role};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use proto::control as pb;
 use proto::control::control_server::{Control, ControlServer};
 use proto::supervisor as sup;
-use server::{ops, telemetry::LogFormat};
+use server::clock;
+use server::ops;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
-use transport::clock;
 
 use directory::{Directory, Refusal, Timeouts};
 
@@ -41,16 +41,15 @@ pub struct Config {
     /// Ops listener (/health, /metrics).
     #[arg(long, env = "GHOST_CONTROL_OPS", default_value = "127.0.0.1:9100")]
     pub ops_listen: SocketAddr,
-    /// File holding the key that signs join tickets (shared with relays). Without it, tickets
-    /// are empty and relays must run without a key too.
-    #[arg(long, env = "GHOST_TICKET_KEY_FILE")]
-    pub ticket_key_file: Option<PathBuf>,
+    /// The join-ticket key.
+    #[command(flatten)]
+    pub ticket_key: server::args::TicketKey,
     /// How long a join ticket stays valid.
     #[arg(long, env = "GHOST_TICKET_TTL", default_value = "10s")]
     pub ticket_ttl: humantime::Duration,
-    /// Heartbeat interval asked of ingest and relays.
-    #[arg(long, env = "GHOST_HEARTBEAT_INTERVAL", default_value = "500ms")]
-    pub heartbeat_interval: humantime::Duration,
+    /// Reports to control.
+    #[command(flatten)]
+    pub heartbeat: server::args::Heartbeat,
     /// A relay silent this long gets no more viewers.
     #[arg(long, env = "GHOST_RELAY_TIMEOUT", default_value = "1500ms")]
     pub relay_timeout: humantime::Duration,
@@ -60,9 +59,9 @@ pub struct Config {
     /// Supervisor gRPC endpoint (http://host:port) to ask for relays when viewers are refused.
     #[arg(long, env = "GHOST_SUPERVISOR")]
     pub supervisor: Option<String>,
-    /// Log format: text or json.
-    #[arg(long, env = "GHOST_LOG_FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
+    /// Log output.
+    #[command(flatten)]
+    pub logging: server::args::Logging,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -294,7 +293,7 @@ pub struct Server {
 impl Server {
     /// Binds both listeners and loads the ticket key.
     pub async fn bind(config: &Config) -> Result<Server> {
-        let ticket_key = match &config.ticket_key_file {
+        let ticket_key = match &config.ticket_key.file {
             Some(path) => {
                 Some(Arc::new(std::fs::read(path).with_context(|| {
                     format!("reading the ticket key {}", path.display())
@@ -323,7 +322,7 @@ impl Server {
             }))),
             ticket_key,
             ticket_ttl: *config.ticket_ttl,
-            heartbeat_ms: config.heartbeat_interval.as_millis() as u32,
+            heartbeat_ms: config.heartbeat.interval.as_millis() as u32,
             started_at_us: clock::now_us(),
             metrics,
             capacity,
@@ -434,14 +433,11 @@ async fn ask_for_capacity(
 
 /// Runs control with `config` until SIGINT/SIGTERM: the whole `ghost-control` binary.
 pub async fn main(config: Config) -> Result<()> {
-    server::telemetry::init(config.log_format, "info");
+    server::telemetry::init(config.logging.log_format, "info");
     let server = Server::bind(&config).await?;
     let grpc = server.grpc_addr()?;
     let ops_addr = server.ops_addr()?;
     tracing::info!(%grpc, ops = %ops_addr, "control listening");
-    server::ready::announce(
-        "control",
-        &[("grpc", grpc.to_string()), ("ops", ops_addr.to_string())],
-    );
+    server::ready::announce(Kind::Control, &[(Role::Grpc, grpc), (Role::Ops, ops_addr)]);
     server.run(server::shutdown::on_signal()).await
 }

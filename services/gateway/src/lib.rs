@@ -3,11 +3,11 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /streams` | `[{"id","name","started_at","started_at_us","viewers"}]`, newest first |
-//! | `POST /streams/{id or name}/join` | `200 {"stream_id","relay_id","relay_addr","server_name","cert_sha256","ticket"}`; `404` unknown stream; `503` with `Retry-After` when no relay has room or control is down |
+//! | `GET /streams` | [`api::gateway::Stream`]s, newest first |
+//! | `POST /streams/{id or name}/join` | `200` [`api::gateway::Join`]; `404` unknown stream; `503` with `Retry-After` when no relay has room or control is down |
 //! | `GET /health`, `GET /metrics` | liveness; Prometheus text |
 //!
-//! Errors are JSON: `{"error": "<kind>", "reason": "<text>"}`.
+//! Errors are an [`api::Problem`]: `{"error": "<kind>", "reason": "<text>"}`.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+use api::status::{Kind, Role};
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
@@ -26,8 +27,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use proto::control as pb;
 use proto::control::control_client::ControlClient;
-use serde::Serialize;
-use server::telemetry::LogFormat;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -38,44 +37,12 @@ pub struct Config {
     /// HTTP listen address.
     #[arg(long, env = "GHOST_GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
-    /// Control's gRPC endpoint.
-    #[arg(long, env = "GHOST_CONTROL", default_value = "http://127.0.0.1:7000")]
-    pub control: String,
-    /// Log format: text or json.
-    #[arg(long, env = "GHOST_LOG_FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
-}
-
-/// One live stream, as viewers see it.
-#[derive(Debug, Serialize)]
-pub struct StreamView {
-    /// Stream id.
-    pub id: String,
-    /// Stream name.
-    pub name: String,
-    /// When it went live, RFC 3339.
-    pub started_at: String,
-    /// When it went live, Unix microseconds.
-    pub started_at_us: u64,
-    /// Viewers now (as of the relays' last heartbeats).
-    pub viewers: u32,
-}
-
-/// Where to watch a stream.
-#[derive(Debug, Serialize)]
-pub struct JoinView {
-    /// Stream id.
-    pub stream_id: String,
-    /// Relay id.
-    pub relay_id: String,
-    /// Relay QUIC address, host:port.
-    pub relay_addr: String,
-    /// TLS server name of the relay.
-    pub server_name: String,
-    /// SHA-256 of the relay certificate, hex.
-    pub cert_sha256: String,
-    /// Join ticket, hex, to present to the relay.
-    pub ticket: String,
+    /// Where control is.
+    #[command(flatten)]
+    pub control: server::args::Control,
+    /// Log output.
+    #[command(flatten)]
+    pub logging: server::args::Logging,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -102,7 +69,7 @@ struct ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(serde_json::json!({ "error": self.kind, "reason": self.reason }));
+        let body = Json(api::Problem::new(self.kind, self.reason));
         let mut resp = (self.status, body).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
@@ -119,7 +86,7 @@ fn api_error(status: tonic::Status, metrics: &Metrics) -> ApiError {
             metrics.not_found.inc();
             ApiError {
                 status: StatusCode::NOT_FOUND,
-                kind: "not_found",
+                kind: api::gateway::NOT_FOUND,
                 reason: status.message().to_string(),
                 retry_after: None,
             }
@@ -128,7 +95,7 @@ fn api_error(status: tonic::Status, metrics: &Metrics) -> ApiError {
             metrics.rejections.inc();
             ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
-                kind: "no_capacity",
+                kind: api::gateway::NO_CAPACITY,
                 reason: status.message().to_string(),
                 retry_after: Some(1),
             }
@@ -201,7 +168,7 @@ async fn metrics_text(State(registry): State<Arc<Registry>>) -> Response {
     server::ops::metrics_response(&registry)
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<Vec<StreamView>>, ApiError> {
+async fn list(State(state): State<AppState>) -> Result<Json<Vec<api::gateway::Stream>>, ApiError> {
     let streams = state
         .control
         .clone()
@@ -213,9 +180,9 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<StreamView>>, Ap
     Ok(Json(streams.into_iter().map(stream_view).collect()))
 }
 
-fn stream_view(s: pb::Stream) -> StreamView {
+fn stream_view(s: pb::Stream) -> api::gateway::Stream {
     let at = UNIX_EPOCH + Duration::from_micros(s.started_at_us);
-    StreamView {
+    api::gateway::Stream {
         id: s.id,
         name: s.name,
         started_at: humantime::format_rfc3339_millis(at).to_string(),
@@ -227,7 +194,7 @@ fn stream_view(s: pb::Stream) -> StreamView {
 async fn join(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<JoinView>, ApiError> {
+) -> Result<Json<api::gateway::Join>, ApiError> {
     if id.is_empty() || id.len() > 128 {
         return Err(ApiError {
             status: StatusCode::BAD_REQUEST,
@@ -244,7 +211,7 @@ async fn join(
         .map_err(|s| api_error(s, &state.metrics))?
         .into_inner();
     state.metrics.joins.inc();
-    Ok(Json(JoinView {
+    Ok(Json(api::gateway::Join {
         stream_id: placed.stream_id,
         relay_id: placed.relay_id,
         relay_addr: placed.relay_addr,
@@ -256,17 +223,14 @@ async fn join(
 
 /// Runs the gateway until SIGINT/SIGTERM: the whole `ghost-gateway` binary.
 pub async fn main(config: Config) -> Result<()> {
-    server::telemetry::init(config.log_format, "info");
+    server::telemetry::init(config.logging.log_format, "info");
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding HTTP on {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(http = %addr, "viewer gateway listening");
-    server::ready::announce(
-        "gateway",
-        &[("http", addr.to_string()), ("ops", addr.to_string())],
-    );
-    serve(listener, &config.control, server::shutdown::on_signal()).await
+    server::ready::announce(Kind::Gateway, &[(Role::Http, addr), (Role::Ops, addr)]);
+    serve(listener, &config.control.url, server::shutdown::on_signal()).await
 }
 
 /// Serves the gateway on a bound listener until `shutdown`.

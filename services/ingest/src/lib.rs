@@ -13,18 +13,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use api::status::{Kind, Role};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use proto::control as pb;
 use quinn::Connection;
 use server::ops;
-use server::telemetry::LogFormat;
 use tokio_util::sync::CancellationToken;
 use transport::fanout::{self, ReceiveError};
 use transport::quic::{self, Session, Windows};
@@ -45,24 +44,24 @@ pub struct Config {
     /// Ops listener (/health, /metrics).
     #[arg(long, env = "GHOST_INGEST_OPS", default_value = "127.0.0.1:9101")]
     pub ops_listen: SocketAddr,
-    /// Control's gRPC endpoint.
-    #[arg(long, env = "GHOST_CONTROL", default_value = "http://127.0.0.1:7000")]
-    pub control: String,
+    /// Where control is.
+    #[command(flatten)]
+    pub control: server::args::Control,
     /// This gateway's id in control's directory.
     #[arg(long, env = "GHOST_INGEST_ID", default_value = "ingest-1")]
     pub id: String,
-    /// Directory holding the stack's TLS files (server.pem, server.key).
-    #[arg(long, env = "GHOST_TLS_DIR")]
-    pub tls_dir: PathBuf,
+    /// The stack's certificate and key.
+    #[command(flatten)]
+    pub tls: server::args::Tls,
     /// Streamers connected at once, at most.
     #[arg(long, env = "GHOST_INGEST_MAX_PUBLISHERS", default_value_t = 64)]
     pub max_publishers: usize,
-    /// Heartbeat interval to control (control may ask for another).
-    #[arg(long, env = "GHOST_HEARTBEAT_INTERVAL", default_value = "500ms")]
-    pub heartbeat_interval: humantime::Duration,
-    /// Log format: text or json.
-    #[arg(long, env = "GHOST_LOG_FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
+    /// Reports to control.
+    #[command(flatten)]
+    pub heartbeat: server::args::Heartbeat,
+    /// Log output.
+    #[command(flatten)]
+    pub logging: server::args::Logging,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -123,7 +122,7 @@ pub struct Server {
 impl Server {
     /// Loads the TLS identity and binds the QUIC and ops sockets.
     pub async fn bind(config: &Config) -> Result<Server> {
-        let files = tls::Files::in_dir(&config.tls_dir);
+        let files = tls::Files::in_dir(&config.tls.dir);
         let identity = tls::Identity::from_files(&files)?;
         let endpoint = quic::server(
             config.listen,
@@ -144,11 +143,11 @@ impl Server {
             endpoint,
             ops,
             registry,
-            heartbeat: *config.heartbeat_interval,
+            heartbeat: *config.heartbeat.interval,
             state: Arc::new(State {
                 id: config.id.clone(),
                 streams: Mutex::new(HashMap::new()),
-                control: server::control::client(&config.control)?,
+                control: server::control::client(&config.control.url)?,
                 publishers: Arc::new(tokio::sync::Semaphore::new(config.max_publishers)),
                 metrics,
             }),
@@ -415,17 +414,14 @@ async fn subscribe(state: Arc<State>, conn: Connection, mut session: Session) {
 
 /// Runs ingest with `config` until SIGINT/SIGTERM: the whole `ghost-ingest` binary.
 pub async fn main(config: Config) -> Result<()> {
-    server::telemetry::init(config.log_format, "info");
+    server::telemetry::init(config.logging.log_format, "info");
     let server = Server::bind(&config).await?;
     let quic_addr = server.quic_addr()?;
     let ops_addr = server.ops_addr()?;
     tracing::info!(quic = %quic_addr, ops = %ops_addr, id = %config.id, "ingest listening");
     server::ready::announce(
-        "ingest",
-        &[
-            ("quic", quic_addr.to_string()),
-            ("ops", ops_addr.to_string()),
-        ],
+        Kind::Ingest,
+        &[(Role::Quic, quic_addr), (Role::Ops, ops_addr)],
     );
     server.run(server::shutdown::on_signal()).await
 }

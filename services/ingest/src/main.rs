@@ -1,11 +1,5 @@
-//! `ghost-ingest`: the ingest gateway binary.
-
-use clap::Parser;
+//! `ghost-ingest`: the ingest gateway. Everything but the process entry lives in the library.
 
 fn main() -> anyhow::Result<()> {
-    if let Some(code) = server::health::health_subcommand("GHOST_INGEST_OPS", "127.0.0.1:9101") {
-        std::process::exit(code);
-    }
-    let config = ingest::Config::parse();
-    tokio::runtime::Runtime::new()?.block_on(ingest::main(config))
+    server::binary::run("GHOST_INGEST_OPS", "127.0.0.1:9101", ingest::main)
 }

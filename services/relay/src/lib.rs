@@ -12,24 +12,24 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use api::status::{Kind, Role};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use proto::control as pb;
 use quinn::Connection;
+use server::clock;
 use server::ops;
-use server::telemetry::LogFormat;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use transport::fanout;
 use transport::quic::{self, Session, Windows};
+use transport::tls;
 use transport::track::{Track, TrackInfo};
-use transport::{clock, tls};
 use wire::{Code, Message};
 
 /// How long a relay keeps a stream with no viewer before dropping its subscription.
@@ -48,9 +48,9 @@ pub struct Config {
     /// Ops listener (/health, /metrics).
     #[arg(long, env = "GHOST_RELAY_OPS", default_value = "127.0.0.1:9200")]
     pub ops_listen: SocketAddr,
-    /// Control's gRPC endpoint.
-    #[arg(long, env = "GHOST_CONTROL", default_value = "http://127.0.0.1:7000")]
-    pub control: String,
+    /// Where control is.
+    #[command(flatten)]
+    pub control: server::args::Control,
     /// Ingest's QUIC address (host:port).
     #[arg(long, env = "GHOST_INGEST", default_value = "127.0.0.1:4433")]
     pub ingest: String,
@@ -60,18 +60,18 @@ pub struct Config {
     /// Viewers admitted at once, at most.
     #[arg(long, env = "GHOST_RELAY_CAPACITY", default_value_t = 200)]
     pub capacity: u32,
-    /// Directory holding the stack's TLS files (server.pem, server.key, ca.pem).
-    #[arg(long, env = "GHOST_TLS_DIR")]
-    pub tls_dir: PathBuf,
-    /// File with the key control signs join tickets with. Without it, no ticket is checked.
-    #[arg(long, env = "GHOST_TICKET_KEY_FILE")]
-    pub ticket_key_file: Option<PathBuf>,
-    /// Heartbeat interval to control (control may ask for another).
-    #[arg(long, env = "GHOST_HEARTBEAT_INTERVAL", default_value = "500ms")]
-    pub heartbeat_interval: humantime::Duration,
-    /// Log format: text or json.
-    #[arg(long, env = "GHOST_LOG_FORMAT", default_value = "text")]
-    pub log_format: LogFormat,
+    /// The stack's certificate and key.
+    #[command(flatten)]
+    pub tls: server::args::Tls,
+    /// The join-ticket key.
+    #[command(flatten)]
+    pub ticket_key: server::args::TicketKey,
+    /// Reports to control.
+    #[command(flatten)]
+    pub heartbeat: server::args::Heartbeat,
+    /// Log output.
+    #[command(flatten)]
+    pub logging: server::args::Logging,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -135,7 +135,7 @@ pub struct Server {
 impl Server {
     /// Loads TLS files and the ticket key, binds the QUIC and ops sockets.
     pub async fn bind(config: &Config) -> Result<Server> {
-        let files = tls::Files::in_dir(&config.tls_dir);
+        let files = tls::Files::in_dir(&config.tls.dir);
         let identity = tls::Identity::from_files(&files)?;
         let endpoint = quic::server(
             config.listen,
@@ -145,7 +145,7 @@ impl Server {
         )?;
         let upstream = quic::client(&files.ca, quic::ALPN_SUBSCRIBE, Windows::RECEIVER)?;
         let ops = ops::bind(config.ops_listen).await?;
-        let ticket_key = match &config.ticket_key_file {
+        let ticket_key = match &config.ticket_key.file {
             Some(p) => Some(
                 std::fs::read(p)
                     .with_context(|| format!("reading the ticket key {}", p.display()))?,
@@ -165,8 +165,8 @@ impl Server {
             endpoint,
             ops,
             registry,
-            control: server::control::client(&config.control)?,
-            heartbeat: *config.heartbeat_interval,
+            control: server::control::client(&config.control.url)?,
+            heartbeat: *config.heartbeat.interval,
             state: Arc::new(State {
                 id: config.id.clone(),
                 capacity: config.capacity,
@@ -480,17 +480,14 @@ async fn carry(state: &State, conn: Connection, mut session: Session, track: &Tr
 
 /// Runs the relay with `config` until SIGINT/SIGTERM: the whole `ghost-relay` binary.
 pub async fn main(config: Config) -> Result<()> {
-    server::telemetry::init(config.log_format, "info");
+    server::telemetry::init(config.logging.log_format, "info");
     let server = Server::bind(&config).await?;
     let quic_addr = server.quic_addr()?;
     let ops_addr = server.ops_addr()?;
     tracing::info!(quic = %quic_addr, ops = %ops_addr, id = %config.id, capacity = config.capacity, "relay listening");
     server::ready::announce(
-        "relay",
-        &[
-            ("quic", quic_addr.to_string()),
-            ("ops", ops_addr.to_string()),
-        ],
+        Kind::Relay,
+        &[(Role::Quic, quic_addr), (Role::Ops, ops_addr)],
     );
     server.run(server::shutdown::on_signal()).await
 }

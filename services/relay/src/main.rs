@@ -1,11 +1,5 @@
-//! `ghost-relay`: the relay binary.
-
-use clap::Parser;
+//! `ghost-relay`: a relay. Everything but the process entry lives in the library.
 
 fn main() -> anyhow::Result<()> {
-    if let Some(code) = server::health::health_subcommand("GHOST_RELAY_OPS", "127.0.0.1:9200") {
-        std::process::exit(code);
-    }
-    let config = relay::Config::parse();
-    tokio::runtime::Runtime::new()?.block_on(relay::main(config))
+    server::binary::run("GHOST_RELAY_OPS", "127.0.0.1:9200", relay::main)
 }

@@ -5,13 +5,17 @@
 //! - [`telemetry`]: the tracing subscriber, installed once per binary;
 //! - [`shutdown`]: one drain signal per process, from SIGINT or SIGTERM;
 //! - [`ready`]: the readiness line the supervisor reads to learn the bound ports;
-//! - [`health`]: the `health` subcommand an image's HEALTHCHECK runs;
-//! - [`control`]: the control-plane client and the heartbeat loop.
+//! - [`binary`]: the `main` of every service binary, with the `health` subcommand;
+//! - [`args`]: the flags several services share;
+//! - [`control`]: the control-plane client and the heartbeat loop;
+//! - [`clock`]: wall-clock times, as frames and timelines carry them.
 
 #![forbid(unsafe_code)]
 
+pub mod args;
+pub mod binary;
+pub mod clock;
 pub mod control;
-pub mod health;
 pub mod ops;
 pub mod ready;
 pub mod shutdown;

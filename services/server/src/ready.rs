@@ -1,20 +1,24 @@
-//! The readiness line: once a service listens, it prints one JSON line on stdout naming its
-//! bound addresses, e.g. `{"ready":"relay","quic":"127.0.0.1:4500","ops":"127.0.0.1:9200"}`.
-//! The supervisor's process runtime reads it, which lets every port be 0 in tests.
+//! The readiness line ([`api::ready::Ready`]): once a service listens, it prints one JSON
+//! line on stdout naming its bound addresses. The supervisor reads it, which lets every port
+//! be 0 in tests and tells it where each service really listens.
 
 use std::io::Write;
+use std::net::SocketAddr;
 
-use serde_json::{Map, Value};
+use api::ready::Ready;
+use api::status::{Kind, Role};
 
-/// Prints the readiness line for `service` with its named addresses.
-pub fn announce(service: &str, addrs: &[(&str, String)]) {
-    let mut obj = Map::new();
-    obj.insert("ready".into(), Value::String(service.into()));
-    for (name, addr) in addrs {
-        obj.insert((*name).into(), Value::String(addr.clone()));
-    }
+/// Prints the readiness line for `service` with its bound addresses.
+pub fn announce(service: Kind, addrs: &[(Role, SocketAddr)]) {
+    let ready = Ready {
+        ready: service,
+        addrs: addrs.iter().copied().collect(),
+    };
+    let Ok(line) = serde_json::to_string(&ready) else {
+        return;
+    };
     let mut out = std::io::stdout().lock();
     // Nobody may be reading stdout (a service run by hand); that is not an error.
-    let _ = writeln!(out, "{}", Value::Object(obj));
+    let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }

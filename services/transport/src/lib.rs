@@ -3,12 +3,10 @@
 //! - [`quic`]: transport settings, ALPNs and session-stream messaging;
 //! - [`tls`]: the stack's certificates (made once by `ghost up`) and rustls configs;
 //! - [`track`]: the in-memory live buffer of one stream, holding only its newest group;
-//! - [`fanout`]: sending a track to one subscriber with group skipping, and receiving one;
-//! - [`clock`]: capture times on the wire.
+//! - [`fanout`]: sending a track to one subscriber with group skipping, and receiving one.
 
 #![forbid(unsafe_code)]
 
-pub mod clock;
 pub mod fanout;
 pub mod quic;
 pub mod tls;

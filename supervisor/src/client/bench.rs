@@ -169,7 +169,7 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
     };
     let started = tokio::time::Instant::now();
     // Figures cover the time after the ramp: joins (TLS handshakes) are not the fan-out.
-    let measure_from_us = transport::clock::now_us() + args.ramp.as_micros() as u64;
+    let measure_from_us = server::clock::now_us() + args.ramp.as_micros() as u64;
     let cpu_at_ramp_end = {
         let url = stack.supervisor_url.clone();
         let ramp: Duration = *args.ramp;

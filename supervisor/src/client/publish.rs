@@ -202,7 +202,7 @@ pub async fn publish(
             let stream_id = live.stream_id.clone();
             let sender = tokio::spawn(live.run(track.clone()));
             let fed = feed_fmp4(&track, reader, input, buf, &stop).await;
-            let stopped_at_us = transport::clock::now_us();
+            let stopped_at_us = server::clock::now_us();
             track.end();
             let sent = sender.await.context("publisher task failed")?;
             let (frames, groups) = fed?;
@@ -231,7 +231,7 @@ pub async fn publish(
             let sender = tokio::spawn(live.run(track.clone()));
             let (frames, groups) =
                 feed_synthetic(&track, fps, frame_size, group, duration, &stop).await?;
-            let stopped_at_us = transport::clock::now_us();
+            let stopped_at_us = server::clock::now_us();
             track.end();
             sender.await.context("publisher task failed")??;
             Ok(Report {
@@ -270,7 +270,7 @@ async fn feed_fmp4(
             }
             // Fragments before the first keyframe cannot be decoded by anyone: dropped.
             if let Some(g) = &group {
-                g.push(Frame::new(transport::clock::now_us(), &data)?);
+                g.push(Frame::new(server::clock::now_us(), &data)?);
                 frames += 1;
             }
         }
@@ -317,7 +317,7 @@ async fn feed_synthetic(
             groups += 1;
         }
         if let Some(g) = &group {
-            g.push(Frame::new(transport::clock::now_us(), &payload)?);
+            g.push(Frame::new(server::clock::now_us(), &payload)?);
         }
         frames += 1;
     }

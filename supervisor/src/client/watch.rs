@@ -11,10 +11,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
+use server::clock;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use transport::clock;
 use transport::quic::{self, Closed, Session, Windows};
 use wire::{Code, Frame, GroupDecoder, GroupEvent, Message, Reset};
 

@@ -1,12 +1,35 @@
-//! Pieces of every service binary's command line.
+//! The `main` of every service binary: the `health` subcommand, then the service's own
+//! configuration and its run on a multi-threaded runtime.
 
+use std::future::Future;
 use std::time::Duration;
+
+use anyhow::Context;
+
+/// Runs a service binary. `health [ADDR]` probes `GET /health` on ADDR, else on `$health_env`,
+/// else on `health_default`, and exits 0 or 1 (an image's HEALTHCHECK: images have no shell
+/// and no curl). Anything else parses `C` from the command line and environment (a bad flag
+/// exits with clap's usage code, 2) and runs `main` until it returns.
+pub fn run<C, F, Fut>(health_env: &str, health_default: &str, main: F) -> anyhow::Result<()>
+where
+    C: clap::Parser,
+    F: FnOnce(C) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    if let Some(code) = health_subcommand(health_env, health_default) {
+        std::process::exit(code);
+    }
+    let config = C::parse();
+    tokio::runtime::Runtime::new()
+        .context("starting the async runtime")?
+        .block_on(main(config))
+}
 
 /// Handles `<service> health [ADDR]`, the probe an image's HEALTHCHECK runs (images have no
 /// shell and no curl): GET /health on ADDR, else on `$env_var`, else on `default`. Returns
 /// the exit code to use (0 healthy, 1 not) when the first argument is `health`, `None`
 /// otherwise, so the binary goes on to parse its normal configuration.
-pub fn health_subcommand(env_var: &str, default: &str) -> Option<i32> {
+fn health_subcommand(env_var: &str, default: &str) -> Option<i32> {
     let mut args = std::env::args().skip(1);
     if args.next().as_deref() != Some("health") {
         return None;
