@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 use crate::actor::{Ports, Settings};
 use crate::client::{bench, publish, watch};
@@ -62,9 +61,9 @@ pub enum Cmd {
     Watch(WatchArgs),
     /// Sets the number of relays.
     Scale {
-        /// What to scale (only `relays`).
-        #[arg(value_parser = ["relays"])]
-        what: String,
+        /// What to scale.
+        #[arg(value_enum)]
+        what: ScaleTarget,
         /// How many.
         count: u32,
     },
@@ -77,6 +76,13 @@ pub enum Cmd {
     /// Service images.
     #[command(subcommand)]
     Images(ImagesCmd),
+}
+
+/// What `ghost scale` scales. Relays are the one service with more than one instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScaleTarget {
+    /// The relays, from 1 to the stack's `--max-relays`.
+    Relays,
 }
 
 /// `ghost images` subcommands.
@@ -290,14 +296,17 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Streams { json, gateway } => streams(&state, json, gateway).await,
         Cmd::Publish(args) => publish_cmd(&state, ca, args).await,
         Cmd::Watch(args) => watch_cmd(&state, ca, args).await,
-        Cmd::Scale { count, .. } => {
+        Cmd::Scale {
+            what: ScaleTarget::Relays,
+            count,
+        } => {
             let stack = state.read()?;
-            let v = post(
+            let scaled: api::admin::Scale = post(
                 &format!("{}/api/scale", stack.supervisor_url),
-                serde_json::json!({"relays": count}),
+                &api::admin::Scale { relays: count },
             )
             .await?;
-            println!("relays: {}", v["relays"]);
+            println!("relays: {}", scaled.relays);
             Ok(exit::OK)
         }
         Cmd::Chaos(c) => chaos(&state, c).await,
@@ -433,23 +442,20 @@ async fn up_detached(state: &StateDir, args: &UpArgs) -> Result<i32> {
                 .send()
                 .await
         {
-            let v: serde_json::Value = resp.json().await.unwrap_or_default();
-            if v["ready"] == true {
+            let status: Option<api::status::Status> = resp.json().await.ok();
+            if status.as_ref().is_some_and(|s| s.ready) {
                 println!("stack up ({} runtime)", stack.runtime);
                 println!("  viewer gateway  {}", stack.gateway_url);
                 println!("  ingest (QUIC)   {}", stack.ingest_addr);
                 println!("  status page     {}", stack.supervisor_url);
                 return Ok(exit::OK);
             }
-            let names: Vec<String> = v["services"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter(|s| s["healthy"] == true)
-                        .filter_map(|s| s["name"].as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let names: Vec<&str> = status
+                .iter()
+                .flat_map(|s| &s.services)
+                .filter(|s| s.healthy)
+                .map(|s| s.name.as_str())
+                .collect();
             let line = names.join(", ");
             if line != last_ready {
                 eprintln!("ghost: healthy: {line}");
@@ -515,7 +521,7 @@ async fn down(state: &StateDir) -> Result<i32> {
     Ok(exit::OK)
 }
 
-async fn get_json(url: &str) -> Result<serde_json::Value> {
+async fn get<T: serde::de::DeserializeOwned>(url: &str) -> Result<T> {
     answer(
         url,
         reqwest::Client::new()
@@ -525,82 +531,90 @@ async fn get_json(url: &str) -> Result<serde_json::Value> {
     .await
 }
 
-async fn post(url: &str, body: serde_json::Value) -> Result<serde_json::Value> {
+async fn post<T: serde::de::DeserializeOwned>(
+    url: &str,
+    body: &impl serde::Serialize,
+) -> Result<T> {
     let request = reqwest::Client::new()
         .post(url)
-        .json(&body)
+        .json(body)
         .timeout(Duration::from_secs(30));
     answer(url, request).await
 }
 
-/// Sends `request` and reads its JSON answer; a refusal becomes an error carrying its reason
-/// (exit code 2 for a 400, 1 otherwise).
-async fn answer(url: &str, request: reqwest::RequestBuilder) -> Result<serde_json::Value> {
+/// Sends `request` and reads its JSON answer; a refusal becomes an error carrying the
+/// [`api::Problem`]'s reason (exit code 2 for a 400, 1 otherwise).
+async fn answer<T: serde::de::DeserializeOwned>(
+    url: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<T> {
     let resp = request
         .send()
         .await
         .with_context(|| format!("requesting {url}"))?;
     let status = resp.status();
-    let v: serde_json::Value = resp.json().await.context("reading the answer")?;
     if !status.is_success() {
-        let code = if status.as_u16() == 400 {
+        let code = if status == reqwest::StatusCode::BAD_REQUEST {
             exit::USAGE
         } else {
             exit::FAILURE
         };
-        let reason = v["reason"].as_str().unwrap_or("request failed");
+        let reason = match resp.json::<api::Problem>().await {
+            Ok(problem) => problem.reason,
+            Err(_) => "request failed".into(),
+        };
         return Err(Exit::new(code, format!("{url} answered {status}: {reason}")).into());
     }
-    Ok(v)
+    resp.json()
+        .await
+        .with_context(|| format!("reading the answer of {url}"))
 }
 
 async fn status(state: &StateDir, json: bool) -> Result<i32> {
     let stack = state.read()?;
-    let v = get_json(&format!("{}/api/status", stack.supervisor_url)).await?;
+    let status: api::status::Status = get(&format!("{}/api/status", stack.supervisor_url)).await?;
     if json {
-        println!("{v}");
+        println!("{}", serde_json::to_string(&status)?);
         return Ok(exit::OK);
     }
     println!(
         "runtime {}  ready {}  relays {}/{}  capacity {}/relay",
-        v["runtime"].as_str().unwrap_or("?"),
-        v["ready"],
-        v["relays_wanted"],
-        v["max_relays"],
-        v["relay_capacity"]
+        status.runtime,
+        status.ready,
+        status.relays_wanted,
+        status.max_relays,
+        status.relay_capacity
     );
     println!("\nSERVICE      STATE       HEALTH   RESTARTS  PID");
-    for s in v["services"].as_array().into_iter().flatten() {
+    for s in &status.services {
         println!(
             "{:<12} {:<11} {:<8} {:<9} {}",
-            s["name"].as_str().unwrap_or(""),
-            s["state"].as_str().unwrap_or(""),
-            if s["healthy"] == true { "ok" } else { "down" },
-            s["restarts"],
-            s["instance"]["pid"]
+            s.name,
+            s.state.as_str(),
+            if s.healthy { "ok" } else { "down" },
+            s.restarts,
+            s.instance
+                .as_ref()
+                .and_then(|i| i.pid)
+                .map_or_else(|| "-".to_string(), |pid| pid.to_string())
         );
     }
     println!("\nRELAY        ADDRESS                VIEWERS  CAPACITY  SENT");
-    for r in v["relays"].as_array().into_iter().flatten() {
+    for r in &status.relays {
         println!(
             "{:<12} {:<22} {:<8} {:<9} {:.1} MB",
-            r["id"].as_str().unwrap_or(""),
-            r["addr"].as_str().unwrap_or(""),
-            r["viewers"],
-            r["capacity"],
-            r["bytes_sent"].as_f64().unwrap_or(0.0) / 1e6
+            r.id,
+            r.addr,
+            r.viewers,
+            r.capacity,
+            r.bytes_sent as f64 / 1e6
         );
     }
     println!("\nSTREAM            NAME                 VIEWERS");
-    for s in v["streams"].as_array().into_iter().flatten() {
-        println!(
-            "{:<17} {:<20} {}",
-            s["id"].as_str().unwrap_or(""),
-            s["name"].as_str().unwrap_or(""),
-            s["viewers"]
-        );
+    for s in &status.streams {
+        println!("{:<17} {:<20} {}", s.id, s.name, s.viewers);
     }
-    if let Some(e) = v["control_error"].as_str() {
+    if let Some(e) = &status.control_error {
         println!("\ncontrol: {e}");
     }
     Ok(exit::OK)
@@ -615,19 +629,17 @@ fn gateway_url(state: &StateDir, flag: Option<String>) -> Result<String> {
 
 async fn streams(state: &StateDir, json: bool, gateway: Option<String>) -> Result<i32> {
     let gateway = gateway_url(state, gateway)?;
-    let v = get_json(&format!("{}/streams", gateway.trim_end_matches('/'))).await?;
+    let streams: Vec<api::gateway::Stream> =
+        get(&format!("{}/streams", gateway.trim_end_matches('/'))).await?;
     if json {
-        println!("{v}");
+        println!("{}", serde_json::to_string(&streams)?);
         return Ok(exit::OK);
     }
     println!("{:<17} {:<24} {:<26} VIEWERS", "ID", "NAME", "STARTED_AT");
-    for s in v.as_array().into_iter().flatten() {
+    for s in &streams {
         println!(
             "{:<17} {:<24} {:<26} {}",
-            s["id"].as_str().unwrap_or(""),
-            s["name"].as_str().unwrap_or(""),
-            s["started_at"].as_str().unwrap_or(""),
-            s["viewers"]
+            s.id, s.name, s.started_at, s.viewers
         );
     }
     Ok(exit::OK)
@@ -668,7 +680,14 @@ async fn publish_cmd(state: &StateDir, ca: PathBuf, args: PublishArgs) -> Result
         stop,
         |id| {
             if json {
-                println!("{}", serde_json::json!({"stream_id": id, "name": name}));
+                let live = api::client::Live {
+                    stream_id: id.to_string(),
+                    name: name.clone(),
+                };
+                match serde_json::to_string(&live) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => eprintln!("ghost: {e}"),
+                }
             } else {
                 println!("live: {id} ({name})");
             }
@@ -715,14 +734,18 @@ async fn watch_cmd(state: &StateDir, ca: PathBuf, args: WatchArgs) -> Result<i32
         Ok(s) => s,
         Err(e) => {
             if args.json {
-                let code = exit::code_of(&e);
-                let reason = match code {
-                    exit::REJECTED => "rejected",
-                    exit::NOT_FOUND => "not_found",
-                    exit::LOST => "relay_lost",
-                    _ => "error",
+                use api::client::FailureReason;
+                let end_reason = match exit::code_of(&e) {
+                    exit::REJECTED => FailureReason::Rejected,
+                    exit::NOT_FOUND => FailureReason::NotFound,
+                    exit::LOST => FailureReason::RelayLost,
+                    _ => FailureReason::Error,
                 };
-                let line = serde_json::json!({"end_reason": reason, "error": format!("{e:#}"), "frames": 0});
+                let line = serde_json::to_string(&api::client::WatchFailure {
+                    end_reason,
+                    error: format!("{e:#}"),
+                    frames: 0,
+                })?;
                 if to_stdout {
                     eprintln!("{line}");
                 } else {
@@ -750,34 +773,37 @@ async fn watch_cmd(state: &StateDir, ca: PathBuf, args: WatchArgs) -> Result<i32
             summary.end_reason
         );
     }
-    Ok(summary.end_reason.exit_code())
+    Ok(watch::exit_code(summary.end_reason))
 }
 
 async fn chaos(state: &StateDir, cmd: ChaosCmd) -> Result<i32> {
     let stack = state.read()?;
     let url = format!("{}/api/kill", stack.supervisor_url);
-    let targets: Vec<(String, Option<u64>)> = match cmd {
-        ChaosCmd::KillRelay { id: Some(id), .. } => vec![(id, None)],
+    use api::admin::{Kill, Killed, Target};
+    let kills: Vec<Kill> = match cmd {
+        ChaosCmd::KillRelay { id: Some(id), .. } => vec![Kill {
+            target: Target::Service(id),
+            hold_ms: None,
+        }],
         ChaosCmd::KillRelay { count, .. } => (0..count.max(1))
-            .map(|_| ("relay:random".to_string(), None))
+            .map(|_| Kill {
+                target: Target::RandomRelay,
+                hold_ms: None,
+            })
             .collect(),
-        ChaosCmd::Kill { service, hold } => {
-            vec![(service, hold.map(|h| Duration::from(h).as_millis() as u64))]
-        }
+        ChaosCmd::Kill { service, hold } => vec![Kill {
+            target: Target::Service(service),
+            hold_ms: hold.map(|h| u64::try_from(Duration::from(h).as_millis()).unwrap_or(u64::MAX)),
+        }],
     };
-    for (target, hold_ms) in targets {
-        let v = post(
-            &url,
-            serde_json::json!({"target": target, "hold_ms": hold_ms}),
-        )
-        .await?;
-        let at = v["at_ms"].as_u64().unwrap_or(0);
-        let when =
-            humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(at));
-        for k in v["killed"].as_array().into_iter().flatten() {
-            println!("killed {} at {when}", k.as_str().unwrap_or("?"));
+    for kill in kills {
+        let killed: Killed = post(&url, &kill).await?;
+        let when = humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + Duration::from_millis(killed.at_ms),
+        );
+        for name in killed.killed {
+            println!("killed {name} at {when}");
         }
     }
-    let _ = CancellationToken::new();
     Ok(exit::OK)
 }

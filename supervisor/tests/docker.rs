@@ -7,9 +7,10 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use api::client::EndReason;
+use api::status::{EventKind, Kind};
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use common::{DOCKER, Stack, docker_available, ms};
-use supervisor::client::watch::EndReason;
 use supervisor::exit;
 use supervisor::runtime::docker::{LABEL_STACK, stack_id};
 use tokio_util::sync::CancellationToken;
@@ -55,8 +56,8 @@ async fn docker_up_then_down_leaves_nothing() {
             started.elapsed().as_secs_f64()
         );
         let status = stack.status().await;
-        assert_eq!(status["runtime"], "docker", "{status}");
-        assert_eq!(status["ready"], true, "{status}");
+        assert_eq!(status.runtime, "docker", "{status:?}");
+        assert!(status.ready, "{status:?}");
         assert_eq!(containers(&stack).await.len(), 5);
         let network = format!("ghost-{}", stack_id(&stack.state));
         let docker = supervisor::runtime::docker::connect()
@@ -188,23 +189,19 @@ async fn docker_spike_gets_relays_on_demand_then_scales_back() {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let status = stack.status().await;
-            let relays = status["services"]
-                .as_array()
-                .expect("services")
+            let relays = status
+                .services
                 .iter()
-                .filter(|s| s["kind"] == "relay")
+                .filter(|s| s.kind == Kind::Relay)
                 .count();
             if relays == 1 {
-                let kinds: Vec<&str> = status["events"]
-                    .as_array()
-                    .expect("events")
-                    .iter()
-                    .filter_map(|e| e["kind"].as_str())
-                    .collect();
-                assert!(kinds.contains(&"capacity") && kinds.contains(&"drain") && kinds.contains(&"scale_down"), "{kinds:?}");
+                let kinds: Vec<EventKind> = status.events.iter().map(|e| e.kind).collect();
+                for kind in [EventKind::Capacity, EventKind::Drain, EventKind::ScaleDown] {
+                    assert!(kinds.contains(&kind), "no {kind:?} in {kinds:?}");
+                }
                 break;
             }
-            assert!(Instant::now() < deadline, "extra relays were not removed: {status}");
+            assert!(Instant::now() < deadline, "extra relays were not removed: {status:?}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_eq!(containers(&stack).await.len(), 4, "removed relays leave no container");
@@ -268,13 +265,12 @@ async fn docker_supervisor_crash_is_adopted_not_duplicated() {
         before.sort();
         assert_eq!(after, before, "adopted, not duplicated");
         let status = stack.status().await;
-        let adopted = status["events"]
-            .as_array()
-            .expect("events")
+        let adopted = status
+            .events
             .iter()
-            .filter(|e| e["kind"] == "adopt")
+            .filter(|e| e.kind == EventKind::Adopt)
             .count();
-        assert_eq!(adopted, 4, "{status}");
+        assert_eq!(adopted, 4, "{status:?}");
 
         let s = viewer.await.expect("join").expect("viewer");
         println!(

@@ -6,6 +6,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
+use api::client::EndReason;
 use common::{Stack, TEST_TIMEOUT};
 use tokio::io::AsyncBufReadExt;
 
@@ -60,10 +61,10 @@ async fn ffmpeg_stream_plays_from_the_joins_keyframe() {
             .expect("start ghost publish");
         let mut lines =
             tokio::io::BufReader::new(publisher.stdout.take().expect("stdout")).lines();
-        let live: serde_json::Value =
+        let live: api::client::Live =
             serde_json::from_str(&lines.next_line().await.expect("read").expect("line"))
                 .expect("json");
-        let id = live["stream_id"].as_str().expect("id").to_string();
+        let id = live.stream_id;
 
         // Join in the middle of the second group.
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -80,13 +81,13 @@ async fn ffmpeg_stream_plays_from_the_joins_keyframe() {
             "watch failed: {}",
             String::from_utf8_lossy(&watched.stderr)
         );
-        let summary: serde_json::Value =
+        let summary: api::client::WatchSummary =
             serde_json::from_slice(&watched.stdout).expect("summary");
-        assert_eq!(summary["end_reason"], "ended", "{summary}");
-        assert_eq!(summary["stream_id"], id.as_str());
-        assert_eq!(summary["skipped_groups"], 0, "{summary}");
-        let first_group = summary["first_group"].as_u64().expect("first group");
-        assert!(first_group >= 1, "joined mid-stream: {summary}");
+        assert_eq!(summary.end_reason, EndReason::Ended, "{summary:?}");
+        assert_eq!(summary.stream_id, id);
+        assert_eq!(summary.skipped_groups, 0, "{summary:?}");
+        let first_group = summary.first_group.expect("first group");
+        assert!(first_group >= 1, "joined mid-stream: {summary:?}");
         assert!(ffmpeg.wait().await.expect("ffmpeg").success());
         assert!(publisher.wait().await.expect("publisher").success());
 

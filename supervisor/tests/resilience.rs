@@ -5,9 +5,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use api::client::EndReason;
+use api::status::Role;
 use bytes::BufMut;
 use common::{Stack, TEST_TIMEOUT};
-use supervisor::client::watch::EndReason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use transport::quic::{self, Closed, Session, Windows};
@@ -100,10 +101,10 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         let viewer = stack.watch(&id, Some(Duration::from_secs(8)), None, stop.clone());
         tokio::time::sleep(Duration::from_millis(500)).await;
 
-        let ingest = stack.addr("ingest", "quic").await;
-        let relay = stack.addr("relay-1", "quic").await;
-        let gateway = stack.addr("gateway", "http").await;
-        let control = stack.addr("control", "grpc").await;
+        let ingest = stack.addr("ingest", Role::Quic).await;
+        let relay = stack.addr("relay-1", Role::Quic).await;
+        let gateway = stack.addr("gateway", Role::Http).await;
+        let control = stack.addr("control", Role::Grpc).await;
 
         // Garbage datagrams on every QUIC port.
         garbage_udp(ingest).await;
@@ -278,10 +279,10 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         assert_eq!(s.skipped_groups, 0, "{s:?}");
         assert!(s.frames >= 7 * 30, "{s:?}");
         let status = stack.status().await;
-        assert_eq!(status["ready"], true, "{status}");
+        assert!(status.ready, "{status:?}");
         assert!(
             stack.restarts().await.values().all(|r| *r == 0),
-            "a service restarted: {status}"
+            "a service restarted: {status:?}"
         );
         stop.cancel();
         let _ = publisher.await;
@@ -315,12 +316,11 @@ async fn up_then_down_leaves_nothing_behind() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let stack = Stack::up(&["--relays", "2"]);
         let status = stack.status().await;
-        assert_eq!(status["ready"], true);
-        let mut pids: Vec<u32> = status["services"]
-            .as_array()
-            .expect("services")
+        assert!(status.ready);
+        let mut pids: Vec<u32> = status
+            .services
             .iter()
-            .filter_map(|s| s["instance"]["pid"].as_u64().map(|p| p as u32))
+            .filter_map(|s| s.instance.as_ref()?.pid)
             .collect();
         assert_eq!(pids.len(), 5);
         pids.push(stack.file.supervisor_pid);

@@ -4,8 +4,8 @@ mod common;
 
 use std::time::Duration;
 
+use api::client::EndReason;
 use common::{Stack, TEST_TIMEOUT, ms};
-use supervisor::client::watch::EndReason;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,9 +60,9 @@ async fn killed_streamer_ends_the_stream_within_the_idle_timeout() {
         use tokio::io::AsyncBufReadExt;
         let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
         let line = lines.next_line().await.expect("read").expect("live line");
-        let live: serde_json::Value = serde_json::from_str(&line).expect("json line");
-        assert_eq!(live["name"], "killed");
-        let id = live["stream_id"].as_str().expect("id").to_string();
+        let live: api::client::Live = serde_json::from_str(&line).expect("json line");
+        assert_eq!(live.name, "killed");
+        let id = live.stream_id;
         let stop = CancellationToken::new();
         let viewer = stack.watch(&id, None, None, stop.clone());
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -184,8 +184,9 @@ async fn viewers_past_capacity_are_refused_at_once() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json summary");
-        assert_eq!(line["end_reason"], "rejected");
+        let line: api::client::WatchFailure =
+            serde_json::from_slice(&out.stdout).expect("json summary");
+        assert_eq!(line.end_reason, api::client::FailureReason::Rejected);
 
         println!("capacity: 4th viewer refused in {refused_ms:.0} ms (process start included)");
         for v in admitted {
@@ -298,9 +299,10 @@ async fn a_viewer_without_the_ca_pins_the_relay_certificate() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary");
-        assert_eq!(summary["end_reason"], "duration", "{summary}");
-        assert!(summary["frames"].as_u64().unwrap_or(0) > 30, "{summary}");
+        let summary: api::client::WatchSummary =
+            serde_json::from_slice(&out.stdout).expect("summary");
+        assert_eq!(summary.end_reason, EndReason::Duration, "{summary:?}");
+        assert!(summary.frames > 30, "{summary:?}");
         stop.cancel();
         let _ = publisher.await;
     })

@@ -70,11 +70,25 @@ pub struct WatchSummary {
     pub detail: String,
 }
 
+/// Why `ghost watch` could not watch at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// Refused for capacity (exit 3).
+    Rejected,
+    /// No such stream (exit 4).
+    NotFound,
+    /// The relay could not be reached or vanished (exit 5).
+    RelayLost,
+    /// Anything else (exit 1).
+    Error,
+}
+
 /// `ghost watch --json` when no watching started (refused, no such stream, no gateway).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WatchFailure {
-    /// Why: `rejected` for capacity, else `relay_lost`.
-    pub end_reason: EndReason,
+    /// Why.
+    pub end_reason: FailureReason,
     /// The error, for people.
     pub error: String,
     /// Always 0: nothing was received.

@@ -76,6 +76,20 @@ pub enum State {
     Failed,
 }
 
+impl State {
+    /// Lower-case name, as in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Stopped => "stopped",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Restarting => "restarting",
+            State::Held => "held",
+            State::Failed => "failed",
+        }
+    }
+}
+
 /// A running instance of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {

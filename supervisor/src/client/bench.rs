@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use api::client::FanoutReport;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{publish, watch};
@@ -49,65 +49,19 @@ pub struct FanoutArgs {
     pub json: bool,
 }
 
-/// `ghost bench fanout --json`.
-#[derive(Debug, Serialize)]
-pub struct FanoutReport {
-    /// Normal viewers asked for.
-    pub viewers: usize,
-    /// Viewers admitted (normal and slow).
-    pub admitted: usize,
-    /// Viewers refused for capacity.
-    pub rejected: usize,
-    /// Frames the normal viewers got, over frames they should have got.
-    pub delivered_ratio: f64,
-    /// Groups skipped, normal viewers.
-    pub skipped_groups: u64,
-    /// Groups skipped, slow viewers.
-    pub slow_skipped_groups: u64,
-    /// Delay of the normal viewers.
-    pub latency_ms: watch::Latency,
-    /// Media delivered to all viewers after the ramp, Mbit/s.
-    pub egress_mbps: f64,
-    /// Relay CPU seconds after the ramp, all relays.
-    pub relay_cpu_s: f64,
-    /// Relay CPU seconds per GB delivered.
-    pub relay_cpu_s_per_gb: f64,
-    /// Relay resident memory at its peak during the run, MB, all relays.
-    pub relay_rss_mb: f64,
-    /// Relay memory per admitted viewer, all included (peak RSS over viewers), KiB.
-    pub relay_rss_kib_per_viewer: f64,
-    /// Relay memory the viewers added: peak RSS minus RSS before they came, KiB per viewer
-    /// (a relay that served a bigger run before keeps its peak: run on a fresh stack).
-    pub relay_rss_added_kib_per_viewer: f64,
-    /// The furthest any viewer (slow ones included) fell behind, in groups.
-    pub max_behind_groups: f64,
-    /// Streams published.
-    pub streams: usize,
-    /// This process's CPU seconds.
-    pub bench_cpu_s: f64,
-    /// Cores on this machine.
-    pub cores: usize,
-}
-
+/// CPU seconds and resident bytes of all relays, as the supervisor's status API reports
+/// them (read from the relays' processes when the status is asked for).
 async fn relay_usage(supervisor_url: &str) -> (f64, u64) {
-    let Ok(resp) = reqwest::get(format!("{supervisor_url}/api/status")).await else {
-        return (0.0, 0);
+    let status = match reqwest::get(format!("{supervisor_url}/api/status")).await {
+        Ok(resp) => resp.json::<api::status::Status>().await.ok(),
+        Err(_) => None,
     };
-    let v: serde_json::Value = resp.json().await.unwrap_or_default();
-    let mut cpu = 0.0;
-    let mut rss = 0;
-    for s in v["services"].as_array().into_iter().flatten() {
-        if s["kind"] != "relay" {
-            continue;
-        }
-        if let Some(pid) = s["instance"]["pid"].as_u64()
-            && let Some(u) = crate::runtime::process::proc_usage(pid as u32)
-        {
-            cpu += u.cpu_s;
-            rss += u.rss_bytes;
-        }
-    }
-    (cpu, rss)
+    status
+        .iter()
+        .flat_map(|s| &s.services)
+        .filter(|s| s.kind == api::status::Kind::Relay)
+        .filter_map(|s| s.usage)
+        .fold((0.0, 0), |(cpu, rss), u| (cpu + u.cpu_s, rss + u.rss_bytes))
 }
 
 /// Runs the fan-out benchmark.
@@ -272,7 +226,7 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
         },
         skipped_groups: skipped,
         slow_skipped_groups: slow_skipped,
-        latency_ms: watch::Latency {
+        latency_ms: api::client::Latency {
             p50: hist.value_at_quantile(0.5) as f64 / 1e3,
             p99: hist.value_at_quantile(0.99) as f64 / 1e3,
             max: hist.max() as f64 / 1e3,

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use api::client::{EndReason, Latency, WatchSummary};
+use api::gateway::Join;
 use bytes::BytesMut;
-use serde::{Deserialize, Serialize};
 use server::clock;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -20,25 +21,8 @@ use wire::{Code, Frame, GroupDecoder, GroupEvent, Message, Reset};
 
 use crate::exit::{self, Exit};
 
-/// Where to watch, as the gateway answers `POST /streams/{id}/join`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Assignment {
-    /// Stream id.
-    pub stream_id: String,
-    /// Relay id.
-    pub relay_id: String,
-    /// Relay QUIC address.
-    pub relay_addr: String,
-    /// TLS server name of the relay.
-    pub server_name: String,
-    /// Relay certificate SHA-256.
-    pub cert_sha256: String,
-    /// Join ticket, hex.
-    pub ticket: String,
-}
-
 /// Asks the gateway for a relay. Maps 404 to exit 4 and 503 to exit 3.
-pub async fn join(http: &reqwest::Client, gateway: &str, stream: &str) -> Result<Assignment> {
+pub async fn join(http: &reqwest::Client, gateway: &str, stream: &str) -> Result<Join> {
     let url = format!(
         "{}/streams/{}/join",
         gateway.trim_end_matches('/'),
@@ -54,14 +38,17 @@ pub async fn join(http: &reqwest::Client, gateway: &str, stream: &str) -> Result
     if status.is_success() {
         return resp.json().await.context("reading the gateway's answer");
     }
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    let reason = body["reason"].as_str().unwrap_or("").to_string();
+    let problem = resp
+        .json::<api::Problem>()
+        .await
+        .unwrap_or_else(|_| api::Problem::new("unknown", "no reason given"));
+    let reason = &problem.reason;
     Err(match status.as_u16() {
         404 => Exit::new(
             exit::NOT_FOUND,
             format!("no such stream: {stream} ({reason})"),
         ),
-        503 if body["error"] == "no_capacity" => {
+        503 if problem.error == api::gateway::NO_CAPACITY => {
             Exit::new(exit::REJECTED, format!("rejected for capacity: {reason}"))
         }
         _ => Exit::new(
@@ -93,74 +80,13 @@ fn unhex(s: &str) -> Result<Vec<u8>> {
         .collect()
 }
 
-/// Why watching ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndReason {
-    /// The publisher stopped; the relay said so.
-    Ended,
-    /// `--duration` elapsed (or the viewer was stopped).
-    Duration,
-    /// The relay vanished or closed for another reason.
-    RelayLost,
-    /// Refused for capacity.
-    Rejected,
-}
-
-impl EndReason {
-    /// The CLI exit code for this end.
-    pub fn exit_code(self) -> i32 {
-        match self {
-            EndReason::Ended | EndReason::Duration => exit::OK,
-            EndReason::RelayLost => exit::LOST,
-            EndReason::Rejected => exit::REJECTED,
-        }
+/// The exit code of `ghost watch` for the way watching ended.
+pub fn exit_code(reason: EndReason) -> i32 {
+    match reason {
+        EndReason::Ended | EndReason::Duration => exit::OK,
+        EndReason::RelayLost => exit::LOST,
+        EndReason::Rejected => exit::REJECTED,
     }
-}
-
-/// Delay percentiles, milliseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Latency {
-    /// Median.
-    pub p50: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// Maximum.
-    pub max: f64,
-}
-
-/// The one-line summary `ghost watch --json` prints.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    /// Stream id.
-    pub stream_id: String,
-    /// Relay that served it.
-    pub relay_id: String,
-    /// Frames received and written.
-    pub frames: u64,
-    /// Groups received (at least their first frame).
-    pub groups: u64,
-    /// Payload bytes received.
-    pub bytes: u64,
-    /// Groups the relay skipped for this viewer.
-    pub skipped_groups: u64,
-    /// Capture-to-receipt delay of live frames (captured after the join; the current
-    /// group's earlier frames, sent at once on join, are counted in `catch_up_frames`).
-    pub latency_ms: Latency,
-    /// Frames of the join's group captured before the viewer joined.
-    pub catch_up_frames: u64,
-    /// Payload bytes received from `measure_from_us` on (all of them without it).
-    pub measured_bytes: u64,
-    /// Why it ended.
-    pub end_reason: EndReason,
-    /// Sequence of the first group received (the join's keyframe).
-    pub first_group: Option<u64>,
-    /// Milliseconds from the join request to the first frame.
-    pub first_frame_ms: Option<f64>,
-    /// Wall clock (Unix microseconds) when the end was observed.
-    pub ended_at_us: u64,
-    /// How the connection ended, when the relay was lost.
-    pub detail: String,
 }
 
 /// What `watch` needs.
@@ -201,7 +127,7 @@ enum Event {
 }
 
 /// Watches until the stream ends, `duration` elapses, `stop` fires or the relay is lost.
-pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summary> {
+pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<WatchSummary> {
     let started = tokio::time::Instant::now();
     let assignment = join(&options.http, &options.gateway, &options.stream).await?;
     let endpoint = match options.endpoint.take() {
@@ -229,7 +155,7 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Summ
             ticket: unhex(&assignment.ticket)?.into(),
         })
         .await?;
-    let mut summary = Summary {
+    let mut summary = WatchSummary {
         stream_id: assignment.stream_id.clone(),
         relay_id: assignment.relay_id.clone(),
         frames: 0,
@@ -461,7 +387,7 @@ fn reason_for(closed: &Closed) -> EndReason {
     }
 }
 
-fn refused(closed: Option<Closed>, a: &Assignment) -> Exit {
+fn refused(closed: Option<Closed>, a: &Join) -> Exit {
     match closed {
         Some(Closed::ByPeer { code: c, reason }) => {
             let exit_code = match c {

@@ -92,7 +92,7 @@ impl Stack {
         c
     }
 
-    pub async fn status(&self) -> serde_json::Value {
+    pub async fn status(&self) -> api::status::Status {
         self.http
             .get(format!("{}/api/status", self.file.supervisor_url))
             .send()
@@ -104,7 +104,7 @@ impl Stack {
     }
 
     /// Live streams as the gateway lists them, or None when the gateway cannot list.
-    pub async fn streams(&self) -> Option<Vec<serde_json::Value>> {
+    pub async fn streams(&self) -> Option<Vec<api::gateway::Stream>> {
         let resp = self
             .http
             .get(format!("{}/streams", self.file.gateway_url))
@@ -115,13 +115,13 @@ impl Stack {
         if !resp.status().is_success() {
             return None;
         }
-        resp.json::<Vec<serde_json::Value>>().await.ok()
+        resp.json().await.ok()
     }
 
     pub async fn listed(&self, name: &str) -> bool {
         self.streams()
             .await
-            .is_some_and(|s| s.iter().any(|x| x["name"] == name))
+            .is_some_and(|s| s.iter().any(|x| x.name == name))
     }
 
     /// Polls until `name` is (or is no longer) listed; returns when it happened.
@@ -185,7 +185,7 @@ impl Stack {
         duration: Option<Duration>,
         read_delay: Option<Duration>,
         stop: CancellationToken,
-    ) -> JoinHandle<anyhow::Result<watch::Summary>> {
+    ) -> JoinHandle<anyhow::Result<api::client::WatchSummary>> {
         let options = watch::Options {
             gateway: self.file.gateway_url.clone(),
             stream: stream.to_string(),
@@ -202,43 +202,38 @@ impl Stack {
 
     /// Restart counts by service name.
     pub async fn restarts(&self) -> std::collections::BTreeMap<String, u64> {
-        self.status().await["services"]
-            .as_array()
-            .expect("services")
-            .iter()
-            .map(|s| {
-                (
-                    s["name"].as_str().unwrap_or("").to_string(),
-                    s["restarts"].as_u64().unwrap_or(0),
-                )
-            })
+        self.status()
+            .await
+            .services
+            .into_iter()
+            .map(|s| (s.name, s.restarts))
             .collect()
     }
 
     /// Pid of a service.
     pub async fn pid(&self, service: &str) -> Option<u32> {
-        self.status().await["services"]
-            .as_array()?
-            .iter()
-            .find(|s| s["name"] == service)?["instance"]["pid"]
-            .as_u64()
-            .map(|p| p as u32)
+        self.status()
+            .await
+            .services
+            .into_iter()
+            .find(|s| s.name == service)?
+            .instance?
+            .pid
     }
 
     /// Address a service announced for `role`.
-    pub async fn addr(&self, service: &str, role: &str) -> std::net::SocketAddr {
-        let s = self.status().await;
-        let svc = s["services"]
-            .as_array()
-            .expect("services")
+    pub async fn addr(&self, service: &str, role: api::status::Role) -> std::net::SocketAddr {
+        let status = self.status().await;
+        let svc = status
+            .services
             .iter()
-            .find(|x| x["name"] == service)
-            .unwrap_or_else(|| panic!("no service {service}"))
-            .clone();
-        let a = svc["instance"]["addrs"][role]
-            .as_str()
-            .unwrap_or_else(|| panic!("{service} has no {role} address"));
-        let a: std::net::SocketAddr = a.parse().expect("address");
+            .find(|x| x.name == service)
+            .unwrap_or_else(|| panic!("no service {service}"));
+        let a = *svc
+            .instance
+            .as_ref()
+            .and_then(|i| i.addrs.get(&role))
+            .unwrap_or_else(|| panic!("{service} has no {role:?} address"));
         if a.ip().is_unspecified() {
             std::net::SocketAddr::new([127, 0, 0, 1].into(), a.port())
         } else {

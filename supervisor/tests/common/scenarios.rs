@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use supervisor::client::watch::EndReason;
+use api::client::EndReason;
 use tokio_util::sync::CancellationToken;
 
 use super::{Stack, ms};
@@ -53,17 +53,18 @@ pub async fn control_restart(stack: Stack) {
         let deadline = Instant::now() + Duration::from_secs(10);
         let back = loop {
             let st = stack.status().await;
-            let c = st["services"]
-                .as_array()
-                .expect("services")
+            let c = st
+                .services
                 .iter()
-                .find(|s| s["name"] == "control")
-                .cloned()
+                .find(|s| s.name == "control")
                 .expect("control");
-            if c["restarts"].as_u64() == Some(1) && c["state"] == "running" {
+            if c.restarts == 1 && c.state == api::status::State::Running {
                 break Instant::now();
             }
-            assert!(Instant::now() < deadline, "control did not come back: {st}");
+            assert!(
+                Instant::now() < deadline,
+                "control did not come back: {st:?}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         let listed = stack
