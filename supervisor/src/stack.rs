@@ -54,7 +54,7 @@ impl StateDir {
         StateDir { root: root.into() }
     }
 
-    /// Its root.
+    /// The directory itself.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -79,7 +79,7 @@ impl StateDir {
         self.root.join("logs")
     }
 
-    /// The stack file.
+    /// `stack.json`: where every `ghost` command finds the running stack.
     pub fn stack_file(&self) -> PathBuf {
         self.root.join("stack.json")
     }

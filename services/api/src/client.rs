@@ -39,7 +39,7 @@ pub struct Latency {
 /// `ghost watch --json`: one summary line at exit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WatchSummary {
-    /// Stream id.
+    /// The stream's id (the command may have named it instead).
     pub stream_id: String,
     /// The relay that served it.
     pub relay_id: String,

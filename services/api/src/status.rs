@@ -198,9 +198,9 @@ pub struct Sample {
 /// A live stream, as control knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stream {
-    /// Stream id.
+    /// Its id, stable for the stream's life.
     pub id: String,
-    /// Its name.
+    /// The name its publisher announced.
     pub name: String,
     /// When it went live, Unix microseconds.
     pub started_at_us: u64,
@@ -211,7 +211,7 @@ pub struct Stream {
 /// Viewers of one stream on one relay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayStream {
-    /// Stream id.
+    /// The stream carried.
     pub stream_id: String,
     /// Its viewers on this relay.
     pub viewers: u32,

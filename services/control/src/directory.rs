@@ -79,7 +79,7 @@ pub enum Refusal {
 /// Where a viewer goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
-    /// Stream id.
+    /// The stream placed (the request may have named it instead).
     pub stream_id: String,
     /// The relay's report (address, certificate identity).
     pub relay_id: String,

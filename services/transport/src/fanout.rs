@@ -39,11 +39,11 @@ pub struct Metrics {
     pub frames_sent: Counter,
     /// Bytes written (frame headers and payloads).
     pub bytes_sent: Counter,
-    /// Groups received.
+    /// Groups whose stream was opened by the upstream, skipped ones included.
     pub groups_received: Counter,
-    /// Frames received.
+    /// Frames decoded from the upstream.
     pub frames_received: Counter,
-    /// Bytes received.
+    /// Bytes read from the upstream's group streams (headers and payloads).
     pub bytes_received: Counter,
 }
 

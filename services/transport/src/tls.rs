@@ -86,7 +86,7 @@ fn write_private(path: &Path, pem: &str) -> Result<()> {
 pub struct Generated {
     /// CA certificate.
     pub ca: String,
-    /// CA key.
+    /// CA private key: it can sign any certificate, so it is written with mode 0600.
     pub ca_key: String,
     /// Server certificate (leaf only).
     pub cert: String,

@@ -38,19 +38,19 @@ pub enum Message {
     },
     /// A relay asks ingest for a stream.
     Subscribe {
-        /// Stream id.
+        /// The stream, by the id control gave it.
         stream_id: String,
     },
     /// A viewer asks a relay for a stream.
     Join {
-        /// Stream id.
+        /// The stream, by id: the ticket is bound to it.
         stream_id: String,
         /// Join ticket from control (may be empty where the relay checks none).
         ticket: Bytes,
     },
     /// Answer to Subscribe and Join: the stream exists; groups follow on uni streams.
     Init {
-        /// Stream id.
+        /// The stream's id, so a client that asked by name learns it.
         stream_id: String,
         /// Stream name.
         name: String,

@@ -51,7 +51,7 @@ pub struct Options {
 /// What happened.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
-    /// Stream id.
+    /// The id control gave the stream.
     pub stream_id: String,
     /// Frames published.
     pub frames: u64,
