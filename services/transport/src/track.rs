@@ -105,11 +105,6 @@ impl Track {
         });
     }
 
-    /// Whether [`Track::end`] was called.
-    pub fn is_ended(&self) -> bool {
-        self.shared.state.borrow().ended
-    }
-
     /// Resolves once the track has ended.
     pub async fn ended(&self) {
         let mut rx = self.shared.state.subscribe();
@@ -255,11 +250,6 @@ impl GroupReader {
                 return None;
             }
         }
-    }
-
-    /// Frames already in the group that this reader has not taken yet.
-    pub fn backlog(&self) -> usize {
-        self.rx.borrow().frames.len().saturating_sub(self.index)
     }
 }
 
