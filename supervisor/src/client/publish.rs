@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use fmp4::Item;
 use ghost_common::fanout;
 use ghost_common::quic::{self, Closed, Session, Windows};
 use ghost_common::tls;
 use ghost_common::track::{GroupWriter, Track, TrackInfo};
-use ghost_wire::fmp4::{Fmp4Reader, Item};
 use ghost_wire::{Frame, Message, code};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
@@ -166,7 +166,7 @@ pub async fn publish(
 ) -> Result<Report> {
     match options.source {
         Source::Fmp4(mut input) => {
-            let mut reader = Fmp4Reader::new();
+            let mut reader = fmp4::Reader::new();
             let mut buf = vec![0u8; 64 * 1024];
             let init = loop {
                 match reader
@@ -246,7 +246,7 @@ pub async fn publish(
 
 async fn feed_fmp4(
     track: &Track,
-    mut reader: Fmp4Reader,
+    mut reader: fmp4::Reader,
     mut input: Box<dyn AsyncRead + Unpin + Send>,
     mut buf: Vec<u8>,
     stop: &CancellationToken,
