@@ -338,15 +338,13 @@ fn good_fragment() -> Vec<u8> {
     fragment(&[(1, Some(KEY), full(b"trun", 0, 0x001, &[1, 0]))])
 }
 
-const FTYP_KIND: FourCC = FTYP;
-
 #[test]
 fn size_zero_box() {
     let err = first_error(&[0, 0, 0, 0, b'f', b't', b'y', b'p']);
     assert_eq!(
         err,
         Error::BoxSizeZero {
-            kind: FTYP_KIND,
+            kind: FTYP,
             offset: 0
         }
     );
@@ -359,7 +357,7 @@ fn size_smaller_than_header() {
     assert_eq!(
         err,
         Error::BadBoxSize {
-            kind: FTYP_KIND,
+            kind: FTYP,
             offset: 0,
             size: 7,
             header: 8
@@ -389,7 +387,7 @@ fn huge_boxes_fail_from_the_header_alone() {
     assert_eq!(
         err,
         Error::BoxTooLarge {
-            kind: FTYP_KIND,
+            kind: FTYP,
             offset: 0,
             size: 1 << 30,
             item: "init",
@@ -581,7 +579,7 @@ fn ordering_errors() {
     assert_eq!(
         first_error(&stream),
         Error::DuplicateInit {
-            kind: FTYP_KIND,
+            kind: FTYP,
             offset: at(&[&head, &frag])
         }
     );
