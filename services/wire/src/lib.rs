@@ -15,7 +15,6 @@
 #![forbid(unsafe_code)]
 
 pub mod code;
-pub mod fmp4;
 pub mod frame;
 pub mod limits;
 pub mod message;

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use fmp4::Item;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 use transport::fanout;
 use transport::quic::{self, Closed, Session, Windows};
 use transport::tls;
 use transport::track::{GroupWriter, Track, TrackInfo};
-use wire::fmp4::{Fmp4Reader, Item};
 use wire::{Code, Frame, Message};
 
 use crate::exit::{self, Exit};
@@ -166,7 +166,7 @@ pub async fn publish(
 ) -> Result<Report> {
     match options.source {
         Source::Fmp4(mut input) => {
-            let mut reader = Fmp4Reader::new();
+            let mut reader = fmp4::Reader::new();
             let mut buf = vec![0u8; 64 * 1024];
             let init = loop {
                 match reader
@@ -246,7 +246,7 @@ pub async fn publish(
 
 async fn feed_fmp4(
     track: &Track,
-    mut reader: Fmp4Reader,
+    mut reader: fmp4::Reader,
     mut input: Box<dyn AsyncRead + Unpin + Send>,
     mut buf: Vec<u8>,
     stop: &CancellationToken,

@@ -14,7 +14,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use ghost_wire::{Frame, GroupDecoder, GroupEvent, WireError};
+use wire::{Frame, GroupDecoder, GroupEvent, WireError};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug)]

@@ -10,7 +10,7 @@
 #![no_main]
 
 use bytes::BytesMut;
-use ghost_wire::{Message, WireError};
+use wire::{Message, WireError};
 use libfuzzer_sys::fuzz_target;
 
 /// What a connection gets out of a stream: the messages, each with the bytes it came from,

@@ -7,8 +7,8 @@
 //! `issue`d for ids taken from the input (within `MAX_ID`) must verify.
 #![no_main]
 
-use ghost_wire::limits::{MAX_ID, MAX_TICKET};
-use ghost_wire::ticket::{TicketError, issue, verify};
+use wire::limits::{MAX_ID, MAX_TICKET};
+use wire::ticket::{TicketError, issue, verify};
 use hmac::{Hmac, Mac};
 use libfuzzer_sys::fuzz_target;
 use sha2::Sha256;

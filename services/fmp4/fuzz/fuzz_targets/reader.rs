@@ -1,5 +1,5 @@
-//! fMP4 splitting: `Fmp4Reader::push` in arbitrary chunks, draining `next_item` after each
-//! push, then `finish`.
+//! fMP4 splitting: `Reader::push` in arbitrary chunks, draining `next_item` after each push,
+//! then `finish`.
 //!
 //! Input: byte 0 picks the chunk size (0 = everything at once, else 1..=255 bytes per push),
 //! the rest is the stream. Checks, besides "never panics":
@@ -9,21 +9,25 @@
 //! - after an error, `next_item` and `finish` keep returning that same error;
 //! - without an error, `finish` is `Ok` exactly when every input byte was emitted, and
 //!   otherwise reports `Truncated` at the right offset with the right byte count;
-//! - chunked reading yields the same items and the same error as one push of everything.
+//! - chunked reading yields the same items and the same error as one push of everything;
+//! - once an `Init` is out, `Init::parse` of its bytes agrees with what the reader decoded;
+//! - `Init::parse` of the raw stream never panics either.
 #![no_main]
 
-use ghost_wire::fmp4::{Fmp4Error, Fmp4Reader, Item};
+use fmp4::{Error, Init, Item, Reader};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug)]
 struct Outcome {
     items: Vec<Item>,
-    error: Option<Fmp4Error>,
-    finish: Result<(), Fmp4Error>,
+    error: Option<Error>,
+    finish: Result<(), Error>,
+    /// The reader's tracks at the end.
+    init: Option<Init>,
 }
 
 fn run(stream: &[u8], chunk: usize) -> Outcome {
-    let mut reader = Fmp4Reader::new();
+    let mut reader = Reader::new();
     let mut items = Vec::new();
     let mut error = None;
     'feed: for piece in stream.chunks(chunk) {
@@ -54,12 +58,7 @@ fn run(stream: &[u8], chunk: usize) -> Outcome {
         items,
         error,
         finish,
-    }
-}
-
-fn bytes_of(item: &Item) -> &[u8] {
-    match item {
-        Item::Init(data) | Item::Fragment { data, .. } => data,
+        init: reader.init().cloned(),
     }
 }
 
@@ -73,6 +72,7 @@ fuzz_target!(|data: &[u8]| {
         usize::from(selector)
     };
 
+    let _ = Init::parse(stream);
     let out = run(stream, chunk);
 
     let mut emitted = 0usize;
@@ -87,7 +87,7 @@ fuzz_target!(|data: &[u8]| {
                 "a second Init"
             }
         );
-        let bytes = bytes_of(item);
+        let bytes = item.data();
         assert!(!bytes.is_empty(), "item {i} is empty");
         let end = emitted + bytes.len();
         assert!(
@@ -98,12 +98,22 @@ fuzz_target!(|data: &[u8]| {
         emitted = end;
     }
 
+    if let Some(Item::Init(init)) = out.items.first() {
+        // The reader decoded this very moov before emitting it, and nothing later changes
+        // its tracks, error or not.
+        assert_eq!(
+            Init::parse(init).as_ref().ok(),
+            out.init.as_ref(),
+            "Init::parse disagrees with the reader"
+        );
+    }
+
     if out.error.is_none() {
         if emitted == stream.len() {
             assert_eq!(out.finish, Ok(()), "finish with every byte emitted");
         } else {
             match &out.finish {
-                Err(Fmp4Error::Truncated {
+                Err(Error::Truncated {
                     offset, buffered, ..
                 }) => {
                     assert_eq!(*offset, emitted as u64, "Truncated offset");
