@@ -1,0 +1,839 @@
+//! The supervisor's policy as a state machine: restart back-off, the crash-loop cap, health
+//! misses, scale-up on control's capacity requests, drain-then-remove scale-down, and kills
+//! with a hold-down.
+//!
+//! It does no I/O and reads no clock. What happens comes in through `handle_*` with the
+//! current time; what to do leaves as [`Action`]s through [`Policy::poll_action`], and
+//! [`Policy::poll_timeout`] says when the next restart falls due. The supervisor actor
+//! ([`crate::actor`]) performs the actions and reports their outcome back, so every rule here
+//! is tested by feeding events and reading actions, with no process, container or timer.
+//!
+//! Every start gets a new generation number, and every report names the generation it is
+//! about: a report about an instance the policy has moved on from (an exit of the previous
+//! instance, a start that finished after a scale-down) is recognised as stale.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use api::admin::Target;
+use api::status::{EventKind, Instance, Kind, Role, Service, State};
+
+use crate::runtime::Spec;
+use crate::services::{self, Ports, loopback_if_unspecified};
+
+/// Consecutive unanswered health probes before a service is declared hung and killed.
+pub const PROBE_FAILURES: u32 = 3;
+/// Restarts within [`CRASH_WINDOW`] that make a crash loop: the service is left down.
+pub const CRASH_LOOP: usize = 8;
+/// Window for counting restarts.
+pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
+/// A draining relay is removed only once control has had this long to see it draining (its
+/// heartbeat says so), lest a viewer be placed there in between.
+pub const DRAIN_SEEN: Duration = Duration::from_secs(1);
+
+/// What the policy needs to know about the stack.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Relays to start with; scale-down on idleness never goes below it.
+    pub relays: u32,
+    /// Relays at most.
+    pub max_relays: u32,
+    /// Viewers per relay, at most.
+    pub relay_capacity: u32,
+    /// A relay added on demand that has had no viewer this long is drained and removed.
+    pub scale_down_after: Duration,
+    /// Default host ports.
+    pub ports: Ports,
+    /// Publish the public listeners on all addresses.
+    pub public: bool,
+    /// Host name viewers use to reach relays.
+    pub advertise_host: Option<String>,
+    /// The supervisor's capacity API, as the services reach it.
+    pub supervisor: SocketAddr,
+    /// Seeds the choice of `relay:random`, so tests can repeat it.
+    pub seed: u64,
+}
+
+/// Something for the actor to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Start an instance; report with [`Policy::handle_started`] or
+    /// [`Policy::handle_start_failed`].
+    Start {
+        /// What to start.
+        spec: Spec,
+        /// Its generation, to be named in the report and in the instance's exit.
+        generation: u64,
+    },
+    /// Stop an instance gracefully. Its exit is not reported: the policy no longer wants it.
+    Stop {
+        /// The instance.
+        instance: Instance,
+    },
+    /// Kill an instance (SIGKILL). Its exit comes back through [`Policy::handle_exit`]; a kill
+    /// that fails is reported with [`Policy::handle_kill_failed`].
+    Kill {
+        /// The instance.
+        instance: Instance,
+    },
+    /// Ask a relay to take no new viewer (`POST /drain` on its ops listener); report with
+    /// [`Policy::handle_drained`].
+    Drain {
+        /// The relay.
+        name: String,
+        /// Its generation.
+        generation: u64,
+        /// Its ops listener.
+        ops: SocketAddr,
+    },
+    /// Tell control a relay is gone, so no viewer is sent there meanwhile.
+    ForgetRelay {
+        /// The relay.
+        name: String,
+    },
+    /// Add an entry to the timeline.
+    Record(Record),
+}
+
+/// A timeline entry, stamped with the wall clock when the actor records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// What happened.
+    pub kind: EventKind,
+    /// To which service (`stack`, `relays` for the stack as a whole).
+    pub service: String,
+    /// Details for people.
+    pub detail: String,
+}
+
+/// The answer to a capacity request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Relays this request started.
+    pub starting: u32,
+    /// Relays in the stack, those starting included.
+    pub total: u32,
+    /// Relays at most.
+    pub max: u32,
+}
+
+/// A request the policy turns down.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// `ghost scale` outside 1..=max.
+    #[error("relay count must be between 1 and {max}")]
+    ScaleOutOfRange {
+        /// `--max-relays`.
+        max: u32,
+    },
+    /// `relay:random` with no relay running.
+    #[error("no running relay")]
+    NoRunningRelay,
+    /// A kill naming no service of the stack.
+    #[error("no service {name:?}; services: {services}")]
+    UnknownService {
+        /// The name asked for.
+        name: String,
+        /// The stack's services, comma-separated.
+        services: String,
+    },
+}
+
+/// Where to probe a running instance's health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeTarget {
+    /// The service.
+    pub name: String,
+    /// Its generation.
+    pub generation: u64,
+    /// Its ops listener (the gateway's HTTP one, which serves `/health` too).
+    pub addr: SocketAddr,
+}
+
+/// The outcome of one health probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// The service.
+    pub name: String,
+    /// The generation probed.
+    pub generation: u64,
+    /// Whether `/health` answered with success.
+    pub healthy: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    No,
+    /// Asked; the relay has not answered yet.
+    Asked,
+    Since(Instant),
+}
+
+#[derive(Debug)]
+struct Member {
+    name: String,
+    kind: Kind,
+    index: u32,
+    state: State,
+    generation: u64,
+    instance: Option<Instance>,
+    healthy: bool,
+    restarts: u64,
+    /// When recent restarts happened, within [`CRASH_WINDOW`].
+    recent: VecDeque<Instant>,
+    restart_at: Option<Instant>,
+    /// Consecutive unanswered probes.
+    failures: u32,
+    last_exit: Option<String>,
+    /// The current generation's exit, when it came before the report of its start.
+    early_exit: Option<String>,
+    /// Addresses of the first start, kept by restarts: peers and viewers hold them.
+    pinned: BTreeMap<Role, SocketAddr>,
+    /// Since when this relay has had no viewer.
+    idle_since: Option<Instant>,
+    drain: Drain,
+}
+
+impl Member {
+    fn new(kind: Kind, index: u32) -> Member {
+        Member {
+            name: services::name(kind, index),
+            kind,
+            index,
+            state: State::Stopped,
+            generation: 0,
+            instance: None,
+            healthy: false,
+            restarts: 0,
+            recent: VecDeque::new(),
+            restart_at: None,
+            failures: 0,
+            last_exit: None,
+            early_exit: None,
+            pinned: BTreeMap::new(),
+            idle_since: None,
+            drain: Drain::No,
+        }
+    }
+}
+
+/// The supervisor's decisions. See the module documentation.
+#[derive(Debug)]
+pub struct Policy {
+    config: Config,
+    /// In start order: control, ingest, the first relays, gateway, then relays added later.
+    members: Vec<Member>,
+    relays_wanted: u32,
+    /// The last generation of every name ever started, so a relay removed and added again
+    /// never reuses a generation its old instance's exit could be mistaken for.
+    generations: BTreeMap<String, u64>,
+    actions: VecDeque<Action>,
+    random: u64,
+}
+
+impl Policy {
+    /// The stack of `config`, nothing started yet.
+    pub fn new(config: Config) -> Policy {
+        let mut members = vec![Member::new(Kind::Control, 0), Member::new(Kind::Ingest, 0)];
+        members.extend((1..=config.relays).map(|i| Member::new(Kind::Relay, i)));
+        members.push(Member::new(Kind::Gateway, 0));
+        Policy {
+            relays_wanted: config.relays,
+            random: config.seed | 1,
+            config,
+            members,
+            generations: BTreeMap::new(),
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The next action to perform.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`Policy::handle_timeout`] is next due: the earliest restart.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.members
+            .iter()
+            .filter(|m| matches!(m.state, State::Restarting | State::Held))
+            .filter_map(|m| m.restart_at)
+            .min()
+    }
+
+    /// The services' names, in start order.
+    pub fn names(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.name.clone()).collect()
+    }
+
+    /// Relays the supervisor keeps running.
+    pub fn relays_wanted(&self) -> u32 {
+        self.relays_wanted
+    }
+
+    /// Where a service of `kind` listens for `role`, once it has started.
+    pub fn addr(&self, kind: Kind, role: Role) -> Option<SocketAddr> {
+        self.members
+            .iter()
+            .find(|m| m.kind == kind)
+            .and_then(|m| m.pinned.get(&role).copied())
+            .map(loopback_if_unspecified)
+    }
+
+    /// The services as the status shows them.
+    pub fn services(&self) -> Vec<Service> {
+        self.members
+            .iter()
+            .map(|m| Service {
+                name: m.name.clone(),
+                kind: m.kind,
+                state: m.state,
+                healthy: m.healthy && m.state == State::Running,
+                restarts: m.restarts,
+                instance: m.instance.clone(),
+                usage: None,
+                last_exit: m.last_exit.clone(),
+            })
+            .collect()
+    }
+
+    /// Whether every service is up and healthy.
+    pub fn ready(&self) -> bool {
+        !self.members.is_empty()
+            && self
+                .members
+                .iter()
+                .all(|m| m.healthy && m.state == State::Running)
+    }
+
+    /// The running instances to probe now.
+    pub fn probe_targets(&self) -> Vec<ProbeTarget> {
+        self.members
+            .iter()
+            .filter(|m| m.state == State::Running)
+            .filter_map(|m| {
+                let inst = m.instance.as_ref()?;
+                let addr = inst
+                    .addrs
+                    .get(&Role::Ops)
+                    .or_else(|| inst.addrs.get(&Role::Http))?;
+                Some(ProbeTarget {
+                    name: m.name.clone(),
+                    generation: m.generation,
+                    addr: loopback_if_unspecified(*addr),
+                })
+            })
+            .collect()
+    }
+
+    /// What the next start of `name` would run, and as which generation: what an instance
+    /// left running by an earlier supervisor is looked for as.
+    pub fn next_start(&self, name: &str) -> Option<(Spec, u64)> {
+        let m = self.members.iter().find(|m| m.name == name)?;
+        Some((self.spec(m), self.next_generation(name)))
+    }
+
+    /// Bring-up: starts `name` (services come up one by one, each once those it connects to
+    /// are running, so it knows their addresses).
+    pub fn handle_bring_up(&mut self, name: &str, _now: Instant) {
+        if let Some(i) = self.position(name) {
+            self.start(i);
+        }
+    }
+
+    /// Bring-up found `name` already running, left by an earlier supervisor.
+    pub fn handle_adopted(&mut self, name: &str, instance: Instance, _now: Instant) {
+        let Some(i) = self.position(name) else {
+            return;
+        };
+        let generation = instance.generation;
+        self.note_generation(name, generation);
+        let m = &mut self.members[i];
+        m.generation = generation;
+        m.pinned
+            .extend(instance.addrs.iter().map(|(r, a)| (*r, *a)));
+        m.instance = Some(instance);
+        m.state = State::Running;
+        m.healthy = true;
+        m.failures = 0;
+        self.record(EventKind::Adopt, name, "kept the running instance");
+    }
+
+    /// A start announced readiness.
+    pub fn handle_started(
+        &mut self,
+        name: &str,
+        generation: u64,
+        instance: Instance,
+        now: Instant,
+    ) {
+        let Some(i) = self
+            .current(name, generation)
+            .filter(|i| self.members[*i].state == State::Starting)
+        else {
+            // Scaled down or going down while it started: nobody wants it any more.
+            self.actions.push_back(Action::Stop { instance });
+            return;
+        };
+        let m = &mut self.members[i];
+        for (role, addr) in &instance.addrs {
+            m.pinned.entry(*role).or_insert(*addr);
+        }
+        m.instance = Some(instance);
+        m.state = State::Running;
+        m.healthy = true;
+        m.failures = 0;
+        let early_exit = m.early_exit.take();
+        self.record(EventKind::Start, name, format!("generation {generation}"));
+        if let Some(status) = early_exit {
+            self.exited(i, status, now);
+        }
+    }
+
+    /// A start failed; it is retried after back-off.
+    pub fn handle_start_failed(&mut self, name: &str, generation: u64, error: &str, now: Instant) {
+        let Some(i) = self
+            .current(name, generation)
+            .filter(|i| self.members[*i].state == State::Starting)
+        else {
+            return;
+        };
+        let m = &mut self.members[i];
+        m.state = State::Restarting;
+        if let Some(status) = m.early_exit.take() {
+            m.last_exit = Some(status);
+        }
+        self.record(EventKind::StartFailed, name, error);
+        self.schedule_restart(i, now);
+    }
+
+    /// An instance exited: a crash, a kill, or a stop the policy asked for.
+    pub fn handle_exit(&mut self, name: &str, generation: u64, status: &str, now: Instant) {
+        let Some(i) = self.current(name, generation) else {
+            return;
+        };
+        let m = &mut self.members[i];
+        match m.state {
+            // Its start has not been reported yet: the report will find this.
+            State::Starting => m.early_exit = Some(status.to_string()),
+            State::Running | State::Held if m.instance.is_some() => {
+                self.exited(i, status.to_string(), now)
+            }
+            // Stopped on purpose, or already known dead.
+            _ => {}
+        }
+    }
+
+    /// Restarts that have fallen due by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for i in 0..self.members.len() {
+            let m = &mut self.members[i];
+            let due = matches!(m.state, State::Restarting | State::Held)
+                && m.restart_at.is_some_and(|t| t <= now);
+            if !due {
+                continue;
+            }
+            m.restart_at = None;
+            m.restarts += 1;
+            m.recent.push_back(now);
+            let (name, detail) = (m.name.clone(), format!("restart #{}", m.restarts));
+            self.record(EventKind::Restart, &name, detail);
+            self.start(i);
+        }
+    }
+
+    /// One round of health probes: [`PROBE_FAILURES`] misses in a row and the instance is
+    /// killed, as hung; its exit then restarts it.
+    pub fn handle_probe(&mut self, results: &[Probe], _now: Instant) {
+        for probe in results {
+            let Some(i) = self
+                .current(&probe.name, probe.generation)
+                .filter(|i| self.members[*i].state == State::Running)
+            else {
+                continue;
+            };
+            let m = &mut self.members[i];
+            if probe.healthy {
+                m.failures = 0;
+                m.healthy = true;
+                continue;
+            }
+            m.failures += 1;
+            m.healthy = false;
+            if m.failures < PROBE_FAILURES {
+                continue;
+            }
+            m.failures = 0;
+            let instance = m.instance.clone();
+            self.record(
+                EventKind::Unhealthy,
+                &probe.name,
+                format!("{PROBE_FAILURES} probes unanswered; killing it"),
+            );
+            if let Some(instance) = instance {
+                self.actions.push_back(Action::Kill { instance });
+            }
+        }
+    }
+
+    /// Viewers per relay, as control's directory knows them (relays it does not list are
+    /// left as they were). A relay added on demand that stays idle for `scale_down_after` is
+    /// drained, then removed once control has seen it draining and it holds no viewer: only
+    /// relays above the starting count, the newest first, one at a time.
+    pub fn handle_relay_load(&mut self, viewers: &BTreeMap<String, u32>, now: Instant) {
+        for m in self.members.iter_mut().filter(|m| m.kind == Kind::Relay) {
+            match viewers.get(&m.name) {
+                Some(0) => {
+                    m.idle_since.get_or_insert(now);
+                }
+                Some(_) => m.idle_since = None,
+                None => {}
+            }
+        }
+        if self.relay_count() <= self.config.relays {
+            return;
+        }
+        let Some(i) = self.members.iter().rposition(|m| m.kind == Kind::Relay) else {
+            return;
+        };
+        let m = &mut self.members[i];
+        let idle = m
+            .idle_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.config.scale_down_after);
+        match m.drain {
+            Drain::No if idle && m.state == State::Running => {
+                let ops = m
+                    .instance
+                    .as_ref()
+                    .and_then(|inst| inst.addrs.get(&Role::Ops).copied());
+                if let Some(ops) = ops {
+                    m.drain = Drain::Asked;
+                    self.actions.push_back(Action::Drain {
+                        name: m.name.clone(),
+                        generation: m.generation,
+                        ops: loopback_if_unspecified(ops),
+                    });
+                }
+            }
+            Drain::Since(since)
+                if now.saturating_duration_since(since) >= DRAIN_SEEN
+                    && viewers.get(&m.name) == Some(&0) =>
+            {
+                let m = self.members.remove(i);
+                if let Some(instance) = m.instance {
+                    self.actions.push_back(Action::Stop { instance });
+                }
+                self.relays_wanted = self.relays_wanted.saturating_sub(1).max(self.config.relays);
+                self.actions.push_back(Action::ForgetRelay {
+                    name: m.name.clone(),
+                });
+                self.record(EventKind::ScaleDown, &m.name, "drained and removed");
+            }
+            _ => {}
+        }
+    }
+
+    /// The answer to a [`Action::Drain`].
+    pub fn handle_drained(&mut self, name: &str, generation: u64, ok: bool, now: Instant) {
+        let Some(i) = self.current(name, generation) else {
+            return;
+        };
+        let m = &mut self.members[i];
+        if m.drain != Drain::Asked {
+            return;
+        }
+        if !ok {
+            // Asked again at the next load report.
+            m.drain = Drain::No;
+            return;
+        }
+        m.drain = Drain::Since(now);
+        let detail = format!(
+            "no viewer for {}; draining",
+            humantime::format_duration(self.config.scale_down_after)
+        );
+        self.record(EventKind::Drain, name, detail);
+    }
+
+    /// Control turned `rejected` viewers away: add relays for them, up to the maximum, unless
+    /// relays are starting already (they are the capacity on its way).
+    pub fn handle_capacity(&mut self, rejected: u32, now: Instant) -> Capacity {
+        let max = self.config.max_relays;
+        let total = self.relay_count();
+        let starting = self
+            .members
+            .iter()
+            .filter(|m| m.kind == Kind::Relay && m.state == State::Starting)
+            .count() as u32;
+        self.record(
+            EventKind::Capacity,
+            "control",
+            format!("{rejected} viewers refused; {total} relays, max {max}"),
+        );
+        // A draining relay with room is the quickest capacity of all: keep it.
+        for m in self.members.iter_mut().filter(|m| m.kind == Kind::Relay) {
+            m.idle_since = None;
+        }
+        let unchanged = Capacity {
+            starting: 0,
+            total,
+            max,
+        };
+        if total >= max || starting > 0 {
+            return unchanged;
+        }
+        let wanted = rejected.div_ceil(self.config.relay_capacity.max(1)).max(1);
+        match self.handle_scale((total + wanted).min(max), now) {
+            Ok(n) => Capacity {
+                starting: n.saturating_sub(total),
+                total: n,
+                max,
+            },
+            Err(_) => unchanged,
+        }
+    }
+
+    /// `ghost scale relays N`: adds relays and starts them, or stops the newest ones.
+    pub fn handle_scale(&mut self, n: u32, _now: Instant) -> Result<u32, Refused> {
+        let max = self.config.max_relays;
+        if n == 0 || n > max {
+            return Err(Refused::ScaleOutOfRange { max });
+        }
+        let before = self.relays_wanted;
+        self.relays_wanted = n;
+        for index in self.relay_count() + 1..=n {
+            self.members.push(Member::new(Kind::Relay, index));
+            self.start(self.members.len() - 1);
+        }
+        while self.relay_count() > n {
+            let Some(i) = self.members.iter().rposition(|m| m.kind == Kind::Relay) else {
+                break;
+            };
+            let m = self.members.remove(i);
+            if let Some(instance) = m.instance {
+                self.actions.push_back(Action::Stop { instance });
+            }
+            self.record(EventKind::ScaleDown, &m.name, "stopped");
+        }
+        self.record(EventKind::Scale, "relays", format!("{before} -> {n}"));
+        Ok(n)
+    }
+
+    /// `ghost chaos kill`: kills the target as a crash would and, with `hold`, keeps it down
+    /// that long before its restart. Answers with the service killed: none when the target
+    /// has no running instance.
+    pub fn handle_kill(
+        &mut self,
+        target: &Target,
+        hold: Option<Duration>,
+        now: Instant,
+    ) -> Result<Option<String>, Refused> {
+        let i = match target {
+            Target::RandomRelay => {
+                let relays: Vec<usize> = self
+                    .members
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| m.kind == Kind::Relay && m.instance.is_some())
+                    .map(|(i, _)| i)
+                    .collect();
+                if relays.is_empty() {
+                    return Err(Refused::NoRunningRelay);
+                }
+                relays[self.pick(relays.len())]
+            }
+            Target::Service(name) => {
+                self.position(name).ok_or_else(|| Refused::UnknownService {
+                    name: name.clone(),
+                    services: self.names().join(", "),
+                })?
+            }
+        };
+        let m = &mut self.members[i];
+        let Some(instance) = m.instance.clone() else {
+            return Ok(None);
+        };
+        if let Some(hold) = hold {
+            m.restart_at = Some(now + hold);
+            m.state = State::Held;
+        }
+        let name = m.name.clone();
+        let detail = match hold {
+            Some(h) => format!("SIGKILL, held down for {}", humantime::format_duration(h)),
+            None => "SIGKILL".into(),
+        };
+        self.record(EventKind::Kill, &name, detail);
+        self.actions.push_back(Action::Kill { instance });
+        Ok(Some(name))
+    }
+
+    /// A kill failed: the instance runs on, so a hold-down no longer applies.
+    pub fn handle_kill_failed(&mut self, name: &str, generation: u64, _now: Instant) {
+        if let Some(i) = self.current(name, generation) {
+            let m = &mut self.members[i];
+            if m.state == State::Held && m.instance.is_some() {
+                m.state = State::Running;
+                m.restart_at = None;
+            }
+        }
+    }
+
+    /// `ghost down`: stops every instance, the last started first. Starts still under way
+    /// are stopped when they report ([`Policy::handle_started`]).
+    pub fn handle_down(&mut self, _now: Instant) {
+        self.record(EventKind::Down, "stack", "stopping every service");
+        for m in self.members.iter_mut().rev() {
+            m.state = State::Stopped;
+            m.restart_at = None;
+            if let Some(instance) = m.instance.take() {
+                self.actions.push_back(Action::Stop { instance });
+            }
+        }
+    }
+
+    fn record(&mut self, kind: EventKind, service: &str, detail: impl Into<String>) {
+        self.actions.push_back(Action::Record(Record {
+            kind,
+            service: service.to_string(),
+            detail: detail.into(),
+        }));
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.name == name)
+    }
+
+    /// The member `name` if `generation` is its current one.
+    fn current(&self, name: &str, generation: u64) -> Option<usize> {
+        self.position(name)
+            .filter(|i| self.members[*i].generation == generation)
+    }
+
+    fn relay_count(&self) -> u32 {
+        self.members
+            .iter()
+            .filter(|m| m.kind == Kind::Relay)
+            .count() as u32
+    }
+
+    fn next_generation(&self, name: &str) -> u64 {
+        self.generations.get(name).copied().unwrap_or(0) + 1
+    }
+
+    fn note_generation(&mut self, name: &str, generation: u64) {
+        let last = self.generations.entry(name.to_string()).or_insert(0);
+        *last = (*last).max(generation);
+    }
+
+    fn start(&mut self, i: usize) {
+        let name = self.members[i].name.clone();
+        let generation = self.next_generation(&name);
+        self.note_generation(&name, generation);
+        let spec = self.spec(&self.members[i]);
+        let m = &mut self.members[i];
+        m.generation = generation;
+        m.state = State::Starting;
+        m.early_exit = None;
+        m.drain = Drain::No;
+        self.actions.push_back(Action::Start { spec, generation });
+    }
+
+    fn exited(&mut self, i: usize, status: String, now: Instant) {
+        let m = &mut self.members[i];
+        m.instance = None;
+        m.healthy = false;
+        m.last_exit = Some(status.clone());
+        let (name, kind) = (m.name.clone(), m.kind);
+        self.record(EventKind::Exit, &name, status);
+        if kind == Kind::Relay {
+            self.actions.push_back(Action::ForgetRelay { name });
+        }
+        self.schedule_restart(i, now);
+    }
+
+    /// Back-off of 0, 250 ms, 500 ms, 1 s, 2 s, then 4 s by restarts in the last minute (a
+    /// single crash is replaced at once); [`CRASH_LOOP`] of them and it is left down.
+    fn schedule_restart(&mut self, i: usize, now: Instant) {
+        let m = &mut self.members[i];
+        while m
+            .recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > CRASH_WINDOW)
+        {
+            m.recent.pop_front();
+        }
+        if m.recent.len() >= CRASH_LOOP {
+            m.state = State::Failed;
+            m.restart_at = None;
+            let name = m.name.clone();
+            self.record(
+                EventKind::CrashLoop,
+                &name,
+                format!("{CRASH_LOOP} restarts within {CRASH_WINDOW:?}; left down"),
+            );
+            return;
+        }
+        let backoff = match m.recent.len() {
+            0 => Duration::ZERO,
+            n => Duration::from_millis(250 << (n - 1).min(4)),
+        };
+        let at = now + backoff;
+        // A hold-down still running keeps it down longer.
+        m.restart_at = Some(m.restart_at.map_or(at, |held| held.max(at)));
+        if m.state != State::Held {
+            m.state = State::Restarting;
+        }
+    }
+
+    fn spec(&self, m: &Member) -> Spec {
+        let service = services::service(m.kind);
+        let ports = service
+            .listens
+            .iter()
+            .map(|l| {
+                let port = m
+                    .pinned
+                    .get(&l.role)
+                    .map_or_else(|| l.port.resolve(&self.config.ports, m.index), |a| a.port());
+                (l.role, port)
+            })
+            .collect();
+        let peer_ports = service
+            .peers()
+            .map(|(kind, role)| {
+                let port = self.addr(kind, role).map_or_else(
+                    || {
+                        services::service(kind)
+                            .listen(role)
+                            .map_or(0, |l| l.port.resolve(&self.config.ports, 0))
+                    },
+                    |a| a.port(),
+                );
+                (kind, port)
+            })
+            .collect();
+        Spec {
+            name: m.name.clone(),
+            kind: m.kind,
+            index: m.index,
+            ports,
+            peer_ports,
+            public: self.config.public,
+            advertise_host: self.config.advertise_host.clone(),
+            relay_capacity: self.config.relay_capacity,
+            supervisor: self.config.supervisor,
+        }
+    }
+
+    /// A number below `n` (xorshift64*: enough to spread chaos kills, and repeatable).
+    fn pick(&mut self, n: usize) -> usize {
+        let mut x = self.random;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.random = x;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) % n as u64) as usize
+    }
+}
+
