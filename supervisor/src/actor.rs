@@ -701,3 +701,411 @@ impl Supervisor {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    use api::status::{EventKind, State};
+    use tokio::time::Instant as TokioInstant;
+
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Call {
+        Start(&'static str, u64),
+        Ready(&'static str, u64),
+        Stop(&'static str, u64),
+        Kill(&'static str, u64),
+        Cleanup,
+    }
+
+    /// A runtime that runs nothing: it records each call, and its starts take as long as a
+    /// test says. A kill reports the exit, as a real one would.
+    struct Fake {
+        calls: mpsc::UnboundedSender<(TokioInstant, Call)>,
+        slow: Mutex<HashMap<String, Duration>>,
+        failing: Mutex<HashSet<String>>,
+        exits: mpsc::Sender<runtime::Event>,
+    }
+
+    /// Names live as long as the test: leaked once each, so calls compare as plain values.
+    fn name(s: &str) -> &'static str {
+        Box::leak(s.to_string().into_boxed_str())
+    }
+
+    impl Fake {
+        fn call(&self, call: Call) {
+            let _ = self.calls.send((TokioInstant::now(), call));
+        }
+
+        fn slow(&self, service: &str, delay: Duration) {
+            self.slow
+                .lock()
+                .expect("lock")
+                .insert(service.into(), delay);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Runtime for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+
+        async fn prepare(
+            &self,
+            _events: mpsc::Sender<runtime::Event>,
+            _progress: &Progress,
+        ) -> Result<()> {
+            Ok(())
+        }
+
+        fn internal_ip(&self) -> std::net::IpAddr {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        }
+
+        async fn adopt(&self, _spec: &runtime::Spec, _generation: u64) -> Result<Option<Instance>> {
+            Ok(None)
+        }
+
+        async fn start(&self, spec: &runtime::Spec, generation: u64) -> Result<Instance> {
+            self.call(Call::Start(name(&spec.name), generation));
+            let delay = self.slow.lock().expect("lock").get(&spec.name).copied();
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            if self.failing.lock().expect("lock").contains(&spec.name) {
+                anyhow::bail!("{} would not start", spec.name);
+            }
+            self.call(Call::Ready(name(&spec.name), generation));
+            // No address: the actor then neither probes nor calls control, so nothing here
+            // touches the network.
+            Ok(Instance {
+                name: spec.name.clone(),
+                pid: None,
+                container: None,
+                addrs: BTreeMap::new(),
+                generation,
+            })
+        }
+
+        async fn stop(&self, instance: &Instance) -> Result<()> {
+            self.call(Call::Stop(name(&instance.name), instance.generation));
+            Ok(())
+        }
+
+        async fn kill(&self, instance: &Instance) -> Result<()> {
+            self.call(Call::Kill(name(&instance.name), instance.generation));
+            let _ = self
+                .exits
+                .send(runtime::Event::Exited {
+                    name: instance.name.clone(),
+                    generation: instance.generation,
+                    status: "signal: 9 (SIGKILL)".into(),
+                })
+                .await;
+            Ok(())
+        }
+
+        async fn usage(&self, _instance: &Instance) -> Option<Usage> {
+            None
+        }
+
+        async fn cleanup(&self) -> Result<()> {
+            self.call(Call::Cleanup);
+            Ok(())
+        }
+    }
+
+    struct Stack {
+        fake: Arc<Fake>,
+        handle: Handle,
+        calls: mpsc::UnboundedReceiver<(TokioInstant, Call)>,
+        exits: mpsc::Sender<runtime::Event>,
+        shutdown: CancellationToken,
+        actor: tokio::task::JoinHandle<()>,
+    }
+
+    fn settings(relays: u32, max_relays: u32) -> Settings {
+        Settings {
+            state: StateDir::new("state"),
+            relays,
+            max_relays,
+            relay_capacity: 2,
+            public: false,
+            advertise_host: None,
+            ports: Ports::EPHEMERAL,
+            bin_dir: "bin".into(),
+            scale_down_after: Duration::from_secs(30),
+        }
+    }
+
+    fn supervisor(relays: u32, max_relays: u32) -> (Supervisor, Handle, Stack) {
+        let (exits, exits_rx) = mpsc::channel(64);
+        let (calls_tx, calls) = mpsc::unbounded_channel();
+        let fake = Arc::new(Fake {
+            calls: calls_tx,
+            slow: Mutex::new(HashMap::new()),
+            failing: Mutex::new(HashSet::new()),
+            exits: exits.clone(),
+        });
+        let grpc = "127.0.0.1:7071".parse().expect("addr");
+        let (sup, handle) =
+            Supervisor::new(settings(relays, max_relays), fake.clone(), exits_rx, grpc);
+        let stack = Stack {
+            fake,
+            handle: handle.clone(),
+            calls,
+            exits,
+            shutdown: CancellationToken::new(),
+            actor: tokio::spawn(async {}),
+        };
+        (sup, handle, stack)
+    }
+
+    /// A stack brought up on the fake runtime, its actor running.
+    async fn up(relays: u32, max_relays: u32) -> Stack {
+        let (mut sup, _, mut stack) = supervisor(relays, max_relays);
+        sup.bring_up(&|_| {}).await.expect("bring-up");
+        stack.actor = tokio::spawn(sup.run(stack.shutdown.clone()));
+        stack.drain_calls();
+        stack
+    }
+
+    impl Stack {
+        /// Waits (on the paused clock) for `call`, passing over others; returns when it was
+        /// made.
+        async fn wait_for(&mut self, call: Call) -> TokioInstant {
+            let wait = async {
+                loop {
+                    let (at, seen) = self.calls.recv().await.expect("the fake runtime is gone");
+                    if seen == call {
+                        return at;
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(600), wait)
+                .await
+                .unwrap_or_else(|_| panic!("{call:?} never came"))
+        }
+
+        fn drain_calls(&mut self) -> Vec<Call> {
+            std::iter::from_fn(|| self.calls.try_recv().ok())
+                .map(|(_, c)| c)
+                .collect()
+        }
+
+        fn state(&self, service: &str) -> Option<State> {
+            self.handle
+                .snapshot()
+                .services
+                .into_iter()
+                .find(|s| s.name == service)
+                .map(|s| s.state)
+        }
+
+        async fn crash(&self, service: &str, generation: u64) {
+            self.exits
+                .send(runtime::Event::Exited {
+                    name: service.into(),
+                    generation,
+                    status: "signal: 11 (SIGSEGV)".into(),
+                })
+                .await
+                .expect("actor listening");
+        }
+    }
+
+    /// Lets every task run until all wait on something: the actor has handled all there was.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_start_holds_up_no_other_relays_restart() {
+        let mut s = up(1, 3).await;
+        s.fake.slow("relay-2", Duration::from_secs(20));
+        let t0 = TokioInstant::now();
+        assert_eq!(
+            s.handle.scale(2).await.expect("scale"),
+            2,
+            "answered at once"
+        );
+        s.wait_for(Call::Start("relay-2", 1)).await;
+
+        s.crash("relay-1", 1).await;
+        let replaced = s.wait_for(Call::Ready("relay-1", 2)).await;
+        assert!(
+            replaced - t0 < Duration::from_millis(10),
+            "relay-1 replaced after {:?}",
+            replaced - t0
+        );
+        settle().await;
+        assert_eq!(s.state("relay-1"), Some(State::Running));
+        assert_eq!(s.state("relay-2"), Some(State::Starting));
+
+        let ready = s.wait_for(Call::Ready("relay-2", 1)).await;
+        assert!(ready - t0 >= Duration::from_secs(20));
+        settle().await;
+        assert_eq!(s.state("relay-2"), Some(State::Running));
+        assert!(s.handle.snapshot().ready);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn kill_and_down_answer_while_a_start_is_under_way() {
+        let mut s = up(1, 3).await;
+        s.fake.slow("relay-2", Duration::from_secs(20));
+        s.handle.scale(2).await.expect("scale");
+        s.wait_for(Call::Start("relay-2", 1)).await;
+        let t0 = TokioInstant::now();
+
+        let killed = s
+            .handle
+            .kill(Target::Service("relay-1".into()), None)
+            .await
+            .expect("kill");
+        assert_eq!(killed, ["relay-1"]);
+        assert!(TokioInstant::now() - t0 < Duration::from_millis(10));
+        s.wait_for(Call::Ready("relay-1", 2)).await;
+
+        // Down stops every service, and relay-2 once its start ends, then cleans up.
+        s.handle.down().await;
+        assert!(TokioInstant::now() - t0 >= Duration::from_secs(20));
+        let calls = s.drain_calls();
+        assert_eq!(
+            calls,
+            [
+                Call::Stop("gateway", 1),
+                Call::Stop("relay-1", 2),
+                Call::Stop("ingest", 1),
+                Call::Stop("control", 1),
+                Call::Ready("relay-2", 1),
+                Call::Stop("relay-2", 1),
+                Call::Cleanup,
+            ]
+        );
+        (&mut s.actor).await.expect("actor ended");
+        assert!(
+            s.handle
+                .snapshot()
+                .services
+                .iter()
+                .all(|s| s.state == State::Stopped)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_kill_restarts_after_the_hold() {
+        let mut s = up(1, 1).await;
+        let t0 = TokioInstant::now();
+        let hold = Duration::from_secs(2);
+        s.handle
+            .kill(Target::Service("control".into()), Some(hold))
+            .await
+            .expect("kill");
+        settle().await;
+        assert_eq!(s.state("control"), Some(State::Held));
+        let back = s.wait_for(Call::Ready("control", 2)).await;
+        assert!(back - t0 >= hold && back - t0 < hold + Duration::from_millis(10));
+        let events = s.handle.snapshot().events;
+        let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+        assert!(
+            kinds.ends_with(&[
+                EventKind::Kill,
+                EventKind::Exit,
+                EventKind::Restart,
+                EventKind::Start
+            ]),
+            "{kinds:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_come_back_as_errors() {
+        let s = up(1, 2).await;
+        let e = s
+            .handle
+            .kill(Target::Service("nope".into()), None)
+            .await
+            .expect_err("unknown service");
+        assert!(
+            matches!(e, Error::Refused(Refused::UnknownService { .. })),
+            "{e}"
+        );
+        let e = s.handle.scale(3).await.expect_err("above max");
+        assert_eq!(e.to_string(), "relay count must be between 1 and 2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn capacity_answers_at_once_and_once_while_relays_start() {
+        let mut s = up(1, 4).await;
+        s.fake.slow("relay-2", Duration::from_secs(20));
+        let first = s.handle.capacity(1).await.expect("capacity");
+        assert_eq!(
+            first,
+            Capacity {
+                starting: 1,
+                total: 2,
+                max: 4
+            }
+        );
+        let again = s.handle.capacity(9).await.expect("capacity");
+        assert_eq!(again.starting, 0, "relay-2 is the capacity on its way");
+        s.wait_for(Call::Ready("relay-2", 1)).await;
+        settle().await;
+        assert_eq!(s.handle.capacity(1).await.expect("capacity").starting, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_old_instances_exit_is_ignored() {
+        let mut s = up(1, 1).await;
+        s.crash("ingest", 7).await;
+        s.crash("relay-1", 0).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(s.drain_calls(), []);
+        assert!(s.handle.snapshot().ready);
+        s.shutdown.cancel();
+        (&mut s.actor).await.expect("actor ended");
+        assert_eq!(s.drain_calls().last(), Some(&Call::Cleanup));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_bring_up_stops_what_it_started() {
+        let (mut sup, handle, mut s) = supervisor(1, 1);
+        s.fake
+            .failing
+            .lock()
+            .expect("lock")
+            .insert("relay-1".into());
+        let e = sup.bring_up(&|_| {}).await.expect_err("relay-1 fails");
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("starting relay-1") && e.contains("would not start"),
+            "{e}"
+        );
+        assert_eq!(
+            s.drain_calls(),
+            [
+                Call::Start("control", 1),
+                Call::Ready("control", 1),
+                Call::Start("ingest", 1),
+                Call::Ready("ingest", 1),
+                Call::Start("relay-1", 1),
+                Call::Stop("ingest", 1),
+                Call::Stop("control", 1),
+                Call::Cleanup,
+            ]
+        );
+        let kinds: Vec<EventKind> = handle.snapshot().events.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::Start,
+                EventKind::Start,
+                EventKind::StartFailed,
+                EventKind::Down
+            ]
+        );
+    }
+}

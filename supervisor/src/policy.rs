@@ -837,3 +837,716 @@ impl Policy {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_millis(1);
+
+    fn config(relays: u32, max_relays: u32) -> Config {
+        Config {
+            relays,
+            max_relays,
+            relay_capacity: 2,
+            scale_down_after: Duration::from_secs(30),
+            ports: Ports::EPHEMERAL,
+            public: false,
+            advertise_host: None,
+            supervisor: "127.0.0.1:7071".parse().expect("addr"),
+            seed: 7,
+        }
+    }
+
+    /// The instance a runtime would report for a start of `spec`: ports as asked, or made
+    /// up for ephemeral ones.
+    fn instance(spec: &Spec, generation: u64) -> Instance {
+        let addrs = spec
+            .ports
+            .iter()
+            .map(|(role, port)| {
+                let port = if *port == 0 {
+                    20_000 + 10 * spec.index as u16 + *role as u16
+                } else {
+                    *port
+                };
+                (*role, SocketAddr::from(([127, 0, 0, 1], port)))
+            })
+            .collect();
+        Instance {
+            name: spec.name.clone(),
+            pid: None,
+            container: None,
+            addrs,
+            generation,
+        }
+    }
+
+    fn actions(p: &mut Policy) -> Vec<Action> {
+        std::iter::from_fn(|| p.poll_action()).collect()
+    }
+
+    fn records(actions: &[Action]) -> Vec<(EventKind, String)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Record(r) => Some((r.kind, r.service.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn starts(actions: &[Action]) -> Vec<(Spec, u64)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Start { spec, generation } => Some((spec.clone(), *generation)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn stopped(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Stop { instance } => Some(instance.name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn killed(actions: &[Action]) -> Vec<(String, u64)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Kill { instance } => Some((instance.name.clone(), instance.generation)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Reports every start among `actions` as done; returns what that led to.
+    fn start_all(p: &mut Policy, done: &[Action], now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        for (spec, generation) in starts(done) {
+            p.handle_started(&spec.name, generation, instance(&spec, generation), now);
+            out.extend(actions(p));
+        }
+        out
+    }
+
+    /// A stack of `relays` (at most `max`) brought up at `now`.
+    fn up(relays: u32, max: u32, now: Instant) -> Policy {
+        let mut p = Policy::new(config(relays, max));
+        for name in p.names() {
+            p.handle_bring_up(&name, now);
+            let a = actions(&mut p);
+            assert_eq!(starts(&a).len(), 1, "{name}: {a:?}");
+            start_all(&mut p, &a, now);
+        }
+        assert!(p.ready());
+        p
+    }
+
+    fn state(p: &Policy, name: &str) -> Option<State> {
+        p.services()
+            .into_iter()
+            .find(|s| s.name == name)
+            .map(|s| s.state)
+    }
+
+    fn service(p: &Policy, name: &str) -> Service {
+        p.services()
+            .into_iter()
+            .find(|s| s.name == name)
+            .expect("service")
+    }
+
+    fn generation(p: &Policy, name: &str) -> u64 {
+        service(p, name).instance.expect("instance").generation
+    }
+
+    #[test]
+    fn bring_up_starts_in_order_and_pins_ports_for_restarts() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(config(2, 4));
+        assert_eq!(
+            p.names(),
+            ["control", "ingest", "relay-1", "relay-2", "gateway"]
+        );
+        p.handle_bring_up("control", t0);
+        let a = actions(&mut p);
+        let (spec, generation) = &starts(&a)[0];
+        assert_eq!((spec.name.as_str(), *generation), ("control", 1));
+        assert_eq!(
+            spec.ports,
+            BTreeMap::from([(Role::Grpc, 0), (Role::Ops, 0)])
+        );
+        let a = start_all(&mut p, &a, t0);
+        assert_eq!(records(&a), [(EventKind::Start, "control".into())]);
+        let control = p.addr(Kind::Control, Role::Grpc).expect("control pinned");
+
+        // Ingest is pointed at control's real port.
+        p.handle_bring_up("ingest", t0);
+        let a = actions(&mut p);
+        assert_eq!(starts(&a)[0].0.peer_ports[&Kind::Control], control.port());
+
+        // A restart asks for the ports of the first start.
+        start_all(&mut p, &a, t0);
+        let pinned = service(&p, "ingest").instance.expect("instance").addrs;
+        p.handle_exit("ingest", 1, "killed", t0);
+        p.handle_timeout(t0);
+        let a = actions(&mut p);
+        let (spec, generation) = &starts(&a)[0];
+        assert_eq!(*generation, 2);
+        for (role, addr) in pinned {
+            assert_eq!(spec.port(role), addr.port());
+        }
+    }
+
+    #[test]
+    fn default_ports_go_to_the_services() {
+        let mut c = config(1, 2);
+        c.ports = Ports::DEFAULT;
+        let mut p = Policy::new(c);
+        let (relay, _) = p.next_start("relay-1").expect("relay-1");
+        assert_eq!(relay.port(Role::Quic), 4500);
+        assert_eq!(relay.port(Role::Ops), 9201);
+        assert_eq!(relay.peer_ports[&Kind::Control], 7000);
+        assert_eq!(relay.peer_ports[&Kind::Ingest], 4433);
+        p.handle_scale(2, Instant::now()).expect("scale");
+        let a = actions(&mut p);
+        let (relay2, _) = &starts(&a)[0];
+        assert_eq!(relay2.port(Role::Quic), 4501);
+        assert_eq!(relay2.port(Role::Ops), 9202);
+    }
+
+    #[test]
+    fn restarts_back_off_then_a_crash_loop_is_left_down() {
+        let t0 = Instant::now();
+        let mut p = up(1, 2, t0);
+        let mut now = t0;
+        let mut backoffs = Vec::new();
+        for restart in 1..=8 {
+            p.handle_exit(
+                "relay-1",
+                generation(&p, "relay-1"),
+                "signal: 9 (SIGKILL)",
+                now,
+            );
+            let a = actions(&mut p);
+            assert!(
+                a.contains(&Action::ForgetRelay {
+                    name: "relay-1".into()
+                }),
+                "{a:?}"
+            );
+            assert_eq!(state(&p, "relay-1"), Some(State::Restarting));
+            let due = p.poll_timeout().expect("a restart is due");
+            backoffs.push(due - now);
+            // Not a moment early.
+            if due > now {
+                p.handle_timeout(due - T);
+                assert!(starts(&actions(&mut p)).is_empty());
+            }
+            now = due;
+            p.handle_timeout(now);
+            let a = actions(&mut p);
+            assert_eq!(records(&a)[0], (EventKind::Restart, "relay-1".into()));
+            assert_eq!(starts(&a).len(), 1);
+            start_all(&mut p, &a, now);
+            assert_eq!(service(&p, "relay-1").restarts, restart);
+        }
+        let ms = Duration::from_millis;
+        assert_eq!(
+            backoffs,
+            [
+                ms(0),
+                ms(250),
+                ms(500),
+                ms(1000),
+                ms(2000),
+                ms(4000),
+                ms(4000),
+                ms(4000)
+            ]
+        );
+        // The ninth exit within the minute: left down.
+        p.handle_exit(
+            "relay-1",
+            generation(&p, "relay-1"),
+            "signal: 9 (SIGKILL)",
+            now,
+        );
+        let a = actions(&mut p);
+        assert!(
+            records(&a).contains(&(EventKind::CrashLoop, "relay-1".into())),
+            "{a:?}"
+        );
+        assert_eq!(state(&p, "relay-1"), Some(State::Failed));
+        assert_eq!(p.poll_timeout(), None);
+        p.handle_timeout(now + Duration::from_secs(3600));
+        assert!(starts(&actions(&mut p)).is_empty());
+        assert!(!p.ready());
+    }
+
+    #[test]
+    fn crashes_a_minute_apart_restart_at_once_for_ever() {
+        let mut now = Instant::now();
+        let mut p = up(1, 1, now);
+        for _ in 0..20 {
+            now += CRASH_WINDOW + T;
+            p.handle_exit("control", generation(&p, "control"), "exit status: 1", now);
+            assert_eq!(p.poll_timeout(), Some(now));
+            p.handle_timeout(now);
+            let a = actions(&mut p);
+            start_all(&mut p, &a, now);
+        }
+        assert_eq!(state(&p, "control"), Some(State::Running));
+        assert_eq!(service(&p, "control").restarts, 20);
+    }
+
+    #[test]
+    fn a_failed_start_is_retried_after_back_off() {
+        let t0 = Instant::now();
+        let mut p = up(1, 1, t0);
+        p.handle_exit("ingest", 1, "exit status: 1", t0);
+        p.handle_timeout(t0);
+        let a = actions(&mut p);
+        let (_, generation) = starts(&a)[0];
+        p.handle_start_failed("ingest", generation, "port in use", t0);
+        let a = actions(&mut p);
+        assert_eq!(records(&a), [(EventKind::StartFailed, "ingest".into())]);
+        assert_eq!(state(&p, "ingest"), Some(State::Restarting));
+        // One restart in the window so far: 250 ms.
+        assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn a_kill_with_hold_keeps_the_service_down_until_the_hold_ends() {
+        let t0 = Instant::now();
+        let mut p = up(1, 1, t0);
+        let hold = Duration::from_secs(2);
+        let killed_name = p
+            .handle_kill(&Target::Service("control".into()), Some(hold), t0)
+            .expect("kill");
+        assert_eq!(killed_name.as_deref(), Some("control"));
+        let a = actions(&mut p);
+        assert_eq!(killed(&a), [("control".to_string(), 1)]);
+        assert_eq!(records(&a), [(EventKind::Kill, "control".into())]);
+        assert_eq!(state(&p, "control"), Some(State::Held));
+
+        // It dies at once, but the hold outlasts the back-off.
+        p.handle_exit("control", 1, "signal: 9 (SIGKILL)", t0 + T);
+        let a = actions(&mut p);
+        assert_eq!(records(&a), [(EventKind::Exit, "control".into())]);
+        assert_eq!(state(&p, "control"), Some(State::Held));
+        assert_eq!(p.poll_timeout(), Some(t0 + hold));
+        p.handle_timeout(t0 + hold - T);
+        assert!(actions(&mut p).is_empty());
+        p.handle_timeout(t0 + hold);
+        let a = actions(&mut p);
+        assert_eq!(starts(&a)[0].1, 2);
+        start_all(&mut p, &a, t0 + hold);
+        assert_eq!(state(&p, "control"), Some(State::Running));
+        assert_eq!(service(&p, "control").restarts, 1);
+    }
+
+    #[test]
+    fn a_kill_without_hold_is_a_crash_replaced_at_once() {
+        let t0 = Instant::now();
+        let mut p = up(2, 2, t0);
+        p.handle_kill(&Target::Service("relay-2".into()), None, t0)
+            .expect("kill");
+        actions(&mut p);
+        assert_eq!(state(&p, "relay-2"), Some(State::Running));
+        p.handle_exit("relay-2", 1, "signal: 9 (SIGKILL)", t0);
+        assert_eq!(p.poll_timeout(), Some(t0));
+    }
+
+    #[test]
+    fn a_failed_kill_lifts_the_hold() {
+        let t0 = Instant::now();
+        let mut p = up(1, 1, t0);
+        p.handle_kill(
+            &Target::Service("ingest".into()),
+            Some(Duration::from_secs(5)),
+            t0,
+        )
+        .expect("kill");
+        actions(&mut p);
+        p.handle_kill_failed("ingest", 1, t0);
+        assert_eq!(state(&p, "ingest"), Some(State::Running));
+        assert_eq!(p.poll_timeout(), None);
+    }
+
+    #[test]
+    fn kill_refuses_an_unknown_service_and_a_stack_without_relays() {
+        let t0 = Instant::now();
+        let mut p = up(1, 1, t0);
+        let e = p
+            .handle_kill(&Target::Service("relay-9".into()), None, t0)
+            .expect_err("unknown");
+        assert_eq!(
+            e.to_string(),
+            r#"no service "relay-9"; services: control, ingest, relay-1, gateway"#
+        );
+        assert!(actions(&mut p).is_empty());
+
+        // A relay that is not running is no candidate for a random kill.
+        p.handle_exit("relay-1", 1, "signal: 9 (SIGKILL)", t0);
+        actions(&mut p);
+        assert_eq!(
+            p.handle_kill(&Target::RandomRelay, None, t0),
+            Err(Refused::NoRunningRelay)
+        );
+        // Nor for a named one: nothing to kill.
+        assert_eq!(
+            p.handle_kill(&Target::Service("relay-1".into()), None, t0),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn a_random_kill_picks_a_running_relay() {
+        let t0 = Instant::now();
+        let mut p = up(3, 3, t0);
+        let mut picked = std::collections::BTreeSet::new();
+        for _ in 0..30 {
+            let name = p
+                .handle_kill(&Target::RandomRelay, None, t0)
+                .expect("kill")
+                .expect("a relay");
+            assert!(name.starts_with("relay-"), "{name}");
+            let a = actions(&mut p);
+            assert_eq!(killed(&a)[0].0, name);
+            picked.insert(name);
+        }
+        assert_eq!(picked.len(), 3, "{picked:?}");
+    }
+
+    #[test]
+    fn three_missed_probes_kill_a_hung_service() {
+        let t0 = Instant::now();
+        let mut p = up(1, 1, t0);
+        let targets = p.probe_targets();
+        assert_eq!(targets.len(), 4);
+        let probe = |healthy| Probe {
+            name: "ingest".into(),
+            generation: 1,
+            healthy,
+        };
+        p.handle_probe(&[probe(false), probe(false)], t0);
+        assert!(actions(&mut p).is_empty());
+        assert!(!service(&p, "ingest").healthy);
+        // An answer resets the count.
+        p.handle_probe(&[probe(true)], t0);
+        assert!(service(&p, "ingest").healthy);
+        p.handle_probe(&[probe(false)], t0);
+        p.handle_probe(&[probe(false)], t0);
+        assert!(actions(&mut p).is_empty());
+        p.handle_probe(&[probe(false)], t0);
+        let a = actions(&mut p);
+        assert_eq!(records(&a), [(EventKind::Unhealthy, "ingest".into())]);
+        assert_eq!(killed(&a), [("ingest".to_string(), 1)]);
+        // A probe of an earlier instance counts for nothing.
+        let stale = Probe {
+            name: "ingest".into(),
+            generation: 0,
+            healthy: false,
+        };
+        for _ in 0..5 {
+            p.handle_probe(std::slice::from_ref(&stale), t0);
+        }
+        assert!(actions(&mut p).is_empty());
+    }
+
+    #[test]
+    fn capacity_adds_relays_for_the_refused_viewers_up_to_the_maximum() {
+        let t0 = Instant::now();
+        let mut p = up(1, 3, t0);
+        // Three refused, two per relay: two more relays.
+        let c = p.handle_capacity(3, t0);
+        assert_eq!(
+            c,
+            Capacity {
+                starting: 2,
+                total: 3,
+                max: 3
+            }
+        );
+        let a = actions(&mut p);
+        let names: Vec<String> = starts(&a).into_iter().map(|(s, _)| s.name).collect();
+        assert_eq!(names, ["relay-2", "relay-3"]);
+        assert_eq!(
+            records(&a),
+            [
+                (EventKind::Capacity, "control".into()),
+                (EventKind::Scale, "relays".into())
+            ]
+        );
+        assert_eq!(p.relays_wanted(), 3);
+        start_all(&mut p, &a, t0);
+        // At the maximum: nothing more.
+        let c = p.handle_capacity(10, t0);
+        assert_eq!(
+            c,
+            Capacity {
+                starting: 0,
+                total: 3,
+                max: 3
+            }
+        );
+        assert!(starts(&actions(&mut p)).is_empty());
+    }
+
+    #[test]
+    fn capacity_waits_for_a_relay_already_starting() {
+        let t0 = Instant::now();
+        let mut p = up(1, 4, t0);
+        let c = p.handle_capacity(1, t0);
+        assert_eq!(c.starting, 1);
+        let a = actions(&mut p);
+        assert_eq!(starts(&a).len(), 1);
+        // Still starting: more refusals add nothing until it is up.
+        let c = p.handle_capacity(5, t0 + T);
+        assert_eq!(
+            c,
+            Capacity {
+                starting: 0,
+                total: 2,
+                max: 4
+            }
+        );
+        assert!(starts(&actions(&mut p)).is_empty());
+        start_all(&mut p, &a, t0 + T);
+        let c = p.handle_capacity(5, t0 + 2 * T);
+        assert_eq!(c.starting, 2);
+    }
+
+    fn loads(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
+        pairs.iter().map(|(n, v)| (n.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn an_idle_relay_added_on_demand_is_drained_then_removed_once_empty() {
+        let t0 = Instant::now();
+        let mut p = up(1, 3, t0);
+        p.handle_capacity(1, t0);
+        let a = actions(&mut p);
+        start_all(&mut p, &a, t0);
+        let after = config(1, 3).scale_down_after;
+
+        p.handle_relay_load(&loads(&[("relay-1", 4), ("relay-2", 0)]), t0);
+        p.handle_relay_load(&loads(&[("relay-1", 4), ("relay-2", 0)]), t0 + after - T);
+        assert!(actions(&mut p).is_empty(), "not idle long enough yet");
+        let t1 = t0 + after;
+        p.handle_relay_load(&loads(&[("relay-1", 4), ("relay-2", 0)]), t1);
+        let a = actions(&mut p);
+        let Some(Action::Drain {
+            name, generation, ..
+        }) = a.first()
+        else {
+            panic!("expected a drain: {a:?}");
+        };
+        assert_eq!((name.as_str(), *generation), ("relay-2", 1));
+        // Asked once, not again while the answer is on its way.
+        p.handle_relay_load(&loads(&[("relay-2", 0)]), t1 + T);
+        assert!(actions(&mut p).is_empty());
+        p.handle_drained("relay-2", 1, true, t1);
+        assert_eq!(
+            records(&actions(&mut p)),
+            [(EventKind::Drain, "relay-2".into())]
+        );
+
+        // Control has not seen it draining yet.
+        p.handle_relay_load(&loads(&[("relay-2", 0)]), t1 + DRAIN_SEEN - T);
+        assert!(actions(&mut p).is_empty());
+        // A viewer placed just before: kept until it leaves.
+        p.handle_relay_load(&loads(&[("relay-2", 1)]), t1 + DRAIN_SEEN);
+        assert!(actions(&mut p).is_empty());
+        p.handle_relay_load(&loads(&[("relay-2", 0)]), t1 + DRAIN_SEEN + T);
+        let a = actions(&mut p);
+        assert_eq!(stopped(&a), ["relay-2"]);
+        assert!(a.contains(&Action::ForgetRelay {
+            name: "relay-2".into()
+        }));
+        assert_eq!(records(&a), [(EventKind::ScaleDown, "relay-2".into())]);
+        assert_eq!(p.relays_wanted(), 1);
+        assert_eq!(state(&p, "relay-2"), None);
+    }
+
+    #[test]
+    fn the_starting_relays_are_never_drained() {
+        let t0 = Instant::now();
+        let mut p = up(2, 4, t0);
+        let idle = loads(&[("relay-1", 0), ("relay-2", 0)]);
+        p.handle_relay_load(&idle, t0);
+        p.handle_relay_load(&idle, t0 + Duration::from_secs(3600));
+        assert!(actions(&mut p).is_empty());
+    }
+
+    #[test]
+    fn a_capacity_request_keeps_an_idle_relay() {
+        let t0 = Instant::now();
+        let mut p = up(1, 2, t0);
+        p.handle_scale(2, t0).expect("scale");
+        let a = actions(&mut p);
+        start_all(&mut p, &a, t0);
+        let after = config(1, 2).scale_down_after;
+        p.handle_relay_load(&loads(&[("relay-2", 0)]), t0);
+        // At the maximum, so nothing starts; but the idle clock starts again.
+        p.handle_capacity(1, t0 + after - T);
+        actions(&mut p);
+        p.handle_relay_load(&loads(&[("relay-2", 0)]), t0 + after);
+        assert!(actions(&mut p).is_empty());
+        p.handle_relay_load(&loads(&[("relay-2", 0)]), t0 + 2 * after);
+        assert!(matches!(
+            actions(&mut p).first(),
+            Some(Action::Drain { .. })
+        ));
+    }
+
+    #[test]
+    fn a_refused_drain_is_asked_again() {
+        let t0 = Instant::now();
+        let mut p = up(1, 2, t0);
+        p.handle_scale(2, t0).expect("scale");
+        let a = actions(&mut p);
+        start_all(&mut p, &a, t0);
+        let late = t0 + config(1, 2).scale_down_after;
+        p.handle_relay_load(&loads(&[("relay-2", 0)]), t0);
+        p.handle_relay_load(&loads(&[("relay-2", 0)]), late);
+        assert_eq!(actions(&mut p).len(), 1);
+        p.handle_drained("relay-2", 1, false, late);
+        assert!(actions(&mut p).is_empty());
+        p.handle_relay_load(&loads(&[("relay-2", 0)]), late + T);
+        assert!(matches!(
+            actions(&mut p).first(),
+            Some(Action::Drain { .. })
+        ));
+    }
+
+    #[test]
+    fn scale_stays_within_bounds_and_removes_the_newest_relays() {
+        let t0 = Instant::now();
+        let mut p = up(1, 3, t0);
+        assert_eq!(
+            p.handle_scale(0, t0),
+            Err(Refused::ScaleOutOfRange { max: 3 })
+        );
+        let e = p.handle_scale(4, t0).expect_err("above max");
+        assert_eq!(e.to_string(), "relay count must be between 1 and 3");
+        assert!(actions(&mut p).is_empty());
+        assert_eq!(p.relays_wanted(), 1);
+
+        assert_eq!(p.handle_scale(3, t0), Ok(3));
+        let a = actions(&mut p);
+        start_all(&mut p, &a, t0);
+        assert_eq!(p.handle_scale(1, t0), Ok(1));
+        let a = actions(&mut p);
+        assert_eq!(stopped(&a), ["relay-3", "relay-2"]);
+        assert_eq!(
+            records(&a),
+            [
+                (EventKind::ScaleDown, "relay-3".into()),
+                (EventKind::ScaleDown, "relay-2".into()),
+                (EventKind::Scale, "relays".into())
+            ]
+        );
+        assert_eq!(p.names(), ["control", "ingest", "relay-1", "gateway"]);
+    }
+
+    #[test]
+    fn stale_reports_are_recognised_by_their_generation() {
+        let t0 = Instant::now();
+        let mut p = up(1, 3, t0);
+        p.handle_scale(2, t0).expect("scale");
+        let a = actions(&mut p);
+        let (spec, generation) = starts(&a)[0].clone();
+        // Scaled back down while relay-2 was still starting: its start, when it ends, is
+        // undone.
+        p.handle_scale(1, t0).expect("scale");
+        actions(&mut p);
+        p.handle_started(&spec.name, generation, instance(&spec, generation), t0);
+        assert_eq!(stopped(&actions(&mut p)), ["relay-2"]);
+
+        // Added again, it gets a generation its old instance never had.
+        p.handle_scale(2, t0).expect("scale");
+        let a = actions(&mut p);
+        let (_, again) = starts(&a)[0];
+        assert!(again > generation);
+        start_all(&mut p, &a, t0);
+        // The old instance's exit changes nothing.
+        p.handle_exit("relay-2", generation, "signal: 15 (SIGTERM)", t0);
+        assert!(actions(&mut p).is_empty());
+        assert_eq!(state(&p, "relay-2"), Some(State::Running));
+    }
+
+    #[test]
+    fn an_exit_reported_before_its_start_still_restarts() {
+        let t0 = Instant::now();
+        let mut p = up(1, 1, t0);
+        p.handle_exit("relay-1", 1, "signal: 9 (SIGKILL)", t0);
+        p.handle_timeout(t0);
+        let a = actions(&mut p);
+        let (spec, generation) = starts(&a)[0].clone();
+        // The new instance died at once, and its exit overtook the start's report.
+        p.handle_exit("relay-1", generation, "exit status: 101", t0);
+        assert!(actions(&mut p).is_empty());
+        p.handle_started("relay-1", generation, instance(&spec, generation), t0);
+        let a = actions(&mut p);
+        assert_eq!(
+            records(&a),
+            [
+                (EventKind::Start, "relay-1".into()),
+                (EventKind::Exit, "relay-1".into())
+            ]
+        );
+        assert_eq!(state(&p, "relay-1"), Some(State::Restarting));
+        assert_eq!(
+            service(&p, "relay-1").last_exit.as_deref(),
+            Some("exit status: 101")
+        );
+    }
+
+    #[test]
+    fn down_stops_everything_last_first_and_starts_under_way_when_they_end() {
+        let t0 = Instant::now();
+        let mut p = up(1, 2, t0);
+        p.handle_scale(2, t0).expect("scale");
+        let a = actions(&mut p);
+        let (spec, generation) = starts(&a)[0].clone();
+        p.handle_exit("ingest", 1, "exit status: 1", t0);
+        actions(&mut p);
+        p.handle_down(t0);
+        let a = actions(&mut p);
+        assert_eq!(records(&a), [(EventKind::Down, "stack".into())]);
+        assert_eq!(stopped(&a), ["gateway", "relay-1", "control"]);
+        assert!(p.services().iter().all(|s| s.state == State::Stopped));
+        assert_eq!(p.poll_timeout(), None);
+        // The start under way ends after: stopped in turn, and nothing restarts.
+        p.handle_started(&spec.name, generation, instance(&spec, generation), t0);
+        assert_eq!(stopped(&actions(&mut p)), ["relay-2"]);
+        p.handle_exit("relay-1", 1, "signal: 15 (SIGTERM)", t0);
+        p.handle_timeout(t0 + Duration::from_secs(60));
+        assert!(actions(&mut p).is_empty());
+    }
+
+    #[test]
+    fn an_adopted_instance_keeps_its_generation() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(config(1, 1));
+        let (spec, _) = p.next_start("control").expect("control");
+        p.handle_adopted("control", instance(&spec, 4), t0);
+        assert_eq!(
+            records(&actions(&mut p)),
+            [(EventKind::Adopt, "control".into())]
+        );
+        assert_eq!(state(&p, "control"), Some(State::Running));
+        // Its death is noticed, and the replacement comes after it.
+        p.handle_exit("control", 4, "container died (exit code 137)", t0);
+        p.handle_timeout(t0);
+        assert_eq!(starts(&actions(&mut p))[0].1, 5);
+    }
+}

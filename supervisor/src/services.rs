@@ -376,3 +376,57 @@ pub fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn port(kind: Kind, role: Role, ports: &Ports, index: u32) -> Option<u16> {
+        service(kind)
+            .listen(role)
+            .map(|l| l.port.resolve(ports, index))
+    }
+
+    #[test]
+    fn default_ports_follow_the_documented_layout() {
+        let p = &Ports::DEFAULT;
+        assert_eq!(port(Kind::Control, Role::Grpc, p, 0), Some(7000));
+        assert_eq!(port(Kind::Control, Role::Ops, p, 0), Some(9100));
+        assert_eq!(port(Kind::Ingest, Role::Quic, p, 0), Some(4433));
+        assert_eq!(port(Kind::Ingest, Role::Ops, p, 0), Some(9101));
+        assert_eq!(port(Kind::Relay, Role::Quic, p, 1), Some(4500));
+        assert_eq!(port(Kind::Relay, Role::Ops, p, 1), Some(9201));
+        assert_eq!(port(Kind::Relay, Role::Quic, p, 3), Some(4502));
+        assert_eq!(port(Kind::Relay, Role::Ops, p, 3), Some(9203));
+        assert_eq!(port(Kind::Gateway, Role::Http, p, 0), Some(8080));
+        assert_eq!(port(Kind::Gateway, Role::Ops, p, 0), None);
+    }
+
+    #[test]
+    fn a_zero_base_is_ephemeral_whatever_the_offset() {
+        for s in &SERVICES {
+            for l in s.listens {
+                assert_eq!(
+                    l.port.resolve(&Ports::EPHEMERAL, 5),
+                    0,
+                    "{:?} {:?}",
+                    s.kind,
+                    l.role
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_is_complete_and_in_order() {
+        let kinds: Vec<Kind> = SERVICES.iter().map(|s| s.kind).collect();
+        assert_eq!(
+            kinds,
+            [Kind::Control, Kind::Ingest, Kind::Relay, Kind::Gateway]
+        );
+        for kind in kinds {
+            assert_eq!(service(kind).kind, kind);
+        }
+        assert_eq!(name(Kind::Relay, 2), "relay-2");
+        assert_eq!(name(Kind::Gateway, 0), "gateway");
+    }
+}

@@ -625,3 +625,113 @@ impl Runtime for DockerRuntime {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: Kind, index: u32, ports: &[(Role, u16)]) -> Spec {
+        Spec {
+            name: services::name(kind, index),
+            kind,
+            index,
+            ports: ports.iter().copied().collect(),
+            peer_ports: BTreeMap::from([(Kind::Control, 7000), (Kind::Ingest, 4433)]),
+            public: true,
+            advertise_host: None,
+            relay_capacity: 50,
+            supervisor: "172.18.0.1:7071".parse().expect("addr"),
+        }
+    }
+
+    #[test]
+    fn command_lines_are_the_services_flags_inside_the_network() {
+        let json = ["--log-format", "json"];
+        let control = spec(Kind::Control, 0, &[(Role::Grpc, 7000), (Role::Ops, 9100)]);
+        assert_eq!(
+            args(&control),
+            [
+                &[
+                    "--listen",
+                    "0.0.0.0:7000",
+                    "--ops-listen",
+                    "0.0.0.0:9100",
+                    "--ticket-key-file",
+                    "/run/ghost/ticket.key",
+                    "--supervisor",
+                    "http://172.18.0.1:7071",
+                ][..],
+                &json
+            ]
+            .concat()
+        );
+        let ingest = spec(Kind::Ingest, 0, &[(Role::Quic, 0), (Role::Ops, 0)]);
+        assert_eq!(
+            args(&ingest),
+            [
+                &[
+                    "--listen",
+                    "0.0.0.0:4433",
+                    "--ops-listen",
+                    "0.0.0.0:9101",
+                    "--control",
+                    "http://control:7000",
+                    "--tls-dir",
+                    "/run/ghost/tls",
+                    "--advertise",
+                    "ingest:4433",
+                ][..],
+                &json
+            ]
+            .concat()
+        );
+        let relay = spec(Kind::Relay, 3, &[(Role::Quic, 40123), (Role::Ops, 40124)]);
+        assert_eq!(
+            args(&relay),
+            [
+                &[
+                    "--listen",
+                    "0.0.0.0:4500",
+                    "--ops-listen",
+                    "0.0.0.0:9200",
+                    "--control",
+                    "http://control:7000",
+                    "--ingest",
+                    "ingest:4433",
+                    "--id",
+                    "relay-3",
+                    "--capacity",
+                    "50",
+                    "--tls-dir",
+                    "/run/ghost/tls",
+                    "--ticket-key-file",
+                    "/run/ghost/ticket.key",
+                    "--advertise",
+                    "127.0.0.1:40123",
+                ][..],
+                &json
+            ]
+            .concat()
+        );
+        let gateway = spec(Kind::Gateway, 0, &[(Role::Http, 8080)]);
+        assert_eq!(
+            args(&gateway),
+            [
+                &[
+                    "--listen",
+                    "0.0.0.0:8080",
+                    "--control",
+                    "http://control:7000"
+                ][..],
+                &json
+            ]
+            .concat()
+        );
+    }
+
+    #[test]
+    fn ports_are_keyed_as_docker_spells_them() {
+        let relay = services::service(Kind::Relay);
+        let keys: Vec<String> = relay.listens.iter().map(port_key).collect();
+        assert_eq!(keys, ["4500/udp", "9200/tcp"]);
+    }
+}

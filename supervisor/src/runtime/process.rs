@@ -288,3 +288,108 @@ impl Runtime for ProcessRuntime {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use api::status::Role;
+
+    use super::*;
+
+    fn spec(kind: Kind, index: u32, ports: &[(Role, u16)]) -> Spec {
+        Spec {
+            name: services::name(kind, index),
+            kind,
+            index,
+            ports: ports.iter().copied().collect(),
+            peer_ports: BTreeMap::from([(Kind::Control, 7000), (Kind::Ingest, 4433)]),
+            public: false,
+            advertise_host: None,
+            relay_capacity: 50,
+            supervisor: "127.0.0.1:7071".parse().expect("addr"),
+        }
+    }
+
+    fn args(spec: &Spec) -> Vec<String> {
+        let runtime = ProcessRuntime::new("bin".into(), StateDir::new("state"));
+        services::args(spec, &runtime)
+    }
+
+    #[test]
+    fn command_lines_are_the_services_flags() {
+        let control = spec(Kind::Control, 0, &[(Role::Grpc, 7000), (Role::Ops, 9100)]);
+        assert_eq!(
+            args(&control),
+            [
+                "--listen",
+                "127.0.0.1:7000",
+                "--ops-listen",
+                "127.0.0.1:9100",
+                "--ticket-key-file",
+                "state/ticket.key",
+                "--supervisor",
+                "http://127.0.0.1:7071",
+            ]
+        );
+        let ingest = spec(Kind::Ingest, 0, &[(Role::Quic, 4433), (Role::Ops, 9101)]);
+        assert_eq!(
+            args(&ingest),
+            [
+                "--listen",
+                "127.0.0.1:4433",
+                "--ops-listen",
+                "127.0.0.1:9101",
+                "--control",
+                "http://127.0.0.1:7000",
+                "--tls-dir",
+                "state/tls",
+                "--advertise",
+                "127.0.0.1:4433",
+            ]
+        );
+        let mut relay = spec(Kind::Relay, 2, &[(Role::Quic, 4501), (Role::Ops, 9202)]);
+        relay.public = true;
+        relay.advertise_host = Some("live.example".into());
+        assert_eq!(
+            args(&relay),
+            [
+                "--listen",
+                "0.0.0.0:4501",
+                "--ops-listen",
+                "127.0.0.1:9202",
+                "--control",
+                "http://127.0.0.1:7000",
+                "--ingest",
+                "127.0.0.1:4433",
+                "--id",
+                "relay-2",
+                "--capacity",
+                "50",
+                "--tls-dir",
+                "state/tls",
+                "--ticket-key-file",
+                "state/ticket.key",
+                "--advertise",
+                "live.example:4501",
+            ]
+        );
+        let gateway = spec(Kind::Gateway, 0, &[(Role::Http, 8080)]);
+        assert_eq!(
+            args(&gateway),
+            [
+                "--listen",
+                "127.0.0.1:8080",
+                "--control",
+                "http://127.0.0.1:7000"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_ephemeral_port_is_left_for_the_service_to_announce() {
+        let relay = spec(Kind::Relay, 1, &[(Role::Quic, 0), (Role::Ops, 0)]);
+        let args = args(&relay);
+        assert!(!args.iter().any(|a| a == "--advertise"), "{args:?}");
+        assert!(args.windows(2).any(|w| w == ["--listen", "127.0.0.1:0"]));
+    }
+}
