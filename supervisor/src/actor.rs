@@ -191,7 +191,10 @@ enum Report {
         generation: u64,
         result: Result<Instance>,
     },
-    Stopped,
+    Stopped {
+        name: String,
+        generation: u64,
+    },
     Killed {
         name: String,
         generation: u64,
@@ -452,7 +455,10 @@ impl Supervisor {
                         if let Err(e) = runtime.stop(&instance).await {
                             tracing::warn!(service = %instance.name, error = %format!("{e:#}"), "stop failed");
                         }
-                        Report::Stopped
+                        Report::Stopped {
+                            name: instance.name,
+                            generation: instance.generation,
+                        }
                     });
                 }
                 Action::Kill { instance } => {
@@ -559,7 +565,10 @@ impl Supervisor {
                 generation,
                 ok,
             } => self.policy.handle_drained(&name, generation, ok, now),
-            Report::Stopped | Report::Forgot => {}
+            Report::Stopped { name, generation } => {
+                self.policy.handle_stopped(&name, generation, now)
+            }
+            Report::Forgot => {}
         }
     }
 
@@ -675,6 +684,8 @@ impl Supervisor {
                         if let Err(e) = self.runtime.stop(&instance).await {
                             tracing::warn!(service = %instance.name, error = %format!("{e:#}"), "stop failed");
                         }
+                        self.policy
+                            .handle_stopped(&instance.name, instance.generation, now());
                     }
                     Action::Record(record) => self.record(record),
                     // Nothing else is wanted of a stack going down.

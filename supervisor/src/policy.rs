@@ -66,7 +66,8 @@ pub enum Action {
         /// Its generation, to be named in the report and in the instance's exit.
         generation: u64,
     },
-    /// Stop an instance gracefully. Its exit is not reported: the policy no longer wants it.
+    /// Stop an instance gracefully; report with [`Policy::handle_stopped`]. Its exit is not
+    /// reported: the policy no longer wants it.
     Stop {
         /// The instance.
         instance: Instance,
@@ -193,6 +194,8 @@ struct Member {
     /// Since when this relay has had no viewer.
     idle_since: Option<Instant>,
     drain: Drain,
+    /// Scaled away: listed as stopped until its stop has ended, then dropped.
+    leaving: bool,
 }
 
 impl Member {
@@ -214,7 +217,12 @@ impl Member {
             pinned: BTreeMap::new(),
             idle_since: None,
             drain: Drain::No,
+            leaving: false,
         }
+    }
+
+    fn is_relay(&self) -> bool {
+        self.kind == Kind::Relay && !self.leaving
     }
 }
 
@@ -298,12 +306,13 @@ impl Policy {
             .collect()
     }
 
-    /// Whether every service is up and healthy.
+    /// Whether every service is up and healthy (relays on their way out aside).
     pub fn ready(&self) -> bool {
         !self.members.is_empty()
             && self
                 .members
                 .iter()
+                .filter(|m| !m.leaving)
                 .all(|m| m.healthy && m.state == State::Running)
     }
 
@@ -482,7 +491,7 @@ impl Policy {
     /// drained, then removed once control has seen it draining and it holds no viewer: only
     /// relays above the starting count, the newest first, one at a time.
     pub fn handle_relay_load(&mut self, viewers: &BTreeMap<String, u32>, now: Instant) {
-        for m in self.members.iter_mut().filter(|m| m.kind == Kind::Relay) {
+        for m in self.members.iter_mut().filter(|m| m.is_relay()) {
             match viewers.get(&m.name) {
                 Some(0) => {
                     m.idle_since.get_or_insert(now);
@@ -494,7 +503,7 @@ impl Policy {
         if self.relay_count() <= self.config.relays {
             return;
         }
-        let Some(i) = self.members.iter().rposition(|m| m.kind == Kind::Relay) else {
+        let Some(i) = self.members.iter().rposition(Member::is_relay) else {
             return;
         };
         let m = &mut self.members[i];
@@ -520,15 +529,12 @@ impl Policy {
                 if now.saturating_duration_since(since) >= DRAIN_SEEN
                     && viewers.get(&m.name) == Some(&0) =>
             {
-                let m = self.members.remove(i);
-                if let Some(instance) = m.instance {
-                    self.actions.push_back(Action::Stop { instance });
-                }
+                let name = m.name.clone();
+                self.remove(i);
                 self.relays_wanted = self.relays_wanted.saturating_sub(1).max(self.config.relays);
-                self.actions.push_back(Action::ForgetRelay {
-                    name: m.name.clone(),
-                });
-                self.record(EventKind::ScaleDown, &m.name, "drained and removed");
+                self.actions
+                    .push_back(Action::ForgetRelay { name: name.clone() });
+                self.record(EventKind::ScaleDown, &name, "drained and removed");
             }
             _ => {}
         }
@@ -564,7 +570,7 @@ impl Policy {
         let starting = self
             .members
             .iter()
-            .filter(|m| m.kind == Kind::Relay && m.state == State::Starting)
+            .filter(|m| m.is_relay() && m.state == State::Starting)
             .count() as u32;
         self.record(
             EventKind::Capacity,
@@ -572,7 +578,7 @@ impl Policy {
             format!("{rejected} viewers refused; {total} relays, max {max}"),
         );
         // A draining relay with room is the quickest capacity of all: keep it.
-        for m in self.members.iter_mut().filter(|m| m.kind == Kind::Relay) {
+        for m in self.members.iter_mut().filter(|m| m.is_relay()) {
             m.idle_since = None;
         }
         let unchanged = Capacity {
@@ -603,18 +609,28 @@ impl Policy {
         let before = self.relays_wanted;
         self.relays_wanted = n;
         for index in self.relay_count() + 1..=n {
-            self.members.push(Member::new(Kind::Relay, index));
-            self.start(self.members.len() - 1);
+            let relay = Member::new(Kind::Relay, index);
+            // A relay of that name still stopping gives its place up: its reports name a
+            // generation the new one will not have.
+            let i = match self.position(&relay.name) {
+                Some(i) => {
+                    self.members[i] = relay;
+                    i
+                }
+                None => {
+                    self.members.push(relay);
+                    self.members.len() - 1
+                }
+            };
+            self.start(i);
         }
         while self.relay_count() > n {
-            let Some(i) = self.members.iter().rposition(|m| m.kind == Kind::Relay) else {
+            let Some(i) = self.members.iter().rposition(Member::is_relay) else {
                 break;
             };
-            let m = self.members.remove(i);
-            if let Some(instance) = m.instance {
-                self.actions.push_back(Action::Stop { instance });
-            }
-            self.record(EventKind::ScaleDown, &m.name, "stopped");
+            let name = self.members[i].name.clone();
+            self.remove(i);
+            self.record(EventKind::ScaleDown, &name, "stopped");
         }
         self.record(EventKind::Scale, "relays", format!("{before} -> {n}"));
         Ok(n)
@@ -635,7 +651,7 @@ impl Policy {
                     .members
                     .iter()
                     .enumerate()
-                    .filter(|(_, m)| m.kind == Kind::Relay && m.instance.is_some())
+                    .filter(|(_, m)| m.is_relay() && m.instance.is_some())
                     .map(|(i, _)| i)
                     .collect();
                 if relays.is_empty() {
@@ -679,6 +695,16 @@ impl Policy {
         }
     }
 
+    /// A stop has ended: a relay scaled away leaves the list.
+    pub fn handle_stopped(&mut self, name: &str, generation: u64, _now: Instant) {
+        if let Some(i) = self
+            .current(name, generation)
+            .filter(|i| self.members[*i].leaving)
+        {
+            self.members.remove(i);
+        }
+    }
+
     /// `ghost down`: stops every instance, the last started first. Starts still under way
     /// are stopped when they report ([`Policy::handle_started`]).
     pub fn handle_down(&mut self, _now: Instant) {
@@ -686,6 +712,10 @@ impl Policy {
         for m in self.members.iter_mut().rev() {
             m.state = State::Stopped;
             m.restart_at = None;
+            // A relay on its way out is being stopped already.
+            if m.leaving {
+                continue;
+            }
             if let Some(instance) = m.instance.take() {
                 self.actions.push_back(Action::Stop { instance });
             }
@@ -711,10 +741,23 @@ impl Policy {
     }
 
     fn relay_count(&self) -> u32 {
-        self.members
-            .iter()
-            .filter(|m| m.kind == Kind::Relay)
-            .count() as u32
+        self.members.iter().filter(|m| m.is_relay()).count() as u32
+    }
+
+    /// Takes relay `i` out of the stack. It stays listed, stopped, until its stop has ended
+    /// ([`Policy::handle_stopped`]), so the status never shows a relay gone that still runs.
+    fn remove(&mut self, i: usize) {
+        let m = &mut self.members[i];
+        m.state = State::Stopped;
+        m.restart_at = None;
+        m.healthy = false;
+        m.leaving = true;
+        match m.instance.clone() {
+            Some(instance) => self.actions.push_back(Action::Stop { instance }),
+            None => {
+                self.members.remove(i);
+            }
+        }
     }
 
     fn next_generation(&self, name: &str) -> u64 {
@@ -1373,6 +1416,10 @@ mod tests {
         }));
         assert_eq!(records(&a), [(EventKind::ScaleDown, "relay-2".into())]);
         assert_eq!(p.relays_wanted(), 1);
+        // Listed as stopped until its stop has ended; the stack is ready meanwhile.
+        assert_eq!(state(&p, "relay-2"), Some(State::Stopped));
+        assert!(p.ready());
+        p.handle_stopped("relay-2", 1, t1 + DRAIN_SEEN + T);
         assert_eq!(state(&p, "relay-2"), None);
     }
 
@@ -1454,7 +1501,21 @@ mod tests {
                 (EventKind::Scale, "relays".into())
             ]
         );
-        assert_eq!(p.names(), ["control", "ingest", "relay-1", "gateway"]);
+        assert_eq!(state(&p, "relay-3"), Some(State::Stopped));
+        p.handle_stopped("relay-3", 1, t0);
+        assert_eq!(state(&p, "relay-3"), None);
+
+        // Up again while relay-2 is still stopping: a new relay-2 takes its place, and the
+        // old one's stop, when it ends, leaves the new one be.
+        assert_eq!(p.handle_scale(2, t0), Ok(2));
+        let a = actions(&mut p);
+        assert_eq!(starts(&a)[0].1, 2);
+        assert_eq!(
+            p.names(),
+            ["control", "ingest", "relay-1", "gateway", "relay-2"]
+        );
+        p.handle_stopped("relay-2", 1, t0);
+        assert_eq!(state(&p, "relay-2"), Some(State::Starting));
     }
 
     #[test]
