@@ -449,7 +449,7 @@ impl Supervisor {
                         }
                     });
                 }
-                Action::Stop { instance } => {
+                Action::Stop(instance) => {
                     let runtime = self.runtime.clone();
                     self.tasks.spawn(async move {
                         if let Err(e) = runtime.stop(&instance).await {
@@ -461,7 +461,7 @@ impl Supervisor {
                         }
                     });
                 }
-                Action::Kill { instance } => {
+                Action::Kill(instance) => {
                     let runtime = self.runtime.clone();
                     self.tasks.spawn(async move {
                         let result = runtime.kill(&instance).await;
@@ -488,7 +488,7 @@ impl Supervisor {
                         }
                     });
                 }
-                Action::ForgetRelay { name } => {
+                Action::ForgetRelay(name) => {
                     if let Some(mut control) = self.control_client() {
                         self.tasks.spawn(async move {
                             let request = proto::control::ForgetRelayRequest { relay_id: name };
@@ -680,7 +680,7 @@ impl Supervisor {
                 match action {
                     // One by one, in order: the gateway before the relays, the relays before
                     // ingest and control, so no service outlives what it serves for long.
-                    Action::Stop { instance } => {
+                    Action::Stop(instance) => {
                         if let Err(e) = self.runtime.stop(&instance).await {
                             tracing::warn!(service = %instance.name, error = %format!("{e:#}"), "stop failed");
                         }

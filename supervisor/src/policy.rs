@@ -68,31 +68,22 @@ pub enum Action {
     },
     /// Stop an instance gracefully; report with [`Policy::handle_stopped`]. Its exit is not
     /// reported: the policy no longer wants it.
-    Stop {
-        /// The instance.
-        instance: Instance,
-    },
+    Stop(Instance),
     /// Kill an instance (SIGKILL). Its exit comes back through [`Policy::handle_exit`]; a kill
     /// that fails is reported with [`Policy::handle_kill_failed`].
-    Kill {
-        /// The instance.
-        instance: Instance,
-    },
+    Kill(Instance),
     /// Ask a relay to take no new viewer (`POST /drain` on its ops listener); report with
-    /// [`Policy::handle_drained`].
+    /// [`Policy::handle_drained`], naming the relay and generation given here.
     Drain {
-        /// The relay.
+        /// The relay's service name.
         name: String,
-        /// Its generation.
+        /// The generation asked, so a late answer about a replaced instance is ignored.
         generation: u64,
-        /// Its ops listener.
+        /// Where to ask: the relay's ops listener.
         ops: SocketAddr,
     },
-    /// Tell control a relay is gone, so no viewer is sent there meanwhile.
-    ForgetRelay {
-        /// The relay.
-        name: String,
-    },
+    /// Tell control this relay is gone, so no viewer is sent there meanwhile.
+    ForgetRelay(String),
     /// Add an entry to the timeline.
     Record(Record),
 }
@@ -141,25 +132,26 @@ pub enum Refused {
     },
 }
 
-/// Where to probe a running instance's health.
+/// Where to probe a running instance's health; its name and generation go back in the
+/// [`Probe`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeTarget {
-    /// The service.
+    /// Service name.
     pub name: String,
-    /// Its generation.
+    /// The instance's generation.
     pub generation: u64,
-    /// Its ops listener (the gateway's HTTP one, which serves `/health` too).
+    /// `/health` is served there: the ops listener, or the gateway's HTTP one.
     pub addr: SocketAddr,
 }
 
 /// The outcome of one health probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
-    /// The service.
+    /// Service name, from the [`ProbeTarget`].
     pub name: String,
-    /// The generation probed.
+    /// Generation, from the [`ProbeTarget`]: a probe of a replaced instance counts for nothing.
     pub generation: u64,
-    /// Whether `/health` answered with success.
+    /// Whether `/health` answered with success in time.
     pub healthy: bool,
 }
 
@@ -221,7 +213,7 @@ impl Member {
         }
     }
 
-    fn is_relay(&self) -> bool {
+    fn is_active_relay(&self) -> bool {
         self.kind == Kind::Relay && !self.leaving
     }
 }
@@ -382,7 +374,7 @@ impl Policy {
             .filter(|i| self.members[*i].state == State::Starting)
         else {
             // Scaled down or going down while it started: nobody wants it any more.
-            self.actions.push_back(Action::Stop { instance });
+            self.actions.push_back(Action::Stop(instance));
             return;
         };
         let m = &mut self.members[i];
@@ -481,7 +473,7 @@ impl Policy {
                 format!("{PROBE_FAILURES} probes unanswered; killing it"),
             );
             if let Some(instance) = instance {
-                self.actions.push_back(Action::Kill { instance });
+                self.actions.push_back(Action::Kill(instance));
             }
         }
     }
@@ -491,7 +483,7 @@ impl Policy {
     /// drained, then removed once control has seen it draining and it holds no viewer: only
     /// relays above the starting count, the newest first, one at a time.
     pub fn handle_relay_load(&mut self, viewers: &BTreeMap<String, u32>, now: Instant) {
-        for m in self.members.iter_mut().filter(|m| m.is_relay()) {
+        for m in self.members.iter_mut().filter(|m| m.is_active_relay()) {
             match viewers.get(&m.name) {
                 Some(0) => {
                     m.idle_since.get_or_insert(now);
@@ -503,7 +495,7 @@ impl Policy {
         if self.relay_count() <= self.config.relays {
             return;
         }
-        let Some(i) = self.members.iter().rposition(Member::is_relay) else {
+        let Some(i) = self.members.iter().rposition(Member::is_active_relay) else {
             return;
         };
         let m = &mut self.members[i];
@@ -532,8 +524,7 @@ impl Policy {
                 let name = m.name.clone();
                 self.remove(i);
                 self.relays_wanted = self.relays_wanted.saturating_sub(1).max(self.config.relays);
-                self.actions
-                    .push_back(Action::ForgetRelay { name: name.clone() });
+                self.actions.push_back(Action::ForgetRelay(name.clone()));
                 self.record(EventKind::ScaleDown, &name, "drained and removed");
             }
             _ => {}
@@ -570,7 +561,7 @@ impl Policy {
         let starting = self
             .members
             .iter()
-            .filter(|m| m.is_relay() && m.state == State::Starting)
+            .filter(|m| m.is_active_relay() && m.state == State::Starting)
             .count() as u32;
         self.record(
             EventKind::Capacity,
@@ -578,7 +569,7 @@ impl Policy {
             format!("{rejected} viewers refused; {total} relays, max {max}"),
         );
         // A draining relay with room is the quickest capacity of all: keep it.
-        for m in self.members.iter_mut().filter(|m| m.is_relay()) {
+        for m in self.members.iter_mut().filter(|m| m.is_active_relay()) {
             m.idle_since = None;
         }
         let unchanged = Capacity {
@@ -625,7 +616,7 @@ impl Policy {
             self.start(i);
         }
         while self.relay_count() > n {
-            let Some(i) = self.members.iter().rposition(Member::is_relay) else {
+            let Some(i) = self.members.iter().rposition(Member::is_active_relay) else {
                 break;
             };
             let name = self.members[i].name.clone();
@@ -651,7 +642,7 @@ impl Policy {
                     .members
                     .iter()
                     .enumerate()
-                    .filter(|(_, m)| m.is_relay() && m.instance.is_some())
+                    .filter(|(_, m)| m.is_active_relay() && m.instance.is_some())
                     .map(|(i, _)| i)
                     .collect();
                 if relays.is_empty() {
@@ -680,7 +671,7 @@ impl Policy {
             None => "SIGKILL".into(),
         };
         self.record(EventKind::Kill, &name, detail);
-        self.actions.push_back(Action::Kill { instance });
+        self.actions.push_back(Action::Kill(instance));
         Ok(Some(name))
     }
 
@@ -717,7 +708,7 @@ impl Policy {
                 continue;
             }
             if let Some(instance) = m.instance.take() {
-                self.actions.push_back(Action::Stop { instance });
+                self.actions.push_back(Action::Stop(instance));
             }
         }
     }
@@ -741,7 +732,7 @@ impl Policy {
     }
 
     fn relay_count(&self) -> u32 {
-        self.members.iter().filter(|m| m.is_relay()).count() as u32
+        self.members.iter().filter(|m| m.is_active_relay()).count() as u32
     }
 
     /// Takes relay `i` out of the stack. It stays listed, stopped, until its stop has ended
@@ -753,7 +744,7 @@ impl Policy {
         m.healthy = false;
         m.leaving = true;
         match m.instance.clone() {
-            Some(instance) => self.actions.push_back(Action::Stop { instance }),
+            Some(instance) => self.actions.push_back(Action::Stop(instance)),
             None => {
                 self.members.remove(i);
             }
@@ -790,7 +781,7 @@ impl Policy {
         let (name, kind) = (m.name.clone(), m.kind);
         self.record(EventKind::Exit, &name, status);
         if kind == Kind::Relay {
-            self.actions.push_back(Action::ForgetRelay { name });
+            self.actions.push_back(Action::ForgetRelay(name));
         }
         self.schedule_restart(i, now);
     }
@@ -952,7 +943,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Stop { instance } => Some(instance.name.clone()),
+                Action::Stop(instance) => Some(instance.name.clone()),
                 _ => None,
             })
             .collect()
@@ -962,7 +953,7 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Kill { instance } => Some((instance.name.clone(), instance.generation)),
+                Action::Kill(instance) => Some((instance.name.clone(), instance.generation)),
                 _ => None,
             })
             .collect()
@@ -1078,12 +1069,7 @@ mod tests {
                 now,
             );
             let a = actions(&mut p);
-            assert!(
-                a.contains(&Action::ForgetRelay {
-                    name: "relay-1".into()
-                }),
-                "{a:?}"
-            );
+            assert!(a.contains(&Action::ForgetRelay("relay-1".into())), "{a:?}");
             assert_eq!(state(&p, "relay-1"), Some(State::Restarting));
             let due = p.poll_timeout().expect("a restart is due");
             backoffs.push(due - now);
@@ -1411,9 +1397,7 @@ mod tests {
         p.handle_relay_load(&loads(&[("relay-2", 0)]), t1 + DRAIN_SEEN + T);
         let a = actions(&mut p);
         assert_eq!(stopped(&a), ["relay-2"]);
-        assert!(a.contains(&Action::ForgetRelay {
-            name: "relay-2".into()
-        }));
+        assert!(a.contains(&Action::ForgetRelay("relay-2".into())));
         assert_eq!(records(&a), [(EventKind::ScaleDown, "relay-2".into())]);
         assert_eq!(p.relays_wanted(), 1);
         // Listed as stopped until its stop has ended; the stack is ready meanwhile.
