@@ -1,21 +1,32 @@
-//! The supervisor: owns the stack's desired state and reconciles it through a [`Runtime`].
+//! The supervisor actor: applies the [`Policy`]'s decisions through a [`Runtime`].
 //!
-//! It starts services in dependency order (control, ingest, relays, gateway), probes their
-//! health every second, restarts any that exit or stop answering (with back-off and a
-//! crash-loop cap), scales relays on request, and keeps a timeline of what happened. It runs
-//! as one actor task; the HTTP API and the capacity gRPC talk to it through [`Handle`].
+//! One task owns the policy. Instance exits, requests (the HTTP API, control's capacity
+//! gRPC), probe ticks and restart timers come in through one select loop. Everything that
+//! waits on the outside (a start, stop or kill, a round of health probes, a call to control)
+//! runs as a task of its own and reports back into the same loop, so a relay that takes 20 s
+//! to start holds up no other service's restart, no probe, no `kill` and no `down`.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use serde::Serialize;
+use anyhow::Result;
+use api::admin::Target;
+use api::status::{Event, Instance, Kind, Role, Sample, Service, Usage};
+use futures_util::FutureExt;
+use proto::control::control_client::ControlClient;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
-use crate::runtime::{Event, Instance, Kind, Runtime, Spec};
+use crate::policy::{self, Action, Policy, Probe, Record};
+pub use crate::policy::{Capacity, Refused};
+use crate::runtime::{self, Runtime};
+pub use crate::services::Ports;
 use crate::stack::StateDir;
 
 /// Hears each step of a long operation (bring-up, image builds), for the user to see.
@@ -23,65 +34,17 @@ pub type Progress = dyn Fn(&str) + Send + Sync;
 
 /// Health probe interval.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
-/// Consecutive failed probes before a service is declared hung and restarted.
-const PROBE_FAILURES: u32 = 3;
-/// More restarts than this within [`CRASH_WINDOW`] is a crash loop: the service is left down.
-const CRASH_LOOP: usize = 8;
-/// Window for counting restarts.
-const CRASH_WINDOW: Duration = Duration::from_secs(60);
+/// A probe slower than this counts as unanswered.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
+/// Calls to control (its status, forgetting a relay) give up after this.
+const CONTROL_TIMEOUT: Duration = Duration::from_millis(500);
 /// Events kept for the timeline.
 const EVENTS_KEPT: usize = 500;
-
-/// Ports of the stack; 0 everywhere gives ephemeral ports (tests), pinned after first bind.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Ports {
-    /// Control gRPC.
-    pub control: u16,
-    /// Ingest QUIC/UDP.
-    pub ingest: u16,
-    /// First relay's QUIC/UDP port; relay N uses base + N - 1.
-    pub relay_base: u16,
-    /// Viewer gateway HTTP.
-    pub gateway: u16,
-    /// Supervisor HTTP (status page, API, /metrics).
-    pub http: u16,
-    /// Supervisor gRPC (capacity requests).
-    pub grpc: u16,
-    /// Ops listeners: control base, ingest base + 1, relay N base + 100 + N.
-    pub ops_base: u16,
-}
-
-impl Ports {
-    /// The documented defaults.
-    pub const DEFAULT: Ports = Ports {
-        control: 7000,
-        ingest: 4433,
-        relay_base: 4500,
-        gateway: 8080,
-        http: 7070,
-        grpc: 7071,
-        ops_base: 9100,
-    };
-
-    /// Every port ephemeral.
-    pub const EPHEMERAL: Ports = Ports {
-        control: 0,
-        ingest: 0,
-        relay_base: 0,
-        gateway: 0,
-        http: 0,
-        grpc: 0,
-        ops_base: 0,
-    };
-
-    fn offset(base: u16, n: u32) -> u16 {
-        if base == 0 {
-            0
-        } else {
-            base.saturating_add(n as u16)
-        }
-    }
-}
+/// Chart samples kept: five minutes.
+const HISTORY: usize = 300;
+/// How long `down` waits for starts under way to finish, so it can stop them, before it
+/// leaves them to the runtime's cleanup.
+const DOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// What the supervisor runs.
 #[derive(Debug, Clone)]
@@ -107,63 +70,15 @@ pub struct Settings {
     pub scale_down_after: Duration,
 }
 
-/// One timeline entry.
-#[derive(Debug, Clone, Serialize)]
-pub struct EventRecord {
-    /// Unix milliseconds.
-    pub at_ms: u64,
-    /// `start`, `exit`, `restart`, `unhealthy`, `kill`, `scale`, `capacity`, `crash_loop`, ...
-    pub kind: String,
-    /// Service concerned.
-    pub service: String,
-    /// Details.
-    pub detail: String,
-}
-
-/// One point of the status page's charts, taken every second.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Sample {
-    /// Unix milliseconds.
-    pub at_ms: u64,
-    /// Viewers on all relays.
-    pub viewers: u32,
-    /// Bytes sent by all relays since they started (the page derives egress from it).
-    pub bytes_sent: u64,
-    /// Viewers refused for capacity since control started.
-    pub rejections: u64,
-}
-
-/// Samples kept: five minutes.
-const HISTORY: usize = 300;
-
-/// A service's state as the status page shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceStatus {
-    /// Name.
-    pub name: String,
-    /// Kind.
-    pub kind: Kind,
-    /// `starting`, `running`, `restarting`, `held`, `failed`, `stopped`.
-    pub state: String,
-    /// Whether the last probe answered.
-    pub healthy: bool,
-    /// Restarts since the stack came up.
-    pub restarts: u64,
-    /// The running instance.
-    pub instance: Option<Instance>,
-    /// How the previous instance ended.
-    pub last_exit: Option<String>,
-}
-
-/// Everything the status API serves from the supervisor's side.
-#[derive(Debug, Clone, Serialize, Default)]
+/// The supervisor's side of the status, as of its last change.
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     /// `process` or `docker`.
     pub runtime: String,
     /// Whether every service is up and healthy.
     pub ready: bool,
-    /// Services in start order.
-    pub services: Vec<ServiceStatus>,
+    /// Services in start order (without usage: that is read when asked for).
+    pub services: Vec<Service>,
     /// Relays wanted now.
     pub relays_wanted: u32,
     /// Relays at most.
@@ -171,78 +86,43 @@ pub struct Snapshot {
     /// Viewers per relay.
     pub relay_capacity: u32,
     /// Timeline, oldest first.
-    pub events: Vec<EventRecord>,
-    /// Control's gRPC endpoint.
-    pub control_url: String,
+    pub events: Vec<Event>,
     /// Chart samples, oldest first.
     pub history: Vec<Sample>,
+    /// Control's gRPC endpoint, once control has started.
+    pub control_url: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Starting,
-    Running,
-    Restarting,
-    Held,
-    Failed,
+/// Why a request to the supervisor failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The policy turned it down.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// The runtime could not kill the instance.
+    #[error("killing {name}: {reason}")]
+    KillFailed {
+        /// The service.
+        name: String,
+        /// The runtime's error.
+        reason: String,
+    },
+    /// The supervisor is shutting down.
+    #[error("the supervisor is shutting down")]
     Stopped,
 }
 
-impl State {
-    fn as_str(self) -> &'static str {
-        match self {
-            State::Starting => "starting",
-            State::Running => "running",
-            State::Restarting => "restarting",
-            State::Held => "held",
-            State::Failed => "failed",
-            State::Stopped => "stopped",
-        }
-    }
-}
+/// Where the answer to a kill goes: the services killed.
+type KillReply = oneshot::Sender<Result<Vec<String>, Error>>;
 
-struct Member {
-    name: String,
-    kind: Kind,
-    index: u32,
-    instance: Option<Instance>,
-    generation: u64,
-    state: State,
-    restarts: u64,
-    recent: VecDeque<Instant>,
-    restart_at: Option<Instant>,
-    failures: u32,
-    healthy: bool,
-    last_exit: Option<String>,
-    /// Addresses pinned after the first start, so restarts keep their ports.
-    pinned: BTreeMap<String, SocketAddr>,
-    /// Since when this relay has had no viewer.
-    idle_since: Option<Instant>,
-    /// Since when this relay has been draining (no new viewers) before removal.
-    draining_since: Option<Instant>,
-}
-
-/// A request to the supervisor actor.
-pub enum Command {
-    /// Set the relay count.
-    Scale(u32, oneshot::Sender<Result<u32, String>>),
-    /// Kill a service (SIGKILL); hold it down for the duration before restarting.
+enum Command {
+    Scale(u32, oneshot::Sender<Result<u32, Refused>>),
     Kill {
-        /// Service name, or `relay:random`.
-        target: String,
-        /// Hold-down.
+        target: Target,
         hold: Option<Duration>,
-        /// Reply: what was killed.
-        reply: oneshot::Sender<Result<Vec<String>, String>>,
+        reply: KillReply,
     },
-    /// Control turned viewers away; add a relay if below the maximum.
-    Capacity {
-        /// Viewers refused.
-        rejected: u32,
-        /// Reply: (starting, total, max).
-        reply: oneshot::Sender<(u32, u32, u32)>,
-    },
-    /// Stop everything and end.
+    Capacity(u32, oneshot::Sender<Capacity>),
     Down(oneshot::Sender<()>),
 }
 
@@ -251,7 +131,7 @@ pub enum Command {
 pub struct Handle {
     commands: mpsc::Sender<Command>,
     snapshot: watch::Receiver<Snapshot>,
-    runtime: std::sync::Arc<dyn Runtime>,
+    runtime: Arc<dyn Runtime>,
 }
 
 impl Handle {
@@ -260,51 +140,98 @@ impl Handle {
         self.snapshot.borrow().clone()
     }
 
-    /// Waits until every service is up and healthy, or `timeout`.
-    pub async fn ready(&self, timeout: Duration) -> Result<()> {
-        let mut rx = self.snapshot.clone();
-        tokio::time::timeout(timeout, rx.wait_for(|s| s.ready))
-            .await
-            .context("the stack did not become ready in time")?
-            .context("the supervisor stopped")?;
-        Ok(())
-    }
-
-    /// Sends a command.
-    pub async fn send(&self, command: Command) -> Result<()> {
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
         self.commands
-            .send(command)
+            .send(command(tx))
             .await
-            .map_err(|_| anyhow::anyhow!("the supervisor has stopped"))
+            .map_err(|_| Error::Stopped)?;
+        rx.await.map_err(|_| Error::Stopped)
     }
 
-    /// Resource use of a service's current instance.
-    pub async fn usage(&self, name: &str) -> Option<crate::runtime::Usage> {
-        let snap = self.snapshot();
-        let inst = snap
-            .services
-            .iter()
-            .find(|s| s.name == name)?
-            .instance
-            .clone()?;
-        self.runtime.usage(&inst).await
+    /// Sets the relay count; answers at once, with the relays added still starting.
+    pub async fn scale(&self, relays: u32) -> Result<u32, Error> {
+        Ok(self.ask(|reply| Command::Scale(relays, reply)).await??)
     }
+
+    /// Kills `target` (SIGKILL) and holds it down for `hold`; answers once it is killed.
+    pub async fn kill(&self, target: Target, hold: Option<Duration>) -> Result<Vec<String>, Error> {
+        self.ask(|reply| Command::Kill {
+            target,
+            hold,
+            reply,
+        })
+        .await?
+    }
+
+    /// Control turned `rejected` viewers away: adds relays if below the maximum.
+    pub async fn capacity(&self, rejected: u32) -> Result<Capacity, Error> {
+        self.ask(|reply| Command::Capacity(rejected, reply)).await
+    }
+
+    /// Stops every service and the supervisor; returns once all is stopped.
+    pub async fn down(&self) {
+        // A supervisor already gone has nothing left to stop.
+        let _ = self.ask(Command::Down).await;
+    }
+
+    /// Resource use of a running instance, where the runtime can tell.
+    pub async fn usage(&self, instance: &Instance) -> Option<Usage> {
+        self.runtime.usage(instance).await
+    }
+}
+
+/// What a task reports back to the actor.
+enum Report {
+    Started {
+        name: String,
+        generation: u64,
+        result: Result<Instance>,
+    },
+    Stopped {
+        name: String,
+        generation: u64,
+    },
+    Killed {
+        name: String,
+        generation: u64,
+        result: Result<()>,
+    },
+    Probed(Vec<Probe>),
+    Observed(Option<proto::control::StatusResponse>),
+    Drained {
+        name: String,
+        generation: u64,
+        ok: bool,
+    },
+    Forgot,
 }
 
 /// The supervisor actor.
 pub struct Supervisor {
-    settings: Settings,
-    runtime: std::sync::Arc<dyn Runtime>,
-    members: Vec<Member>,
-    relays_wanted: u32,
-    events: VecDeque<EventRecord>,
+    policy: Policy,
+    runtime: Arc<dyn Runtime>,
+    max_relays: u32,
+    relay_capacity: u32,
+    events: VecDeque<Event>,
+    history: VecDeque<Sample>,
     snapshot: watch::Sender<Snapshot>,
     commands: mpsc::Receiver<Command>,
-    exits: mpsc::Receiver<Event>,
-    grpc_addr: SocketAddr,
-    probe: reqwest::Client,
-    control: Option<proto::control::control_client::ControlClient<tonic::transport::Channel>>,
-    history: VecDeque<Sample>,
+    exits: mpsc::Receiver<runtime::Event>,
+    tasks: JoinSet<Report>,
+    http: reqwest::Client,
+    control: Option<ControlClient<Channel>>,
+    /// Kill requests waiting for their kill to be done, by service.
+    kills: HashMap<String, Vec<KillReply>>,
+    probing: bool,
+    observing: bool,
+}
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 impl Supervisor {
@@ -312,8 +239,8 @@ impl Supervisor {
     /// `exits`); `grpc_addr` is where its capacity API listens (control is pointed at it).
     pub fn new(
         settings: Settings,
-        runtime: std::sync::Arc<dyn Runtime>,
-        exits: mpsc::Receiver<Event>,
+        runtime: Arc<dyn Runtime>,
+        exits: mpsc::Receiver<runtime::Event>,
         grpc_addr: SocketAddr,
     ) -> (Supervisor, Handle) {
         let (commands_tx, commands) = mpsc::channel(16);
@@ -323,199 +250,73 @@ impl Supervisor {
             snapshot: snapshot_rx,
             runtime: runtime.clone(),
         };
-        let relays_wanted = settings.relays;
-        let probe = reqwest::Client::builder()
-            .timeout(Duration::from_millis(800))
+        let policy = Policy::new(policy::Config {
+            relays: settings.relays,
+            max_relays: settings.max_relays,
+            relay_capacity: settings.relay_capacity,
+            scale_down_after: settings.scale_down_after,
+            ports: settings.ports,
+            public: settings.public,
+            advertise_host: settings.advertise_host.clone(),
+            supervisor: grpc_addr,
+            seed: rand::random(),
+        });
+        let http = reqwest::Client::builder()
+            .timeout(PROBE_TIMEOUT)
             .build()
             .unwrap_or_default();
-        let mut sup = Supervisor {
-            settings,
+        let sup = Supervisor {
+            policy,
             runtime,
-            members: Vec::new(),
-            relays_wanted,
+            max_relays: settings.max_relays,
+            relay_capacity: settings.relay_capacity,
             events: VecDeque::new(),
+            history: VecDeque::new(),
             snapshot,
             commands,
             exits,
-            grpc_addr,
-            probe,
+            tasks: JoinSet::new(),
+            http,
             control: None,
-            history: VecDeque::new(),
+            kills: HashMap::new(),
+            probing: false,
+            observing: false,
         };
-        sup.add(Kind::Control, 0);
-        sup.add(Kind::Ingest, 0);
-        for i in 1..=relays_wanted {
-            sup.add(Kind::Relay, i);
-        }
-        sup.add(Kind::Gateway, 0);
+        sup.publish();
         (sup, handle)
     }
 
-    fn add(&mut self, kind: Kind, index: u32) {
-        let name = match kind {
-            Kind::Control => "control".to_string(),
-            Kind::Ingest => "ingest".to_string(),
-            Kind::Gateway => "gateway".to_string(),
-            Kind::Relay => format!("relay-{index}"),
-        };
-        self.members.push(Member {
-            name,
-            kind,
-            index,
-            instance: None,
-            generation: 0,
-            state: State::Stopped,
-            restarts: 0,
-            recent: VecDeque::new(),
-            restart_at: None,
-            failures: 0,
-            healthy: false,
-            last_exit: None,
-            pinned: BTreeMap::new(),
-            idle_since: None,
-            draining_since: None,
-        });
-    }
-
-    fn record(&mut self, kind: &str, service: &str, detail: impl Into<String>) {
-        let detail = detail.into();
-        tracing::info!(kind, service, %detail, "event");
-        self.events.push_back(EventRecord {
-            at_ms: server::clock::now_ms(),
-            kind: kind.to_string(),
-            service: service.to_string(),
-            detail,
-        });
-        while self.events.len() > EVENTS_KEPT {
-            self.events.pop_front();
-        }
-    }
-
-    fn addr_of(&self, kind: Kind, role: &str) -> Option<SocketAddr> {
-        self.members
-            .iter()
-            .find(|m| m.kind == kind)
-            .and_then(|m| m.pinned.get(role).copied())
-            .map(loopback_if_unspecified)
-    }
-
-    fn control_url(&self) -> String {
-        match self.addr_of(Kind::Control, "grpc") {
-            Some(a) => format!("http://{a}"),
-            None => format!("http://127.0.0.1:{}", self.settings.ports.control),
-        }
-    }
-
-    fn spec(&self, m: &Member) -> Spec {
-        let s = &self.settings;
-        let p = s.ports;
-        let wanted: u16 = match m.kind {
-            Kind::Control => p.control,
-            Kind::Ingest => p.ingest,
-            Kind::Relay => Ports::offset(p.relay_base, m.index - 1),
-            Kind::Gateway => p.gateway,
-        };
-        let ops: u16 = match m.kind {
-            Kind::Control => p.ops_base,
-            Kind::Ingest => Ports::offset(p.ops_base, 1),
-            _ => Ports::offset(p.ops_base, 100 + m.index),
-        };
-        let ports = m
-            .kind
-            .roles()
-            .iter()
-            .map(|role| {
-                let default = if *role == "ops" { ops } else { wanted };
-                let port = m.pinned.get(*role).map_or(default, |a| a.port());
-                (role.to_string(), port)
-            })
-            .collect();
-        Spec {
-            name: m.name.clone(),
-            kind: m.kind,
-            index: m.index,
-            ports,
-            public: s.public,
-            advertise_host: s.advertise_host.clone(),
-            relay_capacity: s.relay_capacity,
-            control_port: self
-                .addr_of(Kind::Control, "grpc")
-                .map_or(p.control, |a| a.port()),
-            ingest_port: self
-                .addr_of(Kind::Ingest, "quic")
-                .map_or(p.ingest, |a| a.port()),
-            supervisor: self.grpc_addr,
-        }
-    }
-
-    async fn start_member(&mut self, i: usize) -> Result<()> {
-        let spec = self.spec(&self.members[i]);
-        let generation = self.members[i].generation + 1;
-        self.members[i].generation = generation;
-        self.members[i].state = State::Starting;
-        self.publish();
-        let started = self.runtime.start(&spec, generation).await;
-        let m = &mut self.members[i];
-        match started {
-            Ok(instance) => {
-                for (role, addr) in &instance.addrs {
-                    m.pinned.entry(role.clone()).or_insert(*addr);
-                }
-                m.instance = Some(instance);
-                m.state = State::Running;
-                m.healthy = true;
-                m.failures = 0;
-                let name = m.name.clone();
-                let detail = format!("generation {generation}");
-                self.record("start", &name, detail);
-                self.publish();
-                Ok(())
-            }
-            Err(e) => {
-                m.state = State::Restarting;
-                let name = m.name.clone();
-                self.record("start_failed", &name, format!("{e:#}"));
-                self.publish();
-                Err(e)
-            }
-        }
-    }
-
-    /// Starts every service in order, reporting each step to `progress`. On failure, what
-    /// was started is stopped again and the error returned.
-    pub async fn bring_up(&mut self, progress: &crate::actor::Progress) -> Result<()> {
-        for i in 0..self.members.len() {
-            let name = self.members[i].name.clone();
-            let generation = self.members[i].generation + 1;
-            if let Ok(Some(instance)) = self
-                .runtime
-                .adopt(&self.spec(&self.members[i]), generation)
-                .await
+    /// Starts every service in order, each once the one before is ready (it needs their
+    /// addresses), and adopts those an earlier supervisor left running. Reports each step
+    /// to `progress`. On failure, what was started is stopped again and the error returned.
+    pub async fn bring_up(&mut self, progress: &Progress) -> Result<()> {
+        for name in self.policy.names() {
+            if let Some((spec, generation)) = self.policy.next_start(&name)
+                && let Ok(Some(instance)) = self.runtime.adopt(&spec, generation).await
             {
-                let m = &mut self.members[i];
-                m.generation = generation;
-                for (role, addr) in &instance.addrs {
-                    m.pinned.insert(role.clone(), *addr);
-                }
-                m.instance = Some(instance);
-                m.state = State::Running;
-                m.healthy = true;
-                self.record("adopt", &name, "kept the running instance");
+                self.policy.handle_adopted(&name, instance, now());
+                self.apply();
                 progress(&format!("{name} adopted (already running)"));
                 continue;
             }
             progress(&format!("starting {name}"));
-            if let Err(e) = self.start_member(i).await {
+            self.policy.handle_bring_up(&name, now());
+            self.apply();
+            self.publish();
+            if let Err(e) = self.wait_started(&name).await {
                 self.down().await;
                 return Err(e.context(format!("starting {name}")));
             }
-            let addrs = self.members[i]
-                .instance
-                .as_ref()
+            let addrs = self
+                .policy
+                .services()
+                .into_iter()
+                .find(|s| s.name == name)
+                .and_then(|s| s.instance)
                 .map(|inst| {
                     inst.addrs
                         .iter()
-                        .map(|(role, a)| format!("{role} {a}"))
+                        .map(|(role, a)| format!("{} {a}", role.as_str()))
                         .collect::<Vec<_>>()
                         .join(", ")
                 })
@@ -526,112 +327,253 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Where clients reach the stack, once it is up.
+    /// Handles reports until the start of `name` has reported.
+    async fn wait_started(&mut self, name: &str) -> Result<()> {
+        loop {
+            let Some(done) = self.tasks.join_next().await else {
+                anyhow::bail!("{name} was not started");
+            };
+            let outcome = match &done {
+                Ok(Report::Started {
+                    name: started,
+                    result,
+                    ..
+                }) if started == name => Some(match result {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(anyhow::anyhow!("{e:#}")),
+                }),
+                _ => None,
+            };
+            self.report(done);
+            self.apply();
+            self.publish();
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
+        }
+    }
+
+    /// Where clients reach the stack, once it is up: the gateway's URL, ingest's address,
+    /// control's URL.
     pub fn endpoints(&self) -> Option<(String, String, String)> {
-        let gateway = self.addr_of(Kind::Gateway, "http")?;
-        let ingest = self.addr_of(Kind::Ingest, "quic")?;
+        let gateway = self.policy.addr(Kind::Gateway, Role::Http)?;
+        let ingest = self.policy.addr(Kind::Ingest, Role::Quic)?;
+        let control = self.policy.addr(Kind::Control, Role::Grpc)?;
         Some((
             format!("http://{gateway}"),
             ingest.to_string(),
-            self.control_url(),
+            format!("http://{control}"),
         ))
     }
 
-    fn publish(&self) {
-        let services: Vec<ServiceStatus> = self
-            .members
-            .iter()
-            .map(|m| ServiceStatus {
-                name: m.name.clone(),
-                kind: m.kind,
-                state: m.state.as_str().to_string(),
-                healthy: m.healthy && m.state == State::Running,
-                restarts: m.restarts,
-                instance: m.instance.clone(),
-                last_exit: m.last_exit.clone(),
-            })
-            .collect();
-        let ready = !services.is_empty() && services.iter().all(|s| s.healthy);
-        self.snapshot.send_replace(Snapshot {
-            runtime: self.runtime.name().to_string(),
-            ready,
-            services,
-            relays_wanted: self.relays_wanted,
-            max_relays: self.settings.max_relays,
-            relay_capacity: self.settings.relay_capacity,
-            events: self.events.iter().cloned().collect(),
-            control_url: self.control_url(),
-            history: self.history.iter().copied().collect(),
-        });
-    }
-
-    fn schedule_restart(&mut self, i: usize, now: Instant) {
-        let m = &mut self.members[i];
-        while m
-            .recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
-        {
-            m.recent.pop_front();
-        }
-        if m.recent.len() >= CRASH_LOOP {
-            m.state = State::Failed;
-            let name = m.name.clone();
-            self.record(
-                "crash_loop",
-                &name,
-                format!("{CRASH_LOOP} restarts within {CRASH_WINDOW:?}; left down"),
-            );
-            return;
-        }
-        // 0, 250 ms, 500 ms, 1 s, 2 s, then 4 s: a single crash is replaced at once.
-        let backoff = match m.recent.len() {
-            0 => Duration::ZERO,
-            n => Duration::from_millis(250 << (n - 1).min(4)),
+    /// Runs the reconcile loop until `shutdown` or a `down` request; stops every service
+    /// before returning.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut probe = tokio::time::interval(PROBE_INTERVAL);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let down_reply = loop {
+            let wake = self.policy.poll_timeout();
+            let restart_due = async move {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(runtime::Event::Exited { name, generation, status }) = self.exits.recv() => {
+                    self.policy.handle_exit(&name, generation, &status, now());
+                }
+                Some(done) = self.tasks.join_next() => self.report(done),
+                () = restart_due => self.policy.handle_timeout(now()),
+                _ = probe.tick() => self.probe(),
+                Some(command) = self.commands.recv() => {
+                    if let Some(reply) = self.command(command) {
+                        break Some(reply);
+                    }
+                }
+                () = shutdown.cancelled() => break None,
+            }
+            self.apply();
+            self.publish();
         };
-        let at = now + backoff;
-        m.restart_at = Some(m.restart_at.map_or(at, |held| held.max(at)));
-        if m.state != State::Held {
-            m.state = State::Restarting;
+        self.down().await;
+        if let Some(reply) = down_reply {
+            let _ = reply.send(());
         }
     }
 
-    fn control_client(
-        &mut self,
-    ) -> Option<proto::control::control_client::ControlClient<tonic::transport::Channel>> {
-        if self.control.is_none() {
-            self.control = server::control::client(&self.control_url()).ok();
+    /// Answers a request; a `down` request is handed back, for the loop to end with it.
+    fn command(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
+        match command {
+            Command::Scale(n, reply) => {
+                let _ = reply.send(self.policy.handle_scale(n, now()));
+            }
+            Command::Kill {
+                target,
+                hold,
+                reply,
+            } => match self.policy.handle_kill(&target, hold, now()) {
+                Ok(Some(name)) => self.kills.entry(name).or_default().push(reply),
+                Ok(None) => {
+                    let _ = reply.send(Ok(Vec::new()));
+                }
+                Err(refused) => {
+                    let _ = reply.send(Err(refused.into()));
+                }
+            },
+            Command::Capacity(rejected, reply) => {
+                let _ = reply.send(self.policy.handle_capacity(rejected, now()));
+            }
+            Command::Down(reply) => return Some(reply),
         }
-        self.control.clone()
+        None
     }
 
-    /// Tells control a relay died, so no viewer is sent there meanwhile.
-    async fn forget_relay(&mut self, relay_id: &str) {
-        let Some(mut control) = self.control_client() else {
-            return;
-        };
-        let req = proto::control::ForgetRelayRequest {
-            relay_id: relay_id.to_string(),
-        };
-        let _ = tokio::time::timeout(Duration::from_millis(500), control.forget_relay(req)).await;
+    /// Performs what the policy decided; whatever waits on the outside becomes a task.
+    fn apply(&mut self) {
+        while let Some(action) = self.policy.poll_action() {
+            match action {
+                Action::Start { spec, generation } => {
+                    let runtime = self.runtime.clone();
+                    self.tasks.spawn(async move {
+                        // A panic must still come back as a failed start, or the service
+                        // would stay `starting` for ever.
+                        let result = AssertUnwindSafe(runtime.start(&spec, generation))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("the start panicked")));
+                        Report::Started {
+                            name: spec.name,
+                            generation,
+                            result,
+                        }
+                    });
+                }
+                Action::Stop(instance) => {
+                    let runtime = self.runtime.clone();
+                    self.tasks.spawn(async move {
+                        if let Err(e) = runtime.stop(&instance).await {
+                            tracing::warn!(service = %instance.name, error = %format!("{e:#}"), "stop failed");
+                        }
+                        Report::Stopped {
+                            name: instance.name,
+                            generation: instance.generation,
+                        }
+                    });
+                }
+                Action::Kill(instance) => {
+                    let runtime = self.runtime.clone();
+                    self.tasks.spawn(async move {
+                        let result = runtime.kill(&instance).await;
+                        Report::Killed {
+                            name: instance.name,
+                            generation: instance.generation,
+                            result,
+                        }
+                    });
+                }
+                Action::Drain {
+                    name,
+                    generation,
+                    ops,
+                } => {
+                    let request = self.http.post(format!("http://{ops}/drain"));
+                    self.tasks.spawn(async move {
+                        // Any answer will do: the relay heard it.
+                        let ok = request.send().await.is_ok();
+                        Report::Drained {
+                            name,
+                            generation,
+                            ok,
+                        }
+                    });
+                }
+                Action::ForgetRelay(name) => {
+                    if let Some(mut control) = self.control_client() {
+                        self.tasks.spawn(async move {
+                            let request = proto::control::ForgetRelayRequest { relay_id: name };
+                            let _ = tokio::time::timeout(
+                                CONTROL_TIMEOUT,
+                                control.forget_relay(request),
+                            )
+                            .await;
+                            Report::Forgot
+                        });
+                    }
+                }
+                Action::Record(record) => self.record(record),
+            }
+        }
     }
 
-    /// Reads control's view (relay loads), records a chart sample, and scales idle relays
-    /// added on demand back down: drained first, removed once they hold no viewer.
-    async fn observe(&mut self) {
-        let Some(mut control) = self.control_client() else {
-            return;
+    fn report(&mut self, done: Result<Report, JoinError>) {
+        let report = match done {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::error!(error = %e, "a supervisor task failed");
+                return;
+            }
         };
-        let status = match tokio::time::timeout(
-            Duration::from_millis(500),
-            control.status(proto::control::StatusRequest {}),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s.into_inner(),
-            _ => return,
-        };
-        let now = Instant::now();
+        let now = now();
+        match report {
+            Report::Started {
+                name,
+                generation,
+                result: Ok(instance),
+            } => self.policy.handle_started(&name, generation, instance, now),
+            Report::Started {
+                name,
+                generation,
+                result: Err(e),
+            } => {
+                let error = format!("{e:#}");
+                tracing::warn!(service = %name, %error, "start failed");
+                self.policy
+                    .handle_start_failed(&name, generation, &error, now);
+            }
+            Report::Killed {
+                name,
+                generation,
+                result,
+            } => {
+                let answer = match result {
+                    Ok(()) => Ok(vec![name.clone()]),
+                    Err(e) => {
+                        self.policy.handle_kill_failed(&name, generation, now);
+                        Err(format!("{e:#}"))
+                    }
+                };
+                for reply in self.kills.remove(&name).unwrap_or_default() {
+                    let _ = reply.send(answer.clone().map_err(|reason| Error::KillFailed {
+                        name: name.clone(),
+                        reason,
+                    }));
+                }
+            }
+            Report::Probed(results) => {
+                self.probing = false;
+                self.policy.handle_probe(&results, now);
+            }
+            Report::Observed(status) => {
+                self.observing = false;
+                if let Some(status) = status {
+                    self.observed(status, now);
+                }
+            }
+            Report::Drained {
+                name,
+                generation,
+                ok,
+            } => self.policy.handle_drained(&name, generation, ok, now),
+            Report::Stopped { name, generation } => {
+                self.policy.handle_stopped(&name, generation, now)
+            }
+            Report::Forgot => {}
+        }
+    }
+
+    /// A chart sample and the relays' loads from control's view.
+    fn observed(&mut self, status: proto::control::StatusResponse, now: Instant) {
         self.history.push_back(Sample {
             at_ms: server::clock::now_ms(),
             viewers: status.relays.iter().map(|r| r.viewers).sum(),
@@ -641,368 +583,540 @@ impl Supervisor {
         while self.history.len() > HISTORY {
             self.history.pop_front();
         }
-        let viewers_of = |name: &str| {
-            status
-                .relays
-                .iter()
-                .find(|r| r.relay_id == name)
-                .map(|r| r.viewers)
-        };
-        for m in self.members.iter_mut().filter(|m| m.kind == Kind::Relay) {
-            match viewers_of(&m.name) {
-                Some(0) => {
-                    m.idle_since.get_or_insert(now);
-                }
-                Some(_) => m.idle_since = None,
-                None => {}
-            }
-        }
-        // Only relays above the starting count go, the newest first, one at a time.
-        let relays = self
-            .members
-            .iter()
-            .filter(|m| m.kind == Kind::Relay)
-            .count() as u32;
-        if relays <= self.settings.relays {
-            return;
-        }
-        let Some(i) = self.members.iter().rposition(|m| m.kind == Kind::Relay) else {
-            return;
-        };
-        let m = &self.members[i];
-        let idle = m
-            .idle_since
-            .is_some_and(|t| now.duration_since(t) >= self.settings.scale_down_after);
-        match m.draining_since {
-            None if idle && m.state == State::Running => {
-                if let Some(ops) = m.instance.as_ref().and_then(|inst| inst.addrs.get("ops")) {
-                    let url = format!("http://{ops}/drain");
-                    if self.probe.post(url).send().await.is_ok() {
-                        let name = m.name.clone();
-                        self.members[i].draining_since = Some(now);
-                        self.record(
-                            "drain",
-                            &name,
-                            format!(
-                                "no viewer for {}; draining",
-                                humantime::format_duration(self.settings.scale_down_after)
-                            ),
-                        );
-                    }
-                }
-            }
-            // Removed only once control has seen it draining (a heartbeat) and it is empty.
-            Some(since)
-                if now.duration_since(since) >= Duration::from_secs(1)
-                    && viewers_of(&m.name) == Some(0) =>
-            {
-                let m = self.members.remove(i);
-                if let Some(inst) = &m.instance {
-                    let _ = self.runtime.stop(inst).await;
-                }
-                self.relays_wanted = self
-                    .relays_wanted
-                    .saturating_sub(1)
-                    .max(self.settings.relays);
-                self.forget_relay(&m.name).await;
-                self.record("scale_down", &m.name, "drained and removed");
-            }
-            _ => {}
-        }
-    }
-
-    async fn probe(&mut self) {
-        let targets: Vec<(usize, SocketAddr)> = self
-            .members
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.state == State::Running)
-            .filter_map(|(i, m)| {
-                let inst = m.instance.as_ref()?;
-                let addr = inst.addrs.get("ops").or_else(|| inst.addrs.get("http"))?;
-                Some((i, loopback_if_unspecified(*addr)))
-            })
+        let viewers: BTreeMap<String, u32> = status
+            .relays
+            .into_iter()
+            .map(|r| (r.relay_id, r.viewers))
             .collect();
-        let client = self.probe.clone();
-        let checks = targets.iter().map(|(i, addr)| {
-            let client = client.clone();
-            let url = format!("http://{addr}/health");
-            async move {
-                (
-                    *i,
-                    client
-                        .get(url)
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success()),
-                )
-            }
-        });
-        // Concurrently: one hung service must not delay the probes of the others.
-        let results = futures_util::future::join_all(checks).await;
-        let mut hung = Vec::new();
-        for (i, ok) in results {
-            let m = &mut self.members[i];
-            if ok {
-                m.failures = 0;
-                m.healthy = true;
-            } else {
-                m.failures += 1;
-                m.healthy = false;
-                if m.failures >= PROBE_FAILURES {
-                    hung.push(i);
-                }
-            }
-        }
-        for i in hung {
-            let name = self.members[i].name.clone();
-            self.record(
-                "unhealthy",
-                &name,
-                format!("{PROBE_FAILURES} probes unanswered; killing it"),
-            );
-            self.members[i].failures = 0;
-            if let Some(inst) = self.members[i].instance.clone() {
-                let _ = self.runtime.kill(&inst).await;
-            }
-        }
-        self.publish();
+        self.policy.handle_relay_load(&viewers, now);
     }
 
-    async fn scale(&mut self, n: u32) -> Result<u32, String> {
-        if n == 0 || n > self.settings.max_relays {
-            return Err(format!(
-                "relay count must be between 1 and {}",
-                self.settings.max_relays
-            ));
-        }
-        let before = self.relays_wanted;
-        self.relays_wanted = n;
-        // Up: add members and start them.
-        let present = self
-            .members
-            .iter()
-            .filter(|m| m.kind == Kind::Relay)
-            .count() as u32;
-        for index in present + 1..=n {
-            self.add(Kind::Relay, index);
-            let i = self.members.len() - 1;
-            if let Err(e) = self.start_member(i).await {
-                tracing::warn!(error = %format!("{e:#}"), "relay start failed; will retry");
-                self.schedule_restart(i, Instant::now());
-            }
-        }
-        // Down: stop the highest-numbered relays.
-        while self
-            .members
-            .iter()
-            .filter(|m| m.kind == Kind::Relay)
-            .count() as u32
-            > n
-        {
-            let Some(i) = self.members.iter().rposition(|m| m.kind == Kind::Relay) else {
-                break;
-            };
-            let m = self.members.remove(i);
-            if let Some(inst) = &m.instance {
-                let _ = self.runtime.stop(inst).await;
-            }
-            self.record("scale_down", &m.name, "stopped");
-        }
-        self.record("scale", "relays", format!("{before} -> {n}"));
-        self.publish();
-        Ok(n)
-    }
-
-    async fn kill(&mut self, target: &str, hold: Option<Duration>) -> Result<Vec<String>, String> {
-        let indices: Vec<usize> = if target == "relay:random" {
-            let relays: Vec<usize> = self
-                .members
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| m.kind == Kind::Relay && m.instance.is_some())
-                .map(|(i, _)| i)
-                .collect();
-            if relays.is_empty() {
-                return Err("no running relay".into());
-            }
-            vec![relays[rand::random_range(0..relays.len())]]
-        } else {
-            match self.members.iter().position(|m| m.name == target) {
-                Some(i) => vec![i],
-                None => {
-                    let names: Vec<&str> = self.members.iter().map(|m| m.name.as_str()).collect();
-                    return Err(format!(
-                        "no service {target:?}; services: {}",
-                        names.join(", ")
-                    ));
-                }
-            }
-        };
-        let mut killed = Vec::new();
-        for i in indices {
-            let Some(inst) = self.members[i].instance.clone() else {
-                continue;
-            };
-            if let Some(hold) = hold {
-                self.members[i].restart_at = Some(Instant::now() + hold);
-                self.members[i].state = State::Held;
-            }
-            self.runtime
-                .kill(&inst)
-                .await
-                .map_err(|e| format!("{e:#}"))?;
-            let name = self.members[i].name.clone();
-            self.record(
-                "kill",
-                &name,
-                match hold {
-                    Some(h) => format!("SIGKILL, held down for {}", humantime::format_duration(h)),
-                    None => "SIGKILL".into(),
-                },
-            );
-            killed.push(name);
-        }
-        self.publish();
-        Ok(killed)
-    }
-
-    async fn capacity(&mut self, rejected: u32) -> (u32, u32, u32) {
-        let max = self.settings.max_relays;
-        let running = self
-            .members
-            .iter()
-            .filter(|m| m.kind == Kind::Relay)
-            .count() as u32;
-        let starting = self
-            .members
-            .iter()
-            .filter(|m| m.kind == Kind::Relay && m.state == State::Starting)
-            .count() as u32;
-        self.record(
-            "capacity",
-            "control",
-            format!("{rejected} viewers refused; {running} relays, max {max}"),
-        );
-        // A draining relay with room is the quickest capacity of all: keep it.
-        for m in self.members.iter_mut().filter(|m| m.kind == Kind::Relay) {
-            m.idle_since = None;
-        }
-        if running >= max || starting > 0 {
-            self.publish();
-            return (0, running, max);
-        }
-        let wanted = rejected
-            .div_ceil(self.settings.relay_capacity.max(1))
-            .max(1);
-        let target = (running + wanted).min(max);
-        match self.scale(target).await {
-            Ok(n) => (n - running, n, max),
-            Err(_) => (0, running, max),
-        }
-    }
-
-    async fn down(&mut self) {
-        self.record("down", "stack", "stopping every service");
-        let order: Vec<usize> = (0..self.members.len()).rev().collect();
-        for i in order {
-            self.members[i].state = State::Stopped;
-            if let Some(inst) = self.members[i].instance.take() {
-                let _ = self.runtime.stop(&inst).await;
-            }
-        }
-        let _ = self.runtime.cleanup().await;
-        self.publish();
-    }
-
-    /// Runs the reconcile loop until `shutdown` or a `Down` command; stops every service
-    /// before returning.
-    pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut probe = tokio::time::interval(PROBE_INTERVAL);
-        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut down_reply = None;
-        loop {
-            let next_restart = self
-                .members
-                .iter()
-                .filter(|m| matches!(m.state, State::Restarting | State::Held))
-                .filter_map(|m| m.restart_at)
-                .min();
-            let restart_sleep = async {
-                match next_restart {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                Some(event) = self.exits.recv() => {
-                    let Event::Exited { name, generation, status } = event;
-                    let Some(i) = self.members.iter().position(|m| m.name == name) else { continue };
-                    if self.members[i].generation != generation
-                        || self.members[i].state == State::Stopped
-                    {
-                        continue;
-                    }
-                    self.members[i].instance = None;
-                    self.members[i].healthy = false;
-                    self.members[i].last_exit = Some(status.clone());
-                    self.record("exit", &name, status);
-                    if self.members[i].kind == Kind::Relay {
-                        self.forget_relay(&name).await;
-                    }
-                    self.schedule_restart(i, Instant::now());
-                    self.publish();
-                }
-                () = restart_sleep => {
-                    let now = Instant::now();
-                    let due: Vec<usize> = self
-                        .members
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, m)| matches!(m.state, State::Restarting | State::Held))
-                        .filter(|(_, m)| m.restart_at.is_some_and(|t| t <= now))
-                        .map(|(i, _)| i)
-                        .collect();
-                    for i in due {
-                        self.members[i].restart_at = None;
-                        self.members[i].restarts += 1;
-                        self.members[i].recent.push_back(now);
-                        let name = self.members[i].name.clone();
-                        self.record("restart", &name, format!("restart #{}", self.members[i].restarts));
-                        if self.start_member(i).await.is_err() {
-                            self.schedule_restart(i, Instant::now());
+    /// Starts a round of health probes and a look at control's view, unless the last ones
+    /// are still under way.
+    fn probe(&mut self) {
+        let targets = self.policy.probe_targets();
+        if !self.probing && !targets.is_empty() {
+            self.probing = true;
+            let http = self.http.clone();
+            self.tasks.spawn(async move {
+                // Concurrently: one hung service must not delay the probes of the others.
+                let probes = targets.into_iter().map(|t| {
+                    let request = http.get(format!("http://{}/health", t.addr));
+                    async move {
+                        let healthy = request.send().await.is_ok_and(|r| r.status().is_success());
+                        Probe {
+                            name: t.name,
+                            generation: t.generation,
+                            healthy,
                         }
                     }
-                }
-                _ = probe.tick() => {
-                    self.probe().await;
-                    self.observe().await;
-                    self.publish();
-                }
-                Some(command) = self.commands.recv() => match command {
-                    Command::Scale(n, reply) => { let _ = reply.send(self.scale(n).await); }
-                    Command::Kill { target, hold, reply } => {
-                        let _ = reply.send(self.kill(&target, hold).await);
+                });
+                Report::Probed(futures_util::future::join_all(probes).await)
+            });
+        }
+        if !self.observing
+            && let Some(mut control) = self.control_client()
+        {
+            self.observing = true;
+            self.tasks.spawn(async move {
+                let status = tokio::time::timeout(
+                    CONTROL_TIMEOUT,
+                    control.status(proto::control::StatusRequest {}),
+                )
+                .await;
+                Report::Observed(match status {
+                    Ok(Ok(s)) => Some(s.into_inner()),
+                    _ => None,
+                })
+            });
+        }
+    }
+
+    fn control_client(&mut self) -> Option<ControlClient<Channel>> {
+        if self.control.is_none() {
+            let addr = self.policy.addr(Kind::Control, Role::Grpc)?;
+            self.control = server::control::client(&format!("http://{addr}")).ok();
+        }
+        self.control.clone()
+    }
+
+    fn record(&mut self, record: Record) {
+        tracing::info!(kind = ?record.kind, service = %record.service, detail = %record.detail, "event");
+        self.events.push_back(Event {
+            at_ms: server::clock::now_ms(),
+            kind: record.kind,
+            service: record.service,
+            detail: record.detail,
+        });
+        while self.events.len() > EVENTS_KEPT {
+            self.events.pop_front();
+        }
+    }
+
+    fn publish(&self) {
+        self.snapshot.send_replace(Snapshot {
+            runtime: self.runtime.name().to_string(),
+            ready: self.policy.ready(),
+            services: self.policy.services(),
+            relays_wanted: self.policy.relays_wanted(),
+            max_relays: self.max_relays,
+            relay_capacity: self.relay_capacity,
+            events: self.events.iter().cloned().collect(),
+            history: self.history.iter().copied().collect(),
+            control_url: self
+                .policy
+                .addr(Kind::Control, Role::Grpc)
+                .map(|a| format!("http://{a}")),
+        });
+    }
+
+    /// Stops every service, the last started first, and those whose start is under way
+    /// once it reports; then removes what the runtime made.
+    async fn down(&mut self) {
+        self.policy.handle_down(now());
+        let deadline = tokio::time::Instant::now() + DOWN_GRACE;
+        loop {
+            while let Some(action) = self.policy.poll_action() {
+                match action {
+                    // One by one, in order: the gateway before the relays, the relays before
+                    // ingest and control, so no service outlives what it serves for long.
+                    Action::Stop(instance) => {
+                        if let Err(e) = self.runtime.stop(&instance).await {
+                            tracing::warn!(service = %instance.name, error = %format!("{e:#}"), "stop failed");
+                        }
+                        self.policy
+                            .handle_stopped(&instance.name, instance.generation, now());
                     }
-                    Command::Capacity { rejected, reply } => {
-                        let _ = reply.send(self.capacity(rejected).await);
-                    }
-                    Command::Down(reply) => { down_reply = Some(reply); break; }
-                },
-                () = shutdown.cancelled() => break,
+                    Action::Record(record) => self.record(record),
+                    // Nothing else is wanted of a stack going down.
+                    _ => {}
+                }
+            }
+            self.publish();
+            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(Some(done)) => self.report(done),
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!("starts still under way after {DOWN_GRACE:?}; abandoned");
+                    self.tasks.shutdown().await;
+                    break;
+                }
             }
         }
-        self.down().await;
-        if let Some(reply) = down_reply {
-            let _ = reply.send(());
+        // Kill requests still waiting answer as the supervisor stopping.
+        self.kills.clear();
+        if let Err(e) = self.runtime.cleanup().await {
+            tracing::warn!(error = %format!("{e:#}"), "cleanup failed");
         }
+        self.publish();
     }
 }
 
-pub(crate) fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
-    } else {
-        addr
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    use api::status::{EventKind, State};
+    use tokio::time::Instant as TokioInstant;
+
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Call {
+        Start(&'static str, u64),
+        Ready(&'static str, u64),
+        Stop(&'static str, u64),
+        Kill(&'static str, u64),
+        Cleanup,
+    }
+
+    /// A runtime that runs nothing: it records each call, and its starts take as long as a
+    /// test says. A kill reports the exit, as a real one would.
+    struct Fake {
+        calls: mpsc::UnboundedSender<(TokioInstant, Call)>,
+        slow: Mutex<HashMap<String, Duration>>,
+        failing: Mutex<HashSet<String>>,
+        exits: mpsc::Sender<runtime::Event>,
+    }
+
+    /// Names live as long as the test: leaked once each, so calls compare as plain values.
+    fn name(s: &str) -> &'static str {
+        Box::leak(s.to_string().into_boxed_str())
+    }
+
+    impl Fake {
+        fn call(&self, call: Call) {
+            let _ = self.calls.send((TokioInstant::now(), call));
+        }
+
+        fn slow(&self, service: &str, delay: Duration) {
+            self.slow
+                .lock()
+                .expect("lock")
+                .insert(service.into(), delay);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Runtime for Fake {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+
+        async fn prepare(
+            &self,
+            _events: mpsc::Sender<runtime::Event>,
+            _progress: &Progress,
+        ) -> Result<()> {
+            Ok(())
+        }
+
+        fn internal_ip(&self) -> std::net::IpAddr {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        }
+
+        async fn adopt(&self, _spec: &runtime::Spec, _generation: u64) -> Result<Option<Instance>> {
+            Ok(None)
+        }
+
+        async fn start(&self, spec: &runtime::Spec, generation: u64) -> Result<Instance> {
+            self.call(Call::Start(name(&spec.name), generation));
+            let delay = self.slow.lock().expect("lock").get(&spec.name).copied();
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            if self.failing.lock().expect("lock").contains(&spec.name) {
+                anyhow::bail!("{} would not start", spec.name);
+            }
+            self.call(Call::Ready(name(&spec.name), generation));
+            // No address: the actor then neither probes nor calls control, so nothing here
+            // touches the network.
+            Ok(Instance {
+                name: spec.name.clone(),
+                pid: None,
+                container: None,
+                addrs: BTreeMap::new(),
+                generation,
+            })
+        }
+
+        async fn stop(&self, instance: &Instance) -> Result<()> {
+            self.call(Call::Stop(name(&instance.name), instance.generation));
+            Ok(())
+        }
+
+        async fn kill(&self, instance: &Instance) -> Result<()> {
+            self.call(Call::Kill(name(&instance.name), instance.generation));
+            let _ = self
+                .exits
+                .send(runtime::Event::Exited {
+                    name: instance.name.clone(),
+                    generation: instance.generation,
+                    status: "signal: 9 (SIGKILL)".into(),
+                })
+                .await;
+            Ok(())
+        }
+
+        async fn usage(&self, _instance: &Instance) -> Option<Usage> {
+            None
+        }
+
+        async fn cleanup(&self) -> Result<()> {
+            self.call(Call::Cleanup);
+            Ok(())
+        }
+    }
+
+    struct Stack {
+        fake: Arc<Fake>,
+        handle: Handle,
+        calls: mpsc::UnboundedReceiver<(TokioInstant, Call)>,
+        exits: mpsc::Sender<runtime::Event>,
+        shutdown: CancellationToken,
+        actor: tokio::task::JoinHandle<()>,
+    }
+
+    fn settings(relays: u32, max_relays: u32) -> Settings {
+        Settings {
+            state: StateDir::new("state"),
+            relays,
+            max_relays,
+            relay_capacity: 2,
+            public: false,
+            advertise_host: None,
+            ports: Ports::EPHEMERAL,
+            bin_dir: "bin".into(),
+            scale_down_after: Duration::from_secs(30),
+        }
+    }
+
+    fn supervisor(relays: u32, max_relays: u32) -> (Supervisor, Handle, Stack) {
+        let (exits, exits_rx) = mpsc::channel(64);
+        let (calls_tx, calls) = mpsc::unbounded_channel();
+        let fake = Arc::new(Fake {
+            calls: calls_tx,
+            slow: Mutex::new(HashMap::new()),
+            failing: Mutex::new(HashSet::new()),
+            exits: exits.clone(),
+        });
+        let grpc = "127.0.0.1:7071".parse().expect("addr");
+        let (sup, handle) =
+            Supervisor::new(settings(relays, max_relays), fake.clone(), exits_rx, grpc);
+        let stack = Stack {
+            fake,
+            handle: handle.clone(),
+            calls,
+            exits,
+            shutdown: CancellationToken::new(),
+            actor: tokio::spawn(async {}),
+        };
+        (sup, handle, stack)
+    }
+
+    /// A stack brought up on the fake runtime, its actor running.
+    async fn up(relays: u32, max_relays: u32) -> Stack {
+        let (mut sup, _, mut stack) = supervisor(relays, max_relays);
+        sup.bring_up(&|_| {}).await.expect("bring-up");
+        stack.actor = tokio::spawn(sup.run(stack.shutdown.clone()));
+        stack.drain_calls();
+        stack
+    }
+
+    impl Stack {
+        /// Waits (on the paused clock) for `call`, passing over others; returns when it was
+        /// made.
+        async fn wait_for(&mut self, call: Call) -> TokioInstant {
+            let wait = async {
+                loop {
+                    let (at, seen) = self.calls.recv().await.expect("the fake runtime is gone");
+                    if seen == call {
+                        return at;
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(600), wait)
+                .await
+                .unwrap_or_else(|_| panic!("{call:?} never came"))
+        }
+
+        fn drain_calls(&mut self) -> Vec<Call> {
+            std::iter::from_fn(|| self.calls.try_recv().ok())
+                .map(|(_, c)| c)
+                .collect()
+        }
+
+        fn state(&self, service: &str) -> Option<State> {
+            self.handle
+                .snapshot()
+                .services
+                .into_iter()
+                .find(|s| s.name == service)
+                .map(|s| s.state)
+        }
+
+        async fn crash(&self, service: &str, generation: u64) {
+            self.exits
+                .send(runtime::Event::Exited {
+                    name: service.into(),
+                    generation,
+                    status: "signal: 11 (SIGSEGV)".into(),
+                })
+                .await
+                .expect("actor listening");
+        }
+    }
+
+    /// Lets every task run until all wait on something: the actor has handled all there was.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_start_holds_up_no_other_relays_restart() {
+        let mut s = up(1, 3).await;
+        s.fake.slow("relay-2", Duration::from_secs(20));
+        let t0 = TokioInstant::now();
+        assert_eq!(
+            s.handle.scale(2).await.expect("scale"),
+            2,
+            "answered at once"
+        );
+        s.wait_for(Call::Start("relay-2", 1)).await;
+
+        s.crash("relay-1", 1).await;
+        let replaced = s.wait_for(Call::Ready("relay-1", 2)).await;
+        assert!(
+            replaced - t0 < Duration::from_millis(10),
+            "relay-1 replaced after {:?}",
+            replaced - t0
+        );
+        settle().await;
+        assert_eq!(s.state("relay-1"), Some(State::Running));
+        assert_eq!(s.state("relay-2"), Some(State::Starting));
+
+        let ready = s.wait_for(Call::Ready("relay-2", 1)).await;
+        assert!(ready - t0 >= Duration::from_secs(20));
+        settle().await;
+        assert_eq!(s.state("relay-2"), Some(State::Running));
+        assert!(s.handle.snapshot().ready);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn kill_and_down_answer_while_a_start_is_under_way() {
+        let mut s = up(1, 3).await;
+        s.fake.slow("relay-2", Duration::from_secs(20));
+        s.handle.scale(2).await.expect("scale");
+        s.wait_for(Call::Start("relay-2", 1)).await;
+        let t0 = TokioInstant::now();
+
+        let killed = s
+            .handle
+            .kill(Target::Service("relay-1".into()), None)
+            .await
+            .expect("kill");
+        assert_eq!(killed, ["relay-1"]);
+        assert!(TokioInstant::now() - t0 < Duration::from_millis(10));
+        s.wait_for(Call::Ready("relay-1", 2)).await;
+
+        // Down stops every service, and relay-2 once its start ends, then cleans up.
+        s.handle.down().await;
+        assert!(TokioInstant::now() - t0 >= Duration::from_secs(20));
+        let calls = s.drain_calls();
+        assert_eq!(
+            calls,
+            [
+                Call::Stop("gateway", 1),
+                Call::Stop("relay-1", 2),
+                Call::Stop("ingest", 1),
+                Call::Stop("control", 1),
+                Call::Ready("relay-2", 1),
+                Call::Stop("relay-2", 1),
+                Call::Cleanup,
+            ]
+        );
+        (&mut s.actor).await.expect("actor ended");
+        assert!(
+            s.handle
+                .snapshot()
+                .services
+                .iter()
+                .all(|s| s.state == State::Stopped)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_kill_restarts_after_the_hold() {
+        let mut s = up(1, 1).await;
+        let t0 = TokioInstant::now();
+        let hold = Duration::from_secs(2);
+        s.handle
+            .kill(Target::Service("control".into()), Some(hold))
+            .await
+            .expect("kill");
+        settle().await;
+        assert_eq!(s.state("control"), Some(State::Held));
+        let back = s.wait_for(Call::Ready("control", 2)).await;
+        assert!(back - t0 >= hold && back - t0 < hold + Duration::from_millis(10));
+        let events = s.handle.snapshot().events;
+        let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+        assert!(
+            kinds.ends_with(&[
+                EventKind::Kill,
+                EventKind::Exit,
+                EventKind::Restart,
+                EventKind::Start
+            ]),
+            "{kinds:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_come_back_as_errors() {
+        let s = up(1, 2).await;
+        let e = s
+            .handle
+            .kill(Target::Service("nope".into()), None)
+            .await
+            .expect_err("unknown service");
+        assert!(
+            matches!(e, Error::Refused(Refused::UnknownService { .. })),
+            "{e}"
+        );
+        let e = s.handle.scale(3).await.expect_err("above max");
+        assert_eq!(e.to_string(), "relay count must be between 1 and 2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn capacity_answers_at_once_and_once_while_relays_start() {
+        let mut s = up(1, 4).await;
+        s.fake.slow("relay-2", Duration::from_secs(20));
+        let first = s.handle.capacity(1).await.expect("capacity");
+        assert_eq!(
+            first,
+            Capacity {
+                starting: 1,
+                total: 2,
+                max: 4
+            }
+        );
+        let again = s.handle.capacity(9).await.expect("capacity");
+        assert_eq!(again.starting, 0, "relay-2 is the capacity on its way");
+        s.wait_for(Call::Ready("relay-2", 1)).await;
+        settle().await;
+        assert_eq!(s.handle.capacity(1).await.expect("capacity").starting, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_old_instances_exit_is_ignored() {
+        let mut s = up(1, 1).await;
+        s.crash("ingest", 7).await;
+        s.crash("relay-1", 0).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(s.drain_calls(), []);
+        assert!(s.handle.snapshot().ready);
+        s.shutdown.cancel();
+        (&mut s.actor).await.expect("actor ended");
+        assert_eq!(s.drain_calls().last(), Some(&Call::Cleanup));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_bring_up_stops_what_it_started() {
+        let (mut sup, handle, mut s) = supervisor(1, 1);
+        s.fake
+            .failing
+            .lock()
+            .expect("lock")
+            .insert("relay-1".into());
+        let e = sup.bring_up(&|_| {}).await.expect_err("relay-1 fails");
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("starting relay-1") && e.contains("would not start"),
+            "{e}"
+        );
+        assert_eq!(
+            s.drain_calls(),
+            [
+                Call::Start("control", 1),
+                Call::Ready("control", 1),
+                Call::Start("ingest", 1),
+                Call::Ready("ingest", 1),
+                Call::Start("relay-1", 1),
+                Call::Stop("ingest", 1),
+                Call::Stop("control", 1),
+                Call::Cleanup,
+            ]
+        );
+        let kinds: Vec<EventKind> = handle.snapshot().events.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::Start,
+                EventKind::Start,
+                EventKind::StartFailed,
+                EventKind::Down
+            ]
+        );
     }
 }

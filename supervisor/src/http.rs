@@ -6,18 +6,20 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use api::Problem;
+use api::admin::{Down, Kill, Killed, Scale};
+use api::status::{Relay, RelayStream, Status, Stream};
 use axum::Json;
 use axum::Router;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use proto::control as pb;
 use proto::supervisor as sup;
-use serde::Deserialize;
-use tokio::sync::oneshot;
 
-use crate::actor::{Command, Handle};
+use crate::actor::{Error, Handle};
 
 #[derive(Clone)]
 struct AppState {
@@ -37,71 +39,123 @@ pub fn routes(handle: Handle) -> Router {
         .with_state(AppState { handle })
 }
 
+fn problem(status: StatusCode, kind: &str, reason: impl Into<String>) -> Response {
+    (status, Json(Problem::new(kind, reason))).into_response()
+}
+
+/// The one mapping of the supervisor's errors to HTTP answers.
+fn refusal(e: Error) -> Response {
+    let reason = e.to_string();
+    match e {
+        Error::Refused(_) => problem(StatusCode::BAD_REQUEST, "bad_request", reason),
+        Error::KillFailed { .. } => {
+            problem(StatusCode::INTERNAL_SERVER_ERROR, "kill_failed", reason)
+        }
+        Error::Stopped => problem(StatusCode::SERVICE_UNAVAILABLE, "stopping", reason),
+    }
+}
+
 /// The refusal for an admin request from off the host, `None` when it may proceed.
 fn forbidden(peer: SocketAddr) -> Option<Response> {
     if peer.ip().is_loopback() {
         None
     } else {
-        Some((
+        Some(problem(
             StatusCode::FORBIDDEN,
-            Json(serde_json::json!({"error": "forbidden", "reason": "admin actions are only served on loopback"})),
-        )
-            .into_response())
+            "forbidden",
+            "admin actions are only served on loopback",
+        ))
     }
 }
 
-/// The full status: the supervisor's snapshot plus control's view (streams, relays).
-pub async fn full_status(handle: &Handle) -> serde_json::Value {
+fn bad_body(rejection: JsonRejection) -> Response {
+    problem(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        rejection.body_text(),
+    )
+}
+
+/// The full status: the supervisor's snapshot, each instance's resource use read now, and
+/// control's view (streams, relays).
+pub async fn full_status(handle: &Handle) -> Status {
     let snap = handle.snapshot();
-    let control = control_status(&snap.control_url).await;
-    let (streams, relays, joins, rejections, control_error) = match control {
-        Ok(s) => (
-            s.streams
-                .iter()
-                .map(|st| {
-                    serde_json::json!({
-                        "id": st.id, "name": st.name, "started_at_us": st.started_at_us,
-                        "viewers": st.viewers,
-                    })
-                })
-                .collect::<Vec<_>>(),
-            s.relays
-                .iter()
-                .map(|r| {
-                    serde_json::json!({
-                        "id": r.relay_id, "addr": r.addr, "capacity": r.capacity,
-                        "viewers": r.viewers, "bytes_sent": r.bytes_sent,
-                        "groups_skipped": r.groups_skipped, "accepting": r.accepting,
-                        "last_seen_ms": r.last_seen_ms,
-                        "streams": r.streams.iter().map(|l| serde_json::json!({"stream_id": l.stream_id, "viewers": l.viewers})).collect::<Vec<_>>(),
-                    })
-                })
-                .collect::<Vec<_>>(),
-            s.joins,
-            s.rejections,
-            None,
-        ),
-        Err(e) => (Vec::new(), Vec::new(), 0, 0, Some(e)),
+    let control = async {
+        match &snap.control_url {
+            Some(url) => control_status(url).await,
+            None => Err("control has not started".to_string()),
+        }
     };
-    serde_json::json!({
-        "runtime": snap.runtime,
-        "ready": snap.ready,
-        "services": snap.services,
-        "relays_wanted": snap.relays_wanted,
-        "max_relays": snap.max_relays,
-        "relay_capacity": snap.relay_capacity,
-        "streams": streams,
-        "relays": relays,
-        "joins": joins,
-        "rejections": rejections,
-        "control_error": control_error,
-        "events": snap.events,
-        "history": snap.history,
-    })
+    let usages = futures_util::future::join_all(snap.services.iter().map(|s| async {
+        match &s.instance {
+            Some(instance) => handle.usage(instance).await,
+            None => None,
+        }
+    }));
+    let (control, usages) = tokio::join!(control, usages);
+    let mut services = snap.services;
+    for (service, usage) in services.iter_mut().zip(usages) {
+        service.usage = usage;
+    }
+    let mut status = Status {
+        runtime: snap.runtime,
+        ready: snap.ready,
+        services,
+        relays_wanted: snap.relays_wanted,
+        max_relays: snap.max_relays,
+        relay_capacity: snap.relay_capacity,
+        streams: Vec::new(),
+        relays: Vec::new(),
+        joins: 0,
+        rejections: 0,
+        control_error: None,
+        events: snap.events,
+        history: snap.history,
+    };
+    match control {
+        Ok(c) => {
+            status.streams = c
+                .streams
+                .into_iter()
+                .map(|s| Stream {
+                    id: s.id,
+                    name: s.name,
+                    started_at_us: s.started_at_us,
+                    viewers: s.viewers,
+                })
+                .collect();
+            status.relays = c
+                .relays
+                .into_iter()
+                .map(|r| Relay {
+                    id: r.relay_id,
+                    addr: r.addr,
+                    capacity: r.capacity,
+                    viewers: r.viewers,
+                    bytes_sent: r.bytes_sent,
+                    groups_skipped: r.groups_skipped,
+                    accepting: r.accepting,
+                    last_seen_ms: u64::from(r.last_seen_ms),
+                    streams: r
+                        .streams
+                        .into_iter()
+                        .map(|l| RelayStream {
+                            stream_id: l.stream_id,
+                            viewers: l.viewers,
+                        })
+                        .collect(),
+                })
+                .collect();
+            status.joins = c.joins;
+            status.rejections = c.rejections;
+        }
+        Err(e) => status.control_error = Some(e),
+    }
+    status
 }
 
 async fn control_status(url: &str) -> Result<pb::StatusResponse, String> {
-    let mut client = server::control::client(url).map_err(|e| e.to_string())?;
+    let mut client = server::control::client(url).map_err(|e| format!("{e:#}"))?;
     tokio::time::timeout(Duration::from_secs(1), client.status(pb::StatusRequest {}))
         .await
         .map_err(|_| "control did not answer in time".to_string())?
@@ -109,7 +163,7 @@ async fn control_status(url: &str) -> Result<pb::StatusResponse, String> {
         .map_err(|s| format!("control unavailable: {}", s.message()))
 }
 
-async fn status(State(state): State<AppState>) -> Json<serde_json::Value> {
+async fn status(State(state): State<AppState>) -> Json<Status> {
     Json(full_status(&state.handle).await)
 }
 
@@ -137,73 +191,44 @@ async fn metrics(State(state): State<AppState>) -> Response {
     server::ops::metrics_response(&registry)
 }
 
-#[derive(Deserialize)]
-struct ScaleBody {
-    relays: u32,
-}
-
 async fn scale(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(state): State<AppState>,
-    Json(body): Json<ScaleBody>,
+    body: Result<Json<Scale>, JsonRejection>,
 ) -> Response {
     if let Some(r) = forbidden(peer) {
         return r;
     }
-    let (tx, rx) = oneshot::channel();
-    if state
-        .handle
-        .send(Command::Scale(body.relays, tx))
-        .await
-        .is_err()
-    {
-        return gone();
+    let Json(body) = match body {
+        Ok(body) => body,
+        Err(rejection) => return bad_body(rejection),
+    };
+    match state.handle.scale(body.relays).await {
+        Ok(relays) => Json(Scale { relays }).into_response(),
+        Err(e) => refusal(e),
     }
-    match rx.await {
-        Ok(Ok(n)) => Json(serde_json::json!({"relays": n})).into_response(),
-        Ok(Err(reason)) => (
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({"error": "bad_request", "reason": reason})),
-        )
-            .into_response(),
-        Err(_) => gone(),
-    }
-}
-
-#[derive(Deserialize)]
-struct KillBody {
-    target: String,
-    hold_ms: Option<u64>,
 }
 
 async fn kill(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(state): State<AppState>,
-    Json(body): Json<KillBody>,
+    body: Result<Json<Kill>, JsonRejection>,
 ) -> Response {
     if let Some(r) = forbidden(peer) {
         return r;
     }
-    let (tx, rx) = oneshot::channel();
-    let cmd = Command::Kill {
-        target: body.target,
-        hold: body.hold_ms.map(Duration::from_millis),
-        reply: tx,
+    let Json(body) = match body {
+        Ok(body) => body,
+        Err(rejection) => return bad_body(rejection),
     };
-    if state.handle.send(cmd).await.is_err() {
-        return gone();
-    }
-    match rx.await {
-        Ok(Ok(killed)) => Json(serde_json::json!({
-            "killed": killed, "at_ms": server::clock::now_ms(),
-        }))
+    let hold = body.hold_ms.map(Duration::from_millis);
+    match state.handle.kill(body.target, hold).await {
+        Ok(killed) => Json(Killed {
+            killed,
+            at_ms: server::clock::now_ms(),
+        })
         .into_response(),
-        Ok(Err(reason)) => (
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({"error": "bad_request", "reason": reason})),
-        )
-            .into_response(),
-        Err(_) => gone(),
+        Err(e) => refusal(e),
     }
 }
 
@@ -214,20 +239,8 @@ async fn down(
     if let Some(r) = forbidden(peer) {
         return r;
     }
-    let (tx, rx) = oneshot::channel();
-    if state.handle.send(Command::Down(tx)).await.is_err() {
-        return Json(serde_json::json!({"down": true})).into_response();
-    }
-    let _ = rx.await;
-    Json(serde_json::json!({"down": true})).into_response()
-}
-
-fn gone() -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(serde_json::json!({"error": "stopping", "reason": "the supervisor is shutting down"})),
-    )
-        .into_response()
+    state.handle.down().await;
+    Json(Down { down: true }).into_response()
 }
 
 async fn page() -> Html<&'static str> {
@@ -246,22 +259,16 @@ impl sup::supervisor_server::Supervisor for Capacity {
         &self,
         request: tonic::Request<sup::CapacityRequest>,
     ) -> Result<tonic::Response<sup::CapacityResponse>, tonic::Status> {
-        let req = request.into_inner();
-        let (tx, rx) = oneshot::channel();
-        self.handle
-            .send(Command::Capacity {
-                rejected: req.rejected_viewers,
-                reply: tx,
-            })
+        let rejected = request.into_inner().rejected_viewers;
+        let capacity = self
+            .handle
+            .capacity(rejected)
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let (starting, total, max) = rx
-            .await
-            .map_err(|_| tonic::Status::unavailable("the supervisor is shutting down"))?;
         Ok(tonic::Response::new(sup::CapacityResponse {
-            relays_starting: starting,
-            relays_total: total,
-            max_relays: max,
+            relays_starting: capacity.starting,
+            relays_total: capacity.total,
+            max_relays: capacity.max,
         }))
     }
 }

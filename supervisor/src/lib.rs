@@ -1,7 +1,9 @@
 //! The `ghost` CLI and supervisor daemon.
 //!
-//! - [`supervisor`]: brings the stack up through a runtime (local processes, or Docker),
-//!   health-checks, restarts and scales it, and serves the status page and APIs;
+//! - [`daemon`]: the supervisor, which brings the stack up through a [`runtime`] (local
+//!   processes, or Docker), health-checks, restarts and scales it ([`actor`] applies what
+//!   [`policy`] decides; [`services`] is the table of services and ports), and serves the
+//!   status page and APIs ([`http`]);
 //! - [`client`]: the streamer, viewer and load generator;
 //! - [`cli`]: the command line, a stable interface ([`exit`] lists its exit codes).
 
@@ -13,5 +15,7 @@ pub mod client;
 pub mod daemon;
 pub mod exit;
 pub mod http;
+pub mod policy;
 pub mod runtime;
+pub mod services;
 pub mod stack;

@@ -30,7 +30,11 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::{Event, Instance, Kind, Runtime, Spec, Usage};
+use api::ready::Ready;
+use api::status::{Instance, Kind, Role, Usage};
+
+use super::{Event, Runtime, Spec};
+use crate::services::{self, Audience, File, Listen, Site, Transport};
 use crate::stack::StateDir;
 
 /// Label marking a container or network as a stack's, with the stack's id as value.
@@ -42,8 +46,6 @@ const MOUNT: &str = "/run/ghost";
 /// How long a container may take to announce readiness.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-const KINDS: [Kind; 4] = [Kind::Control, Kind::Ingest, Kind::Relay, Kind::Gateway];
-
 fn dockerfile(kind: Kind) -> &'static str {
     match kind {
         Kind::Control => include_str!("../../../images/control.Dockerfile"),
@@ -53,17 +55,9 @@ fn dockerfile(kind: Kind) -> &'static str {
     }
 }
 
-/// Port a service listens on inside its container, by role.
-fn container_port(kind: Kind, role: &str) -> &'static str {
-    match (kind, role) {
-        (Kind::Control, "grpc") => "7000/tcp",
-        (Kind::Control, _) => "9100/tcp",
-        (Kind::Ingest, "quic") => "4433/udp",
-        (Kind::Ingest, _) => "9101/tcp",
-        (Kind::Relay, "quic") => "4500/udp",
-        (Kind::Relay, _) => "9200/tcp",
-        (Kind::Gateway, _) => "8080/tcp",
-    }
+/// Docker's key for a listener's port inside the container (`4433/udp`).
+fn port_key(listen: &Listen) -> String {
+    format!("{}/{}", listen.container_port, listen.transport.as_str())
 }
 
 /// Connects to the local engine (`DOCKER_HOST` or the default socket) and checks it answers.
@@ -96,9 +90,10 @@ pub async fn build_images(
     progress: &crate::actor::Progress,
 ) -> Result<HashMap<Kind, String>> {
     let mut images = HashMap::new();
-    for kind in KINDS {
+    for service in &services::SERVICES {
+        let kind = service.kind;
         let repo = format!("ghost-stream/{}", kind.as_str());
-        let binary_path = bin_dir.join(kind.binary());
+        let binary_path = bin_dir.join(service.binary);
         let Ok(binary) = std::fs::read(&binary_path) else {
             // No binary here (a host that only loaded the images): run what is loaded.
             let latest = format!("{repo}:latest");
@@ -175,7 +170,7 @@ fn tar_context(kind: Kind, binary: &[u8]) -> Result<Vec<u8>> {
             .with_context(|| format!("adding {name} to the build context"))
     };
     add("Dockerfile", dockerfile(kind).as_bytes(), 0o644)?;
-    add(kind.binary(), binary, 0o755)?;
+    add(services::service(kind).binary, binary, 0o755)?;
     tar.into_inner().context("finishing the build context")
 }
 
@@ -211,58 +206,23 @@ impl DockerRuntime {
         format!("ghost-{}-{service}", self.stack)
     }
 
-    fn args(&self, spec: &Spec) -> Vec<String> {
-        let tls = format!("{MOUNT}/tls");
-        let key = format!("{MOUNT}/ticket.key");
-        let control = "http://control:7000".to_string();
-        let mut a: Vec<String> = Vec::new();
-        let mut push = |k: &str, v: String| {
-            a.push(k.to_string());
-            a.push(v);
-        };
-        match spec.kind {
-            Kind::Control => {
-                push("--listen", "0.0.0.0:7000".into());
-                push("--ops-listen", "0.0.0.0:9100".into());
-                push("--ticket-key-file", key);
-                push("--supervisor", format!("http://{}", spec.supervisor));
-            }
-            Kind::Ingest => {
-                push("--listen", "0.0.0.0:4433".into());
-                push("--ops-listen", "0.0.0.0:9101".into());
-                push("--control", control);
-                push("--tls-dir", tls);
-                push("--advertise", "ingest:4433".into());
-            }
-            Kind::Relay => {
-                let host = spec.advertise_host.as_deref().unwrap_or("127.0.0.1");
-                push("--listen", "0.0.0.0:4500".into());
-                push("--ops-listen", "0.0.0.0:9200".into());
-                push("--control", control);
-                push("--ingest", "ingest:4433".into());
-                push("--id", spec.name.clone());
-                push("--capacity", spec.relay_capacity.to_string());
-                push("--tls-dir", tls);
-                push("--ticket-key-file", key);
-                push("--advertise", format!("{host}:{}", spec.port("quic")));
-            }
-            Kind::Gateway => {
-                push("--listen", "0.0.0.0:8080".into());
-                push("--control", control);
-            }
-        }
-        a.extend(["--log-format".to_string(), "json".to_string()]);
-        a
+    /// The container of `instance`: by id when known, since a stop still under way must not
+    /// reach the next generation's container, which has the same name.
+    fn container_of(&self, instance: &Instance) -> String {
+        instance
+            .container
+            .clone()
+            .unwrap_or_else(|| self.container_name(&instance.name))
     }
 
     /// Host ports for `spec`, picking free ones for roles asked as 0 (the relay must know its
     /// published port before it starts, to advertise it).
-    fn host_ports(spec: &Spec) -> Result<BTreeMap<String, u16>> {
+    fn host_ports(spec: &Spec) -> Result<BTreeMap<Role, u16>> {
         let mut out = BTreeMap::new();
-        for role in spec.kind.roles() {
-            let mut port = spec.port(role);
+        for listen in services::service(spec.kind).listens {
+            let mut port = spec.port(listen.role);
             if port == 0 {
-                port = if *role == "quic" {
+                port = if listen.transport == Transport::Udp {
                     std::net::UdpSocket::bind("127.0.0.1:0")?
                         .local_addr()?
                         .port()
@@ -272,7 +232,7 @@ impl DockerRuntime {
                         .port()
                 };
             }
-            out.insert(role.to_string(), port);
+            out.insert(listen.role, port);
         }
         Ok(out)
     }
@@ -295,9 +255,7 @@ impl DockerRuntime {
             while let Some(chunk) = logs.next().await {
                 let text = chunk.map(|c| c.to_string()).unwrap_or_default();
                 for line in text.lines() {
-                    let ready = serde_json::from_str::<serde_json::Value>(line)
-                        .is_ok_and(|v| v.get("ready").is_some());
-                    if ready {
+                    if Ready::parse(line).is_some() {
                         return true;
                     }
                     tail.push(line.to_string());
@@ -318,7 +276,7 @@ impl DockerRuntime {
         }
     }
 
-    async fn instance(&self, name: &str, service: &str, generation: u64) -> Result<Instance> {
+    async fn instance(&self, name: &str, spec: &Spec, generation: u64) -> Result<Instance> {
         let info = self
             .docker
             .inspect_container(name, None)
@@ -330,30 +288,28 @@ impl DockerRuntime {
             .and_then(|s| s.pid)
             .and_then(|p| u32::try_from(p).ok())
             .filter(|p| *p > 0);
-        let kind = kind_of(service).context("unknown service")?;
         let mut addrs = BTreeMap::new();
         let ports = info
             .network_settings
             .as_ref()
             .and_then(|n| n.ports.clone())
             .unwrap_or_default();
-        for role in kind.roles() {
-            let key = container_port(kind, role);
+        for listen in services::service(spec.kind).listens {
             let binding = ports
-                .get(key)
+                .get(&port_key(listen))
                 .and_then(|b| b.as_ref())
                 .and_then(|b| b.first())
                 .and_then(|b| b.host_port.as_deref())
                 .and_then(|p| p.parse::<u16>().ok());
             if let Some(port) = binding {
                 addrs.insert(
-                    role.to_string(),
+                    listen.role,
                     SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port),
                 );
             }
         }
         Ok(Instance {
-            name: service.to_string(),
+            name: spec.name.clone(),
             pid,
             container: info.id,
             addrs,
@@ -362,13 +318,43 @@ impl DockerRuntime {
     }
 }
 
-fn kind_of(service: &str) -> Option<Kind> {
-    match service {
-        "control" => Some(Kind::Control),
-        "ingest" => Some(Kind::Ingest),
-        "gateway" => Some(Kind::Gateway),
-        s if s.starts_with("relay-") => Some(Kind::Relay),
-        _ => None,
+/// `spec`'s command line inside its container; logs as JSON, which `docker logs` keeps.
+fn args(spec: &Spec) -> Vec<String> {
+    let mut args = services::args(spec, &Network);
+    args.extend(["--log-format".to_string(), "json".to_string()]);
+    args
+}
+
+/// The stack's container network: services reach each other by service name at the ports
+/// inside their containers, and read the state directory where it is mounted.
+struct Network;
+
+impl Site for Network {
+    fn bind(&self, _spec: &Spec, listen: &Listen) -> String {
+        format!("{}:{}", Ipv4Addr::UNSPECIFIED, listen.container_port)
+    }
+
+    fn peer(&self, _spec: &Spec, kind: Kind, listen: &Listen) -> String {
+        format!("{}:{}", services::name(kind, 0), listen.container_port)
+    }
+
+    fn file(&self, file: File) -> String {
+        match file {
+            File::TlsDir => format!("{MOUNT}/tls"),
+            File::TicketKey => format!("{MOUNT}/ticket.key"),
+        }
+    }
+
+    fn advertise(&self, spec: &Spec, listen: &Listen, audience: Audience) -> Option<String> {
+        Some(match audience {
+            Audience::Services => format!("{}:{}", spec.name, listen.container_port),
+            // The host port: picked before the start, so known here even when asked as 0.
+            Audience::Viewers => format!(
+                "{}:{}",
+                spec.advertise_host.as_deref().unwrap_or("127.0.0.1"),
+                spec.port(listen.role)
+            ),
+        })
     }
 }
 
@@ -480,7 +466,7 @@ impl Runtime for DockerRuntime {
             .get(LABEL_GENERATION)
             .and_then(|g| g.parse().ok())
             .unwrap_or(1);
-        self.instance(&name, &spec.name, generation).await.map(Some)
+        self.instance(&name, spec, generation).await.map(Some)
     }
 
     async fn start(&self, spec: &Spec, generation: u64) -> Result<Instance> {
@@ -498,9 +484,12 @@ impl Runtime for DockerRuntime {
         spec.ports = host_ports.clone();
         let mut bindings = HashMap::new();
         let mut exposed = Vec::new();
-        for (role, port) in &host_ports {
-            let public = spec.public && (role == "quic" || role == "http");
-            let key = container_port(spec.kind, role).to_string();
+        for listen in services::service(spec.kind).listens {
+            let Some(port) = host_ports.get(&listen.role) else {
+                continue;
+            };
+            let public = spec.public && listen.public;
+            let key = port_key(listen);
             exposed.push(key.clone());
             bindings.insert(
                 key,
@@ -531,7 +520,7 @@ impl Runtime for DockerRuntime {
         );
         let body = ContainerCreateBody {
             image: Some(image),
-            cmd: Some(self.args(&spec)),
+            cmd: Some(args(&spec)),
             labels: Some(labels),
             user: Some(user),
             exposed_ports: Some(exposed),
@@ -568,11 +557,11 @@ impl Runtime for DockerRuntime {
             self.remove(&name).await;
             return Err(e);
         }
-        self.instance(&name, &spec.name, generation).await
+        self.instance(&name, &spec, generation).await
     }
 
     async fn stop(&self, instance: &Instance) -> Result<()> {
-        let name = self.container_name(&instance.name);
+        let name = self.container_of(instance);
         let options = StopContainerOptionsBuilder::default().t(3).build();
         let _ = self.docker.stop_container(&name, Some(options)).await;
         self.remove(&name).await;
@@ -580,7 +569,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn kill(&self, instance: &Instance) -> Result<()> {
-        let name = self.container_name(&instance.name);
+        let name = self.container_of(instance);
         let options = KillContainerOptionsBuilder::default()
             .signal("SIGKILL")
             .build();
@@ -594,7 +583,7 @@ impl Runtime for DockerRuntime {
         if let Some(u) = instance.pid.and_then(super::process::proc_usage) {
             return Some(u);
         }
-        let name = self.container_name(&instance.name);
+        let name = self.container_of(instance);
         let options = StatsOptionsBuilder::default()
             .stream(false)
             .one_shot(true)
@@ -633,5 +622,116 @@ impl Runtime for DockerRuntime {
         }
         let _ = self.docker.remove_network(&self.network).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: Kind, index: u32, ports: &[(Role, u16)]) -> Spec {
+        Spec {
+            name: services::name(kind, index),
+            kind,
+            index,
+            ports: ports.iter().copied().collect(),
+            peer_ports: BTreeMap::from([(Kind::Control, 7000), (Kind::Ingest, 4433)]),
+            public: true,
+            advertise_host: None,
+            relay_capacity: 50,
+            supervisor: "172.18.0.1:7071".parse().expect("addr"),
+        }
+    }
+
+    #[test]
+    fn command_lines_are_the_services_flags_inside_the_network() {
+        let json = ["--log-format", "json"];
+        let control = spec(Kind::Control, 0, &[(Role::Grpc, 7000), (Role::Ops, 9100)]);
+        assert_eq!(
+            args(&control),
+            [
+                &[
+                    "--listen",
+                    "0.0.0.0:7000",
+                    "--ops-listen",
+                    "0.0.0.0:9100",
+                    "--ticket-key-file",
+                    "/run/ghost/ticket.key",
+                    "--supervisor",
+                    "http://172.18.0.1:7071",
+                ][..],
+                &json
+            ]
+            .concat()
+        );
+        let ingest = spec(Kind::Ingest, 0, &[(Role::Quic, 0), (Role::Ops, 0)]);
+        assert_eq!(
+            args(&ingest),
+            [
+                &[
+                    "--listen",
+                    "0.0.0.0:4433",
+                    "--ops-listen",
+                    "0.0.0.0:9101",
+                    "--control",
+                    "http://control:7000",
+                    "--tls-dir",
+                    "/run/ghost/tls",
+                    "--advertise",
+                    "ingest:4433",
+                ][..],
+                &json
+            ]
+            .concat()
+        );
+        let relay = spec(Kind::Relay, 3, &[(Role::Quic, 40123), (Role::Ops, 40124)]);
+        assert_eq!(
+            args(&relay),
+            [
+                &[
+                    "--listen",
+                    "0.0.0.0:4500",
+                    "--ops-listen",
+                    "0.0.0.0:9200",
+                    "--control",
+                    "http://control:7000",
+                    "--ingest",
+                    "ingest:4433",
+                    "--id",
+                    "relay-3",
+                    "--capacity",
+                    "50",
+                    "--tls-dir",
+                    "/run/ghost/tls",
+                    "--ticket-key-file",
+                    "/run/ghost/ticket.key",
+                    "--advertise",
+                    "127.0.0.1:40123",
+                ][..],
+                &json
+            ]
+            .concat()
+        );
+        let gateway = spec(Kind::Gateway, 0, &[(Role::Http, 8080)]);
+        assert_eq!(
+            args(&gateway),
+            [
+                &[
+                    "--listen",
+                    "0.0.0.0:8080",
+                    "--control",
+                    "http://control:7000"
+                ][..],
+                &json
+            ]
+            .concat()
+        );
+    }
+
+    #[test]
+    fn ports_are_keyed_as_docker_spells_them() {
+        let relay = services::service(Kind::Relay);
+        let keys: Vec<String> = relay.listens.iter().map(port_key).collect();
+        assert_eq!(keys, ["4500/udp", "9200/tcp"]);
     }
 }

@@ -1,5 +1,5 @@
 //! Where services run: the [`Runtime`] trait, implemented by local processes
-//! ([`process::ProcessRuntime`]) and by Docker containers.
+//! ([`process::ProcessRuntime`]) and by Docker containers ([`docker::DockerRuntime`]).
 
 pub mod docker;
 pub mod process;
@@ -8,60 +8,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use anyhow::Result;
-use serde::Serialize;
+use api::status::{Instance, Kind, Role, Usage};
 use tokio::sync::mpsc;
 
-/// Which service a spec is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// The control plane.
-    Control,
-    /// The ingest gateway.
-    Ingest,
-    /// A relay.
-    Relay,
-    /// The viewer gateway.
-    Gateway,
-}
-
-impl Kind {
-    /// The service binary's name.
-    pub fn binary(self) -> &'static str {
-        match self {
-            Kind::Control => "ghost-control",
-            Kind::Ingest => "ghost-ingest",
-            Kind::Relay => "ghost-relay",
-            Kind::Gateway => "ghost-gateway",
-        }
-    }
-}
-
-impl Kind {
-    /// The roles of the addresses this kind listens on.
-    pub fn roles(self) -> &'static [&'static str] {
-        match self {
-            Kind::Control => &["grpc", "ops"],
-            Kind::Ingest | Kind::Relay => &["quic", "ops"],
-            Kind::Gateway => &["http"],
-        }
-    }
-
-    /// Lower-case name, as in image names and labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Control => "control",
-            Kind::Ingest => "ingest",
-            Kind::Relay => "relay",
-            Kind::Gateway => "gateway",
-        }
-    }
-}
-
-/// Everything needed to start one service instance. Each runtime turns it into command-line
-/// arguments of its own: host addresses for processes, service names inside a container
-/// network for Docker.
-#[derive(Debug, Clone)]
+/// Everything needed to start one service instance. Each runtime turns it into a command
+/// line through [`crate::services::args`]: host addresses for processes, service names
+/// inside a container network for Docker.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
     /// Unique name in the stack: `control`, `ingest`, `gateway`, `relay-1`, ...
     pub name: String,
@@ -69,47 +22,34 @@ pub struct Spec {
     pub kind: Kind,
     /// Relay number (1-based), 0 for the others.
     pub index: u32,
-    /// Host port wanted for each role (`grpc`, `ops`, `quic`, `http`); 0 for any free port.
-    pub ports: BTreeMap<String, u16>,
-    /// Publish public roles (`quic`, `http`) on all addresses instead of loopback.
+    /// Host port wanted for each role it listens on; 0 for any free port.
+    pub ports: BTreeMap<Role, u16>,
+    /// Host port of each service it connects to, at the role it connects to.
+    pub peer_ports: BTreeMap<Kind, u16>,
+    /// Publish the public roles (QUIC, the gateway's HTTP) on all addresses, not loopback.
     pub public: bool,
     /// Host name viewers use to reach relays.
     pub advertise_host: Option<String>,
     /// Viewers a relay admits.
     pub relay_capacity: u32,
-    /// Host port of control's gRPC.
-    pub control_port: u16,
-    /// Host port of ingest's QUIC.
-    pub ingest_port: u16,
     /// The supervisor's capacity API, as the services reach it.
     pub supervisor: SocketAddr,
 }
 
 impl Spec {
-    /// The host port wanted for `role` (0 when unset).
-    pub fn port(&self, role: &str) -> u16 {
-        self.ports.get(role).copied().unwrap_or(0)
+    /// The host port wanted for `role` (0 when unset: any free port).
+    pub fn port(&self, role: Role) -> u16 {
+        self.ports.get(&role).copied().unwrap_or(0)
+    }
+
+    /// The host port of peer `kind` (0 when unknown).
+    pub fn peer_port(&self, kind: Kind) -> u16 {
+        self.peer_ports.get(&kind).copied().unwrap_or(0)
     }
 }
 
-/// A running instance, as started by a runtime.
-#[derive(Debug, Clone, Serialize)]
-pub struct Instance {
-    /// Service name.
-    pub name: String,
-    /// Process id (process runtime) or container's main pid.
-    pub pid: Option<u32>,
-    /// Container id (Docker runtime).
-    pub container: Option<String>,
-    /// Addresses the service announced, by role (`quic`, `ops`, `grpc`, `http`), as reachable
-    /// from this host.
-    pub addrs: BTreeMap<String, SocketAddr>,
-    /// Which start of this service this is (1 for the first), to tell old exits from new.
-    pub generation: u64,
-}
-
 /// Something that happened to an instance, outside the supervisor's own calls.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// The instance exited (crash, kill, or stop).
     Exited {
@@ -122,16 +62,10 @@ pub enum Event {
     },
 }
 
-/// Resource use of an instance.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Usage {
-    /// CPU seconds used since start (user + system).
-    pub cpu_s: f64,
-    /// Resident memory, bytes.
-    pub rss_bytes: u64,
-}
-
 /// Starts, stops and watches service instances.
+///
+/// Calls may overlap: the supervisor runs each start, stop and kill as a task of its own, so
+/// one slow start never holds up another service's restart.
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync {
     /// `process` or `docker`.

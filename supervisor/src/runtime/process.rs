@@ -1,7 +1,7 @@
 //! The process runtime: each service is a child process of the supervisor. The default
 //! where no Docker engine answers, and what tests of the supervisor's logic use.
 
-use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -13,7 +13,11 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use super::{Event, Instance, Kind, Runtime, Spec, Usage};
+use api::ready::Ready;
+use api::status::{Instance, Kind, Usage};
+
+use super::{Event, Runtime, Spec};
+use crate::services::{self, Audience, File, Listen, Site};
 use crate::stack::StateDir;
 
 /// How long a service may take to announce readiness.
@@ -38,54 +42,45 @@ impl ProcessRuntime {
             events: std::sync::Mutex::new(None),
         }
     }
+}
 
-    fn args(&self, spec: &Spec) -> Vec<String> {
-        let lo = "127.0.0.1";
-        let public = if spec.public { "0.0.0.0" } else { lo };
-        let tls = self.state.tls_dir().display().to_string();
-        let key = self.state.ticket_key().display().to_string();
-        let control = format!("http://{lo}:{}", spec.control_port);
-        let mut a: Vec<String> = Vec::new();
-        let mut push = |k: &str, v: String| {
-            a.push(k.to_string());
-            a.push(v);
+/// Processes share the host's network: services reach each other on loopback at their host
+/// ports, and read the state directory where it is.
+impl Site for ProcessRuntime {
+    fn bind(&self, spec: &Spec, listen: &Listen) -> String {
+        let ip = if spec.public && listen.public {
+            Ipv4Addr::UNSPECIFIED
+        } else {
+            Ipv4Addr::LOCALHOST
         };
-        match spec.kind {
-            Kind::Control => {
-                push("--listen", format!("{lo}:{}", spec.port("grpc")));
-                push("--ops-listen", format!("{lo}:{}", spec.port("ops")));
-                push("--ticket-key-file", key);
-                push("--supervisor", format!("http://{}", spec.supervisor));
-            }
-            Kind::Ingest => {
-                push("--listen", format!("{public}:{}", spec.port("quic")));
-                push("--ops-listen", format!("{lo}:{}", spec.port("ops")));
-                push("--control", control);
-                push("--tls-dir", tls);
-                if spec.port("quic") != 0 {
-                    push("--advertise", format!("{lo}:{}", spec.port("quic")));
-                }
-            }
-            Kind::Relay => {
-                push("--listen", format!("{public}:{}", spec.port("quic")));
-                push("--ops-listen", format!("{lo}:{}", spec.port("ops")));
-                push("--control", control);
-                push("--ingest", format!("{lo}:{}", spec.ingest_port));
-                push("--id", spec.name.clone());
-                push("--capacity", spec.relay_capacity.to_string());
-                push("--tls-dir", tls);
-                push("--ticket-key-file", key);
-                if spec.port("quic") != 0 {
-                    let host = spec.advertise_host.as_deref().unwrap_or(lo);
-                    push("--advertise", format!("{host}:{}", spec.port("quic")));
-                }
-            }
-            Kind::Gateway => {
-                push("--listen", format!("{public}:{}", spec.port("http")));
-                push("--control", control);
-            }
+        format!("{ip}:{}", spec.port(listen.role))
+    }
+
+    fn peer(&self, spec: &Spec, kind: Kind, _listen: &Listen) -> String {
+        format!("{}:{}", Ipv4Addr::LOCALHOST, spec.peer_port(kind))
+    }
+
+    fn file(&self, file: File) -> String {
+        match file {
+            File::TlsDir => self.state.tls_dir(),
+            File::TicketKey => self.state.ticket_key(),
         }
-        a
+        .display()
+        .to_string()
+    }
+
+    fn advertise(&self, spec: &Spec, listen: &Listen, audience: Audience) -> Option<String> {
+        // An ephemeral port is only known once bound: the service announces it itself.
+        let port = spec.port(listen.role);
+        if port == 0 {
+            return None;
+        }
+        let host = match audience {
+            Audience::Services => None,
+            Audience::Viewers => spec.advertise_host.as_deref(),
+        };
+        let loopback = Ipv4Addr::LOCALHOST.to_string();
+        Some(format!("{}:{port}", host.unwrap_or(&loopback)))
     }
 }
 
@@ -164,11 +159,11 @@ impl Runtime for ProcessRuntime {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .context("runtime not prepared")?;
-        let binary = self.bin_dir.join(spec.kind.binary());
+        let binary_name = services::service(spec.kind).binary;
+        let binary = self.bin_dir.join(binary_name);
         if !binary.exists() {
             anyhow::bail!(
-                "{} not found in {}; build the services first: cargo build --release --workspace",
-                spec.kind.binary(),
+                "{binary_name} not found in {}; build the services first: cargo build --release --workspace",
                 self.bin_dir.display()
             );
         }
@@ -179,7 +174,7 @@ impl Runtime for ProcessRuntime {
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
         let mut child = Command::new(&binary)
-            .args(self.args(spec))
+            .args(services::args(spec, self))
             .env("GHOST_LOG_FORMAT", "text")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -193,10 +188,8 @@ impl Runtime for ProcessRuntime {
 
         let ready = async {
             while let Some(line) = lines.next_line().await? {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && v.get("ready").is_some()
-                {
-                    return Ok::<_, anyhow::Error>(Some(v));
+                if let Some(ready) = Ready::parse(&line) {
+                    return Ok::<_, std::io::Error>(Some(ready));
                 }
             }
             Ok(None)
@@ -212,28 +205,19 @@ impl Runtime for ProcessRuntime {
                 );
             }
         };
-        let line = match ready {
-            Ok(Ok(Some(v))) => v,
-            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
-                let _ = child.start_kill();
-                anyhow::bail!(
-                    "{} did not become ready within {READY_TIMEOUT:?}; see {}",
-                    spec.name,
-                    log_path.display()
-                );
-            }
+        let Ok(Ok(Some(ready))) = ready else {
+            let _ = child.start_kill();
+            anyhow::bail!(
+                "{} did not become ready within {READY_TIMEOUT:?}; see {}",
+                spec.name,
+                log_path.display()
+            );
         };
-        let mut addrs = BTreeMap::new();
-        if let Some(obj) = line.as_object() {
-            for (role, value) in obj {
-                if let Some(addr) = value
-                    .as_str()
-                    .and_then(|s| s.parse::<std::net::SocketAddr>().ok())
-                {
-                    addrs.insert(role.clone(), crate::actor::loopback_if_unspecified(addr));
-                }
-            }
-        }
+        let addrs = ready
+            .addrs
+            .into_iter()
+            .map(|(role, addr)| (role, services::loopback_if_unspecified(addr)))
+            .collect();
         let name = spec.name.clone();
         let log_stdout = log_path.clone();
         tokio::spawn(async move {
@@ -301,5 +285,111 @@ impl Runtime for ProcessRuntime {
 
     async fn cleanup(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use api::status::Role;
+
+    use super::*;
+
+    fn spec(kind: Kind, index: u32, ports: &[(Role, u16)]) -> Spec {
+        Spec {
+            name: services::name(kind, index),
+            kind,
+            index,
+            ports: ports.iter().copied().collect(),
+            peer_ports: BTreeMap::from([(Kind::Control, 7000), (Kind::Ingest, 4433)]),
+            public: false,
+            advertise_host: None,
+            relay_capacity: 50,
+            supervisor: "127.0.0.1:7071".parse().expect("addr"),
+        }
+    }
+
+    fn args(spec: &Spec) -> Vec<String> {
+        let runtime = ProcessRuntime::new("bin".into(), StateDir::new("state"));
+        services::args(spec, &runtime)
+    }
+
+    #[test]
+    fn command_lines_are_the_services_flags() {
+        let control = spec(Kind::Control, 0, &[(Role::Grpc, 7000), (Role::Ops, 9100)]);
+        assert_eq!(
+            args(&control),
+            [
+                "--listen",
+                "127.0.0.1:7000",
+                "--ops-listen",
+                "127.0.0.1:9100",
+                "--ticket-key-file",
+                "state/ticket.key",
+                "--supervisor",
+                "http://127.0.0.1:7071",
+            ]
+        );
+        let ingest = spec(Kind::Ingest, 0, &[(Role::Quic, 4433), (Role::Ops, 9101)]);
+        assert_eq!(
+            args(&ingest),
+            [
+                "--listen",
+                "127.0.0.1:4433",
+                "--ops-listen",
+                "127.0.0.1:9101",
+                "--control",
+                "http://127.0.0.1:7000",
+                "--tls-dir",
+                "state/tls",
+                "--advertise",
+                "127.0.0.1:4433",
+            ]
+        );
+        let mut relay = spec(Kind::Relay, 2, &[(Role::Quic, 4501), (Role::Ops, 9202)]);
+        relay.public = true;
+        relay.advertise_host = Some("live.example".into());
+        assert_eq!(
+            args(&relay),
+            [
+                "--listen",
+                "0.0.0.0:4501",
+                "--ops-listen",
+                "127.0.0.1:9202",
+                "--control",
+                "http://127.0.0.1:7000",
+                "--ingest",
+                "127.0.0.1:4433",
+                "--id",
+                "relay-2",
+                "--capacity",
+                "50",
+                "--tls-dir",
+                "state/tls",
+                "--ticket-key-file",
+                "state/ticket.key",
+                "--advertise",
+                "live.example:4501",
+            ]
+        );
+        let gateway = spec(Kind::Gateway, 0, &[(Role::Http, 8080)]);
+        assert_eq!(
+            args(&gateway),
+            [
+                "--listen",
+                "127.0.0.1:8080",
+                "--control",
+                "http://127.0.0.1:7000"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_ephemeral_port_is_left_for_the_service_to_announce() {
+        let relay = spec(Kind::Relay, 1, &[(Role::Quic, 0), (Role::Ops, 0)]);
+        let args = args(&relay);
+        assert!(!args.iter().any(|a| a == "--advertise"), "{args:?}");
+        assert!(args.windows(2).any(|w| w == ["--listen", "127.0.0.1:0"]));
     }
 }
