@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use api::admin::Target;
-use api::status::{Event, Instance, Kind, Role, Sample, Service, Usage};
+use api::status::{Event, Instance, Kind, Role, Sample, Status, Usage};
 use futures_util::FutureExt;
 use proto::control::control_client::ControlClient;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -62,7 +62,7 @@ pub struct Settings {
     pub public: bool,
     /// Host name or address viewers and streamers use to reach this host (for `--public`).
     pub advertise_host: Option<String>,
-    /// Ports.
+    /// Default host ports of every service (all 0 with `--ephemeral-ports`).
     pub ports: Ports,
     /// Where the service binaries are.
     pub bin_dir: PathBuf,
@@ -71,24 +71,11 @@ pub struct Settings {
 }
 
 /// The supervisor's side of the status, as of its last change.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
-    /// `process` or `docker`.
-    pub runtime: String,
-    /// Whether every service is up and healthy.
-    pub ready: bool,
-    /// Services in start order (without usage: that is read when asked for).
-    pub services: Vec<Service>,
-    /// Relays wanted now.
-    pub relays_wanted: u32,
-    /// Relays at most.
-    pub max_relays: u32,
-    /// Viewers per relay.
-    pub relay_capacity: u32,
-    /// Timeline, oldest first.
-    pub events: Vec<Event>,
-    /// Chart samples, oldest first.
-    pub history: Vec<Sample>,
+    /// The status as the supervisor knows it. Control's part (streams, relays, counts) and
+    /// each instance's usage are left empty here: they are read when a status is asked for.
+    pub status: Status,
     /// Control's gRPC endpoint, once control has started.
     pub control_url: Option<String>,
 }
@@ -244,7 +231,10 @@ impl Supervisor {
         grpc_addr: SocketAddr,
     ) -> (Supervisor, Handle) {
         let (commands_tx, commands) = mpsc::channel(16);
-        let (snapshot, snapshot_rx) = watch::channel(Snapshot::default());
+        let (snapshot, snapshot_rx) = watch::channel(Snapshot {
+            status: Status::default(),
+            control_url: None,
+        });
         let handle = Handle {
             commands: commands_tx,
             snapshot: snapshot_rx,
@@ -655,14 +645,21 @@ impl Supervisor {
 
     fn publish(&self) {
         self.snapshot.send_replace(Snapshot {
-            runtime: self.runtime.name().to_string(),
-            ready: self.policy.ready(),
-            services: self.policy.services(),
-            relays_wanted: self.policy.relays_wanted(),
-            max_relays: self.max_relays,
-            relay_capacity: self.relay_capacity,
-            events: self.events.iter().cloned().collect(),
-            history: self.history.iter().copied().collect(),
+            status: Status {
+                runtime: self.runtime.name().to_string(),
+                ready: self.policy.ready(),
+                services: self.policy.services(),
+                relays_wanted: self.policy.relays_wanted(),
+                max_relays: self.max_relays,
+                relay_capacity: self.relay_capacity,
+                streams: Vec::new(),
+                relays: Vec::new(),
+                joins: 0,
+                rejections: 0,
+                control_error: None,
+                events: self.events.iter().cloned().collect(),
+                history: self.history.iter().copied().collect(),
+            },
             control_url: self
                 .policy
                 .addr(Kind::Control, Role::Grpc)
@@ -910,6 +907,7 @@ mod tests {
         fn state(&self, service: &str) -> Option<State> {
             self.handle
                 .snapshot()
+                .status
                 .services
                 .into_iter()
                 .find(|s| s.name == service)
@@ -960,7 +958,7 @@ mod tests {
         assert!(ready - t0 >= Duration::from_secs(20));
         settle().await;
         assert_eq!(s.state("relay-2"), Some(State::Running));
-        assert!(s.handle.snapshot().ready);
+        assert!(s.handle.snapshot().status.ready);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1000,6 +998,7 @@ mod tests {
         assert!(
             s.handle
                 .snapshot()
+                .status
                 .services
                 .iter()
                 .all(|s| s.state == State::Stopped)
@@ -1019,7 +1018,7 @@ mod tests {
         assert_eq!(s.state("control"), Some(State::Held));
         let back = s.wait_for(Call::Ready("control", 2)).await;
         assert!(back - t0 >= hold && back - t0 < hold + Duration::from_millis(10));
-        let events = s.handle.snapshot().events;
+        let events = s.handle.snapshot().status.events;
         let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
         assert!(
             kinds.ends_with(&[
@@ -1075,7 +1074,7 @@ mod tests {
         s.crash("relay-1", 0).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(s.drain_calls(), []);
-        assert!(s.handle.snapshot().ready);
+        assert!(s.handle.snapshot().status.ready);
         s.shutdown.cancel();
         (&mut s.actor).await.expect("actor ended");
         assert_eq!(s.drain_calls().last(), Some(&Call::Cleanup));
@@ -1108,7 +1107,13 @@ mod tests {
                 Call::Cleanup,
             ]
         );
-        let kinds: Vec<EventKind> = handle.snapshot().events.iter().map(|e| e.kind).collect();
+        let kinds: Vec<EventKind> = handle
+            .snapshot()
+            .status
+            .events
+            .iter()
+            .map(|e| e.kind)
+            .collect();
         assert_eq!(
             kinds,
             [

@@ -11,9 +11,9 @@ use api::admin::{Down, Kill, Killed, Scale};
 use api::status::{Relay, RelayStream, Status, Stream};
 use axum::Json;
 use axum::Router;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use proto::control as pb;
@@ -28,15 +28,58 @@ struct AppState {
 
 /// The supervisor's HTTP routes.
 pub fn routes(handle: Handle) -> Router {
+    let admin = Router::new()
+        .route("/api/scale", post(scale))
+        .route("/api/kill", post(kill))
+        .route("/api/down", post(down))
+        .route_layer(axum::middleware::from_fn(loopback_only));
     Router::new()
         .route("/", get(page))
         .route("/api/status", get(status))
         .route("/metrics", get(metrics))
         .route("/health", get(|| async { "ok\n" }))
-        .route("/api/scale", post(scale))
-        .route("/api/kill", post(kill))
-        .route("/api/down", post(down))
+        .merge(admin)
         .with_state(AppState { handle })
+}
+
+/// Admin actions answer only to clients on loopback, so a public bind exposes the page and
+/// the status read-only.
+async fn loopback_only(
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if peer.ip().is_loopback() {
+        next.run(request).await
+    } else {
+        problem(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "admin actions are only served on loopback",
+        )
+    }
+}
+
+/// An admin request's JSON body; a malformed one is answered with a [`Problem`] (400).
+struct Body<T>(T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(body)) => Ok(Body(body)),
+            Err(rejection) => Err(problem(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                rejection.body_text(),
+            )),
+        }
+    }
 }
 
 fn problem(status: StatusCode, kind: &str, reason: impl Into<String>) -> Response {
@@ -55,27 +98,6 @@ fn refusal(e: Error) -> Response {
     }
 }
 
-/// The refusal for an admin request from off the host, `None` when it may proceed.
-fn forbidden(peer: SocketAddr) -> Option<Response> {
-    if peer.ip().is_loopback() {
-        None
-    } else {
-        Some(problem(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "admin actions are only served on loopback",
-        ))
-    }
-}
-
-fn bad_body(rejection: JsonRejection) -> Response {
-    problem(
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        rejection.body_text(),
-    )
-}
-
 /// The full status: the supervisor's snapshot, each instance's resource use read now, and
 /// control's view (streams, relays).
 pub async fn full_status(handle: &Handle) -> Status {
@@ -86,32 +108,17 @@ pub async fn full_status(handle: &Handle) -> Status {
             None => Err("control has not started".to_string()),
         }
     };
-    let usages = futures_util::future::join_all(snap.services.iter().map(|s| async {
+    let mut status = snap.status;
+    let usages = futures_util::future::join_all(status.services.iter().map(|s| async {
         match &s.instance {
             Some(instance) => handle.usage(instance).await,
             None => None,
         }
     }));
     let (control, usages) = tokio::join!(control, usages);
-    let mut services = snap.services;
-    for (service, usage) in services.iter_mut().zip(usages) {
+    for (service, usage) in status.services.iter_mut().zip(usages) {
         service.usage = usage;
     }
-    let mut status = Status {
-        runtime: snap.runtime,
-        ready: snap.ready,
-        services,
-        relays_wanted: snap.relays_wanted,
-        max_relays: snap.max_relays,
-        relay_capacity: snap.relay_capacity,
-        streams: Vec::new(),
-        relays: Vec::new(),
-        joins: 0,
-        rejections: 0,
-        control_error: None,
-        events: snap.events,
-        history: snap.history,
-    };
     match control {
         Ok(c) => {
             status.streams = c
@@ -169,7 +176,7 @@ async fn status(State(state): State<AppState>) -> Json<Status> {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     use prometheus_client::metrics::gauge::Gauge;
-    let snap = state.handle.snapshot();
+    let snap = state.handle.snapshot().status;
     let mut registry = prometheus_client::registry::Registry::with_prefix("ghost_supervisor");
     let up = Gauge::<i64>::default();
     up.set(snap.services.iter().filter(|s| s.healthy).count() as i64);
@@ -191,36 +198,14 @@ async fn metrics(State(state): State<AppState>) -> Response {
     server::ops::metrics_response(&registry)
 }
 
-async fn scale(
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    State(state): State<AppState>,
-    body: Result<Json<Scale>, JsonRejection>,
-) -> Response {
-    if let Some(r) = forbidden(peer) {
-        return r;
-    }
-    let Json(body) = match body {
-        Ok(body) => body,
-        Err(rejection) => return bad_body(rejection),
-    };
+async fn scale(State(state): State<AppState>, Body(body): Body<Scale>) -> Response {
     match state.handle.scale(body.relays).await {
         Ok(relays) => Json(Scale { relays }).into_response(),
         Err(e) => refusal(e),
     }
 }
 
-async fn kill(
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    State(state): State<AppState>,
-    body: Result<Json<Kill>, JsonRejection>,
-) -> Response {
-    if let Some(r) = forbidden(peer) {
-        return r;
-    }
-    let Json(body) = match body {
-        Ok(body) => body,
-        Err(rejection) => return bad_body(rejection),
-    };
+async fn kill(State(state): State<AppState>, Body(body): Body<Kill>) -> Response {
     let hold = body.hold_ms.map(Duration::from_millis);
     match state.handle.kill(body.target, hold).await {
         Ok(killed) => Json(Killed {
@@ -232,13 +217,7 @@ async fn kill(
     }
 }
 
-async fn down(
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    State(state): State<AppState>,
-) -> Response {
-    if let Some(r) = forbidden(peer) {
-        return r;
-    }
+async fn down(State(state): State<AppState>) -> Response {
     state.handle.down().await;
     Json(Down { down: true }).into_response()
 }
@@ -270,5 +249,89 @@ impl sup::supervisor_server::Supervisor for Capacity {
             relays_total: capacity.total,
             max_relays: capacity.max,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body as HttpBody;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::actor::{Settings, Supervisor};
+    use crate::runtime::process::ProcessRuntime;
+    use crate::services::Ports;
+    use crate::stack::StateDir;
+
+    /// The routes of a supervisor whose actor is not running: requests that get past the
+    /// checks reach a handle with nobody behind it, and say so.
+    fn app() -> Router {
+        let state = StateDir::new(std::env::temp_dir().join("ghost-http-test"));
+        let settings = Settings {
+            state: state.clone(),
+            relays: 1,
+            max_relays: 2,
+            relay_capacity: 10,
+            public: true,
+            advertise_host: None,
+            ports: Ports::EPHEMERAL,
+            bin_dir: std::env::temp_dir(),
+            scale_down_after: Duration::from_secs(60),
+        };
+        let runtime = Arc::new(ProcessRuntime::new(std::env::temp_dir(), state));
+        let (_exits_tx, exits) = tokio::sync::mpsc::channel(1);
+        let grpc = "127.0.0.1:7071".parse().expect("addr");
+        let (supervisor, handle) = Supervisor::new(settings, runtime, exits, grpc);
+        drop(supervisor);
+        routes(handle)
+    }
+
+    async fn post(peer: &str, path: &str, body: &str) -> (StatusCode, Problem) {
+        let mut request = Request::post(path)
+            .header("content-type", "application/json")
+            .body(HttpBody::from(body.to_string()))
+            .expect("request");
+        let peer: SocketAddr = peer.parse().expect("peer");
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let response = app().oneshot(request).await.expect("answer");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
+            .await
+            .expect("body");
+        let problem = serde_json::from_slice(&bytes).expect("a Problem body");
+        (status, problem)
+    }
+
+    #[tokio::test]
+    async fn admin_routes_refuse_anyone_off_the_host() {
+        for path in ["/api/down", "/api/scale", "/api/kill"] {
+            let (status, problem) = post("203.0.113.9:40000", path, r#"{"relays":2}"#).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+            assert_eq!(problem.error, "forbidden", "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_malformed_admin_body_is_a_bad_request() {
+        let (status, problem) = post("127.0.0.1:40000", "/api/kill", r#"{"target":"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(problem.error, "bad_request");
+        let (status, _) = post("127.0.0.1:40000", "/api/kill", r#"{"target":""}"#).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "an empty target names no service"
+        );
+        let (status, _) = post("127.0.0.1:40000", "/api/scale", r#"{"relays":-1}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn a_good_request_from_loopback_reaches_the_supervisor() {
+        let (status, problem) = post("[::1]:40000", "/api/scale", r#"{"relays":2}"#).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{problem:?}");
+        assert_eq!(problem.error, "stopping");
     }
 }

@@ -241,7 +241,7 @@ pub struct Relay {
 }
 
 /// The whole status.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     /// `process` or `docker`.
     pub runtime: String,

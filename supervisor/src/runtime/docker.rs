@@ -630,17 +630,8 @@ mod tests {
     use super::*;
 
     fn spec(kind: Kind, index: u32, ports: &[(Role, u16)]) -> Spec {
-        Spec {
-            name: services::name(kind, index),
-            kind,
-            index,
-            ports: ports.iter().copied().collect(),
-            peer_ports: BTreeMap::from([(Kind::Control, 7000), (Kind::Ingest, 4433)]),
-            public: true,
-            advertise_host: None,
-            relay_capacity: 50,
-            supervisor: "172.18.0.1:7071".parse().expect("addr"),
-        }
+        let supervisor = "172.18.0.1:7071".parse().expect("addr");
+        Spec::for_tests(kind, index, ports, true, supervisor)
     }
 
     #[test]

@@ -37,6 +37,31 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// A spec for the runtimes' command-line tests: control on 7000 and ingest on 4433,
+    /// a relay capacity of 50.
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        kind: Kind,
+        index: u32,
+        ports: &[(Role, u16)],
+        public: bool,
+        supervisor: SocketAddr,
+    ) -> Spec {
+        Spec {
+            name: crate::services::name(kind, index),
+            kind,
+            index,
+            ports: ports.iter().copied().collect(),
+            peer_ports: BTreeMap::from([(Kind::Control, 7000), (Kind::Ingest, 4433)]),
+            public,
+            advertise_host: None,
+            relay_capacity: 50,
+            supervisor,
+        }
+    }
+}
+
+impl Spec {
     /// The host port wanted for `role` (0 when unset: any free port).
     pub fn port(&self, role: Role) -> u16 {
         self.ports.get(&role).copied().unwrap_or(0)

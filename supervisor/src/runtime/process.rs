@@ -290,24 +290,14 @@ impl Runtime for ProcessRuntime {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use api::status::Role;
 
     use super::*;
 
     fn spec(kind: Kind, index: u32, ports: &[(Role, u16)]) -> Spec {
-        Spec {
-            name: services::name(kind, index),
-            kind,
-            index,
-            ports: ports.iter().copied().collect(),
-            peer_ports: BTreeMap::from([(Kind::Control, 7000), (Kind::Ingest, 4433)]),
-            public: false,
-            advertise_host: None,
-            relay_capacity: 50,
-            supervisor: "127.0.0.1:7071".parse().expect("addr"),
-        }
+        let supervisor = "127.0.0.1:7071".parse().expect("addr");
+        Spec::for_tests(kind, index, ports, false, supervisor)
     }
 
     fn args(spec: &Spec) -> Vec<String> {
