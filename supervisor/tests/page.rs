@@ -8,24 +8,9 @@ use std::time::Duration;
 use common::{Stack, TEST_TIMEOUT};
 use tokio_util::sync::CancellationToken;
 
-fn chromium() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            std::process::Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_renders_in_a_browser() {
-    let Some(browser) = chromium() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("CI needs Chromium (the test command installs it)");
-        }
-        eprintln!("skipped: no Chromium installed (the README's test command installs it)");
+    let Some(browser) = common::chromium() else {
         return;
     };
     tokio::time::timeout(TEST_TIMEOUT, async {
@@ -44,22 +29,9 @@ async fn status_page_renders_in_a_browser() {
         // Let a few chart samples and the restart land.
         tokio::time::sleep(Duration::from_secs(3)).await;
 
-        let profile = stack.dir.path().join("browser");
-        let out = tokio::process::Command::new(browser)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .args(["--virtual-time-budget=3000", "--dump-dom"])
-            .arg(&stack.file.supervisor_url)
-            .kill_on_drop(true)
-            .output()
-            .await
-            .expect("run chromium");
-        let dom = String::from_utf8_lossy(&out.stdout);
+        let dom = stack
+            .dump_dom(browser, &stack.file.supervisor_url, 3000)
+            .await;
         assert!(
             dom.contains("data-rendered=\"yes\""),
             "page never rendered:\n{dom}"

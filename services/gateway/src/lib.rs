@@ -6,10 +6,13 @@
 //! | `GET /streams` | [`api::gateway::Stream`]s, newest first |
 //! | `POST /streams/{id or name}/join` | `200` [`api::gateway::Join`]; `404` unknown stream; `503` with `Retry-After` when no relay has room or control is down |
 //! | `GET /health`, `GET /metrics` | liveness; Prometheus text |
+//! | `GET /`, `GET /watch/{id or name}`, `GET /app/{file}` | the web app ([`web`]) |
 //!
 //! Errors are an [`api::Problem`]: `{"error": "<kind>", "reason": "<text>"}`.
 
 #![forbid(unsafe_code)]
+
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -144,6 +147,9 @@ pub fn routes(control: ControlClient<Channel>) -> Router {
     );
     let registry = Arc::new(registry);
     Router::new()
+        .route("/", get(web::index))
+        .route("/watch/{stream}", get(web::watch))
+        .route("/app/{file}", get(web::asset))
         .route("/streams", get(list))
         .route("/streams/{id}/join", post(join))
         .route("/health", get(|| async { "ok\n" }))

@@ -283,3 +283,48 @@ pub async fn docker_available() -> bool {
 /// Docker tests run one at a time: each brings up a whole stack of containers.
 pub static DOCKER: std::sync::LazyLock<tokio::sync::Mutex<()>> =
     std::sync::LazyLock::new(|| tokio::sync::Mutex::new(()));
+
+/// Headless Chromium, where installed (the test command installs Debian's); `None` lets a
+/// test skip on a developer machine without it, and CI (which sets `CI`) fails instead.
+pub fn chromium() -> Option<&'static str> {
+    let found = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs Chromium (the test command installs it)"
+        );
+        eprintln!("skipped: no Chromium installed (the README's test command installs it)");
+    }
+    found
+}
+
+impl Stack {
+    /// The DOM of `url` after `budget_ms` of the page's (virtual) time, as headless Chromium
+    /// renders it, in a browser profile of this stack's own.
+    pub async fn dump_dom(&self, browser: &str, url: &str, budget_ms: u32) -> String {
+        let profile = self.dir.path().join("browser");
+        let out = tokio::process::Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("--virtual-time-budget={budget_ms}"))
+            .arg("--dump-dom")
+            .arg(url)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("run chromium");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
