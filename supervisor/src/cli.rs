@@ -132,6 +132,14 @@ pub struct UpArgs {
     /// Directory of the service binaries (default: beside `ghost`).
     #[arg(long, env = "GHOST_BIN_DIR")]
     pub bin_dir: Option<PathBuf>,
+    /// The relays' certificate chain (PEM), from a public CA such as Let's Encrypt, for the
+    /// host name viewers use: browsers then verify relays by name. Without it, relays get
+    /// short-lived certificates from the stack's own CA, which browsers verify by hash.
+    #[arg(long, requires = "tls_key", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The key of `--tls-cert` (PEM).
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl UpArgs {
@@ -282,8 +290,12 @@ async fn run(cli: Cli) -> Result<i32> {
     let state = StateDir::new(cli.state_dir.clone().unwrap_or_else(default_state_dir));
     let ca = cli.ca.clone().unwrap_or_else(|| state.ca());
     match cli.command {
-        Cmd::Up(args) if args.detach => up_detached(&state, &args).await,
+        Cmd::Up(args) if args.detach => {
+            install_relay_cert(&state, &args)?;
+            up_detached(&state, &args).await
+        }
         Cmd::Up(args) => {
+            install_relay_cert(&state, &args)?;
             server::telemetry::init(Default::default(), "warn");
             daemon(&state, &args, true).await
         }
@@ -384,6 +396,19 @@ async fn daemon(state: &StateDir, args: &UpArgs, foreground: bool) -> Result<i32
     };
     crate::daemon::run(settings, args.runtime, shutdown, &progress).await?;
     Ok(exit::OK)
+}
+
+/// Puts the operator's relay certificate in the state directory, where every runtime's
+/// relays read it (and where no renewal touches it).
+fn install_relay_cert(state: &StateDir, args: &UpArgs) -> Result<()> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(());
+    };
+    let dir = state.tls_dir();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    transport::tls::Files::in_dir(&dir)
+        .install_relay(cert, key)
+        .map_err(|e| Exit::new(exit::USAGE, format!("--tls-cert/--tls-key: {e:#}")).into())
 }
 
 async fn up_detached(state: &StateDir, args: &UpArgs) -> Result<i32> {

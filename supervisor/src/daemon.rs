@@ -164,8 +164,10 @@ pub async fn run(
         stop.cancel();
         Ok::<_, anyhow::Error>(())
     };
+    let renewals = renew_relay_certificates(stack_state.tls_dir());
     let result = tokio::select! {
         r = stack => r,
+        () = renewals => Ok(()),
         r = http_server => r.context("status page server failed"),
         r = grpc_server => r.context("capacity API failed"),
     };
@@ -177,4 +179,27 @@ pub async fn run(
         stack_state.clear();
     }
     result
+}
+
+/// How often the relays' certificate is checked for renewal: far more often than its week of
+/// margin needs, so a supervisor that was down for a while catches up within the hour.
+const RENEW_CHECK: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Renews the relays' certificate from the stack's CA before it ends; relays pick the new
+/// files up for their new connections. Runs until the daemon stops.
+async fn renew_relay_certificates(dir: std::path::PathBuf) {
+    let files = transport::tls::Files::in_dir(&dir);
+    loop {
+        tokio::time::sleep(RENEW_CHECK).await;
+        match files.ensure_relay(std::time::SystemTime::now()) {
+            Ok(transport::tls::RelayCert::Issued { not_after }) => tracing::info!(
+                until = %humantime::format_rfc3339_seconds(not_after),
+                "relay certificate renewed"
+            ),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "relay certificate renewal failed; retrying")
+            }
+        }
+    }
 }

@@ -88,7 +88,9 @@ impl StateDir {
     pub fn prepare(&self) -> Result<()> {
         std::fs::create_dir_all(self.logs())
             .with_context(|| format!("creating {}", self.logs().display()))?;
-        transport::tls::Files::in_dir(&self.tls_dir()).ensure()?;
+        let tls = transport::tls::Files::in_dir(&self.tls_dir());
+        tls.ensure()?;
+        tls.ensure_relay(std::time::SystemTime::now())?;
         let key = self.ticket_key();
         if !key.exists() {
             use std::io::Write;

@@ -4,9 +4,18 @@
 //! server certificate signed by it (`server.pem`, `server.key`) for the names ingest and relays
 //! answer to ([`SERVER_NAMES`]). Every client (publisher, viewer, a relay subscribing at
 //! ingest) verifies the server against that CA; there is no accept-any-certificate path.
+//!
+//! Relays get a certificate of their own (`relay.pem`, `relay.key`), because browsers reach
+//! them: a browser verifies a certificate from a private CA only by its hash (WebTransport's
+//! `serverCertificateHashes`), and only an ECDSA one valid for at most 14 days. So the relay
+//! certificate lives [`RELAY_CERT_LIFETIME`] and the supervisor issues the next one
+//! [`RELAY_CERT_RENEW_BEFORE`] its end ([`Files::ensure_relay`]); relays pick the new files up
+//! for new connections while the ones open go on. An operator's own certificate (from a
+//! public CA, which browsers verify by name) is kept as it is and never renewed here.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use rustls::pki_types::pem::PemObject;
@@ -31,6 +40,10 @@ pub struct Files {
     pub cert: PathBuf,
     /// Server private key.
     pub key: PathBuf,
+    /// The relays' certificate chain: short-lived from the stack's CA, or the operator's.
+    pub relay_cert: PathBuf,
+    /// The relays' private key.
+    pub relay_key: PathBuf,
 }
 
 impl Files {
@@ -41,7 +54,61 @@ impl Files {
             ca_key: dir.join("ca.key"),
             cert: dir.join("server.pem"),
             key: dir.join("server.key"),
+            relay_cert: dir.join("relay.pem"),
+            relay_key: dir.join("relay.key"),
         }
+    }
+
+    /// Issues the relays' certificate from the stack's CA where there is none, or where the
+    /// one there ends within [`RELAY_CERT_RENEW_BEFORE`] of `now`. An operator's certificate
+    /// (not issued by this CA) is left alone. Returns what it found or did.
+    pub fn ensure_relay(&self, now: SystemTime) -> Result<RelayCert> {
+        if self.relay_cert.exists() && self.relay_key.exists() {
+            let pem = std::fs::read(&self.relay_cert)
+                .with_context(|| format!("reading {}", self.relay_cert.display()))?;
+            let ca = std::fs::read(&self.ca)
+                .with_context(|| format!("reading {}", self.ca.display()))?;
+            let (ours, not_after) = relay_cert_state(&pem, &ca)
+                .with_context(|| format!("reading {}", self.relay_cert.display()))?;
+            if !ours {
+                return Ok(RelayCert::Operator);
+            }
+            if not_after > now + RELAY_CERT_RENEW_BEFORE {
+                return Ok(RelayCert::Valid { not_after });
+            }
+        }
+        let ca_pem = std::fs::read_to_string(&self.ca)
+            .with_context(|| format!("reading {}", self.ca.display()))?;
+        let ca_key = std::fs::read_to_string(&self.ca_key)
+            .with_context(|| format!("reading {}", self.ca_key.display()))?;
+        let issued = issue_relay(&ca_pem, &ca_key, now).context("issuing the relay certificate")?;
+        // Key first, then the certificate, each replaced whole: a relay reloading in between
+        // sees an old pair or a mismatched one, which it refuses and retries, never a torn file.
+        write_private(&self.relay_key.with_extension("key.new"), &issued.key)?;
+        std::fs::rename(self.relay_key.with_extension("key.new"), &self.relay_key)
+            .with_context(|| format!("writing {}", self.relay_key.display()))?;
+        let chain = self.relay_cert.with_extension("pem.new");
+        std::fs::write(&chain, format!("{}{}", issued.cert, ca_pem))
+            .with_context(|| format!("writing {}", chain.display()))?;
+        std::fs::rename(&chain, &self.relay_cert)
+            .with_context(|| format!("writing {}", self.relay_cert.display()))?;
+        Ok(RelayCert::Issued {
+            not_after: issued.not_after,
+        })
+    }
+
+    /// Puts an operator's certificate chain and key in place of the relays' own, after
+    /// checking that they load and match.
+    pub fn install_relay(&self, cert: &Path, key: &Path) -> Result<()> {
+        let identity = Identity::load(cert, key)?;
+        server_config(&identity, &[])
+            .with_context(|| format!("{} and {} do not match", cert.display(), key.display()))?;
+        let key_pem =
+            std::fs::read_to_string(key).with_context(|| format!("reading {}", key.display()))?;
+        write_private(&self.relay_key, &key_pem)?;
+        std::fs::copy(cert, &self.relay_cert)
+            .with_context(|| format!("copying {}", cert.display()))?;
+        Ok(())
     }
 
     /// Makes the CA and the server certificate unless all files already exist.
@@ -80,6 +147,86 @@ fn write_private(path: &Path, pem: &str) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     f.write_all(pem.as_bytes())
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// How long a relay certificate from the stack's CA is valid: under the 14 days browsers
+/// accept for a certificate pinned by hash, with a day to spare for clocks that disagree.
+pub const RELAY_CERT_LIFETIME: Duration = Duration::from_secs(13 * 24 * 3600);
+/// A relay certificate is renewed once it has less than this left, so a relay that misses
+/// a renewal still has days, not minutes, to pick the next one up.
+pub const RELAY_CERT_RENEW_BEFORE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The relays' certificate, as [`Files::ensure_relay`] left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayCert {
+    /// Issued now by the stack's CA.
+    Issued {
+        /// Its end.
+        not_after: SystemTime,
+    },
+    /// From the stack's CA and far enough from its end.
+    Valid {
+        /// Its end.
+        not_after: SystemTime,
+    },
+    /// The operator's own, never renewed here.
+    Operator,
+}
+
+/// Whether the leaf in `pem` was issued by the CA in `ca_pem`, and when it ends.
+fn relay_cert_state(pem: &[u8], ca_pem: &[u8]) -> Result<(bool, SystemTime)> {
+    let leaf = CertificateDer::pem_slice_iter(pem)
+        .next()
+        .context("no certificate")?
+        .context("not PEM")?;
+    let ca = CertificateDer::from_pem_slice(ca_pem).context("the CA is not PEM")?;
+    let (_, leaf) = x509_parser::parse_x509_certificate(&leaf).context("not X.509")?;
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca).context("the CA is not X.509")?;
+    // Signed by this CA's key: names alone do not tell two stacks' CAs apart.
+    let ours =
+        leaf.issuer() == ca.subject() && leaf.verify_signature(Some(ca.public_key())).is_ok();
+    let end = leaf.validity().not_after.timestamp();
+    let not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(end).unwrap_or(0));
+    Ok((ours, not_after))
+}
+
+/// A relay certificate and key from the stack's CA, valid from an hour before `now` (clocks
+/// disagree) for [`RELAY_CERT_LIFETIME`] in all.
+struct IssuedRelay {
+    cert: String,
+    key: String,
+    not_after: SystemTime,
+}
+
+fn issue_relay(ca_pem: &str, ca_key_pem: &str, now: SystemTime) -> Result<IssuedRelay> {
+    use rcgen::{CertificateParams, DnType, Issuer, KeyPair};
+    let ca_key = KeyPair::from_pem(ca_key_pem).context("reading the CA key")?;
+    let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key).context("reading the CA")?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(
+        SERVER_NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+    )?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Ghost Stream relay");
+    // Whole seconds: that is all a certificate holds, so the end reads back the same.
+    let since_epoch = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .context("the clock is before 1970")?;
+    let not_before =
+        SystemTime::UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs().saturating_sub(3600));
+    let not_after = not_before + RELAY_CERT_LIFETIME;
+    params.not_before = time::OffsetDateTime::from(not_before);
+    params.not_after = time::OffsetDateTime::from(not_after);
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(IssuedRelay {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+        not_after,
+    })
 }
 
 /// PEM texts of a freshly made CA and server certificate.
@@ -185,6 +332,91 @@ pub fn server_config(identity: &Identity, alpns: &[&[u8]]) -> Result<rustls::Ser
         .with_no_client_auth()
         .with_single_cert(identity.chain.clone(), key)
         .context("server certificate and key do not match")?;
+    config.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
+    Ok(config)
+}
+
+/// A server certificate that follows its files: [`Reloading::reload`] takes a new pair once
+/// it is in place, and every handshake after that presents it, while connections already
+/// open go on untouched (their certificate only mattered at their handshake).
+#[derive(Debug)]
+pub struct Reloading {
+    cert: PathBuf,
+    key: PathBuf,
+    current: std::sync::RwLock<(Arc<rustls::sign::CertifiedKey>, String)>,
+}
+
+impl Reloading {
+    /// Loads the pair at `cert` and `key`; they must match.
+    pub fn load(cert: &Path, key: &Path) -> Result<Reloading> {
+        let (certified, sha256) = certified(cert, key)?;
+        Ok(Reloading {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            current: std::sync::RwLock::new((certified, sha256)),
+        })
+    }
+
+    /// Takes the pair now in the files if it differs from the one in use. `Ok(true)` when it
+    /// did; an error (a missing file, a key that is not the certificate's, as while a
+    /// renewal is half written) leaves the one in use in place.
+    pub fn reload(&self) -> Result<bool> {
+        let (certified, sha256) = certified(&self.cert, &self.key)?;
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current.1 == sha256 {
+            return Ok(false);
+        }
+        *current = (certified, sha256);
+        Ok(true)
+    }
+
+    /// SHA-256 of the leaf certificate in use, hex: what browsers pin.
+    pub fn leaf_sha256(&self) -> String {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Reloading {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+                .clone(),
+        )
+    }
+}
+
+fn certified(cert: &Path, key: &Path) -> Result<(Arc<rustls::sign::CertifiedKey>, String)> {
+    let identity = Identity::load(cert, key)?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(identity.key.clone_key())
+        .with_context(|| format!("loading the key {}", key.display()))?;
+    let certified = rustls::sign::CertifiedKey::new(identity.chain.clone(), signing);
+    certified
+        .keys_match()
+        .with_context(|| format!("{} is not the key of {}", key.display(), cert.display()))?;
+    Ok((Arc::new(certified), identity.leaf_sha256()))
+}
+
+/// A TLS 1.3 server config offering `alpns` whose certificate follows `reloading`.
+pub fn reloading_server_config(
+    reloading: Arc<Reloading>,
+    alpns: &[&[u8]],
+) -> Result<rustls::ServerConfig> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_cert_resolver(reloading);
     config.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
     Ok(config)
 }
@@ -301,6 +533,125 @@ pub fn pinned_client_config(sha256: &str, alpn: &[u8]) -> Result<rustls::ClientC
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn temp_files(name: &str) -> Files {
+        let dir = std::env::temp_dir().join(format!("ghost-tls-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let files = Files::in_dir(&dir);
+        files.ensure().expect("stack CA");
+        files
+    }
+
+    /// Verifies `cert`'s chain against the stack's CA at `at`, as a native client would.
+    fn verifies(files: &Files, at: SystemTime) -> Result<(), rustls::Error> {
+        use rustls::client::danger::ServerCertVerifier;
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = CertificateDer::from_pem_file(&files.ca).expect("ca");
+        roots.add(ca).expect("root");
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .expect("verifier");
+        let id = Identity::load(&files.relay_cert, &files.relay_key).expect("relay identity");
+        let name = rustls::pki_types::ServerName::try_from(RELAY_NAME).expect("name");
+        let secs = at.duration_since(SystemTime::UNIX_EPOCH).expect("epoch");
+        verifier
+            .verify_server_cert(
+                &id.chain[0],
+                &id.chain[1..],
+                &name,
+                &[],
+                rustls::pki_types::UnixTime::since_unix_epoch(secs),
+            )
+            .map(|_| ())
+    }
+
+    #[test]
+    fn relay_certificates_fit_browsers_and_are_renewed_before_their_end() {
+        let files = temp_files("relay");
+        let now = SystemTime::now();
+        let RelayCert::Issued { not_after } = files.ensure_relay(now).expect("issue") else {
+            panic!("no relay certificate was issued");
+        };
+        let lifetime = not_after.duration_since(now).expect("ends later");
+        assert!(
+            lifetime <= Duration::from_secs(14 * 24 * 3600),
+            "{lifetime:?}"
+        );
+        verifies(&files, now).expect("the stack's CA vouches for it");
+        let first = Identity::load(&files.relay_cert, &files.relay_key)
+            .expect("load")
+            .leaf_sha256();
+        // Fresh: kept as it is.
+        assert_eq!(
+            files
+                .ensure_relay(now + Duration::from_secs(3600))
+                .expect("check"),
+            RelayCert::Valid { not_after }
+        );
+        // Within a week of its end: the next one, valid from then on.
+        let later = now + RELAY_CERT_LIFETIME - RELAY_CERT_RENEW_BEFORE;
+        assert!(matches!(
+            files.ensure_relay(later).expect("renew"),
+            RelayCert::Issued { .. }
+        ));
+        let second = Identity::load(&files.relay_cert, &files.relay_key)
+            .expect("load")
+            .leaf_sha256();
+        assert_ne!(first, second, "a new certificate, hence a new hash");
+        verifies(&files, later + Duration::from_secs(6 * 24 * 3600)).expect("still valid");
+        let _ = std::fs::remove_dir_all(files.ca.parent().expect("dir"));
+    }
+
+    #[test]
+    fn a_reloading_certificate_takes_a_renewal_and_refuses_a_torn_one() {
+        let files = temp_files("reload");
+        let now = SystemTime::now();
+        files.ensure_relay(now).expect("issue");
+        let reloading = Reloading::load(&files.relay_cert, &files.relay_key).expect("load");
+        let first = reloading.leaf_sha256();
+        assert!(!reloading.reload().expect("same files"), "nothing new yet");
+        let later = now + RELAY_CERT_LIFETIME - RELAY_CERT_RENEW_BEFORE;
+        files.ensure_relay(later).expect("renew");
+        assert!(reloading.reload().expect("renewed files"));
+        let second = reloading.leaf_sha256();
+        assert_ne!(first, second);
+        // A key that is not the certificate's (a renewal half written): kept the one in use.
+        std::fs::write(&files.relay_key, generate().expect("other").key).expect("key");
+        assert!(reloading.reload().is_err());
+        assert_eq!(reloading.leaf_sha256(), second);
+        let _ = std::fs::remove_dir_all(files.ca.parent().expect("dir"));
+    }
+
+    #[test]
+    fn an_operators_certificate_is_kept_and_never_renewed() {
+        let files = temp_files("operator");
+        let elsewhere = temp_files("operator-source");
+        let operator = generate().expect("another CA's certificate");
+        std::fs::write(&elsewhere.relay_cert, &operator.cert).expect("cert");
+        std::fs::write(&elsewhere.relay_key, &operator.key).expect("key");
+        files
+            .install_relay(&elsewhere.relay_cert, &elsewhere.relay_key)
+            .expect("install");
+        let far = SystemTime::now() + Duration::from_secs(365 * 24 * 3600);
+        assert_eq!(files.ensure_relay(far).expect("check"), RelayCert::Operator);
+        assert_eq!(
+            std::fs::read_to_string(&files.relay_cert).expect("kept"),
+            operator.cert
+        );
+        // A key that is not the certificate's is refused.
+        std::fs::write(&elsewhere.relay_key, generate().expect("other").key).expect("key");
+        assert!(
+            files
+                .install_relay(&elsewhere.relay_cert, &elsewhere.relay_key)
+                .is_err()
+        );
+        for f in [&files, &elsewhere] {
+            let _ = std::fs::remove_dir_all(f.ca.parent().expect("dir"));
+        }
+    }
 
     #[test]
     fn files_are_made_once_and_load() {
