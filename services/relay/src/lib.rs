@@ -63,6 +63,11 @@ pub struct Config {
     /// The stack's certificate and key.
     #[command(flatten)]
     pub tls: server::args::Tls,
+    /// How often to look for a renewed certificate (`relay.pem` in the TLS directory). The
+    /// supervisor renews a week before the end, so any interval far below that would do; a
+    /// short one gets the new hash to the gateway's join answers soon after a renewal.
+    #[arg(long, env = "GHOST_RELAY_CERT_CHECK", default_value = "30s")]
+    pub cert_check: humantime::Duration,
     /// The join-ticket key.
     #[command(flatten)]
     pub ticket_key: server::args::TicketKey,
@@ -128,7 +133,8 @@ pub struct Server {
     state: Arc<State>,
     control: proto::control::control_client::ControlClient<tonic::transport::Channel>,
     advertise: String,
-    cert_sha256: String,
+    certs: Arc<tls::Reloading>,
+    cert_check: Duration,
     heartbeat: Duration,
 }
 
@@ -136,10 +142,17 @@ impl Server {
     /// Loads TLS files and the ticket key, binds the QUIC and ops sockets.
     pub async fn bind(config: &Config) -> Result<Server> {
         let files = tls::Files::in_dir(&config.tls.dir);
-        let identity = tls::Identity::from_files(&files)?;
-        let endpoint = quic::server(
+        // The relays' own certificate, which browsers accept; a state directory from before
+        // it existed has only the shared server certificate.
+        let certs = if files.relay_cert.exists() {
+            tls::Reloading::load(&files.relay_cert, &files.relay_key)?
+        } else {
+            tls::Reloading::load(&files.cert, &files.key)?
+        };
+        let certs = Arc::new(certs);
+        let endpoint = quic::server_reloading(
             config.listen,
-            &identity,
+            certs.clone(),
             &[quic::ALPN_VIEW],
             Windows::SENDER,
         )?;
@@ -161,7 +174,8 @@ impl Server {
                 .advertise
                 .clone()
                 .unwrap_or_else(|| bound.to_string()),
-            cert_sha256: identity.leaf_sha256(),
+            certs,
+            cert_check: *config.cert_check,
             endpoint,
             ops,
             registry,
@@ -220,8 +234,9 @@ impl Server {
             state: self.state.clone(),
             control: self.control,
             addr: self.advertise,
-            cert_sha256: self.cert_sha256,
+            certs: self.certs.clone(),
         };
+        let renewals = follow_certificate(self.certs, self.cert_check, shutdown.clone());
         let heartbeat =
             server::control::heartbeat_loop(self.heartbeat, shutdown.clone(), move || {
                 let report = report.clone();
@@ -231,6 +246,7 @@ impl Server {
             () = accept => Ok(()),
             r = ops => r,
             () = heartbeat => Ok(()),
+            () = renewals => Ok(()),
         };
         self.state.shutdown.cancel();
         self.state.tasks.close();
@@ -243,12 +259,34 @@ impl Server {
     }
 }
 
+/// Takes the renewed certificate for new connections (the heartbeat then reports its hash,
+/// which the gateway hands to browsers) until `shutdown`.
+async fn follow_certificate(
+    certs: Arc<tls::Reloading>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+        match certs.reload() {
+            Ok(true) => tracing::info!(cert_sha256 = %certs.leaf_sha256(), "certificate renewed"),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "certificate not reloaded; keeping the one in use")
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Report {
     state: Arc<State>,
     control: proto::control::control_client::ControlClient<tonic::transport::Channel>,
     addr: String,
-    cert_sha256: String,
+    certs: Arc<tls::Reloading>,
 }
 
 impl Report {
@@ -269,7 +307,7 @@ impl Report {
             relay_id: state.id.clone(),
             addr: self.addr.clone(),
             server_name: tls::RELAY_NAME.to_string(),
-            cert_sha256: self.cert_sha256.clone(),
+            cert_sha256: self.certs.leaf_sha256(),
             capacity: state.capacity,
             viewers: m.viewers.get().max(0) as u32,
             streams,

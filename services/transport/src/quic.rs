@@ -124,7 +124,25 @@ pub fn server(
     alpns: &[&[u8]],
     windows: Windows,
 ) -> Result<quinn::Endpoint> {
-    let crypto = tls::server_config(identity, alpns)?;
+    server_with(addr, tls::server_config(identity, alpns)?, windows)
+}
+
+/// A server endpoint on `addr` whose certificate follows `certs` (relays: theirs is renewed
+/// while they run).
+pub fn server_reloading(
+    addr: SocketAddr,
+    certs: Arc<tls::Reloading>,
+    alpns: &[&[u8]],
+    windows: Windows,
+) -> Result<quinn::Endpoint> {
+    server_with(addr, tls::reloading_server_config(certs, alpns)?, windows)
+}
+
+fn server_with(
+    addr: SocketAddr,
+    crypto: rustls::ServerConfig,
+    windows: Windows,
+) -> Result<quinn::Endpoint> {
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
         .context("TLS config unusable for QUIC")?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));

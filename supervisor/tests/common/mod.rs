@@ -34,6 +34,12 @@ impl Stack {
 
     /// Brings a stack up on `runtime` (`process` or `docker`).
     pub fn up_on(runtime: &str, extra: &[&str]) -> Stack {
+        Stack::up_with_env(runtime, extra, &[])
+    }
+
+    /// Brings a stack up with `env` set for the supervisor and so for the services it runs
+    /// as local processes (every service flag has an environment variable).
+    pub fn up_with_env(runtime: &str, extra: &[&str], env: &[(&str, &str)]) -> Stack {
         let dir = tempfile::Builder::new()
             .prefix("ghost-test-")
             .tempdir()
@@ -58,6 +64,7 @@ impl Stack {
             .arg(dir.path())
             .args(["up", "-d", "--runtime", runtime, "--ephemeral-ports"])
             .args(extra)
+            .envs(env.iter().copied())
             .output()
             .expect("run ghost up");
         let state = StateDir::new(dir.path());

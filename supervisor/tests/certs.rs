@@ -1,0 +1,106 @@
+//! Relay certificates browsers accept: short-lived, from the stack's CA, renewed while viewers
+//! watch. A renewal reaches new viewers (the gateway hands out the new hash) and costs the
+//! viewers already watching nothing.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use api::client::EndReason;
+use common::{Stack, TEST_TIMEOUT};
+use supervisor::client::watch;
+use tokio_util::sync::CancellationToken;
+use transport::tls::{self, RelayCert};
+
+/// The relay's certificate hash, as the gateway hands it to a joining viewer.
+async fn joined_hash(stack: &Stack, stream: &str) -> String {
+    let join = watch::join(&stack.http, &stack.file.gateway_url, stream)
+        .await
+        .expect("join");
+    join.cert_sha256
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_relay_certificate_reaches_new_viewers_and_spares_the_others() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let stack = Stack::up_with_env(
+            "process",
+            &["--relays", "1"],
+            &[("GHOST_RELAY_CERT_CHECK", "200ms")],
+        );
+        let files = tls::Files::in_dir(&stack.state.tls_dir());
+        let in_use = tls::Identity::load(&files.relay_cert, &files.relay_key)
+            .expect("the relay certificate ghost up issued")
+            .leaf_sha256();
+        // The publisher's stop ends the stream; the viewers are never stopped: they end with it.
+        let stop = CancellationToken::new();
+        let viewers = CancellationToken::new();
+        let (id, publisher) = stack
+            .publish("renewed", 30, 2000, 30, None, stop.clone())
+            .await;
+        assert_eq!(joined_hash(&stack, &id).await, in_use);
+        let watching = stack.watch(&id, None, None, viewers.clone());
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+
+        // What the supervisor does a week before the end.
+        let renewal = SystemTime::now() + tls::RELAY_CERT_LIFETIME - tls::RELAY_CERT_RENEW_BEFORE;
+        assert!(matches!(
+            files.ensure_relay(renewal).expect("renew"),
+            RelayCert::Issued { .. }
+        ));
+        let renewed = Instant::now();
+        let next = loop {
+            let hash = joined_hash(&stack, &id).await;
+            if hash != in_use {
+                break hash;
+            }
+            assert!(
+                renewed.elapsed() < Duration::from_secs(10),
+                "the new hash never came"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        println!(
+            "certs: new hash in join answers {:.0} ms after the renewal",
+            common::ms(renewed.elapsed())
+        );
+
+        // A viewer that trusts nothing but the hash it was given gets in: the relay presents
+        // the new certificate to new connections.
+        let pinned = watch::Options {
+            gateway: stack.file.gateway_url.clone(),
+            stream: id.clone(),
+            ca: stack.dir.path().join("no-ca-here.pem"),
+            duration: Some(Duration::from_secs(2)),
+            read_delay: None,
+            output: None,
+            endpoint: None,
+            http: stack.http.clone(),
+            measure_from_us: None,
+        };
+        let s = watch::watch(pinned, stop.clone())
+            .await
+            .expect("pinned viewer");
+        assert_eq!(s.end_reason, EndReason::Duration, "{s:?}");
+        assert!(s.frames >= 30, "{s:?}");
+        assert_eq!(
+            tls::Identity::load(&files.relay_cert, &files.relay_key)
+                .expect("load")
+                .leaf_sha256(),
+            next
+        );
+
+        // The viewer from before the renewal watched on, to the end of the stream.
+        stop.cancel();
+        let before = watching.await.expect("join").expect("viewer");
+        assert_eq!(before.end_reason, EndReason::Ended, "{before:?}");
+        assert_eq!(before.skipped_groups, 0, "{before:?}");
+        println!(
+            "certs: the viewer from before the renewal got {} frames, ended as {:?}",
+            before.frames, before.end_reason
+        );
+        let _ = publisher.await;
+    })
+    .await
+    .expect("test timed out");
+}
