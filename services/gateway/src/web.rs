@@ -48,6 +48,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
         "list.js" => page(include_str!("web/list.js"), js),
         "watch.js" => page(include_str!("web/watch.js"), js),
         "wire.js" => page(include_str!("web/wire.js"), js),
+        "mp4.js" => page(include_str!("web/mp4.js"), js),
         "app.css" => page(include_str!("web/app.css"), "text/css; charset=utf-8"),
         _ => (StatusCode::NOT_FOUND, "no such file\n").into_response(),
     }

@@ -1,7 +1,11 @@
 // The watch page: joins through the viewer gateway, connects to the relay over WebTransport,
-// and tells the viewer, in plain words, where things stand. Exposes what it measures on
-// `window.ghost` for tests: `state`, `frames`, `groups`, `delay` {p50, p99} in milliseconds.
+// decodes the picture and the sound with WebCodecs as they arrive (no buffer beyond the
+// decoders' own), and tells the viewer, in plain words, where things stand. Exposes what it
+// measures on `window.ghost` for tests: `state`, `frames` (received), `rendered` (video
+// frames drawn), `audio` (audio frames decoded), `groups`, and `delay` {p50, p99}: capture
+// to render, in milliseconds.
 
+import { parseFragment, parseInit } from "/app/mp4.js";
 import { Code, GroupReader, MessageReader, encodeJoin, hexToBytes } from "/app/wire.js";
 
 const key = decodeURIComponent(location.pathname.replace(/^\/watch\//, ""));
@@ -11,7 +15,12 @@ const rejoin = document.getElementById("rejoin");
 const fallback = document.getElementById("fallback");
 document.getElementById("title").textContent = key;
 
-const ghost = { state: "connecting", frames: 0, groups: 0, delay: { p50: null, p99: null } };
+const canvas = document.getElementById("picture");
+const sound = document.getElementById("sound");
+const ghost = {
+  state: "connecting", frames: 0, rendered: 0, audio: 0, groups: 0,
+  delay: { p50: null, p99: null },
+};
 window.ghost = ghost;
 const delays = [];
 let countdown = null;
@@ -28,17 +37,114 @@ function percentile(sorted, p) {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : null;
 }
 
-function record(captureUs) {
-  const ms = Date.now() - captureUs / 1000;
-  delays.push(ms);
+/** A frame shown: its delay from capture to now. */
+function rendered(captureUs) {
+  delays.push(Date.now() - captureUs / 1000);
   if (delays.length > 3000) delays.splice(0, delays.length - 3000);
-  ghost.frames += 1;
-  if (ghost.frames % 15 === 1) {
+  ghost.rendered += 1;
+  document.body.dataset.rendered = String(ghost.rendered);
+  if (ghost.rendered % 15 === 1) {
     const sorted = [...delays].sort((a, b) => a - b);
     ghost.delay = { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99) };
+    document.body.dataset.delayP50 = ghost.delay.p50.toFixed(1);
+    document.body.dataset.delayP99 = ghost.delay.p99.toFixed(1);
     show("live", `Live, ${Math.max(0, Math.round(ghost.delay.p50))} ms behind the streamer`);
   }
 }
+
+/** The decoders of one session: made from the init segment, fed each fragment. */
+class Player {
+  constructor(init) {
+    this.tracks = parseInit(init);
+    this.captures = new Map();
+    this.video = null;
+    this.audio = null;
+    this.waitingForKey = true;
+    this.audioAt = 0;
+    const video = this.tracks.find((t) => t.kind === "video" && t.config);
+    const audio = this.tracks.find((t) => t.kind === "audio" && t.config);
+    if (video) {
+      this.video = new VideoDecoder({
+        output: (frame) => this.draw(frame),
+        error: (e) => show("lost", "The picture cannot be decoded.", String(e)),
+      });
+      this.video.configure(video.config);
+    }
+    if (audio && typeof AudioDecoder !== "undefined") {
+      this.context = new AudioContext({ latencyHint: "interactive" });
+      this.audio = new AudioDecoder({
+        output: (data) => this.play(data),
+        error: () => { this.audio = null; },
+      });
+      this.audio.configure(audio.config);
+      if (this.context.state === "suspended") {
+        sound.hidden = false;
+        sound.onclick = () => { this.context.resume(); sound.hidden = true; };
+      }
+    }
+  }
+
+  /** One fragment, with the capture time the publisher stamped it with. */
+  push(payload, captureUs) {
+    for (const s of parseFragment(payload, this.tracks)) {
+      if (s.track.kind === "video" && this.video) {
+        // After a skipped group the decoder needs a keyframe; frames before it are dropped.
+        if (this.waitingForKey && !s.key) continue;
+        this.waitingForKey = false;
+        this.captures.set(s.timestamp, captureUs);
+        if (this.captures.size > 300) this.captures.delete(this.captures.keys().next().value);
+        this.video.decode(new EncodedVideoChunk({ type: s.key ? "key" : "delta", timestamp: s.timestamp, duration: s.duration, data: s.data }));
+      } else if (s.track.kind === "audio" && this.audio) {
+        this.audio.decode(new EncodedAudioChunk({ type: "key", timestamp: s.timestamp, duration: s.duration, data: s.data }));
+      }
+    }
+  }
+
+  /** A new group begins: whatever the decoder still holds of an older one is late. */
+  skipTo() {
+    this.waitingForKey = true;
+  }
+
+  draw(frame) {
+    if (canvas.width !== frame.displayWidth) canvas.width = frame.displayWidth;
+    if (canvas.height !== frame.displayHeight) canvas.height = frame.displayHeight;
+    canvas.getContext("2d").drawImage(frame, 0, 0);
+    const captureUs = this.captures.get(frame.timestamp);
+    frame.close();
+    if (captureUs !== undefined) rendered(captureUs);
+  }
+
+  play(data) {
+    ghost.audio += 1;
+    document.body.dataset.audio = String(ghost.audio);
+    const ctx = this.context;
+    const buffer = ctx.createBuffer(data.numberOfChannels, data.numberOfFrames, data.sampleRate);
+    for (let c = 0; c < data.numberOfChannels; c++) {
+      const plane = new Float32Array(data.numberOfFrames);
+      data.copyTo(plane, { planeIndex: c, format: "f32-planar" });
+      buffer.copyToChannel(plane, c);
+    }
+    data.close();
+    // Play on arrival; more than a quarter second queued means we fell behind: start over.
+    const now = ctx.currentTime;
+    if (this.audioAt < now || this.audioAt > now + 0.25) this.audioAt = now + 0.02;
+    const source = ctx.createBufferSource();
+    source.buffer = buffer;
+    source.connect(ctx.destination);
+    source.start(this.audioAt);
+    this.audioAt += buffer.duration;
+  }
+
+  close() {
+    for (const d of [this.video, this.audio]) {
+      if (d && d.state !== "closed") d.close();
+    }
+    if (this.context) this.context.close();
+  }
+}
+
+let player = null;
+let newestGroup = -1;
 
 /** Waits `seconds`, counting down on the page, then tries again. */
 function retryIn(seconds, kind, text) {
@@ -65,7 +171,11 @@ async function readSession(stream) {
     if (done) return;
     messages.push(value);
     for (let m = messages.next(); m; m = messages.next()) {
-      if (m.type === "init") show("live", "Live", `Joined ${m.name}.`);
+      if (m.type === "init") {
+        if (player) player.close();
+        player = m.init.length > 0 ? new Player(m.init) : null;
+        show("live", "Live", `Joined ${m.name}.`);
+      }
       if (m.type === "end") show("ended", "The stream has ended.");
       if (m.type === "error") throw new Error(m.reason);
     }
@@ -82,8 +192,18 @@ async function readGroup(stream) {
       if (done) return;
       group.push(value);
       for (let f = group.next(); f; f = group.next()) {
-        if (!counted) { ghost.groups += 1; counted = true; }
-        record(f.captureUs);
+        if (!counted) {
+          counted = true;
+          ghost.groups += 1;
+          if (group.sequence > newestGroup) {
+            newestGroup = group.sequence;
+            if (player) player.skipTo();
+          }
+        }
+        ghost.frames += 1;
+        // An older group still arriving after a newer one began is late: dropped whole.
+        if (group.sequence < newestGroup) continue;
+        if (player) player.push(f.payload, f.captureUs);
       }
     }
   } catch {
