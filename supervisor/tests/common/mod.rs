@@ -11,6 +11,7 @@ use supervisor::client::{publish, watch};
 use supervisor::stack::{StackFile, StateDir};
 use tokio::task::JoinHandle;
 
+pub mod browser;
 pub mod scenarios;
 use tokio_util::sync::CancellationToken;
 
