@@ -723,6 +723,7 @@ async fn watch_cmd(state: &StateDir, ca: PathBuf, args: WatchArgs) -> Result<i32
             duration: args.duration.map(Into::into),
             read_delay: args.read_delay.map(Into::into),
             output,
+            transport: watch::Transport::Native,
             endpoint: None,
             http: reqwest::Client::new(),
             measure_from_us: None,

@@ -137,7 +137,7 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
     let total = args.viewers + args.slow_viewers;
     let mut endpoints = Vec::new();
     for _ in 0..total.div_ceil(VIEWERS_PER_ENDPOINT).max(1) {
-        endpoints.push(watch::endpoint(&ca)?);
+        endpoints.push(watch::endpoint(&ca, watch::Transport::Native)?);
     }
     let http = reqwest::Client::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -153,6 +153,7 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
             duration: Some(total_time.saturating_sub(join_at - started)),
             read_delay: slow.then_some(slow_delay),
             output: None,
+            transport: watch::Transport::Native,
             endpoint: Some(endpoints[i / VIEWERS_PER_ENDPOINT].clone()),
             http: http.clone(),
             measure_from_us: Some(measure_from_us),
