@@ -29,13 +29,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use proto::control as pb;
-use quinn::{Connection, VarInt};
+use quinn::Connection;
 use server::clock;
 use server::ops;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use transport::fanout;
-use transport::peer::Peer;
+use transport::peer::{self, Peer};
 use transport::quic::{self, Session, Windows};
 use transport::tls;
 use transport::track::{Track, TrackInfo};
@@ -308,15 +308,7 @@ async fn viewer(state: Arc<State>, conn: Connection) {
     if quic::alpn(&conn).as_deref() != Some(quic::ALPN_H3) {
         return viewer_on(&state, seat, &conn).await;
     }
-    // HTTP/3 opens the CONNECT request's bidirectional stream before the session stream;
-    // the endpoint allows only one, which is all a native viewer may open.
-    conn.set_max_concurrent_bi_streams(VarInt::from_u32(2));
-    let handshake = async {
-        web_transport_quinn::Request::accept(conn.clone())
-            .await?
-            .ok()
-            .await
-    };
+    let handshake = peer::accept_webtransport(conn.clone());
     match tokio::time::timeout(quic::SESSION_TIMEOUT, handshake).await {
         Ok(Ok(session)) => viewer_on(&state, seat, &session).await,
         Ok(Err(error)) => {

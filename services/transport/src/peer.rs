@@ -134,6 +134,17 @@ impl RecvStream for quinn::RecvStream {
     }
 }
 
+/// Completes the WebTransport handshake on a connection that negotiated ALPN `h3` (server
+/// side): HTTP/3 settings, then the CONNECT request, answered 200 whatever its path.
+pub async fn accept_webtransport(
+    conn: quinn::Connection,
+) -> Result<web_transport_quinn::Session, web_transport_quinn::ServerError> {
+    // HTTP/3 opens the CONNECT request's bidirectional stream before the session stream;
+    // our transport settings allow one at a time, all a native peer may open.
+    conn.set_max_concurrent_bi_streams(VarInt::from_u32(2));
+    web_transport_quinn::Request::accept(conn).await?.ok().await
+}
+
 /// A WebTransport session error in quinn's terms. A session closed with a code (by a
 /// capsule, or by a QUIC close in the HTTP/3 error space) becomes an application close with
 /// that code unwrapped; a failure on a stream's WebTransport header, which only a broken
