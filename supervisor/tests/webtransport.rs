@@ -177,3 +177,49 @@ async fn a_webtransport_viewer_gets_what_a_native_one_gets() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_webtransport_viewer_skips_whole_groups_and_nobody_else_notices() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let stack = Stack::up(&["--relays", "1"]);
+        let stop = CancellationToken::new();
+        let (fps, group) = (30u32, 30u32);
+        let (id, publisher) = stack
+            .publish("slow-browser", fps, 8000, group, None, stop.clone())
+            .await;
+        let watch_for = Duration::from_secs(6);
+        // Reading at a tenth of the rate: the relay resets its older groups (`group_skipped`).
+        let slow_delay = Duration::from_secs_f64(10.0 / f64::from(fps));
+        let slow = stack.watch_on(
+            Transport::WebTransport,
+            &id,
+            Some(watch_for + Duration::from_secs(2)),
+            Some(slow_delay),
+            stop.clone(),
+        );
+        let native = stack.watch(&id, Some(watch_for), None, stop.clone());
+        let native = native.await.expect("join").expect("native viewer");
+        let slow = slow.await.expect("join").expect("slow WebTransport viewer");
+        let group_ms = f64::from(group) / f64::from(fps) * 1e3;
+        println!(
+            "slow WebTransport viewer: skipped {} groups of {}, max delay {:.0} ms; native \
+             beside it: skipped {}, p99 {:.1} ms",
+            slow.skipped_groups,
+            slow.groups + slow.skipped_groups,
+            slow.latency_ms.max,
+            native.skipped_groups,
+            native.latency_ms.p99
+        );
+        assert!(slow.skipped_groups > 0, "{slow:?}");
+        assert!(
+            slow.latency_ms.max < 2.0 * group_ms + 1000.0,
+            "the slow viewer fell {:.0} ms behind",
+            slow.latency_ms.max
+        );
+        assert_eq!(native.skipped_groups, 0, "{native:?}");
+        stop.cancel();
+        let _ = publisher.await;
+    })
+    .await
+    .expect("test timed out");
+}
