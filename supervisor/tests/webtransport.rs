@@ -57,10 +57,10 @@ async fn webtransport_join(stack: &Stack, stream: &str, ticket: Vec<u8>) -> Clos
     Closed::from(&lost)
 }
 
-/// Polls the relay's gauge of viewers until it reads `want`.
-async fn wait_viewers(stack: &Stack, want: u32) {
+/// Polls the relay's gauge `metric` until it reads `want`.
+async fn wait_gauge(stack: &Stack, metric: &str, want: u32) {
     let ops = stack.addr("relay-1", Role::Ops).await;
-    let line = format!("ghost_relay_viewers {want}\n");
+    let line = format!("ghost_relay_{metric} {want}\n");
     tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let text = stack
@@ -79,7 +79,7 @@ async fn wait_viewers(stack: &Stack, want: u32) {
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("relay never had {want} viewers"));
+    .unwrap_or_else(|_| panic!("relay's {metric} never read {want}"));
 }
 
 /// Every frame from the viewer's first group on arrived: nothing skipped, nothing short.
@@ -124,11 +124,13 @@ async fn a_webtransport_viewer_gets_what_a_native_one_gets() {
             ),
             "{forged:?}"
         );
-        wait_viewers(&stack, 0).await;
+        wait_gauge(&stack, "viewers", 0).await;
 
         let native = stack.watch(&id, None, None, stop.clone());
         let browser = stack.watch_on(Transport::WebTransport, &id, None, None, stop.clone());
-        wait_viewers(&stack, 2).await;
+        wait_gauge(&stack, "viewers", 2).await;
+        // One of them a browser, as operators see it.
+        wait_gauge(&stack, "webtransport_viewers", 1).await;
         let asked = std::time::Instant::now();
         // With the relay full the gateway would refuse (and ask for another relay); the
         // relay's own cap is what is under test.

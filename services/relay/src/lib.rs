@@ -86,6 +86,8 @@ pub struct Config {
 #[derive(Debug, Default, Clone)]
 struct Metrics {
     viewers: Gauge,
+    /// The part of `viewers` on WebTransport: how many are browsers.
+    webtransport_viewers: Gauge,
     streams: Gauge,
     rejections: Counter,
     joins: Counter,
@@ -95,6 +97,11 @@ struct Metrics {
 impl Metrics {
     fn register(&self, registry: &mut Registry) {
         registry.register("viewers", "Viewers connected", self.viewers.clone());
+        registry.register(
+            "webtransport_viewers",
+            "Viewers connected over WebTransport (included in viewers)",
+            self.webtransport_viewers.clone(),
+        );
         registry.register("streams", "Streams carried", self.streams.clone());
         registry.register(
             "rejections",
@@ -310,7 +317,16 @@ async fn viewer(state: Arc<State>, conn: Connection) {
     }
     let handshake = peer::accept_webtransport(conn.clone());
     match tokio::time::timeout(quic::SESSION_TIMEOUT, handshake).await {
-        Ok(Ok(session)) => viewer_on(&state, seat, &session).await,
+        Ok(Ok(session)) => {
+            let admitted = seat.is_ok();
+            if admitted {
+                state.metrics.webtransport_viewers.inc();
+            }
+            viewer_on(&state, seat, &session).await;
+            if admitted {
+                state.metrics.webtransport_viewers.dec();
+            }
+        }
         Ok(Err(error)) => {
             // No session yet, so no capsule to carry our code in: a plain QUIC close.
             tracing::info!(%error, "WebTransport handshake failed");
