@@ -227,6 +227,9 @@ pub struct WatchArgs {
     /// Viewer gateway URL (default: the running stack's).
     #[arg(long, env = "GHOST_GATEWAY")]
     pub gateway: Option<String>,
+    /// Reach the relay over WebTransport (HTTP/3), as a browser does.
+    #[arg(long)]
+    pub webtransport: bool,
     /// Sleep this long after each frame: a deliberately slow reader (tests).
     #[arg(long, hide = true)]
     pub read_delay: Option<humantime::Duration>,
@@ -748,6 +751,11 @@ async fn watch_cmd(state: &StateDir, ca: PathBuf, args: WatchArgs) -> Result<i32
             duration: args.duration.map(Into::into),
             read_delay: args.read_delay.map(Into::into),
             output,
+            transport: if args.webtransport {
+                watch::Transport::WebTransport
+            } else {
+                watch::Transport::Native
+            },
             endpoint: None,
             http: reqwest::Client::new(),
             measure_from_us: None,

@@ -12,6 +12,7 @@ async fn bench_fanout_reports_every_field() {
         let out = stack
             .tokio_ghost()
             .args(["bench", "fanout", "--viewers", "6", "--slow-viewers", "1"])
+            .args(["--webtransport", "2"])
             .args([
                 "--frame-size",
                 "2000",
@@ -43,6 +44,10 @@ async fn bench_fanout_reports_every_field() {
             "relay CPU read through the status API: {v:?}"
         );
         assert!(v.relay_rss_mb > 0.0, "{v:?}");
+        // Browsers' figures apart, and as good as the native ones.
+        assert_eq!(v.webtransport_viewers, 2);
+        assert_eq!(v.webtransport_admitted, 2, "{v:?}");
+        assert!(v.webtransport_delivered_ratio > 0.99, "{v:?}");
     })
     .await
     .expect("test timed out");

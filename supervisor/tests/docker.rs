@@ -140,6 +140,7 @@ async fn docker_spike_gets_relays_on_demand_then_scales_back() {
                         duration: Some(Duration::from_secs(3)),
                         read_delay: None,
                         output: None,
+                        transport: supervisor::client::watch::Transport::Native,
                         endpoint: None,
                         http: reqwest::Client::new(),
                         measure_from_us: None,

@@ -133,4 +133,23 @@ pub struct FanoutReport {
     pub bench_cpu_s: f64,
     /// Cores on this machine.
     pub cores: usize,
+    /// WebTransport viewers asked for (`--webtransport`); none of the figures above count
+    /// them, except egress and relay memory per viewer.
+    #[serde(default)]
+    pub webtransport_viewers: usize,
+    /// WebTransport viewers admitted.
+    #[serde(default)]
+    pub webtransport_admitted: usize,
+    /// WebTransport viewers refused for capacity.
+    #[serde(default)]
+    pub webtransport_rejected: usize,
+    /// Frames the WebTransport viewers got, over frames they should have got.
+    #[serde(default)]
+    pub webtransport_delivered_ratio: f64,
+    /// Groups skipped, WebTransport viewers.
+    #[serde(default)]
+    pub webtransport_skipped_groups: u64,
+    /// Delay of the WebTransport viewers: the worst viewer's percentiles.
+    #[serde(default)]
+    pub webtransport_latency_ms: Latency,
 }

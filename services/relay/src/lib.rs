@@ -1,6 +1,14 @@
 //! Ghost Stream's relay: fans streams out to viewers.
 //!
-//! A viewer connects over QUIC (ALPN `ghost-view/1`) with a join ticket from control. The
+//! A viewer connects over QUIC with a join ticket from control, in one of two ways on the
+//! same UDP port, told apart by ALPN:
+//! - `ghost-view/1`: the native viewer (`ghost watch`), the session stream on QUIC itself;
+//! - `h3`: WebTransport, what a browser speaks: `new WebTransport("https://HOST:PORT/")`
+//!   (any path), then the session stream is the session's first bidirectional stream.
+//!   HTTP/3 itself is left to `web_transport_quinn`.
+//!
+//! Both get exactly the same service and the same close codes (a browser reads them as the
+//! session's `closeCode`; group streams are reset with the same `group_skipped` code). The
 //! relay admits at most `capacity` viewers; past it, a connection is closed at once with
 //! [`Code::Capacity`]. A relay that does not carry the stream yet subscribes to it at ingest
 //! (pull on demand: the relay holds no state a restart would lose). Each viewer gets the
@@ -27,6 +35,7 @@ use server::ops;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use transport::fanout;
+use transport::peer::{self, Peer};
 use transport::quic::{self, Session, Windows};
 use transport::tls;
 use transport::track::{Track, TrackInfo};
@@ -82,6 +91,8 @@ pub struct Config {
 #[derive(Debug, Default, Clone)]
 struct Metrics {
     viewers: Gauge,
+    /// The part of `viewers` on WebTransport: how many are browsers.
+    webtransport_viewers: Gauge,
     streams: Gauge,
     rejections: Counter,
     joins: Counter,
@@ -91,6 +102,11 @@ struct Metrics {
 impl Metrics {
     fn register(&self, registry: &mut Registry) {
         registry.register("viewers", "Viewers connected", self.viewers.clone());
+        registry.register(
+            "webtransport_viewers",
+            "Viewers connected over WebTransport (included in viewers)",
+            self.webtransport_viewers.clone(),
+        );
         registry.register("streams", "Streams carried", self.streams.clone());
         registry.register(
             "rejections",
@@ -153,7 +169,7 @@ impl Server {
         let endpoint = quic::server_reloading(
             config.listen,
             certs.clone(),
-            &[quic::ALPN_VIEW],
+            &[quic::ALPN_VIEW, quic::ALPN_H3],
             Windows::SENDER,
         )?;
         let upstream = quic::client(&files.ca, quic::ALPN_SUBSCRIBE, Windows::RECEIVER)?;
@@ -331,36 +347,73 @@ struct Refusal {
 }
 
 async fn viewer(state: Arc<State>, conn: Connection) {
-    // Admission first, before any work: past capacity a viewer is refused at once.
+    // Admission first, before any work: past capacity a viewer is refused at once (a
+    // WebTransport one after its handshake, the only way to hand it the code).
+    let seat = admit(&state);
+    if quic::alpn(&conn).as_deref() != Some(quic::ALPN_H3) {
+        return viewer_on(&state, seat, &conn).await;
+    }
+    let handshake = peer::accept_webtransport(conn.clone());
+    match tokio::time::timeout(quic::SESSION_TIMEOUT, handshake).await {
+        Ok(Ok(session)) => {
+            let admitted = seat.is_ok();
+            if admitted {
+                state.metrics.webtransport_viewers.inc();
+            }
+            viewer_on(&state, seat, &session).await;
+            if admitted {
+                state.metrics.webtransport_viewers.dec();
+            }
+        }
+        Ok(Err(error)) => {
+            // No session yet, so no capsule to carry our code in: a plain QUIC close.
+            tracing::info!(%error, "WebTransport handshake failed");
+            quic::close(&conn, Code::Protocol, "WebTransport handshake failed");
+        }
+        Err(_) => quic::close(&conn, Code::Timeout, "no WebTransport session in time"),
+    }
+}
+
+/// A seat for one more viewer, held while it is served; both kinds of viewer count.
+fn admit(state: &State) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
     if !state.accepting.load(std::sync::atomic::Ordering::Relaxed) {
-        state.metrics.rejections.inc();
-        quic::close(
-            &conn,
+        return Err(refusal(
             Code::Capacity,
             "relay draining: join again for another relay",
-        );
-        return;
+        ));
     }
-    let Ok(_seat) = state.seats.clone().try_acquire_owned() else {
-        state.metrics.rejections.inc();
-        quic::close(
-            &conn,
+    state.seats.clone().try_acquire_owned().map_err(|_| {
+        refusal(
             Code::Capacity,
             &format!("relay at capacity ({} viewers)", state.capacity),
-        );
-        return;
+        )
+    })
+}
+
+async fn viewer_on<P: Peer>(
+    state: &Arc<State>,
+    seat: Result<tokio::sync::OwnedSemaphorePermit, Refusal>,
+    conn: &P,
+) {
+    let _seat = match seat {
+        Ok(seat) => seat,
+        Err(refusal) => {
+            state.metrics.rejections.inc();
+            quic::close(conn, refusal.code, &refusal.reason);
+            return;
+        }
     };
     state.metrics.viewers.inc();
-    let outcome = serve_viewer(&state, &conn).await;
+    let outcome = serve_viewer(state, conn).await;
     state.metrics.viewers.dec();
     if let Err(refusal) = outcome {
         state.metrics.rejections.inc();
         tracing::info!(code = refusal.code.name(), reason = %refusal.reason, "viewer refused");
-        quic::close(&conn, refusal.code, &refusal.reason);
+        quic::close(conn, refusal.code, &refusal.reason);
     }
 }
 
-async fn serve_viewer(state: &Arc<State>, conn: &Connection) -> Result<(), Refusal> {
+async fn serve_viewer<P: Peer>(state: &Arc<State>, conn: &P) -> Result<(), Refusal> {
     let join = async {
         let mut session = Session::accept(conn).await?;
         let msg = session.recv().await?;

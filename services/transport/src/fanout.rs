@@ -1,5 +1,6 @@
 //! Moving a [`Track`] over QUIC: [`send_track`] to one subscriber, [`receive_track`] from a
-//! publisher or an upstream.
+//! publisher or an upstream. Both are generic over the [`Peer`], so a WebTransport viewer
+//! gets the very same fan-out as a native one.
 //!
 //! Every group goes on its own unidirectional stream, newer groups at higher priority. When
 //! a newer group starts while a subscriber is still on an older one, the older one gets
@@ -13,11 +14,12 @@ use std::time::Duration;
 use bytes::BytesMut;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
-use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt, WriteError};
+use quinn::{ConnectionError, WriteError};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use wire::{Code, GroupDecoder, GroupEvent, GroupHeader, Message, Reset, WireError};
 
+use crate::peer::{Peer, RecvStream, SendStream};
 use crate::quic::{self, Session, SessionError};
 use crate::track::{GroupReader, Track, TrackReader};
 
@@ -75,8 +77,8 @@ impl Metrics {
 
 /// Sends the track to one subscriber until it ends. Returns the sequence of the last group
 /// sent (or started), `None` when none was; an error when the connection was lost.
-pub async fn send_track(
-    conn: &Connection,
+pub async fn send_track<P: Peer>(
+    conn: &P,
     mut reader: TrackReader,
     metrics: &Metrics,
 ) -> Result<Option<u64>, ConnectionError> {
@@ -130,8 +132,8 @@ enum Stop {
     Write(WriteError),
 }
 
-async fn send_group(
-    conn: Connection,
+async fn send_group<P: Peer>(
+    conn: P,
     mut group: GroupReader,
     skip: CancellationToken,
     metrics: Metrics,
@@ -150,7 +152,7 @@ async fn send_group(
         }
     };
     // Newer groups first: the sequence grows, so does the priority.
-    let _ = stream.set_priority((group.sequence() % i32::MAX as u64) as i32);
+    stream.set_priority((group.sequence() % i32::MAX as u64) as i32);
     let outcome = tokio::select! {
         biased;
         r = write_group(&mut stream, &mut group, &metrics) => r.map_err(Stop::Write),
@@ -158,12 +160,12 @@ async fn send_group(
     };
     match outcome {
         Ok(()) => {
-            let _ = stream.finish();
+            stream.finish();
             metrics.groups_sent.inc();
             Ok(())
         }
         Err(Stop::Skipped) => {
-            let _ = stream.reset(VarInt::from_u32(Reset::GroupSkipped.into()));
+            stream.reset(Reset::GroupSkipped.into());
             metrics.groups_skipped.inc();
             tracing::debug!(group = group.sequence(), "subscriber behind: group skipped");
             Ok(())
@@ -178,8 +180,8 @@ async fn send_group(
     }
 }
 
-async fn write_group(
-    stream: &mut SendStream,
+async fn write_group<S: SendStream>(
+    stream: &mut S,
     group: &mut GroupReader,
     metrics: &Metrics,
 ) -> Result<(), WriteError> {
@@ -204,9 +206,9 @@ async fn write_group(
 /// Serves one subscriber whose session is open and whose request was accepted: sends
 /// `Init`, the track until it ends, then `End`, and closes the connection with
 /// [`Code::Ended`] once the subscriber has had [`END_LINGER`] to drain and close first.
-pub async fn serve(
-    conn: &Connection,
-    session: &mut Session,
+pub async fn serve<P: Peer>(
+    conn: &P,
+    session: &mut Session<P>,
     track: &Track,
     metrics: &Metrics,
 ) -> Result<(), ServeError> {
@@ -266,9 +268,9 @@ impl ReceiveError {
 /// Receives groups from `conn` into `track` until the sender says `End` (or finishes its
 /// session stream) and the groups up to its last one have arrived, bounded by
 /// [`END_DRAIN`]. Does not end the track: the caller does, whatever the outcome.
-pub async fn receive_track(
-    conn: &Connection,
-    session: &mut Session,
+pub async fn receive_track<P: Peer>(
+    conn: &P,
+    session: &mut Session<P>,
     track: &Track,
     metrics: &Metrics,
 ) -> Result<(), ReceiveError> {
@@ -319,8 +321,8 @@ pub async fn receive_track(
     }
 }
 
-async fn receive_group(
-    mut recv: RecvStream,
+async fn receive_group<R: RecvStream>(
+    mut recv: R,
     track: Track,
     metrics: Metrics,
 ) -> Result<(), ReceiveError> {
@@ -337,7 +339,7 @@ async fn receive_group(
                     }
                     None => {
                         // Older than what we have: not worth receiving.
-                        let _ = recv.stop(VarInt::from_u32(Reset::GroupSkipped.into()));
+                        recv.stop(Reset::GroupSkipped.into());
                         return Ok(());
                     }
                 },
@@ -350,8 +352,8 @@ async fn receive_group(
                 }
             }
         }
-        match recv.read_chunk(64 * 1024, true).await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+        match recv.read_chunk(64 * 1024).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
             Ok(None) => return Ok(decoder.finish(&buf)?),
             Err(quinn::ReadError::ConnectionLost(e)) => return Err(e.into()),
             // Reset by the sender (it skipped this group) or otherwise abandoned.

@@ -1,6 +1,7 @@
 //! How media travels between Ghost Stream's processes: the data path of every frame.
 //!
 //! - [`quic`]: transport settings, ALPNs and session-stream messaging;
+//! - [`peer`]: what the data path needs of a connection, native QUIC or WebTransport;
 //! - [`tls`]: the stack's certificates (made once by `ghost up`) and rustls configs;
 //! - [`track`]: the in-memory live buffer of one stream, holding only its newest group;
 //! - [`fanout`]: sending a track to one subscriber with group skipping, and receiving one.
@@ -8,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fanout;
+pub mod peer;
 pub mod quic;
 pub mod tls;
 pub mod track;

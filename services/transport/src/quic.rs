@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::BytesMut;
-use quinn::{Connection, ConnectionError, RecvStream, SendStream, VarInt};
+use quinn::{Connection, ConnectionError, VarInt};
 use wire::{Code, Message, WireError};
 
+use crate::peer::{self, Peer};
 use crate::tls;
 
 /// ALPN of a publisher's connection to ingest.
@@ -19,6 +20,8 @@ pub const ALPN_PUBLISH: &[u8] = b"ghost-publish/1";
 pub const ALPN_SUBSCRIBE: &[u8] = b"ghost-subscribe/1";
 /// ALPN of a viewer's connection to a relay.
 pub const ALPN_VIEW: &[u8] = b"ghost-view/1";
+/// ALPN of HTTP/3, which a browser's WebTransport viewer offers to a relay.
+pub const ALPN_H3: &[u8] = web_transport_quinn::ALPN.as_bytes();
 
 /// How long a peer may stay silent before its connection is declared dead. Short, so a
 /// killed publisher ends its stream (and a crashed relay loses its viewers) within about a
@@ -183,8 +186,8 @@ pub async fn resolve(addr: &str) -> Result<SocketAddr> {
 }
 
 /// Closes `conn` with an application code and reason.
-pub fn close(conn: &Connection, code: Code, reason: &str) {
-    conn.close(VarInt::from_u32(code.into()), reason.as_bytes());
+pub fn close<P: Peer>(conn: &P, code: Code, reason: &str) {
+    Peer::close(conn, code, reason);
 }
 
 /// How a connection ended, as seen by the application.
@@ -250,28 +253,36 @@ impl SessionError {
     }
 }
 
-/// The session stream: the first bidirectional stream of a connection.
-#[derive(Debug)]
-pub struct Session {
-    send: SendStream,
-    recv: RecvStream,
+/// The session stream: the first bidirectional stream of a connection (over WebTransport,
+/// the first one of the session).
+pub struct Session<P: Peer = Connection> {
+    send: P::Send,
+    recv: P::Recv,
     buf: BytesMut,
 }
 
-impl Session {
+impl<P: Peer> std::fmt::Debug for Session<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("buffered", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Peer> Session<P> {
     /// Opens the session stream (client side).
-    pub async fn open(conn: &Connection) -> Result<Session, SessionError> {
+    pub async fn open(conn: &P) -> Result<Session<P>, SessionError> {
         let (send, recv) = conn.open_bi().await?;
         Ok(Session::new(send, recv))
     }
 
     /// Accepts the session stream (server side).
-    pub async fn accept(conn: &Connection) -> Result<Session, SessionError> {
+    pub async fn accept(conn: &P) -> Result<Session<P>, SessionError> {
         let (send, recv) = conn.accept_bi().await?;
         Ok(Session::new(send, recv))
     }
 
-    fn new(send: SendStream, recv: RecvStream) -> Session {
+    fn new(send: P::Send, recv: P::Recv) -> Session<P> {
         Session {
             send,
             recv,
@@ -281,7 +292,7 @@ impl Session {
 
     /// Writes one message.
     pub async fn send(&mut self, msg: &Message) -> Result<(), SessionError> {
-        self.send.write_chunk(msg.to_bytes()).await?;
+        peer::SendStream::write_chunk(&mut self.send, msg.to_bytes()).await?;
         Ok(())
     }
 
@@ -293,8 +304,8 @@ impl Session {
             if let Some(msg) = Message::decode(&mut self.buf)? {
                 return Ok(Some(msg));
             }
-            match self.recv.read_chunk(64 * 1024, true).await? {
-                Some(chunk) => self.buf.extend_from_slice(&chunk.bytes),
+            match peer::RecvStream::read_chunk(&mut self.recv, 64 * 1024).await? {
+                Some(chunk) => self.buf.extend_from_slice(&chunk),
                 None if self.buf.is_empty() => return Ok(None),
                 None => return Err(SessionError::Truncated),
             }
@@ -304,7 +315,7 @@ impl Session {
     /// Finishes our side of the stream.
     pub fn finish(&mut self) {
         // Already finished or reset: nothing more to say either way.
-        let _ = self.send.finish();
+        peer::SendStream::finish(&mut self.send);
     }
 }
 

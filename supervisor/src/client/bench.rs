@@ -29,6 +29,9 @@ pub struct FanoutArgs {
     /// Extra viewers that read at a tenth of the rate.
     #[arg(long, default_value_t = 0)]
     pub slow_viewers: usize,
+    /// Extra viewers over WebTransport (as browsers), reported apart from the others.
+    #[arg(long, default_value_t = 0)]
+    pub webtransport: usize,
     /// Frames per second of the synthetic stream.
     #[arg(long, default_value_t = 30)]
     pub fps: u32,
@@ -47,6 +50,48 @@ pub struct FanoutArgs {
     /// One JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which kind of viewer a benchmark task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Normal,
+    Slow,
+    WebTransport,
+}
+
+/// The WebTransport viewers' figures, apart from the native ones so the two compare.
+#[derive(Debug, Default)]
+struct Tally {
+    admitted: usize,
+    rejected: usize,
+    frames: u64,
+    expected: u64,
+    skipped: u64,
+    // The worst viewer's percentiles: a handful of browsers, not a distribution.
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Tally {
+    fn add(&mut self, s: &api::client::WatchSummary, group: u32) {
+        self.admitted += 1;
+        self.frames += s.frames;
+        self.expected += s.frames + s.skipped_groups * u64::from(group);
+        self.skipped += s.skipped_groups;
+        self.p50_ms = self.p50_ms.max(s.latency_ms.p50);
+        self.p99_ms = self.p99_ms.max(s.latency_ms.p99);
+        self.max_ms = self.max_ms.max(s.latency_ms.max);
+    }
+
+    fn delivered_ratio(&self) -> f64 {
+        if self.expected == 0 {
+            0.0
+        } else {
+            self.frames as f64 / self.expected as f64
+        }
+    }
 }
 
 /// CPU seconds and resident bytes of all relays, as the supervisor's status API reports
@@ -134,33 +179,56 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
         })
     };
 
-    let total = args.viewers + args.slow_viewers;
+    let native = args.viewers + args.slow_viewers;
+    let total = native + args.webtransport;
+    // An endpoint offers one ALPN, so each transport has its own.
     let mut endpoints = Vec::new();
-    for _ in 0..total.div_ceil(VIEWERS_PER_ENDPOINT).max(1) {
-        endpoints.push(watch::endpoint(&ca)?);
+    for _ in 0..native.div_ceil(VIEWERS_PER_ENDPOINT).max(1) {
+        endpoints.push(watch::endpoint(&ca, watch::Transport::Native)?);
+    }
+    let mut wt_endpoints = Vec::new();
+    for _ in 0..args.webtransport.div_ceil(VIEWERS_PER_ENDPOINT) {
+        wt_endpoints.push(watch::endpoint(&ca, watch::Transport::WebTransport)?);
     }
     let http = reqwest::Client::new();
     let mut tasks = tokio::task::JoinSet::new();
     let ramp_step = args.ramp.as_secs_f64() / total.max(1) as f64;
     let slow_delay = Duration::from_secs_f64(10.0 / f64::from(args.fps.max(1)));
     for i in 0..total {
-        let slow = i >= args.viewers;
+        let kind = if i < args.viewers {
+            Kind::Normal
+        } else if i < native {
+            Kind::Slow
+        } else {
+            Kind::WebTransport
+        };
+        let (transport, endpoint) = match kind {
+            Kind::WebTransport => (
+                watch::Transport::WebTransport,
+                wt_endpoints[(i - native) / VIEWERS_PER_ENDPOINT].clone(),
+            ),
+            _ => (
+                watch::Transport::Native,
+                endpoints[i / VIEWERS_PER_ENDPOINT].clone(),
+            ),
+        };
         let join_at = started + Duration::from_secs_f64(ramp_step * i as f64);
         let options = watch::Options {
             gateway: stack.gateway_url.clone(),
             stream: streams[i % streams.len()].clone(),
             ca: ca.clone(),
             duration: Some(total_time.saturating_sub(join_at - started)),
-            read_delay: slow.then_some(slow_delay),
+            read_delay: (kind == Kind::Slow).then_some(slow_delay),
             output: None,
-            endpoint: Some(endpoints[i / VIEWERS_PER_ENDPOINT].clone()),
+            transport,
+            endpoint: Some(endpoint),
             http: http.clone(),
             measure_from_us: Some(measure_from_us),
         };
         let vstop = stop.clone();
         tasks.spawn(async move {
             tokio::time::sleep_until(join_at).await;
-            (slow, watch::watch(options, vstop).await)
+            (kind, watch::watch(options, vstop).await)
         });
     }
     let mut results = Vec::new();
@@ -182,16 +250,28 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
 
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let (mut admitted, mut rejected) = (0, 0);
+    let mut wt = Tally::default();
     let (mut frames, mut expected, mut bytes, mut skipped, mut slow_skipped) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut max_delay_ms: f64 = 0.0;
-    for (slow, r) in &results {
+    for (kind, r) in &results {
+        if *kind == Kind::WebTransport {
+            match r {
+                Ok(s) => {
+                    bytes += s.measured_bytes;
+                    wt.add(s, args.group);
+                }
+                Err(e) if exit::code_of(e) == exit::REJECTED => wt.rejected += 1,
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "WebTransport viewer failed"),
+            }
+            continue;
+        }
         match r {
             Ok(s) => {
                 admitted += 1;
                 bytes += s.measured_bytes;
                 max_delay_ms = max_delay_ms.max(s.latency_ms.max);
-                if *slow {
+                if *kind == Kind::Slow {
                     slow_skipped += s.skipped_groups;
                 } else {
                     frames += s.frames;
@@ -214,6 +294,8 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
         }
     }
     let relay_cpu = cpu1 - cpu0;
+    // Memory per viewer counts every viewer the relay held, of either kind.
+    let held = admitted + wt.admitted;
     let gb = bytes as f64 / 1e9;
     let report = FanoutReport {
         viewers: args.viewers,
@@ -235,13 +317,13 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
         relay_cpu_s: relay_cpu,
         relay_cpu_s_per_gb: if gb > 0.0 { relay_cpu / gb } else { 0.0 },
         relay_rss_mb: rss as f64 / 1e6,
-        relay_rss_kib_per_viewer: if admitted > 0 {
-            rss as f64 / 1024.0 / admitted as f64
+        relay_rss_kib_per_viewer: if held > 0 {
+            rss as f64 / 1024.0 / held as f64
         } else {
             0.0
         },
-        relay_rss_added_kib_per_viewer: if admitted > 0 {
-            rss.saturating_sub(rss0) as f64 / 1024.0 / admitted as f64
+        relay_rss_added_kib_per_viewer: if held > 0 {
+            rss.saturating_sub(rss0) as f64 / 1024.0 / held as f64
         } else {
             0.0
         },
@@ -250,6 +332,16 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
         streams: streams.len(),
         bench_cpu_s: bench1.cpu_s - bench_cpu0,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        webtransport_viewers: args.webtransport,
+        webtransport_admitted: wt.admitted,
+        webtransport_rejected: wt.rejected,
+        webtransport_delivered_ratio: wt.delivered_ratio(),
+        webtransport_skipped_groups: wt.skipped,
+        webtransport_latency_ms: api::client::Latency {
+            p50: wt.p50_ms,
+            p99: wt.p99_ms,
+            max: wt.max_ms,
+        },
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -259,6 +351,20 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
             report.viewers, args.slow_viewers
         );
         println!("admitted/rejected {}/{}", report.admitted, report.rejected);
+        if report.webtransport_viewers > 0 {
+            println!(
+                "WebTransport      {} viewers, {}/{} admitted/rejected, delivered {:.5}, \
+                 {} groups skipped, latency ms p50 {:.1}  p99 {:.1}  max {:.1}",
+                report.webtransport_viewers,
+                report.webtransport_admitted,
+                report.webtransport_rejected,
+                report.webtransport_delivered_ratio,
+                report.webtransport_skipped_groups,
+                report.webtransport_latency_ms.p50,
+                report.webtransport_latency_ms.p99,
+                report.webtransport_latency_ms.max
+            );
+        }
         println!("delivered ratio   {:.5}", report.delivered_ratio);
         println!(
             "skipped groups    {} (slow viewers: {})",

@@ -1,4 +1,6 @@
-//! `ghost watch`: joins a stream through the viewer gateway, then receives it from the relay.
+//! `ghost watch`: joins a stream through the viewer gateway, then receives it from the relay,
+//! natively (ALPN `ghost-view/1`) or over WebTransport (`h3`, what a browser speaks). Both
+//! run the same receiving code ([`Peer`]), so their summaries compare like for like.
 //!
 //! Groups arrive on their own streams and are written out in order: the init segment, then
 //! frames from the first group's keyframe on. A group the relay skipped (reset, or never
@@ -16,6 +18,7 @@ use server::clock;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use transport::peer::{Peer, RecvStream};
 use transport::quic::{self, Closed, Session, Windows};
 use wire::{Code, Frame, GroupDecoder, GroupEvent, Message, Reset};
 
@@ -104,7 +107,10 @@ pub struct Options {
     pub read_delay: Option<Duration>,
     /// Where the media goes (init segment, then frames), if anywhere.
     pub output: Option<Box<dyn AsyncWrite + Unpin + Send>>,
-    /// QUIC endpoint to use (a new one when `None`); load tests share a few.
+    /// How to reach the relay.
+    pub transport: Transport,
+    /// QUIC endpoint to use (a new one when `None`); load tests share a few. It must offer
+    /// the ALPN of `transport` ([`endpoint`] does).
     pub endpoint: Option<quinn::Endpoint>,
     /// HTTP client to use.
     pub http: reqwest::Client,
@@ -113,9 +119,28 @@ pub struct Options {
     pub measure_from_us: Option<u64>,
 }
 
-/// A client endpoint for viewers.
-pub fn endpoint(ca: &std::path::Path) -> Result<quinn::Endpoint> {
-    quic::client(ca, quic::ALPN_VIEW, Windows::RECEIVER)
+/// How a viewer reaches its relay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// QUIC with ALPN `ghost-view/1`.
+    #[default]
+    Native,
+    /// WebTransport over HTTP/3 (ALPN `h3`), as a browser does.
+    WebTransport,
+}
+
+impl Transport {
+    fn alpn(self) -> &'static [u8] {
+        match self {
+            Transport::Native => quic::ALPN_VIEW,
+            Transport::WebTransport => quic::ALPN_H3,
+        }
+    }
+}
+
+/// A client endpoint for viewers on `transport`.
+pub fn endpoint(ca: &std::path::Path, transport: Transport) -> Result<quinn::Endpoint> {
+    quic::client(ca, transport.alpn(), Windows::RECEIVER)
 }
 
 enum Event {
@@ -132,10 +157,15 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Watc
     let assignment = join(&options.http, &options.gateway, &options.stream).await?;
     let endpoint = match options.endpoint.take() {
         Some(e) => e,
-        None if options.ca.exists() => endpoint(&options.ca)?,
+        None if options.ca.exists() => endpoint(&options.ca, options.transport)?,
         // No copy of the stack's CA here (a viewer on another machine): trust the relay by
-        // the certificate hash the gateway gave.
-        None => quic::client_pinned(&assignment.cert_sha256, quic::ALPN_VIEW, Windows::RECEIVER)?,
+        // the certificate hash the gateway gave (what a browser's `serverCertificateHashes`
+        // does too).
+        None => quic::client_pinned(
+            &assignment.cert_sha256,
+            options.transport.alpn(),
+            Windows::RECEIVER,
+        )?,
     };
     let addr = quic::resolve(&assignment.relay_addr).await?;
     let conn = endpoint
@@ -148,6 +178,44 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Watc
                 format!("cannot connect to relay {}: {e}", assignment.relay_addr),
             )
         })?;
+    match options.transport {
+        Transport::Native => receive(conn, options, assignment, started, stop).await,
+        Transport::WebTransport => {
+            // Any path will do: the relay serves one thing. The ticket travels in `Join`, as
+            // for a native viewer.
+            let url = url::Url::parse(&format!("https://{}/", assignment.relay_addr))
+                .with_context(|| format!("relay address {}", assignment.relay_addr))?;
+            let session = tokio::time::timeout(
+                quic::SESSION_TIMEOUT,
+                web_transport_quinn::Session::connect(conn.clone(), url),
+            )
+            .await
+            .map_err(|_| {
+                Exit::new(
+                    exit::LOST,
+                    format!("relay {} did not answer WebTransport", assignment.relay_id),
+                )
+            })?
+            .map_err(|e| {
+                let closed = conn.close_reason().map(|c| Closed::from(&c));
+                match closed {
+                    Some(closed) => refused(Some(closed), &assignment),
+                    None => Exit::new(exit::LOST, format!("WebTransport session refused: {e}")),
+                }
+            })?;
+            receive(session, options, assignment, started, stop).await
+        }
+    }
+}
+
+/// Receives the stream on `conn` once connected: join, then groups until the end.
+async fn receive<P: Peer>(
+    conn: P,
+    mut options: Options,
+    assignment: Join,
+    started: tokio::time::Instant,
+    stop: CancellationToken,
+) -> Result<WatchSummary> {
     let mut session = Session::open(&conn).await?;
     session
         .send(&Message::Join {
@@ -416,20 +484,23 @@ fn refused(closed: Option<Closed>, a: &Join) -> Exit {
 /// abandons it (its last frames are normally in flight; a viewer still on it is behind).
 const SKIP_GRACE: Duration = transport::fanout::SKIP_GRACE;
 
-async fn read_group(
-    mut recv: quinn::RecvStream,
+async fn read_group<R: RecvStream>(
+    mut recv: R,
     tx: mpsc::Sender<Event>,
     read_delay: Option<Duration>,
 ) {
-    let mut header = [0u8; wire::frame::GROUP_HEADER_LEN];
-    if recv.read_exact(&mut header).await.is_err() {
-        return;
-    }
     let mut decoder = GroupDecoder::new();
-    let mut buf = BytesMut::from(&header[..]);
-    let seq = match decoder.decode(&mut buf) {
-        Ok(Some(GroupEvent::Header(h))) => h.sequence,
-        _ => return,
+    let mut buf = BytesMut::new();
+    let seq = loop {
+        match decoder.decode(&mut buf) {
+            Ok(Some(GroupEvent::Header(h))) => break h.sequence,
+            Ok(None) => {}
+            Ok(Some(GroupEvent::Frame(_))) | Err(_) => return,
+        }
+        match recv.read_chunk(wire::frame::GROUP_HEADER_LEN).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => return,
+        }
     };
     let skip = CancellationToken::new();
     if tx.send(Event::Started(seq, skip.clone())).await.is_err() {
@@ -451,8 +522,8 @@ async fn read_group(
                     Ok(None) => break,
                 }
             }
-            match recv.read_chunk(64 * 1024, true).await {
-                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            match recv.read_chunk(64 * 1024).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
                 Ok(None) => return Some(decoder.finish(&buf).is_ok()),
                 Err(_) => return Some(false),
             }
@@ -461,7 +532,7 @@ async fn read_group(
     let complete = tokio::select! {
         r = read => r,
         () = skip.cancelled() => {
-            let _ = recv.stop(quinn::VarInt::from_u32(Reset::GroupSkipped.into()));
+            recv.stop(Reset::GroupSkipped.into());
             Some(false)
         }
     };

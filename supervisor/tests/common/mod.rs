@@ -194,6 +194,18 @@ impl Stack {
         read_delay: Option<Duration>,
         stop: CancellationToken,
     ) -> JoinHandle<anyhow::Result<api::client::WatchSummary>> {
+        self.watch_on(watch::Transport::Native, stream, duration, read_delay, stop)
+    }
+
+    /// Starts an in-process viewer reaching its relay by `transport`.
+    pub fn watch_on(
+        &self,
+        transport: watch::Transport,
+        stream: &str,
+        duration: Option<Duration>,
+        read_delay: Option<Duration>,
+        stop: CancellationToken,
+    ) -> JoinHandle<anyhow::Result<api::client::WatchSummary>> {
         let options = watch::Options {
             gateway: self.file.gateway_url.clone(),
             stream: stream.to_string(),
@@ -201,6 +213,7 @@ impl Stack {
             duration,
             read_delay,
             output: None,
+            transport,
             endpoint: None,
             http: self.http.clone(),
             measure_from_us: None,
