@@ -657,6 +657,10 @@ impl Supervisor {
                 joins: 0,
                 rejections: 0,
                 control_error: None,
+                gateway_url: self
+                    .policy
+                    .addr(Kind::Gateway, Role::Http)
+                    .map(|a| format!("http://{a}")),
                 events: self.events.iter().cloned().collect(),
                 history: self.history.iter().copied().collect(),
             },

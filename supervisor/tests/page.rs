@@ -44,6 +44,7 @@ async fn status_page_renders_in_a_browser() {
             "kill",
             "restart",
             "<polyline points=\"0",
+            "/watch/",
         ] {
             assert!(dom.contains(needle), "page lacks {needle:?}:\n{dom}");
         }

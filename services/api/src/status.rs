@@ -265,6 +265,10 @@ pub struct Status {
     pub rejections: u64,
     /// Why control's view is missing, when it is.
     pub control_error: Option<String>,
+    /// The viewer gateway as this host reaches it: where the web app and each stream's
+    /// watch page are (`{gateway_url}/watch/{id}`).
+    #[serde(default)]
+    pub gateway_url: Option<String>,
     /// The timeline, oldest first.
     pub events: Vec<Event>,
     /// Chart samples, oldest first.

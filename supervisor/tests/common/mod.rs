@@ -349,3 +349,19 @@ impl Stack {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
+
+/// Whether ffmpeg runs here; CI (which sets `CI`) must have it, a developer machine may not.
+pub fn ffmpeg_available() -> bool {
+    let found = std::process::Command::new("ffmpeg")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "ffmpeg is required in CI (the test command installs it)"
+        );
+        eprintln!("skipped: ffmpeg not installed (the README's test command installs it)");
+    }
+    found
+}

@@ -3,7 +3,7 @@
 // decoders' own), and tells the viewer, in plain words, where things stand. Exposes what it
 // measures on `window.ghost` for tests: `state`, `frames` (received), `rendered` (video
 // frames drawn), `audio` (audio frames decoded), `groups`, and `delay` {p50, p99}: capture
-// to render, in milliseconds.
+// to render, in milliseconds, over the last 3,000 frames or since `ghost.reset()`.
 
 import { parseFragment, parseInit } from "/app/mp4.js";
 import { Code, GroupReader, MessageReader, encodeJoin, hexToBytes } from "/app/wire.js";
@@ -23,6 +23,8 @@ const ghost = {
 };
 window.ghost = ghost;
 const delays = [];
+// Starts the delay figures afresh (tests measure a steady window, past the decoder's start).
+ghost.reset = () => { delays.length = 0; };
 let countdown = null;
 
 function show(kind, text, detail = "") {
@@ -37,13 +39,16 @@ function percentile(sorted, p) {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : null;
 }
 
-/** A frame shown: its delay from capture to now. */
+/** A frame shown: its delay from capture to now. Frames of the join's group that were
+ * captured before the join are sent at once to start the picture; they are drawn but say
+ * nothing about the delay of the live stream, so they are not counted in it. */
 function rendered(captureUs) {
-  delays.push(Date.now() - captureUs / 1000);
-  if (delays.length > 3000) delays.splice(0, delays.length - 3000);
   ghost.rendered += 1;
   document.body.dataset.rendered = String(ghost.rendered);
-  if (ghost.rendered % 15 === 1) {
+  if (captureUs / 1000 < joinedAt) return;
+  delays.push(Date.now() - captureUs / 1000);
+  if (delays.length > 3000) delays.splice(0, delays.length - 3000);
+  if (delays.length % 15 === 1) {
     const sorted = [...delays].sort((a, b) => a - b);
     ghost.delay = { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99) };
     document.body.dataset.delayP50 = ghost.delay.p50.toFixed(1);
@@ -145,6 +150,7 @@ class Player {
 
 let player = null;
 let newestGroup = -1;
+let joinedAt = Infinity;
 
 /** Waits `seconds`, counting down on the page, then tries again. */
 function retryIn(seconds, kind, text) {
@@ -172,6 +178,7 @@ async function readSession(stream) {
     messages.push(value);
     for (let m = messages.next(); m; m = messages.next()) {
       if (m.type === "init") {
+        joinedAt = Date.now();
         if (player) player.close();
         player = m.init.length > 0 ? new Player(m.init) : null;
         show("live", "Live", `Joined ${m.name}.`);

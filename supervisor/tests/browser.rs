@@ -1,0 +1,296 @@
+//! A viewer in a real browser: headless Chromium opens the watch page, which joins through
+//! the gateway, connects to the relay over WebTransport (pinning the relay's certificate by
+//! its hash), and decodes real ffmpeg output (H.264 with Opus, or with AAC) with WebCodecs.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::browser::{Browser, Page};
+use common::{Stack, TEST_TIMEOUT};
+use serde_json::Value;
+use tokio::io::AsyncBufReadExt;
+
+const FPS: u32 = 30;
+
+/// ffmpeg's test pattern with a tone, one fragment per frame, published as `name`; returns
+/// the stream id and the two processes (ffmpeg, publisher), killed when dropped.
+async fn go_live(
+    stack: &Stack,
+    name: &str,
+    audio_codec: &str,
+) -> (String, tokio::process::Child, tokio::process::Child) {
+    let source = format!("testsrc2=size=320x180:rate={FPS}");
+    let mut ffmpeg = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            &source,
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args([
+            "-g",
+            "30",
+            "-sc_threshold",
+            "0",
+            "-c:a",
+            audio_codec,
+            "-f",
+            "mp4",
+        ])
+        .args([
+            "-movflags",
+            "cmaf+separate_moof+delay_moov+skip_trailer+frag_every_frame",
+        ])
+        .args(["-flush_packets", "1", "pipe:1"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ffmpeg");
+    let media: Stdio = ffmpeg
+        .stdout
+        .take()
+        .expect("ffmpeg stdout")
+        .try_into()
+        .expect("pipe");
+    let mut publisher = stack
+        .tokio_ghost()
+        .args(["publish", "--name", name, "--input", "-", "--json"])
+        .stdin(media)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ghost publish");
+    let mut lines = tokio::io::BufReader::new(publisher.stdout.take().expect("stdout")).lines();
+    let live: api::client::Live =
+        serde_json::from_str(&lines.next_line().await.expect("read").expect("live line"))
+            .expect("json");
+    (live.stream_id, ffmpeg, publisher)
+}
+
+/// What the page measured (`window.ghost`).
+async fn measured(browser: &mut Browser, page: &Page) -> Value {
+    browser
+        .eval(page, "JSON.parse(JSON.stringify(window.ghost || {}))")
+        .await
+}
+
+/// Polls the page until `check` holds, or panics after `within`; returns how long it took.
+async fn until(
+    browser: &mut Browser,
+    page: &Page,
+    within: Duration,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let v = measured(browser, page).await;
+        if check(&v) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "{what}: the page shows {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn n(v: &Value, field: &str) -> f64 {
+    v[field].as_f64().unwrap_or(0.0)
+}
+
+async fn plays(audio_codec: &str, label: &str) {
+    let Some(binary) = common::chromium() else {
+        return;
+    };
+    if !common::ffmpeg_available() {
+        return;
+    }
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let stack = Stack::up(&["--relays", "1"]);
+        let (id, mut ffmpeg, mut publisher) = go_live(&stack, label, audio_codec).await;
+        let mut browser = Browser::start(binary, &stack.dir.path().join("browser")).await;
+        let page = browser
+            .open(&format!("{}/watch/{id}", stack.file.gateway_url))
+            .await;
+        let joined = until(
+            &mut browser,
+            &page,
+            Duration::from_secs(15),
+            "no picture",
+            |v| n(v, "rendered") > 0.0,
+        )
+        .await;
+
+        // Ten seconds of watching: frames sent, frames drawn, sound decoded, delay; a native
+        // viewer on the same relay meanwhile, to tell the browser's delay from the stream's.
+        let native = stack.watch(
+            &id,
+            Some(Duration::from_secs(10)),
+            None,
+            tokio_util::sync::CancellationToken::new(),
+        );
+        browser.eval(&page, "window.ghost.reset()").await;
+        let before = measured(&mut browser, &page).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let after = measured(&mut browser, &page).await;
+        let native = native.await.expect("join").expect("native viewer");
+        let drawn = n(&after, "rendered") - n(&before, "rendered");
+        let sent = 10.0 * f64::from(FPS);
+        let audio = n(&after, "audio") - n(&before, "audio");
+        println!(
+            "browser ({label}): picture after {:.0} ms; {drawn} of {sent} video frames drawn in \
+             10 s, {audio} audio frames decoded; capture-to-render delay p50 {} ms, p99 {} ms",
+            common::ms(joined),
+            after["delay"]["p50"],
+            after["delay"]["p99"],
+        );
+        println!(
+            "browser ({label}): the native viewer beside it: {} frames, {} skipped groups, \
+             delay p50 {:.1} ms, p99 {:.1} ms",
+            native.frames, native.skipped_groups, native.latency_ms.p50, native.latency_ms.p99
+        );
+        assert!(
+            drawn >= 0.9 * sent,
+            "{drawn} of {sent} frames drawn: {after}"
+        );
+        assert_eq!(
+            native.skipped_groups, 0,
+            "the native viewer suffered: {native:?}"
+        );
+        assert!(audio > 0.0, "no sound decoded: {after}");
+        assert_eq!(after["state"], "live", "{after}");
+
+        // The streamer stops: the page says so within a second.
+        let _ = ffmpeg.start_kill();
+        let _ = ffmpeg.wait().await;
+        let _ = publisher.wait().await;
+        let ended = until(
+            &mut browser,
+            &page,
+            Duration::from_secs(1),
+            "not ended",
+            |v| v["state"] == "ended",
+        )
+        .await;
+        println!(
+            "browser ({label}): the page said the stream ended {:.0} ms after the publisher did",
+            common::ms(ended)
+        );
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_plays_h264_with_opus() {
+    plays("libopus", "h264-opus").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_plays_h264_with_aac() {
+    plays("aac", "h264-aac").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_waits_out_a_full_stack_and_says_when_its_relay_is_lost() {
+    let Some(binary) = common::chromium() else {
+        return;
+    };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        // One seat to start with, room for one more relay on demand.
+        let stack = Stack::up(&[
+            "--relays",
+            "1",
+            "--max-relays",
+            "2",
+            "--relay-capacity",
+            "1",
+        ]);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (id, publisher) = stack
+            .publish("crowded", 30, 2000, 30, None, stop.clone())
+            .await;
+        let native = stack.watch(&id, None, None, stop.clone());
+        // The seat shows as taken at control with the relay's next heartbeat.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+
+        let mut browser = Browser::start(binary, &stack.dir.path().join("browser")).await;
+        let page = browser
+            .open(&format!("{}/watch/{id}", stack.file.gateway_url))
+            .await;
+        until(
+            &mut browser,
+            &page,
+            Duration::from_secs(5),
+            "not full",
+            |v| v["state"] == "full",
+        )
+        .await;
+        let countdown = browser
+            .eval(&page, "document.getElementById('detail').textContent")
+            .await;
+        assert!(
+            countdown
+                .as_str()
+                .is_some_and(|t| t.starts_with("Trying again in")),
+            "{countdown}"
+        );
+        // The refusal made control ask for a relay; the page's own retry gets it in.
+        let waited = until(
+            &mut browser,
+            &page,
+            Duration::from_secs(10),
+            "never got in",
+            |v| v["state"] == "live" && n(v, "frames") > 0.0,
+        )
+        .await;
+        println!(
+            "browser: full, counted down, and got in {:.0} ms later on the relay added for it",
+            common::ms(waited)
+        );
+
+        // Its relay dies (the native viewer holds relay-1, so the page is on relay-2).
+        let killed = stack
+            .ghost()
+            .args(["chaos", "kill-relay", "--id", "relay-2"])
+            .output()
+            .expect("chaos");
+        assert!(killed.status.success());
+        let lost = until(
+            &mut browser,
+            &page,
+            Duration::from_secs(3),
+            "not lost",
+            |v| v["state"] == "lost",
+        )
+        .await;
+        let rejoin = browser
+            .eval(&page, "document.getElementById('rejoin').hidden")
+            .await;
+        assert_eq!(rejoin, Value::Bool(false), "no rejoin button");
+        println!(
+            "browser: the page said the connection was lost {:.0} ms after the relay was killed",
+            common::ms(lost)
+        );
+
+        stop.cancel();
+        let _ = native.await;
+        let _ = publisher.await;
+    })
+    .await
+    .expect("test timed out");
+}
