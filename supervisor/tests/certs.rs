@@ -105,3 +105,67 @@ async fn a_renewed_relay_certificate_reaches_new_viewers_and_spares_the_others()
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_certificate_is_served_and_not_pinned_by_browsers() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        // A certificate from a CA that is not the stack's, as a public CA's would be.
+        let elsewhere = tempfile::tempdir().expect("temp dir");
+        let operator = tls::generate().expect("certificate");
+        let (cert, key) = (
+            elsewhere.path().join("live.pem"),
+            elsewhere.path().join("live.key"),
+        );
+        std::fs::write(&cert, &operator.cert).expect("cert");
+        std::fs::write(&key, &operator.key).expect("key");
+        let stack = Stack::up(&[
+            "--relays",
+            "1",
+            "--tls-cert",
+            &cert.display().to_string(),
+            "--tls-key",
+            &key.display().to_string(),
+        ]);
+        let stop = CancellationToken::new();
+        let (id, publisher) = stack
+            .publish("operator", 30, 2000, 30, None, stop.clone())
+            .await;
+        let join = watch::join(&stack.http, &stack.file.gateway_url, &id)
+            .await
+            .expect("join");
+        assert!(join.cert_public, "{join:?}");
+        let leaf = tls::Identity::load(&cert, &key)
+            .expect("load")
+            .leaf_sha256();
+        assert_eq!(
+            join.cert_sha256, leaf,
+            "the operator's certificate is the one served"
+        );
+
+        // A native viewer on this host has the stack's CA, which did not issue this
+        // certificate: it goes by the hash instead, and watches.
+        let s = stack
+            .watch(
+                &id,
+                Some(Duration::from_secs(2)),
+                None,
+                CancellationToken::new(),
+            )
+            .await
+            .expect("join")
+            .expect("viewer");
+        assert_eq!(s.end_reason, EndReason::Duration, "{s:?}");
+        assert!(s.frames >= 30, "{s:?}");
+        // Renewal leaves it alone.
+        assert_eq!(
+            tls::Files::in_dir(&stack.state.tls_dir())
+                .ensure_relay(SystemTime::now() + Duration::from_secs(365 * 24 * 3600))
+                .expect("check"),
+            RelayCert::Operator
+        );
+        stop.cancel();
+        let _ = publisher.await;
+    })
+    .await
+    .expect("test timed out");
+}

@@ -37,4 +37,9 @@ pub struct Join {
     pub cert_sha256: String,
     /// The join ticket, hex, presented to the relay; short-lived and valid for that relay only.
     pub ticket: String,
+    /// The relay's certificate is the operator's, from a public CA: verify it by name and do
+    /// not pin it (browsers pin only certificates of at most 14 days). False: the stack's own,
+    /// verified by the stack's CA or by `cert_sha256`.
+    #[serde(default)]
+    pub cert_public: bool,
 }

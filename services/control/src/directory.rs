@@ -89,6 +89,8 @@ pub struct Placement {
     pub server_name: String,
     /// Certificate hash.
     pub cert_sha256: String,
+    /// The certificate is the operator's, from a public CA.
+    pub cert_public: bool,
 }
 
 /// Control's whole state.
@@ -252,6 +254,7 @@ impl Directory {
             relay_addr: relay.report.addr.clone(),
             server_name: relay.report.server_name.clone(),
             cert_sha256: relay.report.cert_sha256.clone(),
+            cert_public: relay.report.cert_public,
         })
     }
 

@@ -219,6 +219,7 @@ impl Control for Service {
             relay_addr: placed.relay_addr,
             server_name: placed.server_name,
             cert_sha256: placed.cert_sha256,
+            cert_public: placed.cert_public,
             ticket,
         }))
     }

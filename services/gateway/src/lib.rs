@@ -223,6 +223,7 @@ async fn join(
         relay_addr: placed.relay_addr,
         server_name: placed.server_name,
         cert_sha256: placed.cert_sha256,
+        cert_public: placed.cert_public,
         ticket: placed.ticket.iter().map(|b| format!("{b:02x}")).collect(),
     }))
 }

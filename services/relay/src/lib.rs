@@ -150,6 +150,8 @@ pub struct Server {
     control: proto::control::control_client::ControlClient<tonic::transport::Channel>,
     advertise: String,
     certs: Arc<tls::Reloading>,
+    cert_public: Arc<std::sync::atomic::AtomicBool>,
+    files: tls::Files,
     cert_check: Duration,
     heartbeat: Duration,
 }
@@ -166,6 +168,9 @@ impl Server {
             tls::Reloading::load(&files.cert, &files.key)?
         };
         let certs = Arc::new(certs);
+        let cert_public = Arc::new(std::sync::atomic::AtomicBool::new(
+            files.relay_cert.exists() && files.relay_cert_is_public()?,
+        ));
         let endpoint = quic::server_reloading(
             config.listen,
             certs.clone(),
@@ -191,6 +196,8 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| bound.to_string()),
             certs,
+            cert_public,
+            files,
             cert_check: *config.cert_check,
             endpoint,
             ops,
@@ -251,8 +258,17 @@ impl Server {
             control: self.control,
             addr: self.advertise,
             certs: self.certs.clone(),
+            cert_public: self.cert_public.clone(),
         };
-        let renewals = follow_certificate(self.certs, self.cert_check, shutdown.clone());
+        let renewals = follow_certificate(
+            Certificate {
+                reloading: self.certs,
+                public: self.cert_public,
+                files: self.files,
+            },
+            self.cert_check,
+            shutdown.clone(),
+        );
         let heartbeat =
             server::control::heartbeat_loop(self.heartbeat, shutdown.clone(), move || {
                 let report = report.clone();
@@ -277,18 +293,28 @@ impl Server {
 
 /// Takes the renewed certificate for new connections (the heartbeat then reports its hash,
 /// which the gateway hands to browsers) until `shutdown`.
-async fn follow_certificate(
-    certs: Arc<tls::Reloading>,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
+/// The certificate a relay serves, and whether it is the operator's (from a public CA).
+struct Certificate {
+    reloading: Arc<tls::Reloading>,
+    public: Arc<std::sync::atomic::AtomicBool>,
+    files: tls::Files,
+}
+
+async fn follow_certificate(cert: Certificate, every: Duration, shutdown: CancellationToken) {
+    let certs = &cert.reloading;
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = shutdown.cancelled() => return,
         }
         match certs.reload() {
-            Ok(true) => tracing::info!(cert_sha256 = %certs.leaf_sha256(), "certificate renewed"),
+            Ok(true) => {
+                // An operator may swap their certificate in, or take it out, while we run.
+                let public = cert.files.relay_cert_is_public().unwrap_or(false);
+                cert.public
+                    .store(public, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(cert_sha256 = %certs.leaf_sha256(), public, "certificate renewed");
+            }
             Ok(false) => {}
             Err(error) => {
                 tracing::warn!(error = %format!("{error:#}"), "certificate not reloaded; keeping the one in use")
@@ -303,6 +329,7 @@ struct Report {
     control: proto::control::control_client::ControlClient<tonic::transport::Channel>,
     addr: String,
     certs: Arc<tls::Reloading>,
+    cert_public: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Report {
@@ -324,6 +351,7 @@ impl Report {
             addr: self.addr.clone(),
             server_name: tls::RELAY_NAME.to_string(),
             cert_sha256: self.certs.leaf_sha256(),
+            cert_public: self.cert_public.load(std::sync::atomic::Ordering::Relaxed),
             capacity: state.capacity,
             viewers: m.viewers.get().max(0) as u32,
             streams,

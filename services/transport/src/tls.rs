@@ -97,6 +97,17 @@ impl Files {
         })
     }
 
+    /// Whether the relays' certificate is the operator's rather than one from the stack's CA.
+    pub fn relay_cert_is_public(&self) -> Result<bool> {
+        let pem = std::fs::read(&self.relay_cert)
+            .with_context(|| format!("reading {}", self.relay_cert.display()))?;
+        let ca =
+            std::fs::read(&self.ca).with_context(|| format!("reading {}", self.ca.display()))?;
+        let (ours, _) = relay_cert_state(&pem, &ca)
+            .with_context(|| format!("reading {}", self.relay_cert.display()))?;
+        Ok(!ours)
+    }
+
     /// Puts an operator's certificate chain and key in place of the relays' own, after
     /// checking that they load and match.
     pub fn install_relay(&self, cert: &Path, key: &Path) -> Result<()> {

@@ -157,10 +157,12 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Watc
     let assignment = join(&options.http, &options.gateway, &options.stream).await?;
     let endpoint = match options.endpoint.take() {
         Some(e) => e,
-        None if options.ca.exists() => endpoint(&options.ca, options.transport)?,
-        // No copy of the stack's CA here (a viewer on another machine): trust the relay by
-        // the certificate hash the gateway gave (what a browser's `serverCertificateHashes`
-        // does too).
+        None if options.ca.exists() && !assignment.cert_public => {
+            endpoint(&options.ca, options.transport)?
+        }
+        // No copy of the stack's CA here (a viewer on another machine), or a relay with the
+        // operator's certificate, which that CA did not issue: trust the relay by the
+        // certificate hash the gateway gave (what a browser's `serverCertificateHashes` does).
         None => quic::client_pinned(
             &assignment.cert_sha256,
             options.transport.alpn(),

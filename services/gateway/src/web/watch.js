@@ -229,9 +229,12 @@ async function readGroups(transport) {
 
 async function watch(join) {
   show("connecting", "Connecting…", `Relay ${join.relay_id}.`);
-  const transport = new WebTransport(`https://${join.relay_addr}/`, {
-    serverCertificateHashes: [{ algorithm: "sha-256", value: hexToBytes(join.cert_sha256) }],
-  });
+  // The stack's own relay certificates are short-lived and pinned by hash; an operator's
+  // certificate from a public CA is verified by name, as for any web site.
+  const options = join.cert_public
+    ? {}
+    : { serverCertificateHashes: [{ algorithm: "sha-256", value: hexToBytes(join.cert_sha256) }] };
+  const transport = new WebTransport(`https://${join.relay_addr}/`, options);
   transport.closed.then(
     (info) => closed(info.closeCode),
     (e) => closed(e && typeof e.streamErrorCode === "number" ? e.streamErrorCode : null),
