@@ -294,3 +294,78 @@ async fn the_page_waits_out_a_full_stack_and_says_when_its_relay_is_lost() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_keeps_playing_through_a_certificate_renewal_and_a_new_page_pins_the_new_hash() {
+    let Some(binary) = common::chromium() else {
+        return;
+    };
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let stack = Stack::up_with_env(
+            "process",
+            &["--relays", "1"],
+            &[("GHOST_RELAY_CERT_CHECK", "200ms")],
+        );
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (id, publisher) = stack
+            .publish("renewed-in-a-browser", 30, 2000, 30, None, stop.clone())
+            .await;
+        let url = format!("{}/watch/{id}", stack.file.gateway_url);
+        let mut browser = Browser::start(binary, &stack.dir.path().join("browser")).await;
+        let first = browser.open(&url).await;
+        until(
+            &mut browser,
+            &first,
+            Duration::from_secs(10),
+            "first page",
+            |v| v["state"] == "live" && n(v, "frames") > 0.0,
+        )
+        .await;
+        let old = supervisor::client::watch::join(&stack.http, &stack.file.gateway_url, &id)
+            .await
+            .expect("join")
+            .cert_sha256;
+
+        let files = transport::tls::Files::in_dir(&stack.state.tls_dir());
+        files
+            .renew_relay(std::time::SystemTime::now())
+            .expect("renew");
+        let renewed = Instant::now();
+        loop {
+            let hash = supervisor::client::watch::join(&stack.http, &stack.file.gateway_url, &id)
+                .await
+                .expect("join")
+                .cert_sha256;
+            if hash != old {
+                break;
+            }
+            assert!(renewed.elapsed() < Duration::from_secs(10), "no new hash");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let frames_then = n(&measured(&mut browser, &first).await, "frames");
+
+        // A new page pins the new hash and plays; the first one went on all along.
+        let second = browser.open(&url).await;
+        until(
+            &mut browser,
+            &second,
+            Duration::from_secs(10),
+            "second page",
+            |v| v["state"] == "live" && n(v, "frames") > 0.0,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let first_now = measured(&mut browser, &first).await;
+        assert_eq!(first_now["state"], "live", "{first_now}");
+        assert!(n(&first_now, "frames") > frames_then + 20.0, "{first_now}");
+        println!(
+            "browser: renewal mid-session: the first page went on ({} frames), a new page \
+             joined on the new certificate",
+            first_now["frames"]
+        );
+        stop.cancel();
+        let _ = publisher.await;
+    })
+    .await
+    .expect("test timed out");
+}

@@ -42,12 +42,9 @@ async fn a_renewed_relay_certificate_reaches_new_viewers_and_spares_the_others()
         let watching = stack.watch(&id, None, None, viewers.clone());
         tokio::time::sleep(Duration::from_millis(1000)).await;
 
-        // What the supervisor does a week before the end.
-        let renewal = SystemTime::now() + tls::RELAY_CERT_LIFETIME - tls::RELAY_CERT_RENEW_BEFORE;
-        assert!(matches!(
-            files.ensure_relay(renewal).expect("renew"),
-            RelayCert::Issued { .. }
-        ));
+        // What the supervisor does a week before the end (here and now: a certificate issued
+        // for a later date would not be valid yet, and browsers check that).
+        files.renew_relay(SystemTime::now()).expect("renew");
         let renewed = Instant::now();
         let next = loop {
             let hash = joined_hash(&stack, &id).await;

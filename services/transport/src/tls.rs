@@ -77,6 +77,13 @@ impl Files {
                 return Ok(RelayCert::Valid { not_after });
             }
         }
+        let not_after = self.renew_relay(now)?;
+        Ok(RelayCert::Issued { not_after })
+    }
+
+    /// Issues the relays' next certificate from the stack's CA now, valid from `now` (less an
+    /// hour, for clocks that disagree); returns its end.
+    pub fn renew_relay(&self, now: SystemTime) -> Result<SystemTime> {
         let ca_pem = std::fs::read_to_string(&self.ca)
             .with_context(|| format!("reading {}", self.ca.display()))?;
         let ca_key = std::fs::read_to_string(&self.ca_key)
@@ -92,9 +99,7 @@ impl Files {
             .with_context(|| format!("writing {}", chain.display()))?;
         std::fs::rename(&chain, &self.relay_cert)
             .with_context(|| format!("writing {}", self.relay_cert.display()))?;
-        Ok(RelayCert::Issued {
-            not_after: issued.not_after,
-        })
+        Ok(issued.not_after)
     }
 
     /// Whether the relays' certificate is the operator's rather than one from the stack's CA.
