@@ -148,6 +148,12 @@ async fn plays(audio_codec: &str, label: &str) {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let after = measured(&mut browser, &page).await;
         let native = native.await.expect("join").expect("native viewer");
+        // GHOST_BROWSER_SCREENSHOT=DIR keeps a picture of the page playing, for people.
+        if let Some(dir) = std::env::var_os("GHOST_BROWSER_SCREENSHOT") {
+            let png = browser.screenshot(&page).await;
+            std::fs::write(std::path::Path::new(&dir).join(format!("{label}.png")), png)
+                .expect("write the screenshot");
+        }
         let drawn = n(&after, "rendered") - n(&before, "rendered");
         let sent = 10.0 * f64::from(FPS);
         let audio = n(&after, "audio") - n(&before, "audio");

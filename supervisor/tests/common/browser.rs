@@ -114,6 +114,21 @@ impl Browser {
         }
     }
 
+    /// A PNG of what `page` shows now.
+    pub async fn screenshot(&mut self, page: &Page) -> Vec<u8> {
+        use base64::Engine;
+        let shot = self
+            .call(
+                Some(&page.session),
+                "Page.captureScreenshot",
+                json!({"format": "png"}),
+            )
+            .await;
+        base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().expect("PNG data"))
+            .expect("base64")
+    }
+
     /// Evaluates `expression` in `page` and returns its JSON value.
     pub async fn eval(&mut self, page: &Page, expression: &str) -> Value {
         let result = self

@@ -179,6 +179,8 @@ async function readSession(stream) {
     for (let m = messages.next(); m; m = messages.next()) {
       if (m.type === "init") {
         joinedAt = Date.now();
+        document.getElementById("title").textContent = m.name;
+        document.title = `${m.name}: Ghost Stream`;
         if (player) player.close();
         player = m.init.length > 0 ? new Player(m.init) : null;
         show("live", "Live", `Joined ${m.name}.`);
