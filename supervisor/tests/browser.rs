@@ -4,83 +4,13 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::browser::{Browser, Page};
 use common::{Stack, TEST_TIMEOUT};
 use serde_json::Value;
-use tokio::io::AsyncBufReadExt;
 
 const FPS: u32 = 30;
-
-/// ffmpeg's test pattern with a tone, one fragment per frame, published as `name`; returns
-/// the stream id and the two processes (ffmpeg, publisher), killed when dropped.
-async fn go_live(
-    stack: &Stack,
-    name: &str,
-    audio_codec: &str,
-) -> (String, tokio::process::Child, tokio::process::Child) {
-    let source = format!("testsrc2=size=320x180:rate={FPS}");
-    let mut ffmpeg = tokio::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            &source,
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args([
-            "-g",
-            "30",
-            "-sc_threshold",
-            "0",
-            "-c:a",
-            audio_codec,
-            "-f",
-            "mp4",
-        ])
-        .args([
-            "-movflags",
-            "cmaf+separate_moof+delay_moov+skip_trailer+frag_every_frame",
-        ])
-        .args(["-flush_packets", "1", "pipe:1"])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start ffmpeg");
-    let media: Stdio = ffmpeg
-        .stdout
-        .take()
-        .expect("ffmpeg stdout")
-        .try_into()
-        .expect("pipe");
-    let mut publisher = stack
-        .tokio_ghost()
-        .args(["publish", "--name", name, "--input", "-", "--json"])
-        .stdin(media)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start ghost publish");
-    let mut lines = tokio::io::BufReader::new(publisher.stdout.take().expect("stdout")).lines();
-    let live: api::client::Live =
-        serde_json::from_str(&lines.next_line().await.expect("read").expect("live line"))
-            .expect("json");
-    (live.stream_id, ffmpeg, publisher)
-}
 
 /// What the page measured (`window.ghost`).
 async fn measured(browser: &mut Browser, page: &Page) -> Value {
@@ -121,7 +51,7 @@ async fn plays(audio_codec: &str, label: &str) {
     }
     tokio::time::timeout(TEST_TIMEOUT, async {
         let stack = Stack::up(&["--relays", "1"]);
-        let (id, mut ffmpeg, mut publisher) = go_live(&stack, label, audio_codec).await;
+        let (id, mut ffmpeg, mut publisher) = stack.go_live(label, audio_codec, None).await;
         let mut browser = Browser::start(binary, &stack.dir.path().join("browser")).await;
         let page = browser
             .open(&format!("{}/watch/{id}", stack.file.gateway_url))

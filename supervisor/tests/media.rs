@@ -3,68 +3,23 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use api::client::EndReason;
 use common::{Stack, TEST_TIMEOUT};
-use tokio::io::AsyncBufReadExt;
 
 const SECONDS: u32 = 5;
 const FPS: u32 = 30;
 const GOP: u32 = 30;
 
-fn ffmpeg_available() -> bool {
-    std::process::Command::new("ffmpeg")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ffmpeg_stream_plays_from_the_joins_keyframe() {
-    if !ffmpeg_available() {
-        if std::env::var_os("CI").is_some() {
-            panic!("ffmpeg is required in CI (the test command installs it)");
-        }
-        eprintln!("skipped: ffmpeg not installed (the README's test command installs it)");
+    if !common::ffmpeg_available() {
         return;
     }
     tokio::time::timeout(TEST_TIMEOUT, async {
         let stack = Stack::up(&["--relays", "1"]);
-        let source = format!("testsrc2=size=320x180:rate={FPS}:duration={SECONDS}");
-        let audio = format!("sine=frequency=440:duration={SECONDS}");
-        let gop = GOP.to_string();
-        let mut ffmpeg = tokio::process::Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", &source])
-            .args(["-f", "lavfi", "-i", &audio])
-            .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency"])
-            .args(["-g", &gop, "-sc_threshold", "0", "-c:a", "libopus", "-f", "mp4"])
-            .args(["-movflags", "cmaf+separate_moof+delay_moov+skip_trailer+frag_every_frame"])
-            .args(["-flush_packets", "1", "pipe:1"])
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start ffmpeg");
-        let media: Stdio = ffmpeg
-            .stdout
-            .take()
-            .expect("ffmpeg stdout")
-            .try_into()
-            .expect("pipe");
-        let mut publisher = stack
-            .tokio_ghost()
-            .args(["publish", "--name", "film", "--input", "-", "--json"])
-            .stdin(media)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start ghost publish");
-        let mut lines =
-            tokio::io::BufReader::new(publisher.stdout.take().expect("stdout")).lines();
-        let live: api::client::Live =
-            serde_json::from_str(&lines.next_line().await.expect("read").expect("line"))
-                .expect("json");
-        let id = live.stream_id;
+        let (id, mut ffmpeg, mut publisher) = stack.go_live("film", "libopus", Some(SECONDS)).await;
 
         // Join in the middle of the second group.
         tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -365,3 +365,81 @@ pub fn ffmpeg_available() -> bool {
     }
     found
 }
+
+impl Stack {
+    /// Goes live from real media: ffmpeg's test pattern (320x180, 30 fps) with a 440 Hz tone,
+    /// H.264 in 1 s groups and `audio_codec`, one fragment per frame in real time, for
+    /// `seconds` (else until killed), through `ghost publish --name name`. Returns the stream
+    /// id, ffmpeg and the publisher (both killed when dropped).
+    pub async fn go_live(
+        &self,
+        name: &str,
+        audio_codec: &str,
+        seconds: Option<u32>,
+    ) -> (String, tokio::process::Child, tokio::process::Child) {
+        use tokio::io::AsyncBufReadExt;
+        let limit = seconds
+            .map(|s| format!(":duration={s}"))
+            .unwrap_or_default();
+        let video = format!("testsrc2=size=320x180:rate=30{limit}");
+        let audio = format!("sine=frequency=440{limit}");
+        let mut ffmpeg = tokio::process::Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                &video,
+            ])
+            .args(["-f", "lavfi", "-i", &audio])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-tune",
+                "zerolatency",
+            ])
+            .args([
+                "-g",
+                "30",
+                "-sc_threshold",
+                "0",
+                "-c:a",
+                audio_codec,
+                "-f",
+                "mp4",
+            ])
+            .args([
+                "-movflags",
+                "cmaf+separate_moof+delay_moov+skip_trailer+frag_every_frame",
+            ])
+            .args(["-flush_packets", "1", "pipe:1"])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start ffmpeg");
+        let media: std::process::Stdio = ffmpeg
+            .stdout
+            .take()
+            .expect("ffmpeg stdout")
+            .try_into()
+            .expect("pipe");
+        let mut publisher = self
+            .tokio_ghost()
+            .args(["publish", "--name", name, "--input", "-", "--json"])
+            .stdin(media)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start ghost publish");
+        let mut lines = tokio::io::BufReader::new(publisher.stdout.take().expect("stdout")).lines();
+        let live: api::client::Live =
+            serde_json::from_str(&lines.next_line().await.expect("read").expect("live line"))
+                .expect("json");
+        (live.stream_id, ffmpeg, publisher)
+    }
+}
