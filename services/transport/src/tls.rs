@@ -64,12 +64,7 @@ impl Files {
     /// (not issued by this CA) is left alone. Returns what it found or did.
     pub fn ensure_relay(&self, now: SystemTime) -> Result<RelayCert> {
         if self.relay_cert.exists() && self.relay_key.exists() {
-            let pem = std::fs::read(&self.relay_cert)
-                .with_context(|| format!("reading {}", self.relay_cert.display()))?;
-            let ca = std::fs::read(&self.ca)
-                .with_context(|| format!("reading {}", self.ca.display()))?;
-            let (ours, not_after) = relay_cert_state(&pem, &ca)
-                .with_context(|| format!("reading {}", self.relay_cert.display()))?;
+            let (ours, not_after) = self.relay_cert_state()?;
             if !ours {
                 return Ok(RelayCert::Operator);
             }
@@ -104,13 +99,18 @@ impl Files {
 
     /// Whether the relays' certificate is the operator's rather than one from the stack's CA.
     pub fn relay_cert_is_public(&self) -> Result<bool> {
+        let (ours, _) = self.relay_cert_state()?;
+        Ok(!ours)
+    }
+
+    /// Whether the relays' certificate on disk was issued by the stack's CA, and its end.
+    fn relay_cert_state(&self) -> Result<(bool, SystemTime)> {
         let pem = std::fs::read(&self.relay_cert)
             .with_context(|| format!("reading {}", self.relay_cert.display()))?;
         let ca =
             std::fs::read(&self.ca).with_context(|| format!("reading {}", self.ca.display()))?;
-        let (ours, _) = relay_cert_state(&pem, &ca)
-            .with_context(|| format!("reading {}", self.relay_cert.display()))?;
-        Ok(!ours)
+        relay_cert_state(&pem, &ca)
+            .with_context(|| format!("reading {}", self.relay_cert.display()))
     }
 
     /// Puts an operator's certificate chain and key in place of the relays' own, after
