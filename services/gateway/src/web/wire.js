@@ -36,20 +36,36 @@ export function encodeJoin(streamId, ticket) {
   return out;
 }
 
-/** Bytes in, whole items out: the buffer behind both readers below. */
+/** Bytes in, whole items out: the buffer behind both readers below. Chunks are appended
+ * into spare room that doubles as needed, so a large frame arriving in packet-sized pieces
+ * costs linear, not quadratic, copying. What `take` returns is a view that stays valid only
+ * until the next `push`: callers copy what they keep. */
 class Buffer {
-  constructor() { this.bytes = new Uint8Array(0); }
-  push(chunk) {
-    const joined = new Uint8Array(this.bytes.length + chunk.length);
-    joined.set(this.bytes);
-    joined.set(chunk, this.bytes.length);
-    this.bytes = joined;
+  constructor() {
+    this.store = new Uint8Array(4096);
+    this.start = 0;
+    this.end = 0;
   }
-  get length() { return this.bytes.length; }
-  view() { return new DataView(this.bytes.buffer, this.bytes.byteOffset, this.bytes.length); }
+  push(chunk) {
+    if (this.end + chunk.length > this.store.length) {
+      const held = this.end - this.start;
+      let size = this.store.length;
+      while (size < held + chunk.length) size *= 2;
+      const store = size === this.store.length ? this.store : new Uint8Array(size);
+      // Same array when only compacting: `set` copies overlapping ranges correctly.
+      store.set(this.store.subarray(this.start, this.end));
+      this.store = store;
+      this.start = 0;
+      this.end = held;
+    }
+    this.store.set(chunk, this.end);
+    this.end += chunk.length;
+  }
+  get length() { return this.end - this.start; }
+  view() { return new DataView(this.store.buffer, this.store.byteOffset + this.start, this.length); }
   take(n) {
-    const out = this.bytes.subarray(0, n);
-    this.bytes = this.bytes.subarray(n);
+    const out = this.store.subarray(this.start, this.start + n);
+    this.start += n;
     return out;
   }
 }
