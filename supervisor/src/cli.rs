@@ -743,6 +743,9 @@ async fn publish_cmd(state: &StateDir, ca: PathBuf, args: PublishArgs) -> Result
 }
 
 async fn watch_cmd(state: &StateDir, ca: PathBuf, args: WatchArgs) -> Result<i32> {
+    // On stderr, beside the media on stdout: warnings, and what the viewer tells its user
+    // (such as a codec setup that changed mid-stream). RUST_LOG overrides.
+    server::telemetry::init(Default::default(), "warn,supervisor::client::watch=info");
     let gateway = gateway_url(state, args.gateway)?;
     let to_stdout = args.output.as_deref() == Some("-");
     let output: Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>> = match args.output.as_deref()
