@@ -638,9 +638,15 @@ async fn status(state: &StateDir, json: bool) -> Result<i32> {
             r.bytes_sent as f64 / 1e6
         );
     }
-    println!("\nSTREAM            NAME                 VIEWERS");
+    println!("\nSTREAM            NAME                 PROTOCOL  VIEWERS");
     for s in &status.streams {
-        println!("{:<17} {:<20} {}", s.id, s.name, s.viewers);
+        println!(
+            "{:<17} {:<20} {:<9} {}",
+            s.id,
+            s.name,
+            s.protocol.as_str(),
+            s.viewers
+        );
     }
     if let Some(e) = &status.control_error {
         println!("\ncontrol: {e}");
@@ -663,11 +669,18 @@ async fn streams(state: &StateDir, json: bool, gateway: Option<String>) -> Resul
         println!("{}", serde_json::to_string(&streams)?);
         return Ok(exit::OK);
     }
-    println!("{:<17} {:<24} {:<26} VIEWERS", "ID", "NAME", "STARTED_AT");
+    println!(
+        "{:<17} {:<24} {:<9} {:<26} VIEWERS",
+        "ID", "NAME", "PROTOCOL", "STARTED_AT"
+    );
     for s in &streams {
         println!(
-            "{:<17} {:<24} {:<26} {}",
-            s.id, s.name, s.started_at, s.viewers
+            "{:<17} {:<24} {:<9} {:<26} {}",
+            s.id,
+            s.name,
+            s.protocol.as_str(),
+            s.started_at,
+            s.viewers
         );
     }
     Ok(exit::OK)
@@ -730,6 +743,9 @@ async fn publish_cmd(state: &StateDir, ca: PathBuf, args: PublishArgs) -> Result
 }
 
 async fn watch_cmd(state: &StateDir, ca: PathBuf, args: WatchArgs) -> Result<i32> {
+    // On stderr, beside the media on stdout: warnings, and what the viewer tells its user
+    // (such as a codec setup that changed mid-stream). RUST_LOG overrides.
+    server::telemetry::init(Default::default(), "warn,supervisor::client::watch=info");
     let gateway = gateway_url(state, args.gateway)?;
     let to_stdout = args.output.as_deref() == Some("-");
     let output: Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>> = match args.output.as_deref()

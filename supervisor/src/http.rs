@@ -125,6 +125,7 @@ pub async fn full_status(handle: &Handle) -> Status {
                 .streams
                 .into_iter()
                 .map(|s| Stream {
+                    protocol: server::control::protocol(&s),
                     id: s.id,
                     name: s.name,
                     started_at_us: s.started_at_us,

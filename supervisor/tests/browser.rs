@@ -1,6 +1,8 @@
 //! A viewer in a real browser: headless Chromium opens the watch page, which joins through
 //! the gateway, connects to the relay over WebTransport (pinning the relay's certificate by
 //! its hash), and decodes real ffmpeg output (H.264 with Opus, or with AAC) with WebCodecs.
+//! Apart from a stack: the page's MP4 module splits an init segment carried inline off the
+//! fragment after it, and takes garbage for no init segment.
 
 mod common;
 
@@ -304,6 +306,140 @@ async fn a_page_keeps_playing_through_a_certificate_renewal_and_a_new_page_pins_
         );
         stop.cancel();
         let _ = publisher.await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// One MP4 box of `kind` around `body`: a 32-bit size, or with `large` size 1 and a 64-bit
+/// size after the type.
+fn mp4_box(kind: &[u8; 4], body: &[u8], large: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    if large {
+        out.extend_from_slice(&1u32.to_be_bytes());
+        out.extend_from_slice(kind);
+        out.extend_from_slice(&(16 + body.len() as u64).to_be_bytes());
+    } else {
+        out.extend_from_slice(&(8 + body.len() as u32).to_be_bytes());
+        out.extend_from_slice(kind);
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_splits_an_inline_init_segment_off_a_fragment() {
+    let Some(binary) = common::chromium() else {
+        return;
+    };
+    let init = [
+        mp4_box(b"ftyp", b"isom\0\0\x02\0isomiso6", false),
+        mp4_box(b"moov", &mp4_box(b"mvhd", &[3; 20], false), false),
+    ]
+    .concat();
+    let large_init = [
+        mp4_box(b"ftyp", b"cmfc\0\0\0\0", true),
+        mp4_box(b"free", &[], false),
+        mp4_box(b"moov", &mp4_box(b"trak", &[4; 12], false), true),
+    ]
+    .concat();
+    let fragment = [
+        mp4_box(b"moof", &[1; 24], false),
+        mp4_box(b"mdat", &[2; 40], false),
+    ]
+    .concat();
+    let whole = [init.clone(), fragment.clone()].concat();
+    // Each payload, and the length of the init segment it starts with (None: no init).
+    let mut cases: Vec<(Vec<u8>, Option<usize>)> = vec![
+        (whole.clone(), Some(init.len())),
+        (
+            [large_init.clone(), fragment.clone()].concat(),
+            Some(large_init.len()),
+        ),
+        (init.clone(), Some(init.len())),
+        (fragment.clone(), None),
+        (Vec::new(), None),
+        (
+            [mp4_box(b"ftyp", b"isom", false), fragment.clone()].concat(),
+            None,
+        ),
+        // Sizes below the header, past the end, and 64-bit sizes beyond any memory.
+        ([&7u32.to_be_bytes()[..], b"ftyp"].concat(), None),
+        (
+            [&1u32.to_be_bytes()[..], b"ftyp", &8u64.to_be_bytes()].concat(),
+            None,
+        ),
+        (
+            [&1u32.to_be_bytes()[..], b"ftyp", &u64::MAX.to_be_bytes()].concat(),
+            None,
+        ),
+        (
+            [
+                mp4_box(b"ftyp", b"", false),
+                [&1000u32.to_be_bytes()[..], b"moov"].concat(),
+            ]
+            .concat(),
+            None,
+        ),
+        // Size 0 runs to the end: an ftyp swallowing the rest leaves no moov after it.
+        ([&0u32.to_be_bytes()[..], b"ftyp", &init[..]].concat(), None),
+    ];
+    for cut in 0..init.len() {
+        cases.push((whole[..cut].to_vec(), None));
+    }
+    let payloads: Vec<&Vec<u8>> = cases.iter().map(|(p, _)| p).collect();
+    let payloads = serde_json::to_string(&payloads).expect("JSON");
+
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        // The gateway alone serves the page's modules; nothing here asks control.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let gateway = tokio::spawn(gateway::serve(
+            listener,
+            "http://127.0.0.1:1",
+            shutdown.clone(),
+        ));
+        let profile = tempfile::tempdir().expect("browser profile");
+        let mut browser = Browser::start(binary, profile.path()).await;
+        let url = format!("http://{addr}/health");
+        let page = browser.open(&url).await;
+        // A module loads into a page of its own origin: wait until the page is the gateway's.
+        let started = Instant::now();
+        while browser.eval(&page, "location.href").await != Value::String(url.clone()) {
+            assert!(started.elapsed() < Duration::from_secs(10), "page never opened");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let split = browser
+            .eval(
+                &page,
+                &format!(
+                    "import('http://{addr}/app/mp4.js').then(({{ splitInit }}) => {payloads}.map((c) => {{
+                       try {{
+                         const s = splitInit(new Uint8Array(c));
+                         return [s.init && s.init.length, s.fragment.byteOffset, s.fragment.length];
+                       }} catch (e) {{
+                         return String(e);
+                       }}
+                     }}))"
+                ),
+            )
+            .await;
+        let split = split.as_array().expect("one answer per payload");
+        assert_eq!(split.len(), cases.len());
+        for ((payload, want), got) in cases.iter().zip(split) {
+            let init_len = want.unwrap_or(0);
+            let want = serde_json::json!([want, init_len, payload.len() - init_len]);
+            assert_eq!(got, &want, "payload {payload:?}");
+        }
+        println!(
+            "browser: mp4.js split {} hand-built payloads as expected",
+            cases.len()
+        );
+        shutdown.cancel();
+        gateway.await.expect("join").expect("gateway ran cleanly");
     })
     .await
     .expect("test timed out");

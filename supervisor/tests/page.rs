@@ -1,5 +1,5 @@
-//! The status page in a real browser: headless Chromium renders relays, streams, the event
-//! timeline and the charts, with no script error.
+//! The status page in a real browser: headless Chromium renders relays, streams (with the
+//! protocol each is published over), the event timeline and the charts, with no script error.
 
 mod common;
 
@@ -20,6 +20,8 @@ async fn status_page_renders_in_a_browser() {
             .publish("on-the-page", 30, 2000, 30, None, stop.clone())
             .await;
         let viewer = stack.watch(&id, None, None, stop.clone());
+        // A stream of each protocol: the publisher above goes through ingest (QUIC).
+        stack.create_at_control("from-an-encoder", "rtmp").await;
         let killed = stack
             .ghost()
             .args(["chaos", "kill-relay", "--id", "relay-2"])
@@ -45,6 +47,9 @@ async fn status_page_renders_in_a_browser() {
             "restart",
             "<polyline points=\"0",
             "/watch/",
+            "from-an-encoder",
+            "<td>quic</td>",
+            "<td>rtmp</td>",
         ] {
             assert!(dom.contains(needle), "page lacks {needle:?}:\n{dom}");
         }

@@ -255,6 +255,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
             .create_stream(proto::control::CreateStreamRequest {
                 name: String::new(),
                 ingest_id: "x".into(),
+                ..Default::default()
             })
             .await
             .expect_err("empty name refused");

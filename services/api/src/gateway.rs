@@ -20,6 +20,9 @@ pub struct Stream {
     pub started_at_us: u64,
     /// Viewers as of the relays' last heartbeats (up to about half a second old).
     pub viewers: u32,
+    /// How its publisher reaches ingest.
+    #[serde(default)]
+    pub protocol: crate::Protocol,
 }
 
 /// Where to watch a stream: the answer to `POST /streams/{id}/join`.
@@ -42,4 +45,33 @@ pub struct Join {
     /// verified by the stack's CA or by `cert_sha256`.
     #[serde(default)]
     pub cert_public: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Protocol;
+
+    #[test]
+    fn a_stream_names_its_protocol_and_one_from_before_the_field_is_quic() {
+        let stream = Stream {
+            id: "s1".into(),
+            name: "cats".into(),
+            started_at: "2025-01-01T00:00:00.000Z".into(),
+            started_at_us: 1,
+            viewers: 2,
+            protocol: Protocol::Rtmp,
+        };
+        let json = serde_json::to_string(&stream).expect("json");
+        assert!(json.contains(r#""protocol":"rtmp""#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<Stream>(&json).expect("parse"),
+            stream
+        );
+        let older: Stream = serde_json::from_str(
+            r#"{"id":"s1","name":"cats","started_at":"2025-01-01T00:00:00.000Z","started_at_us":1,"viewers":2}"#,
+        )
+        .expect("parse");
+        assert_eq!(older.protocol, Protocol::Quic);
+    }
 }

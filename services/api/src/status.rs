@@ -206,6 +206,9 @@ pub struct Stream {
     pub started_at_us: u64,
     /// Viewers on all relays.
     pub viewers: u32,
+    /// How its publisher reaches ingest.
+    #[serde(default)]
+    pub protocol: crate::Protocol,
 }
 
 /// Viewers of one stream on one relay.
@@ -273,4 +276,30 @@ pub struct Status {
     pub events: Vec<Event>,
     /// Chart samples, oldest first.
     pub history: Vec<Sample>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Protocol;
+
+    #[test]
+    fn a_stream_names_its_protocol_and_one_from_before_the_field_is_quic() {
+        let stream = Stream {
+            id: "s1".into(),
+            name: "cats".into(),
+            started_at_us: 1,
+            viewers: 0,
+            protocol: Protocol::Rtmp,
+        };
+        let json = serde_json::to_string(&stream).expect("json");
+        assert_eq!(
+            json,
+            r#"{"id":"s1","name":"cats","started_at_us":1,"viewers":0,"protocol":"rtmp"}"#
+        );
+        let older: Stream =
+            serde_json::from_str(r#"{"id":"s1","name":"cats","started_at_us":1,"viewers":0}"#)
+                .expect("parse");
+        assert_eq!(older.protocol, Protocol::Quic);
+    }
 }

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use api::Protocol;
 use proto::control as pb;
 
 /// How long a stream created through `CreateStream` is kept even though its ingest's
@@ -31,6 +32,8 @@ struct StreamEntry {
     name: String,
     started_at_us: u64,
     ingest_id: String,
+    /// Fixed for the stream's life: a heartbeat's listing never changes it.
+    protocol: Protocol,
     created: Instant,
 }
 
@@ -121,11 +124,13 @@ impl Directory {
         }
     }
 
-    /// Registers a new live stream from `ingest_id`.
+    /// Registers a new live stream from `ingest_id`, published over `protocol` (as the
+    /// request names it: empty is QUIC).
     pub fn create_stream(
         &mut self,
         name: &str,
         ingest_id: &str,
+        protocol: &str,
         id: String,
         now: Instant,
         now_us: u64,
@@ -134,6 +139,7 @@ impl Directory {
         if ingest_id.is_empty() {
             return Err(Refusal::Invalid("ingest_id is empty".into()));
         }
+        let protocol = parse_protocol(protocol)?;
         self.expire(now);
         if self.streams.values().any(|s| s.name == name) {
             return Err(Refusal::NameInUse(name.to_string()));
@@ -143,6 +149,7 @@ impl Directory {
             name: name.to_string(),
             started_at_us: now_us,
             ingest_id: ingest_id.to_string(),
+            protocol,
             created: now,
         };
         self.streams.insert(id.clone(), entry);
@@ -183,6 +190,7 @@ impl Directory {
             started_at_us: s.started_at_us,
             viewers,
             ingest_id: s.ingest_id.clone(),
+            protocol: s.protocol.as_str().to_string(),
         }
     }
 
@@ -278,18 +286,22 @@ impl Directory {
     }
 
     /// Takes an ingest's full report: its streams are exactly the ones it lists (plus any
-    /// created too recently to be listed).
+    /// created too recently to be listed). A stream already known keeps what it was created
+    /// with (an ingest older than the protocol field lists every stream without one); a
+    /// stream control learns of here, after a restart, takes the listing's.
     pub fn ingest_heartbeat(
         &mut self,
         report: pb::IngestHeartbeatRequest,
         now: Instant,
     ) -> Result<(), Refusal> {
         validate_member(&report.ingest_id, &report.addr)?;
+        let mut protocols = Vec::with_capacity(report.streams.len());
         for s in &report.streams {
             validate_name(&s.name)?;
             if s.id.is_empty() || s.id.len() > wire::limits::MAX_ID {
                 return Err(Refusal::Invalid(format!("bad stream id {:?}", s.id)));
             }
+            protocols.push(parse_protocol(&s.protocol)?);
         }
         let ingest_id = report.ingest_id.clone();
         self.streams.retain(|id, s| {
@@ -297,7 +309,7 @@ impl Directory {
                 || report.streams.iter().any(|r| &r.id == id)
                 || now.duration_since(s.created) < CREATE_GRACE
         });
-        for s in report.streams {
+        for (s, protocol) in report.streams.into_iter().zip(protocols) {
             if self
                 .ended
                 .get(&s.id)
@@ -310,6 +322,7 @@ impl Directory {
                 name: s.name,
                 started_at_us: s.started_at_us,
                 ingest_id: ingest_id.clone(),
+                protocol,
                 created: now,
             });
         }
@@ -395,6 +408,14 @@ fn validate_name(name: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+fn parse_protocol(name: &str) -> Result<Protocol, Refusal> {
+    Protocol::from_name(name).ok_or_else(|| {
+        Refusal::Invalid(format!(
+            "unknown protocol {name:?} (expected \"quic\" or \"rtmp\")"
+        ))
+    })
+}
+
 fn validate_member(id: &str, addr: &str) -> Result<(), Refusal> {
     if id.is_empty() || id.len() > wire::limits::MAX_ID {
         return Err(Refusal::Invalid(format!("bad member id {id:?}")));
@@ -444,7 +465,7 @@ mod tests {
     fn with_stream() -> (Directory, Instant) {
         let now = Instant::now();
         let mut d = Directory::new(T);
-        d.create_stream("cats", "ingest-1", "s1".into(), now, 1)
+        d.create_stream("cats", "ingest-1", "", "s1".into(), now, 1)
             .expect("created");
         (d, now)
     }
@@ -453,18 +474,100 @@ mod tests {
     fn names_are_unique_among_live_streams() {
         let (mut d, now) = with_stream();
         assert_eq!(
-            d.create_stream("cats", "ingest-1", "s2".into(), now, 2),
+            d.create_stream("cats", "ingest-1", "", "s2".into(), now, 2),
             Err(Refusal::NameInUse("cats".into()))
         );
         assert!(d.end_stream("s1", now));
         assert!(
-            d.create_stream("cats", "ingest-1", "s2".into(), now, 2)
+            d.create_stream("cats", "ingest-1", "", "s2".into(), now, 2)
                 .is_ok()
         );
         assert!(
-            d.create_stream("", "ingest-1", "s3".into(), now, 2)
+            d.create_stream("", "ingest-1", "", "s3".into(), now, 2)
                 .is_err()
         );
+    }
+
+    fn listed(id: &str, name: &str, protocol: &str) -> pb::Stream {
+        pb::Stream {
+            id: id.into(),
+            name: name.into(),
+            started_at_us: 1,
+            viewers: 0,
+            ingest_id: String::new(),
+            protocol: protocol.into(),
+        }
+    }
+
+    fn ingest_hb(streams: Vec<pb::Stream>) -> pb::IngestHeartbeatRequest {
+        pb::IngestHeartbeatRequest {
+            ingest_id: "ingest-1".into(),
+            addr: "127.0.0.1:4433".into(),
+            streams,
+        }
+    }
+
+    fn protocol_of(d: &mut Directory, id: &str, now: Instant) -> Option<String> {
+        d.list(now)
+            .into_iter()
+            .find(|s| s.id == id)
+            .map(|s| s.protocol)
+    }
+
+    #[test]
+    fn a_stream_keeps_the_protocol_it_was_created_with() {
+        let (mut d, now) = with_stream();
+        let rtmp = d
+            .create_stream("obs", "ingest-1", "rtmp", "s2".into(), now, 2)
+            .expect("created");
+        assert_eq!(rtmp.protocol, "rtmp");
+        assert_eq!(protocol_of(&mut d, "s1", now).as_deref(), Some("quic"));
+        assert_eq!(protocol_of(&mut d, "s2", now).as_deref(), Some("rtmp"));
+        // Heartbeats list both streams, without a protocol (an ingest older than the field)
+        // or with another one: neither changes what the stream was created with.
+        let later = now + CREATE_GRACE;
+        d.ingest_heartbeat(
+            ingest_hb(vec![listed("s1", "cats", ""), listed("s2", "obs", "")]),
+            later,
+        )
+        .expect("hb");
+        d.ingest_heartbeat(
+            ingest_hb(vec![
+                listed("s1", "cats", "rtmp"),
+                listed("s2", "obs", "quic"),
+            ]),
+            later,
+        )
+        .expect("hb");
+        assert_eq!(protocol_of(&mut d, "s1", later).as_deref(), Some("quic"));
+        assert_eq!(protocol_of(&mut d, "s2", later).as_deref(), Some("rtmp"));
+    }
+
+    #[test]
+    fn a_restarted_control_takes_the_protocol_from_the_heartbeat() {
+        let now = Instant::now();
+        let mut d = Directory::new(T);
+        d.ingest_heartbeat(
+            ingest_hb(vec![listed("s1", "cats", ""), listed("s2", "obs", "rtmp")]),
+            now,
+        )
+        .expect("hb");
+        assert_eq!(protocol_of(&mut d, "s1", now).as_deref(), Some("quic"));
+        assert_eq!(protocol_of(&mut d, "s2", now).as_deref(), Some("rtmp"));
+    }
+
+    #[test]
+    fn an_unknown_protocol_is_refused() {
+        let (mut d, now) = with_stream();
+        assert!(matches!(
+            d.create_stream("dogs", "ingest-1", "srt", "s2".into(), now, 2),
+            Err(Refusal::Invalid(_))
+        ));
+        assert!(matches!(
+            d.ingest_heartbeat(ingest_hb(vec![listed("s1", "cats", "Quic")]), now),
+            Err(Refusal::Invalid(_))
+        ));
+        assert_eq!(d.list(now).len(), 1, "the refused report changed nothing");
     }
 
     #[test]
@@ -544,6 +647,7 @@ mod tests {
                     started_at_us: 5,
                     viewers: 0,
                     ingest_id: String::new(),
+                    protocol: String::new(),
                 }],
             },
             now,
@@ -584,6 +688,7 @@ mod tests {
                 started_at_us: 1,
                 viewers: 0,
                 ingest_id: String::new(),
+                protocol: String::new(),
             }],
         };
         d.ingest_heartbeat(stale, now).expect("hb");

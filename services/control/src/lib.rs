@@ -145,12 +145,19 @@ impl Control for Service {
             .create_stream(
                 &req.name,
                 &req.ingest_id,
+                &req.protocol,
                 new_stream_id(),
                 Instant::now(),
                 clock::now_us(),
             )
             .map_err(status)?;
-        tracing::info!(stream = %stream.id, name = %stream.name, ingest = %req.ingest_id, "stream live");
+        tracing::info!(
+            stream = %stream.id,
+            name = %stream.name,
+            ingest = %req.ingest_id,
+            protocol = %stream.protocol,
+            "stream live"
+        );
         self.metrics
             .streams
             .set(dir.list(Instant::now()).len() as i64);

@@ -189,6 +189,7 @@ async fn list(State(state): State<AppState>) -> Result<Json<Vec<api::gateway::St
 fn stream_view(s: pb::Stream) -> api::gateway::Stream {
     let at = UNIX_EPOCH + Duration::from_micros(s.started_at_us);
     api::gateway::Stream {
+        protocol: server::control::protocol(&s),
         id: s.id,
         name: s.name,
         started_at: humantime::format_rfc3339_millis(at).to_string(),

@@ -203,6 +203,7 @@ async fn beat(state: &State, addr: String) -> Result<Duration, tonic::Status> {
             started_at_us: *started_at_us,
             viewers: 0,
             ingest_id: state.id.clone(),
+            ..Default::default()
         })
         .collect();
     let resp = state
@@ -287,6 +288,7 @@ async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
         .create_stream(pb::CreateStreamRequest {
             name: name.clone(),
             ingest_id: state.id.clone(),
+            ..Default::default()
         })
         .await;
     let stream = match created.map(|r| r.into_inner().stream) {

@@ -1,5 +1,5 @@
-//! The control plane as seen by ingest and relays: a lazily connected gRPC client and the
-//! heartbeat loop.
+//! The control plane as seen by the services that call it: a lazily connected gRPC client,
+//! the heartbeat loop, and how to read what control lists.
 
 use std::future::Future;
 use std::time::Duration;
@@ -20,6 +20,13 @@ pub fn client(url: &str) -> Result<ControlClient<Channel>> {
         .connect_timeout(Duration::from_millis(500))
         .timeout(CALL_TIMEOUT);
     Ok(ControlClient::new(endpoint.connect_lazy()))
+}
+
+/// How a stream listed by control is published. Control takes only the names it knows, so
+/// a name this binary does not know comes from a newer control: it reads as the default
+/// rather than failing the whole listing.
+pub fn protocol(stream: &proto::control::Stream) -> api::Protocol {
+    api::Protocol::from_name(&stream.protocol).unwrap_or_default()
 }
 
 /// Calls `beat` every interval until `shutdown`. `beat` returns the interval control asks

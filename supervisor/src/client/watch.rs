@@ -5,6 +5,12 @@
 //! Groups arrive on their own streams and are written out in order: the init segment, then
 //! frames from the first group's keyframe on. A group the relay skipped (reset, or never
 //! sent) is counted and passed over; output always resumes at a keyframe.
+//!
+//! A stream's codec setup may change mid-stream (an RTMP publisher changing resolution): from
+//! then on the first frame of a group may carry the new init segment inline, before its
+//! moof+mdat. A demuxer reading a pipe takes one moov only, so the output keeps its first
+//! init segment and gets the fragments alone; the new parameter sets reach the decoder
+//! in-band, with the keyframes (which ffmpeg follows).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -256,6 +262,8 @@ async fn receive<P: Peer>(
     {
         out.write_all(&init).await.context("writing the output")?;
     }
+    // The codec setup the stream has now: the init segment written, or the newest inline one.
+    let mut setup = init;
 
     let (tx, mut rx) = mpsc::channel::<Event>(64);
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
@@ -295,9 +303,25 @@ async fn receive<P: Peer>(
             };
             while let Some(f) = frames.pop_front() {
                 if let Some(out) = output.as_mut() {
-                    out.write_all(&f.payload())
-                        .await
-                        .context("writing the output")?;
+                    let payload = f.payload();
+                    let media = match split_inline_init(&payload) {
+                        Some((inline, media)) => {
+                            if inline != &setup[..] {
+                                tracing::info!(
+                                    stream = %summary.stream_id,
+                                    group = cur,
+                                    init_bytes = inline.len(),
+                                    "the stream's codec setup changed; the output keeps its \
+                                     first init segment and the new parameter sets travel \
+                                     in-band with the keyframes"
+                                );
+                                setup = payload.slice_ref(inline);
+                            }
+                            media
+                        }
+                        None => &payload[..],
+                    };
+                    out.write_all(media).await.context("writing the output")?;
                 }
             }
             match *done {
@@ -440,6 +464,48 @@ async fn receive<P: Peer>(
     Ok(summary)
 }
 
+/// Splits an init segment carried inline (ftyp, then moov) off the front of a frame's
+/// payload: `(init, fragment)`. `None` when the payload does not start with ftyp, or when its
+/// top-level boxes up to the moov are not whole and well formed: the payload is then taken
+/// as the usual moof+mdat.
+fn split_inline_init(payload: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (kind, mut at) = top_level_box(payload, 0)?;
+    if &kind != b"ftyp" {
+        return None;
+    }
+    // Every box is at least a header long, so `at` grows on each turn.
+    loop {
+        let (kind, end) = top_level_box(payload, at)?;
+        match &kind {
+            b"moov" => return Some(payload.split_at(end)),
+            b"moof" | b"mdat" => return None,
+            _ => at = end,
+        }
+    }
+}
+
+/// The type of the box starting at `at` in `data`, and where it ends, when its header is
+/// whole and the box fits in `data`. Size 1 means a 64-bit size follows the type; size 0, a
+/// box running to the end.
+fn top_level_box(data: &[u8], at: usize) -> Option<([u8; 4], usize)> {
+    let header = data.get(at..at.checked_add(8)?)?;
+    let (size, kind) = header.split_at(4);
+    let kind: [u8; 4] = kind.try_into().ok()?;
+    let (size, header_len) = match u32::from_be_bytes(size.try_into().ok()?) {
+        1 => {
+            let large = data.get(at.checked_add(8)?..at.checked_add(16)?)?;
+            (u64::from_be_bytes(large.try_into().ok()?), 16)
+        }
+        0 => ((data.len() - at) as u64, 8),
+        small => (u64::from(small), 8),
+    };
+    if size < header_len {
+        return None;
+    }
+    let end = at.checked_add(usize::try_from(size).ok()?)?;
+    (end <= data.len()).then_some((kind, end))
+}
+
 fn reason_for(closed: &Closed) -> EndReason {
     match closed {
         Closed::ByPeer {
@@ -540,5 +606,111 @@ async fn read_group<R: RecvStream>(
     };
     if let Some(complete) = complete {
         let _ = tx.send(Event::Done(seq, complete)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boxed(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut out = ((8 + body.len()) as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn large(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut out = 1u32.to_be_bytes().to_vec();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(&((16 + body.len()) as u64).to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn fragment() -> Vec<u8> {
+        [boxed(b"moof", &[1; 24]), boxed(b"mdat", &[2; 40])].concat()
+    }
+
+    fn init() -> Vec<u8> {
+        [
+            boxed(b"ftyp", b"isom\0\0\x02\0isomiso6"),
+            boxed(b"moov", &boxed(b"mvhd", &[3; 20])),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn an_inline_init_is_split_off_the_fragment() {
+        let payload = [init(), fragment()].concat();
+        let (inline, media) = split_inline_init(&payload).expect("an inline init");
+        assert_eq!(inline, init());
+        assert_eq!(media, fragment());
+    }
+
+    #[test]
+    fn boxes_between_ftyp_and_moov_and_64_bit_sizes_are_part_of_it() {
+        let init = [
+            large(b"ftyp", b"cmfc\0\0\0\0"),
+            boxed(b"free", &[]),
+            large(b"moov", &boxed(b"trak", &[4; 12])),
+        ]
+        .concat();
+        let payload = [init.clone(), fragment()].concat();
+        assert_eq!(
+            split_inline_init(&payload),
+            Some((&init[..], &fragment()[..]))
+        );
+        // An init and nothing after it: an empty fragment, not a panic.
+        assert_eq!(split_inline_init(&init), Some((&init[..], &[][..])));
+    }
+
+    #[test]
+    fn a_usual_fragment_has_no_inline_init() {
+        assert_eq!(split_inline_init(&fragment()), None);
+        assert_eq!(split_inline_init(&[]), None);
+        // An ftyp without a moov before the fragment is no init segment.
+        let payload = [boxed(b"ftyp", b"isom"), fragment()].concat();
+        assert_eq!(split_inline_init(&payload), None);
+    }
+
+    #[test]
+    fn garbage_is_no_inline_init_and_never_a_panic() {
+        let whole = [init(), fragment()].concat();
+        // Every truncation of a real one that cuts into the init.
+        for cut in 0..init().len() {
+            assert_eq!(split_inline_init(&whole[..cut]), None, "cut at {cut}");
+        }
+        let bad = [
+            // Sizes smaller than the header, past the end, and 64-bit sizes beyond any memory.
+            [&7u32.to_be_bytes()[..], b"ftyp"].concat(),
+            [&1u32.to_be_bytes()[..], b"ftyp", &8u64.to_be_bytes()].concat(),
+            [&1u32.to_be_bytes()[..], b"ftyp", &u64::MAX.to_be_bytes()].concat(),
+            [&boxed(b"ftyp", b"")[..], &1000u32.to_be_bytes(), b"moov"].concat(),
+            [
+                &boxed(b"ftyp", b"")[..],
+                &1u32.to_be_bytes(),
+                b"moov",
+                &u64::MAX.to_be_bytes(),
+            ]
+            .concat(),
+            // Size 0 runs to the end: an ftyp that swallows the rest has no moov after it.
+            [&0u32.to_be_bytes()[..], b"ftyp", &init()[..]].concat(),
+        ];
+        for payload in &bad {
+            assert_eq!(split_inline_init(payload), None, "{payload:?}");
+        }
+        // Pseudo-random bytes behind an ftyp header, by a fixed linear congruential sequence.
+        let mut x: u32 = 0x2545_f491;
+        for len in 0..512 {
+            let mut payload = boxed(b"ftyp", b"isom");
+            for _ in 0..len {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                payload.push((x >> 24) as u8);
+            }
+            if let Some((inline, media)) = split_inline_init(&payload) {
+                assert_eq!(inline.len() + media.len(), payload.len());
+            }
+        }
     }
 }

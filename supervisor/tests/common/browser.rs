@@ -129,13 +129,14 @@ impl Browser {
             .expect("base64")
     }
 
-    /// Evaluates `expression` in `page` and returns its JSON value.
+    /// Evaluates `expression` in `page` and returns its JSON value; a promise is awaited
+    /// and its value returned.
     pub async fn eval(&mut self, page: &Page, expression: &str) -> Value {
         let result = self
             .call(
                 Some(&page.session),
                 "Runtime.evaluate",
-                json!({"expression": expression, "returnByValue": true}),
+                json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
             )
             .await;
         result["result"]["value"].clone()

@@ -242,6 +242,26 @@ impl Stack {
             .pid
     }
 
+    /// Registers a live stream at control directly, as an ingest does, published over
+    /// `protocol` ("rtmp", say, which no test publisher speaks yet). Its ingest is made up and
+    /// never reports, so no heartbeat ends it: it stays listed for the test's length.
+    pub async fn create_at_control(&self, name: &str, protocol: &str) -> proto::control::Stream {
+        let control = self.addr("control", api::status::Role::Grpc).await;
+        let mut client =
+            server::control::client(&format!("http://{control}")).expect("control client");
+        client
+            .create_stream(proto::control::CreateStreamRequest {
+                name: name.into(),
+                ingest_id: "made-up-ingest".into(),
+                protocol: protocol.into(),
+            })
+            .await
+            .expect("create the stream at control")
+            .into_inner()
+            .stream
+            .expect("the created stream")
+    }
+
     /// Address a service announced for `role`.
     pub async fn addr(&self, service: &str, role: api::status::Role) -> std::net::SocketAddr {
         let status = self.status().await;

@@ -1,26 +1,52 @@
 // Fragmented MP4 as ffmpeg writes it for Ghost Stream: the init segment (ftyp + moov) gives
 // each track's codec and its decoder configuration; each frame's payload is one fragment
-// (moof + mdat) of one track. Only what WebCodecs needs is read; anything malformed throws.
+// (moof + mdat) of one track, which the first frame of a group may precede with the stream's
+// new init segment when its codec setup changed (`splitInit`). Only what WebCodecs needs is
+// read; anything malformed throws, except in `splitInit`, which only looks.
 
 const text = new TextDecoder();
 
-function* boxes(view, start, end) {
-  let at = start;
-  while (at + 8 <= end) {
-    let size = view.getUint32(at);
-    const type = text.decode(new Uint8Array(view.buffer, view.byteOffset + at + 4, 4));
-    let header = 8;
-    if (size === 1) {
-      if (at + 16 > end) throw new Error("truncated box");
-      size = Number(view.getBigUint64(at + 8));
-      header = 16;
-    } else if (size === 0) {
-      size = end - at;
-    }
-    if (size < header || at + size > end) throw new Error(`box ${type} overruns its parent`);
-    yield { type, start: at, body: at + header, end: at + size };
-    at += size;
+/** The box at `at` of a parent ending at `end`, or null when its header is cut short or it
+ * overruns the parent. Size 1: a 64-bit size follows the type; size 0: up to the parent's end. */
+function boxAt(view, at, end) {
+  if (at + 8 > end) return null;
+  let size = view.getUint32(at);
+  const type = text.decode(new Uint8Array(view.buffer, view.byteOffset + at + 4, 4));
+  let header = 8;
+  if (size === 1) {
+    if (at + 16 > end) return null;
+    size = Number(view.getBigUint64(at + 8));
+    header = 16;
+  } else if (size === 0) {
+    size = end - at;
   }
+  if (size < header || at + size > end) return null;
+  return { type, start: at, body: at + header, end: at + size };
+}
+
+function* boxes(view, start, end) {
+  for (let at = start; at + 8 <= end;) {
+    const b = boxAt(view, at, end);
+    if (!b) throw new Error(`the box at byte ${at} overruns its parent`);
+    yield b;
+    at = b.end;
+  }
+}
+
+/** A frame's payload split into the init segment it starts with, if any, and its fragment:
+ * `{ init, fragment }`, views into `bytes`. `init` is null, and `fragment` all of `bytes`,
+ * unless the payload starts with an ftyp and well-formed boxes up to a moov. Never throws. */
+export function splitInit(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const end = bytes.byteLength;
+  const ftyp = boxAt(view, 0, end);
+  if (ftyp && ftyp.type === "ftyp") {
+    // Every box is at least a header long: each turn moves on.
+    for (let b = boxAt(view, ftyp.end, end); b && b.type !== "moof" && b.type !== "mdat"; b = boxAt(view, b.end, end)) {
+      if (b.type === "moov") return { init: bytes.subarray(0, b.end), fragment: bytes.subarray(b.end) };
+    }
+  }
+  return { init: null, fragment: bytes };
 }
 
 function child(view, parent, type) {

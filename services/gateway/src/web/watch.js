@@ -2,10 +2,11 @@
 // decodes the picture and the sound with WebCodecs as they arrive (no buffer beyond the
 // decoders' own), and tells the viewer, in plain words, where things stand. Exposes what it
 // measures on `window.ghost` for tests: `state`, `frames` (received), `rendered` (video
-// frames drawn), `audio` (audio frames decoded), `groups`, and `delay` {p50, p99}: capture
-// to render, in milliseconds, over the last 3,000 frames or since `ghost.reset()`.
+// frames drawn), `audio` (audio frames decoded), `groups`, `setups` (codec setups changed
+// mid-stream and followed), and `delay` {p50, p99}: capture to render, in milliseconds,
+// over the last 3,000 frames or since `ghost.reset()`.
 
-import { parseFragment, parseInit } from "/app/mp4.js";
+import { parseFragment, parseInit, splitInit } from "/app/mp4.js";
 import { Code, GroupReader, MessageReader, encodeJoin, hexToBytes } from "/app/wire.js";
 
 const key = decodeURIComponent(location.pathname.replace(/^\/watch\//, ""));
@@ -18,7 +19,7 @@ document.getElementById("title").textContent = key;
 const canvas = document.getElementById("picture");
 const sound = document.getElementById("sound");
 const ghost = {
-  state: "connecting", frames: 0, rendered: 0, audio: 0, groups: 0,
+  state: "connecting", frames: 0, rendered: 0, audio: 0, groups: 0, setups: 0,
   delay: { p50: null, p99: null },
 };
 window.ghost = ghost;
@@ -57,9 +58,10 @@ function rendered(captureUs) {
   }
 }
 
-/** The decoders of one session: made from the init segment, fed each fragment. */
+/** The decoders of one codec setup: made from an init segment, fed each fragment. */
 class Player {
   constructor(init) {
+    this.init = init;
     this.tracks = parseInit(init);
     this.captures = new Map();
     this.video = null;
@@ -152,6 +154,29 @@ let player = null;
 let newestGroup = -1;
 let joinedAt = Infinity;
 
+function sameBytes(a, b) {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** The first frame of a group may start with the stream's init segment as of that group
+ * (its codec setup changed: a new resolution, say). A new one takes over from the player,
+ * whose decoders are closed first; the one in use is just dropped. Returns the fragment. */
+function followInit(payload) {
+  const { init, fragment } = splitInit(payload);
+  if (!init || (player && sameBytes(init, player.init))) return fragment;
+  if (player) player.close();
+  player = null;
+  try {
+    player = new Player(init.slice());
+    ghost.setups += 1;
+  } catch (e) {
+    show("lost", "The picture cannot be decoded.", String(e));
+  }
+  return fragment;
+}
+
 /** Waits `seconds`, counting down on the page, then tries again. */
 function retryIn(seconds, kind, text) {
   clearInterval(countdown);
@@ -201,7 +226,8 @@ async function readGroup(stream) {
       if (done) return;
       group.push(value);
       for (let f = group.next(); f; f = group.next()) {
-        if (!counted) {
+        const first = !counted;
+        if (first) {
           counted = true;
           ghost.groups += 1;
           if (group.sequence > newestGroup) {
@@ -212,7 +238,8 @@ async function readGroup(stream) {
         ghost.frames += 1;
         // An older group still arriving after a newer one began is late: dropped whole.
         if (group.sequence < newestGroup) continue;
-        if (player) player.push(f.payload, f.captureUs);
+        const fragment = first ? followInit(f.payload) : f.payload;
+        if (player) player.push(fragment, f.captureUs);
       }
     }
   } catch {
