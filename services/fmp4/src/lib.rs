@@ -66,20 +66,27 @@
 //!
 //! # Writing
 //!
-//! An RTMP ingest will remux FLV into CMAF with this crate. mp4-atom encodes every box it
-//! decodes, so a writer builds `Moov`/`Moof` values and encodes them; [`mp4_atom`] is
-//! re-exported so that writer and callers use the very version the reader decodes with, and
-//! [`Track`] and [`Init`] are plain data that a writer can fill in as well as read.
+//! [`mux`] writes the same format for an ingest that receives media frame by frame (RTMP):
+//! an init segment, then one `moof` + `mdat` per sample, every box built from [`mp4_atom`]
+//! types and encoded by mp4-atom. What it writes reads back through [`Reader`] with the
+//! keyframes where they were written. [`mp4_atom`] is re-exported so that writers and callers
+//! use the very version the reader decodes with.
+//!
+//! A stream whose decoder configuration changes mid-stream carries the new init segment at
+//! the start of its keyframe fragments; [`split_inline_init`] separates the two for players.
 
 #![forbid(unsafe_code)]
 
 mod error;
 mod header;
 mod init;
+mod inline;
+pub mod mux;
 mod reader;
 
 pub use error::{DecodeError, Error};
 pub use init::{Format, Init, Kind, Track};
+pub use inline::split_inline_init;
 pub use mp4_atom;
 pub use mp4_atom::FourCC;
 pub use reader::{Item, MAX_FRAGMENT_SIZE, MAX_INIT_SIZE, Reader};

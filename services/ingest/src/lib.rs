@@ -11,6 +11,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod remux;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
