@@ -208,6 +208,10 @@ pub struct PublishArgs {
     /// Ingest address (default: the running stack's).
     #[arg(long, env = "GHOST_INGEST")]
     pub ingest: Option<String>,
+    /// The stream key the operator made for NAME (`ghost keys add NAME`), where ingest
+    /// requires one. GHOST_STREAM_KEY keeps it out of the process list, where a flag shows.
+    #[arg(long, env = "GHOST_STREAM_KEY", hide_env_values = true)]
+    pub key: Option<String>,
 }
 
 /// `ghost watch` flags.
@@ -703,6 +707,7 @@ async fn publish_cmd(state: &StateDir, ca: PathBuf, args: PublishArgs) -> Result
             ingest,
             ca,
             name: args.name,
+            key: args.key,
             source,
         },
         stop,
