@@ -62,6 +62,9 @@ pub struct Settings {
     pub public: bool,
     /// Host name or address viewers and streamers use to reach this host (for `--public`).
     pub advertise_host: Option<String>,
+    /// Publishers need a stream key from the state directory's `keys/` (`--require-keys`,
+    /// implied by `--public`).
+    pub require_keys: bool,
     /// Default host ports of every service (all 0 with `--ephemeral-ports`).
     pub ports: Ports,
     /// Where the service binaries are.
@@ -248,6 +251,7 @@ impl Supervisor {
             ports: settings.ports,
             public: settings.public,
             advertise_host: settings.advertise_host.clone(),
+            require_keys: settings.require_keys,
             supervisor: grpc_addr,
             seed: rand::random(),
         });
@@ -847,6 +851,7 @@ mod tests {
             relay_capacity: 2,
             public: false,
             advertise_host: None,
+            require_keys: false,
             ports: Ports::EPHEMERAL,
             bin_dir: "bin".into(),
             scale_down_after: Duration::from_secs(30),

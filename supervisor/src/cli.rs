@@ -10,6 +10,7 @@ use crate::actor::{Ports, Settings};
 use crate::client::{bench, publish, watch};
 use crate::daemon::RuntimeChoice;
 use crate::exit::{self, Exit};
+use crate::keys::KeysCmd;
 use crate::runtime::Runtime;
 use crate::stack::{StateDir, default_state_dir};
 
@@ -67,6 +68,9 @@ pub enum Cmd {
         /// How many.
         count: u32,
     },
+    /// Stream keys for publishing (required on a --public stack).
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Breaks things on purpose.
     #[command(subcommand)]
     Chaos(ChaosCmd),
@@ -117,12 +121,16 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 200)]
     pub relay_capacity: u32,
     /// Bind ingest, relays, the gateway and the status page on all addresses (internal APIs
-    /// stay on loopback; admin actions stay loopback-only).
+    /// stay on loopback; admin actions stay loopback-only), and require stream keys.
     #[arg(long)]
     pub public: bool,
     /// Host name viewers use to reach relays (with --public).
     #[arg(long)]
     pub advertise_host: Option<String>,
+    /// Admit only publishers presenting the stream key of their stream name (`ghost keys
+    /// add NAME`). Implied by --public.
+    #[arg(long)]
+    pub require_keys: bool,
     /// Use ephemeral ports everywhere instead of the defaults (several stacks on one host).
     #[arg(long)]
     pub ephemeral_ports: bool,
@@ -159,6 +167,9 @@ impl UpArgs {
         }
         if let Some(h) = &self.advertise_host {
             a.extend(["--advertise-host".into(), h.clone()]);
+        }
+        if self.require_keys {
+            a.push("--require-keys".into());
         }
         if self.ephemeral_ports {
             a.push("--ephemeral-ports".into());
@@ -208,6 +219,10 @@ pub struct PublishArgs {
     /// Ingest address (default: the running stack's).
     #[arg(long, env = "GHOST_INGEST")]
     pub ingest: Option<String>,
+    /// The stream key the operator made for NAME (`ghost keys add NAME`), where ingest
+    /// requires one. GHOST_STREAM_KEY keeps it out of the process list, where a flag shows.
+    #[arg(long, env = "GHOST_STREAM_KEY", hide_env_values = true)]
+    pub key: Option<String>,
 }
 
 /// `ghost watch` flags.
@@ -324,6 +339,7 @@ async fn run(cli: Cli) -> Result<i32> {
             println!("relays: {}", scaled.relays);
             Ok(exit::OK)
         }
+        Cmd::Keys(c) => crate::keys::run(&state, c),
         Cmd::Chaos(c) => chaos(&state, c).await,
         Cmd::Bench(BenchCmd::Fanout(args)) => bench::fanout(&state, args).await,
         Cmd::Images(ImagesCmd::Build { bin_dir }) => {
@@ -369,6 +385,8 @@ fn settings(state: &StateDir, args: &UpArgs) -> Result<Settings> {
         relay_capacity: args.relay_capacity,
         public: args.public,
         advertise_host: args.advertise_host.clone(),
+        // Strangers reach a public stack: nobody goes live there without a key.
+        require_keys: args.require_keys || args.public,
         ports: if args.ephemeral_ports {
             Ports::EPHEMERAL
         } else {
@@ -476,6 +494,9 @@ async fn up_detached(state: &StateDir, args: &UpArgs) -> Result<i32> {
                 println!("  viewer gateway  {}", stack.gateway_url);
                 println!("  ingest (QUIC)   {}", stack.ingest_addr);
                 println!("  status page     {}", stack.supervisor_url);
+                if stack.require_keys {
+                    println!("  publishing      with a stream key only (`ghost keys add NAME`)");
+                }
                 return Ok(exit::OK);
             }
             let names: Vec<&str> = status
@@ -716,6 +737,7 @@ async fn publish_cmd(state: &StateDir, ca: PathBuf, args: PublishArgs) -> Result
             ingest,
             ca,
             name: args.name,
+            key: args.key,
             source,
         },
         stop,

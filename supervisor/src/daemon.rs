@@ -116,6 +116,11 @@ pub async fn run(
         })?;
     let grpc_addr = grpc_listener.local_addr()?;
     let runtime_name = runtime.name();
+    let (public, advertise_host, require_keys) = (
+        settings.public,
+        settings.advertise_host.clone(),
+        settings.require_keys,
+    );
     let (mut supervisor, handle) = Supervisor::new(settings, runtime, exits, grpc_addr);
 
     let app = http::routes(handle.clone());
@@ -156,6 +161,9 @@ pub async fn run(
             ingest_addr: ingest_addr.clone(),
             control_url,
             supervisor_ports: (http_addr.port(), grpc_addr.port()),
+            public,
+            advertise_host,
+            require_keys,
         })?;
         progress(&format!(
             "stack up: viewer gateway {gateway_url}, ingest {ingest_addr}, status page {supervisor_url}"

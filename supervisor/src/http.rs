@@ -277,6 +277,7 @@ mod tests {
             relay_capacity: 10,
             public: true,
             advertise_host: None,
+            require_keys: true,
             ports: Ports::EPHEMERAL,
             bin_dir: std::env::temp_dir(),
             scale_down_after: Duration::from_secs(60),

@@ -5,6 +5,7 @@
 //!   [`policy`] decides; [`services`] is the table of services and ports), and serves the
 //!   status page and APIs ([`http`]);
 //! - [`client`]: the streamer, viewer and load generator;
+//! - [`keys`]: `ghost keys`, the operator's stream keys;
 //! - [`cli`]: the command line, a stable interface ([`exit`] lists its exit codes).
 
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@ pub mod client;
 pub mod daemon;
 pub mod exit;
 pub mod http;
+pub mod keys;
 pub mod policy;
 pub mod runtime;
 pub mod services;

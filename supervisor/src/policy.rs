@@ -49,6 +49,8 @@ pub struct Config {
     pub public: bool,
     /// Host name viewers use to reach relays.
     pub advertise_host: Option<String>,
+    /// Publishers need a stream key (ingest's `--require-keys`).
+    pub require_keys: bool,
     /// The supervisor's capacity API, as the services reach it.
     pub supervisor: SocketAddr,
     /// Seeds the choice of `relay:random`, so tests can repeat it.
@@ -856,6 +858,7 @@ impl Policy {
             public: self.config.public,
             advertise_host: self.config.advertise_host.clone(),
             relay_capacity: self.config.relay_capacity,
+            require_keys: self.config.require_keys,
             supervisor: self.config.supervisor,
         }
     }
@@ -886,6 +889,7 @@ mod tests {
             ports: Ports::EPHEMERAL,
             public: false,
             advertise_host: None,
+            require_keys: false,
             supervisor: "127.0.0.1:7071".parse().expect("addr"),
             seed: 7,
         }

@@ -7,11 +7,13 @@
 //! container network for Docker) is a [`Site`]. A flag changes here, once, for both.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use api::status::{Kind, Role};
 use serde::Serialize;
 
 use crate::runtime::Spec;
+use crate::stack::StateDir;
 
 /// Host ports of the stack; 0 everywhere gives ephemeral ports (tests), pinned after the
 /// first bind so a restarted service keeps its address.
@@ -152,6 +154,27 @@ pub enum File {
     TlsDir,
     /// The join-ticket key shared by control and relays.
     TicketKey,
+    /// The stream keys' directory, read by ingest. A directory, so that a key file
+    /// replaced by rename is seen through a container's mount.
+    KeysDir,
+}
+
+impl File {
+    /// Where it is in the state directory `state`.
+    pub fn path_in(self, state: &StateDir) -> PathBuf {
+        match self {
+            File::TlsDir => state.tls_dir(),
+            File::TicketKey => state.ticket_key(),
+            File::KeysDir => state.keys_dir(),
+        }
+    }
+}
+
+/// A setting of the stack that turns a flag on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Publishers need a stream key (`--require-keys`, implied by `--public`).
+    KeysRequired,
 }
 
 /// Who uses an advertised address, which decides how it is spelled.
@@ -181,6 +204,8 @@ pub enum Arg {
     File(&'static str, File),
     /// The address to announce for this role, to this audience.
     Advertise(&'static str, Role, Audience),
+    /// A flag without a value, given when the stack's setting holds.
+    Flag(&'static str, When),
 }
 
 /// One kind of service.
@@ -200,6 +225,14 @@ impl Service {
     /// Its listener of `role`, if it has one.
     pub fn listen(&self, role: Role) -> Option<&'static Listen> {
         self.listens.iter().find(|l| l.role == role)
+    }
+
+    /// The files of the state directory it reads, which a container must mount.
+    pub fn files(&self) -> impl Iterator<Item = File> + '_ {
+        self.args.iter().filter_map(|arg| match *arg {
+            Arg::File(_, file) => Some(file),
+            _ => None,
+        })
     }
 
     /// The services of the stack it connects to, at which listener.
@@ -259,6 +292,8 @@ pub const SERVICES: [Service; 4] = [
             Arg::Url("--control", Peer::Service(Kind::Control, Role::Grpc)),
             Arg::File("--tls-dir", File::TlsDir),
             Arg::Advertise("--advertise", Role::Quic, Audience::Services),
+            Arg::File("--keys-dir", File::KeysDir),
+            Arg::Flag("--require-keys", When::KeysRequired),
         ],
     },
     Service {
@@ -335,6 +370,12 @@ pub fn args(spec: &Spec, site: &dyn Site) -> Vec<String> {
     let mut out = Vec::new();
     for arg in service.args {
         let (flag, value) = match *arg {
+            Arg::Flag(flag, when) => {
+                if spec.holds(when) {
+                    out.push(flag.to_string());
+                }
+                continue;
+            }
             Arg::Listen(flag, role) => (flag, service.listen(role).map(|l| site.bind(spec, l))),
             Arg::Url(flag, peer) => (
                 flag,

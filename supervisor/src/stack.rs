@@ -3,7 +3,8 @@
 //!
 //! Layout of the state directory (default `$XDG_STATE_HOME/ghost-stream`, else
 //! `~/.local/state/ghost-stream`; `--state-dir` or `GHOST_STATE_DIR` to change):
-//! `tls/` (CA and server certificate), `ticket.key`, `stack.json`, `logs/`.
+//! `tls/` (CA and server certificate), `ticket.key`, `keys/` (stream keys, see
+//! [`server::keys`]), `stack.json`, `logs/`.
 
 use std::path::{Path, PathBuf};
 
@@ -40,6 +41,15 @@ pub struct StackFile {
     /// crash so the services it adopts still reach it.
     #[serde(default)]
     pub supervisor_ports: (u16, u16),
+    /// Whether the public services listen on all addresses (`--public`).
+    #[serde(default)]
+    pub public: bool,
+    /// The host name streamers and viewers use to reach this host (`--advertise-host`).
+    #[serde(default)]
+    pub advertise_host: Option<String>,
+    /// Whether publishers need a stream key (`--require-keys`, implied by `--public`).
+    #[serde(default)]
+    pub require_keys: bool,
 }
 
 /// Paths inside a state directory.
@@ -74,6 +84,16 @@ impl StateDir {
         self.root.join("ticket.key")
     }
 
+    /// The stream keys' directory, which ingest reads (mounted read-only in a container).
+    pub fn keys_dir(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+
+    /// The stream keys.
+    pub fn keys(&self) -> server::keys::KeyStore {
+        server::keys::KeyStore::new(self.keys_dir())
+    }
+
     /// Service logs.
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
@@ -84,10 +104,12 @@ impl StateDir {
         self.root.join("stack.json")
     }
 
-    /// Makes the directory, the TLS files and the ticket key where missing.
+    /// Makes the directory, the TLS files, the ticket key and the stream keys' directory
+    /// (mode 0700; a container mounts it, so it must exist) where missing.
     pub fn prepare(&self) -> Result<()> {
         std::fs::create_dir_all(self.logs())
             .with_context(|| format!("creating {}", self.logs().display()))?;
+        self.keys().create_dir()?;
         let tls = transport::tls::Files::in_dir(&self.tls_dir());
         tls.ensure()?;
         tls.ensure_relay(std::time::SystemTime::now())?;

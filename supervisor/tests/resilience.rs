@@ -39,6 +39,7 @@ async fn go_live(
     session
         .send(&Message::Announce {
             name: name.into(),
+            key: String::new(),
             init: bytes::Bytes::new(),
         })
         .await

@@ -11,6 +11,7 @@
 //! - [`admin`]: the supervisor's admin requests and their answers;
 //! - [`ready`]: the readiness line every service prints once it listens;
 //! - [`client`]: what `ghost publish`, `ghost watch` and `ghost bench` print with `--json`;
+//! - [`keys`]: what `ghost keys list --json` prints;
 //! - [`Problem`]: the body of every HTTP error answer;
 //! - [`Protocol`]: how a stream's publisher reaches ingest, in the gateway's and the status's
 //!   streams.
@@ -20,6 +21,7 @@
 pub mod admin;
 pub mod client;
 pub mod gateway;
+pub mod keys;
 pub mod ready;
 pub mod status;
 

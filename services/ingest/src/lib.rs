@@ -270,7 +270,7 @@ async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
         return;
     };
     let (name, init) = match tokio::time::timeout(quic::SESSION_TIMEOUT, session.recv()).await {
-        Ok(Ok(Some(Message::Announce { name, init }))) => (name, init),
+        Ok(Ok(Some(Message::Announce { name, init, .. }))) => (name, init),
         Ok(Ok(_)) => {
             refuse(&conn, &mut session, Code::Protocol, "expected an announce").await;
             return;

@@ -56,3 +56,90 @@ pub struct Tls {
     #[arg(long = "tls-dir", env = "GHOST_TLS_DIR")]
     pub dir: PathBuf,
 }
+
+/// Stream keys, for the service that takes publishers (ingest); [`crate::keys::Gate`] is
+/// built from it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Keys {
+    /// Directory of the stream keys (`keys.json`, made by `ghost keys add`). Read on every
+    /// publish, so a key added to a running stack works at once. Without it, there are no
+    /// keys.
+    #[arg(
+        id = "keys_dir",
+        long = "keys-dir",
+        env = "GHOST_INGEST_KEYS_DIR",
+        value_name = "DIR"
+    )]
+    pub dir: Option<PathBuf>,
+    /// Admit only publishers presenting the key of their stream name (`--public` stacks).
+    /// Needs `--keys-dir`.
+    #[arg(
+        id = "require_keys",
+        long = "require-keys",
+        env = "GHOST_INGEST_REQUIRE_KEYS",
+        requires_if("true", "keys_dir")
+    )]
+    pub require: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// Every shared struct flattened into one command, as services combine them: their
+    /// argument ids must not collide.
+    #[derive(Debug, Parser)]
+    struct Config {
+        #[command(flatten)]
+        logging: Logging,
+        #[command(flatten)]
+        control: Control,
+        #[command(flatten)]
+        heartbeat: Heartbeat,
+        #[command(flatten)]
+        ticket_key: TicketKey,
+        #[command(flatten)]
+        keys: Keys,
+    }
+
+    /// Ingest's combination: the TLS directory and the keys directory side by side.
+    #[derive(Debug, Parser)]
+    struct WithTls {
+        #[command(flatten)]
+        tls: Tls,
+        #[command(flatten)]
+        keys: Keys,
+    }
+
+    #[test]
+    fn the_shared_flags_fit_in_one_command() {
+        use clap::CommandFactory;
+        Config::command().debug_assert();
+        WithTls::command().debug_assert();
+        let c = WithTls::try_parse_from(["t", "--tls-dir", "/t", "--keys-dir", "/k"])
+            .expect("both directories");
+        assert_eq!(c.tls.dir, PathBuf::from("/t"));
+        assert_eq!(c.keys.dir, Some(PathBuf::from("/k")));
+    }
+
+    #[test]
+    fn keys_flags() {
+        let c = Config::try_parse_from(["t"]).expect("no flags");
+        assert_eq!(c.keys.dir, None);
+        assert!(!c.keys.require);
+        let c = Config::try_parse_from(["t", "--keys-dir", "/k", "--require-keys"])
+            .expect("both flags");
+        assert_eq!(c.keys.dir, Some(PathBuf::from("/k")));
+        assert!(c.keys.require);
+        let c = Config::try_parse_from(["t", "--keys-dir", "/k"]).expect("dir alone");
+        assert!(!c.keys.require);
+    }
+
+    #[test]
+    fn requiring_keys_needs_a_keys_dir() {
+        let err = Config::try_parse_from(["t", "--require-keys"]).expect_err("no dir");
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    }
+}

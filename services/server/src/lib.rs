@@ -8,6 +8,7 @@
 //! - [`binary`]: the `main` of every service binary, with the `health` subcommand;
 //! - [`args`]: the flags several services share;
 //! - [`control`]: the control-plane client and the heartbeat loop;
+//! - [`keys`]: stream keys, their store and the gate ingest asks about each publisher;
 //! - [`clock`]: wall-clock times, as frames and timelines carry them.
 
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod args;
 pub mod binary;
 pub mod clock;
 pub mod control;
+pub mod keys;
 pub mod ops;
 pub mod ready;
 pub mod shutdown;

@@ -20,7 +20,8 @@ pub enum Code {
     TooLarge,
     /// The server is shutting down. Code 6.
     Shutdown,
-    /// The join ticket is missing, forged, expired or for another relay. Code 7.
+    /// The join ticket is missing, forged, expired or for another relay; or the publisher's
+    /// stream key is missing, wrong or for another stream name. Code 7.
     Unauthorized,
     /// An internal failure on the server. Code 8.
     Internal,

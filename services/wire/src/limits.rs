@@ -6,6 +6,9 @@ pub const MAX_FRAME: usize = 4 << 20;
 pub const MAX_INIT: usize = 1 << 20;
 /// Largest stream name, in bytes.
 pub const MAX_NAME: usize = 128;
+/// Largest stream key a publisher presents, in bytes (the keys `ghost keys add` makes are
+/// far shorter; the cap bounds what a stranger can make ingest hash).
+pub const MAX_KEY: usize = 128;
 /// Largest stream id, in bytes.
 pub const MAX_ID: usize = 64;
 /// Largest join ticket.

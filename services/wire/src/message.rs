@@ -16,7 +16,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::Code;
 use crate::WireError;
-use crate::limits::{MAX_ID, MAX_INIT, MAX_MESSAGE, MAX_NAME, MAX_REASON, MAX_TICKET};
+use crate::limits::{MAX_ID, MAX_INIT, MAX_KEY, MAX_MESSAGE, MAX_NAME, MAX_REASON, MAX_TICKET};
 
 const HEADER: usize = 5;
 
@@ -28,6 +28,9 @@ pub enum Message {
     Announce {
         /// Stream name chosen by the streamer.
         name: String,
+        /// The stream key the operator gave the streamer, or empty for none. Ingest may
+        /// require one (`--require-keys`); a key also decides the name it publishes under.
+        key: String,
         /// ftyp+moov, or empty.
         init: Bytes,
     },
@@ -90,8 +93,9 @@ impl Message {
     pub fn encode(&self, out: &mut BytesMut) {
         let mut body = BytesMut::new();
         let kind = match self {
-            Message::Announce { name, init } => {
+            Message::Announce { name, key, init } => {
                 put_str(&mut body, name, MAX_NAME);
+                put_str(&mut body, key, MAX_KEY);
                 put_blob(&mut body, init, MAX_INIT);
                 kind::ANNOUNCE
             }
@@ -178,6 +182,7 @@ impl Message {
         Ok(match kind {
             kind::ANNOUNCE => Message::Announce {
                 name: get_str(body, "stream name", MAX_NAME)?,
+                key: get_str(body, "stream key", MAX_KEY)?,
                 init: get_blob(body, "init segment", MAX_INIT)?,
             },
             kind::ANNOUNCED => Message::Announced {
@@ -272,7 +277,13 @@ mod tests {
         vec![
             Message::Announce {
                 name: "cats".into(),
+                key: "gs_abcdefghijklmnopqrstuvwxyz234567".into(),
                 init: Bytes::from_static(b"ftypmoov"),
+            },
+            Message::Announce {
+                name: "dogs".into(),
+                key: String::new(),
+                init: Bytes::new(),
             },
             Message::Announced {
                 stream_id: "abc".into(),
@@ -356,6 +367,40 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn oversized_key_is_refused() {
+        let mut body = BytesMut::new();
+        body.put_u16(4);
+        body.extend_from_slice(b"cats");
+        body.put_u16(MAX_KEY as u16 + 1);
+        body.extend_from_slice(&[b'k'; MAX_KEY + 1]);
+        body.put_u32(0);
+        let mut buf = BytesMut::new();
+        buf.put_u8(kind::ANNOUNCE);
+        buf.put_u32(body.len() as u32);
+        buf.extend_from_slice(&body);
+        let err = Message::decode(&mut buf).expect_err("too large");
+        assert!(matches!(
+            err,
+            WireError::TooLarge {
+                what: "stream key",
+                ..
+            }
+        ));
+        assert_eq!(err.code(), Code::TooLarge);
+    }
+
+    #[test]
+    fn a_key_at_its_maximum_round_trips() {
+        let announce = Message::Announce {
+            name: "cats".into(),
+            key: "k".repeat(MAX_KEY),
+            init: Bytes::new(),
+        };
+        let mut buf = BytesMut::from(&announce.to_bytes()[..]);
+        assert_eq!(Message::decode(&mut buf), Ok(Some(announce)));
     }
 
     #[test]

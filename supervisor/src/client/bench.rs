@@ -128,6 +128,7 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
                     ingest: stack.ingest_addr.clone(),
                     ca: ca.clone(),
                     name: format!("bench-{run}-{i}"),
+                    key: None,
                     source: publish::Source::Synthetic {
                         fps: args.fps,
                         frame_size: args.frame_size,

@@ -44,6 +44,8 @@ pub struct Options {
     pub ca: PathBuf,
     /// Stream name.
     pub name: String,
+    /// The stream key the operator gave for `name`, where ingest requires one.
+    pub key: Option<String>,
     /// Media source.
     pub source: Source,
 }
@@ -70,8 +72,15 @@ pub struct Live {
     endpoint: quinn::Endpoint,
 }
 
-/// Connects to ingest and announces `name` with `init`. Returns once the stream is live.
-pub async fn announce(ingest: &str, ca: &std::path::Path, name: &str, init: Bytes) -> Result<Live> {
+/// Connects to ingest and announces `name`, presenting `key` if any, with `init`. Returns
+/// once the stream is live.
+pub async fn announce(
+    ingest: &str,
+    ca: &std::path::Path,
+    name: &str,
+    key: Option<&str>,
+    init: Bytes,
+) -> Result<Live> {
     let endpoint = quic::client(ca, quic::ALPN_PUBLISH, Windows::PUBLISHER)?;
     let addr = quic::resolve(ingest).await?;
     let conn = tokio::time::timeout(
@@ -92,6 +101,7 @@ pub async fn announce(ingest: &str, ca: &std::path::Path, name: &str, init: Byte
     session
         .send(&Message::Announce {
             name: name.to_string(),
+            key: key.unwrap_or_default().to_string(),
             init,
         })
         .await?;
@@ -192,7 +202,14 @@ pub async fn publish(
                 }
                 reader.push(&buf[..n]);
             };
-            let live = announce(&options.ingest, &options.ca, &options.name, init.clone()).await?;
+            let live = announce(
+                &options.ingest,
+                &options.ca,
+                &options.name,
+                options.key.as_deref(),
+                init.clone(),
+            )
+            .await?;
             on_live(&live.stream_id);
             let track = Track::new(TrackInfo {
                 id: live.stream_id.clone(),
@@ -220,7 +237,14 @@ pub async fn publish(
             group,
             duration,
         } => {
-            let live = announce(&options.ingest, &options.ca, &options.name, Bytes::new()).await?;
+            let live = announce(
+                &options.ingest,
+                &options.ca,
+                &options.name,
+                options.key.as_deref(),
+                Bytes::new(),
+            )
+            .await?;
             on_live(&live.stream_id);
             let track = Track::new(TrackInfo {
                 id: live.stream_id.clone(),

@@ -41,7 +41,7 @@ use crate::stack::StateDir;
 pub const LABEL_STACK: &str = "ghost-stream.stack";
 const LABEL_SERVICE: &str = "ghost-stream.service";
 const LABEL_GENERATION: &str = "ghost-stream.generation";
-/// Where the state directory's TLS files and ticket key appear inside containers.
+/// Where the state directory's files appear inside containers.
 const MOUNT: &str = "/run/ghost";
 /// How long a container may take to announce readiness.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -325,6 +325,32 @@ fn args(spec: &Spec) -> Vec<String> {
     args
 }
 
+/// Where `file` of the state directory appears inside a container.
+fn mount_point(file: File) -> String {
+    match file {
+        File::TlsDir => format!("{MOUNT}/tls"),
+        File::TicketKey => format!("{MOUNT}/ticket.key"),
+        File::KeysDir => format!("{MOUNT}/keys"),
+    }
+}
+
+/// The bind mounts of a `kind` container: each file of the state directory (at
+/// `state_root`) that its flags name, read-only, and nothing else: control never sees the
+/// TLS key, relays never see the stream keys.
+fn binds(kind: Kind, state_root: &std::path::Path) -> Vec<String> {
+    let state = StateDir::new(state_root);
+    services::service(kind)
+        .files()
+        .map(|file| {
+            format!(
+                "{}:{}:ro",
+                file.path_in(&state).display(),
+                mount_point(file)
+            )
+        })
+        .collect()
+}
+
 /// The stack's container network: services reach each other by service name at the ports
 /// inside their containers, and read the state directory where it is mounted.
 struct Network;
@@ -339,10 +365,7 @@ impl Site for Network {
     }
 
     fn file(&self, file: File) -> String {
-        match file {
-            File::TlsDir => format!("{MOUNT}/tls"),
-            File::TicketKey => format!("{MOUNT}/ticket.key"),
-        }
+        mount_point(file)
     }
 
     fn advertise(&self, spec: &Spec, listen: &Listen, audience: Audience) -> Option<String> {
@@ -501,13 +524,7 @@ impl Runtime for DockerRuntime {
         }
         let state_root = std::fs::canonicalize(self.state.root())
             .unwrap_or_else(|_| self.state.root().to_path_buf());
-        let binds = vec![
-            format!("{}:{MOUNT}/tls:ro", state_root.join("tls").display()),
-            format!(
-                "{}:{MOUNT}/ticket.key:ro",
-                state_root.join("ticket.key").display()
-            ),
-        ];
+        let binds = binds(spec.kind, &state_root);
         let labels = HashMap::from([
             (LABEL_STACK.to_string(), self.stack.clone()),
             (LABEL_SERVICE.to_string(), spec.name.clone()),
@@ -670,6 +687,8 @@ mod tests {
                     "/run/ghost/tls",
                     "--advertise",
                     "ingest:4433",
+                    "--keys-dir",
+                    "/run/ghost/keys",
                 ][..],
                 &json
             ]
@@ -716,6 +735,42 @@ mod tests {
                 &json
             ]
             .concat()
+        );
+    }
+
+    #[test]
+    fn each_container_mounts_the_files_its_flags_name_read_only() {
+        let root = std::path::Path::new("/state");
+        assert_eq!(
+            binds(Kind::Control, root),
+            ["/state/ticket.key:/run/ghost/ticket.key:ro"]
+        );
+        assert_eq!(
+            binds(Kind::Ingest, root),
+            [
+                "/state/tls:/run/ghost/tls:ro",
+                "/state/keys:/run/ghost/keys:ro"
+            ]
+        );
+        assert_eq!(
+            binds(Kind::Relay, root),
+            [
+                "/state/tls:/run/ghost/tls:ro",
+                "/state/ticket.key:/run/ghost/ticket.key:ro"
+            ]
+        );
+        assert_eq!(binds(Kind::Gateway, root), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_stack_requiring_keys_tells_ingest() {
+        let mut ingest = spec(Kind::Ingest, 0, &[(Role::Quic, 0), (Role::Ops, 0)]);
+        ingest.require_keys = true;
+        let args = args(&ingest);
+        assert!(
+            args.windows(3)
+                .any(|w| w == ["--keys-dir", "/run/ghost/keys", "--require-keys"]),
+            "{args:?}"
         );
     }
 

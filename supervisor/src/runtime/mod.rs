@@ -11,6 +11,8 @@ use anyhow::Result;
 use api::status::{Instance, Kind, Role, Usage};
 use tokio::sync::mpsc;
 
+use crate::services::When;
+
 /// Everything needed to start one service instance. Each runtime turns it into a command
 /// line through [`crate::services::args`]: host addresses for processes, service names
 /// inside a container network for Docker.
@@ -32,6 +34,8 @@ pub struct Spec {
     pub advertise_host: Option<String>,
     /// Viewers a relay admits.
     pub relay_capacity: u32,
+    /// Publishers need a stream key.
+    pub require_keys: bool,
     /// The supervisor's capacity API, as the services reach it.
     pub supervisor: SocketAddr,
 }
@@ -56,6 +60,7 @@ impl Spec {
             public,
             advertise_host: None,
             relay_capacity: 50,
+            require_keys: false,
             supervisor,
         }
     }
@@ -70,6 +75,13 @@ impl Spec {
     /// The host port of peer `kind` (0 when unknown).
     pub fn peer_port(&self, kind: Kind) -> u16 {
         self.peer_ports.get(&kind).copied().unwrap_or(0)
+    }
+
+    /// Whether the stack's setting `when` holds, which turns its flag on.
+    pub fn holds(&self, when: When) -> bool {
+        match when {
+            When::KeysRequired => self.require_keys,
+        }
     }
 }
 

@@ -61,12 +61,7 @@ impl Site for ProcessRuntime {
     }
 
     fn file(&self, file: File) -> String {
-        match file {
-            File::TlsDir => self.state.tls_dir(),
-            File::TicketKey => self.state.ticket_key(),
-        }
-        .display()
-        .to_string()
+        file.path_in(&self.state).display().to_string()
     }
 
     fn advertise(&self, spec: &Spec, listen: &Listen, audience: Audience) -> Option<String> {
@@ -335,6 +330,8 @@ mod tests {
                 "state/tls",
                 "--advertise",
                 "127.0.0.1:4433",
+                "--keys-dir",
+                "state/keys",
             ]
         );
         let mut relay = spec(Kind::Relay, 2, &[(Role::Quic, 4501), (Role::Ops, 9202)]);
@@ -373,6 +370,25 @@ mod tests {
                 "http://127.0.0.1:7000"
             ]
         );
+    }
+
+    #[test]
+    fn ingest_requires_keys_when_the_stack_does() {
+        let mut ingest = spec(Kind::Ingest, 0, &[(Role::Quic, 4433), (Role::Ops, 9101)]);
+        ingest.require_keys = true;
+        let args = args(&ingest);
+        assert_eq!(args.last().map(String::as_str), Some("--require-keys"));
+        assert_eq!(args.iter().filter(|a| *a == "--require-keys").count(), 1);
+        // Only ingest takes publishers.
+        for (kind, index) in [(Kind::Control, 0), (Kind::Relay, 1), (Kind::Gateway, 0)] {
+            let mut other = spec(kind, index, &[]);
+            other.require_keys = true;
+            let args = self::args(&other);
+            assert!(
+                !args.iter().any(|a| a.contains("keys")),
+                "{kind:?}: {args:?}"
+            );
+        }
     }
 
     #[test]

@@ -166,6 +166,7 @@ impl Stack {
             ingest: self.file.ingest_addr.clone(),
             ca: self.state.ca(),
             name: name.to_string(),
+            key: None,
             source: publish::Source::Synthetic {
                 fps,
                 frame_size,
