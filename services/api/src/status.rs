@@ -42,6 +42,8 @@ pub enum Role {
     Quic,
     /// The viewer gateway's HTTP API.
     Http,
+    /// RTMP (TCP) from encoders such as OBS: ingest.
+    Rtmp,
     /// The ops listener (`/health`, `/metrics`).
     Ops,
 }
@@ -53,6 +55,7 @@ impl Role {
             Role::Grpc => "grpc",
             Role::Quic => "quic",
             Role::Http => "http",
+            Role::Rtmp => "rtmp",
             Role::Ops => "ops",
         }
     }

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod remux;
+mod rtmp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use api::Protocol;
 use api::status::{Kind, Role};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -40,6 +42,12 @@ pub struct Config {
     /// QUIC (UDP) listen address for streamers and relays.
     #[arg(long, env = "GHOST_INGEST_LISTEN", default_value = "0.0.0.0:4433")]
     pub listen: SocketAddr,
+    /// RTMP (TCP) listen address for encoders such as OBS (`rtmp://HOST/live/STREAM_KEY`).
+    #[arg(long, env = "GHOST_INGEST_RTMP_LISTEN", default_value = "0.0.0.0:1935")]
+    pub rtmp_listen: SocketAddr,
+    /// RTMP connections open at once, at most (publishing or not yet).
+    #[arg(long, env = "GHOST_INGEST_MAX_RTMP_CONNECTIONS", default_value_t = 256)]
+    pub max_rtmp_connections: usize,
     /// Address relays use to reach this ingest (defaults to the bound address).
     #[arg(long, env = "GHOST_INGEST_ADVERTISE")]
     pub advertise: Option<String>,
@@ -55,6 +63,9 @@ pub struct Config {
     /// The stack's certificate and key.
     #[command(flatten)]
     pub tls: server::args::Tls,
+    /// Who may publish: stream keys.
+    #[command(flatten)]
+    pub keys: server::args::Keys,
     /// Streamers connected at once, at most.
     #[arg(long, env = "GHOST_INGEST_MAX_PUBLISHERS", default_value_t = 64)]
     pub max_publishers: usize,
@@ -72,6 +83,8 @@ struct Metrics {
     subscribers: Gauge,
     streams_started: Counter,
     publishers_refused: Counter,
+    rtmp_connections: Gauge,
+    rtmp_refused: Counter,
     fanout: fanout::Metrics,
 }
 
@@ -93,27 +106,74 @@ impl Metrics {
             "Announces refused (control down, name in use, limit)",
             self.publishers_refused.clone(),
         );
+        registry.register(
+            "rtmp_connections",
+            "RTMP connections open (publishing or not yet)",
+            self.rtmp_connections.clone(),
+        );
+        registry.register(
+            "rtmp_refused",
+            "RTMP connections closed at once: too many open",
+            self.rtmp_refused.clone(),
+        );
         self.fanout.register(registry);
     }
 }
 
+/// A stream live here, as ingest lists it to control and to relays.
+struct Listed {
+    track: Track,
+    started_at_us: u64,
+    protocol: Protocol,
+}
+
 struct State {
     id: String,
-    streams: Mutex<HashMap<String, (Track, u64)>>,
+    /// Streams created at control whose publisher has not sent its codec setup yet (an RTMP
+    /// publish between `publish` and its sequence headers): subscribers wait for the track.
+    pending: Mutex<HashMap<String, tokio::sync::watch::Sender<Option<Track>>>>,
+    keys: server::keys::Gate,
+    streams: Mutex<HashMap<String, Listed>>,
     control: proto::control::control_client::ControlClient<tonic::transport::Channel>,
     publishers: Arc<tokio::sync::Semaphore>,
     metrics: Metrics,
 }
 
 impl State {
-    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Track, u64)>> {
+    fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<String, Listed>> {
         self.streams.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, tokio::sync::watch::Sender<Option<Track>>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The live track `id`, waiting up to [`PENDING_WAIT`] for one whose publisher has not
+    /// sent its codec setup yet.
+    async fn track(&self, id: &str) -> Option<Track> {
+        if let Some(listed) = self.streams().get(id) {
+            return Some(listed.track.clone());
+        }
+        let mut rx = self.pending().get(id)?.subscribe();
+        let ready = tokio::time::timeout(PENDING_WAIT, rx.wait_for(Option::is_some)).await;
+        match ready {
+            Ok(Ok(track)) => track.clone(),
+            _ => None,
+        }
+    }
 }
+
+/// How long a relay's subscription waits for a stream that is created but has no media yet.
+/// Shorter than the relay's own wait for an answer ([`quic::SESSION_TIMEOUT`]).
+const PENDING_WAIT: Duration = Duration::from_secs(3);
 
 /// Ingest with its sockets bound, ready to run.
 pub struct Server {
     endpoint: quinn::Endpoint,
+    rtmp: tokio::net::TcpListener,
+    max_rtmp_connections: usize,
     ops: tokio::net::TcpListener,
     registry: Registry,
     state: Arc<State>,
@@ -132,6 +192,9 @@ impl Server {
             &[quic::ALPN_PUBLISH, quic::ALPN_SUBSCRIBE],
             Windows::RECEIVER,
         )?;
+        let rtmp = tokio::net::TcpListener::bind(config.rtmp_listen)
+            .await
+            .with_context(|| format!("binding the RTMP listener on {}", config.rtmp_listen))?;
         let ops = ops::bind(config.ops_listen).await?;
         let bound = endpoint.local_addr().context("reading the QUIC address")?;
         let metrics = Metrics::default();
@@ -143,11 +206,15 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| bound.to_string()),
             endpoint,
+            rtmp,
+            max_rtmp_connections: config.max_rtmp_connections.max(1),
             ops,
             registry,
             heartbeat: *config.heartbeat.interval,
             state: Arc::new(State {
                 id: config.id.clone(),
+                keys: server::keys::Gate::from(&config.keys),
+                pending: Mutex::new(HashMap::new()),
                 streams: Mutex::new(HashMap::new()),
                 control: server::control::client(&config.control.url)?,
                 publishers: Arc::new(tokio::sync::Semaphore::new(config.max_publishers)),
@@ -163,6 +230,11 @@ impl Server {
             .context("reading the QUIC address")
     }
 
+    /// The bound RTMP address.
+    pub fn rtmp_addr(&self) -> Result<SocketAddr> {
+        self.rtmp.local_addr().context("reading the RTMP address")
+    }
+
     /// The bound ops address.
     pub fn ops_addr(&self) -> Result<SocketAddr> {
         ops::local(&self.ops)
@@ -174,6 +246,12 @@ impl Server {
         let accept = quic::accept_loop(self.endpoint, shutdown.clone(), move |conn| {
             handle(state.clone(), conn)
         });
+        let rtmp = rtmp::serve(
+            self.rtmp,
+            self.state.clone(),
+            self.max_rtmp_connections,
+            shutdown.clone(),
+        );
         let ops = ops::serve(
             self.ops,
             ops::routes(Arc::new(self.registry)),
@@ -189,6 +267,7 @@ impl Server {
             });
         tokio::select! {
             () = accept => Ok(()),
+            () = rtmp => Ok(()),
             r = ops => r,
             () = heartbeat => Ok(()),
         }
@@ -199,13 +278,13 @@ async fn beat(state: &State, addr: String) -> Result<Duration, tonic::Status> {
     let streams = state
         .streams()
         .values()
-        .map(|(t, started_at_us)| pb::Stream {
-            id: t.info().id.clone(),
-            name: t.info().name.clone(),
-            started_at_us: *started_at_us,
+        .map(|listed| pb::Stream {
+            id: listed.track.info().id.clone(),
+            name: listed.track.info().name.clone(),
+            started_at_us: listed.started_at_us,
             viewers: 0,
             ingest_id: state.id.clone(),
-            ..Default::default()
+            protocol: listed.protocol.as_str().to_string(),
         })
         .collect();
     let resp = state
@@ -269,8 +348,9 @@ async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
         .await;
         return;
     };
-    let (name, init) = match tokio::time::timeout(quic::SESSION_TIMEOUT, session.recv()).await {
-        Ok(Ok(Some(Message::Announce { name, init, .. }))) => (name, init),
+    let (name, init, key) = match tokio::time::timeout(quic::SESSION_TIMEOUT, session.recv()).await
+    {
+        Ok(Ok(Some(Message::Announce { name, init, key }))) => (name, init, key),
         Ok(Ok(_)) => {
             refuse(&conn, &mut session, Code::Protocol, "expected an announce").await;
             return;
@@ -284,41 +364,16 @@ async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
             return;
         }
     };
-    let created = state
-        .control
-        .clone()
-        .create_stream(pb::CreateStreamRequest {
-            name: name.clone(),
-            ingest_id: state.id.clone(),
-            ..Default::default()
-        })
-        .await;
-    let stream = match created.map(|r| r.into_inner().stream) {
-        Ok(Some(stream)) => stream,
-        Ok(None) => {
-            refuse(
-                &conn,
-                &mut session,
-                Code::Internal,
-                "control answered no stream",
-            )
-            .await;
+    let name = match authorize(&state, Some(&name), Some(&key)) {
+        Ok(name) => name,
+        Err(refusal) => {
+            refuse(&conn, &mut session, refusal.code(), &refusal.to_string()).await;
             return;
         }
-        Err(status) => {
-            state.metrics.publishers_refused.inc();
-            let (code, reason) = match status.code() {
-                tonic::Code::AlreadyExists => (Code::NameInUse, status.message().to_string()),
-                tonic::Code::InvalidArgument => (Code::Protocol, status.message().to_string()),
-                _ => (
-                    Code::Unavailable,
-                    format!(
-                        "control plane unavailable, new streams cannot start now: {}",
-                        status.message()
-                    ),
-                ),
-            };
-            tracing::warn!(%name, %reason, "announce refused");
+    };
+    let stream = match create(&state, &name, Protocol::Quic).await {
+        Ok(stream) => stream,
+        Err((code, reason)) => {
             refuse(&conn, &mut session, code, &reason).await;
             return;
         }
@@ -328,12 +383,7 @@ async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
         name: name.clone(),
         init,
     });
-    state
-        .streams()
-        .insert(stream.id.clone(), (track.clone(), stream.started_at_us));
-    state.metrics.streams_started.inc();
-    state.metrics.publishers.inc();
-    tracing::info!(stream = %stream.id, %name, "publisher live");
+    go_live(&state, &track, stream.started_at_us, Protocol::Quic);
 
     let received = match session
         .send(&Message::Announced {
@@ -345,22 +395,7 @@ async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
         Err(e) => Err(e.into()),
     };
 
-    // The stream is over, however it ended: subscribers first, then control, at once.
-    track.end();
-    state.streams().remove(&stream.id);
-    state.metrics.publishers.dec();
-    let ended = state
-        .control
-        .clone()
-        .end_stream(pb::EndStreamRequest {
-            id: stream.id.clone(),
-            ingest_id: state.id.clone(),
-        })
-        .await;
-    if let Err(status) = ended {
-        // The next heartbeat no longer lists it, so control catches up anyway.
-        tracing::warn!(stream = %stream.id, error = %status.message(), "could not tell control the stream ended");
-    }
+    finish(&state, &track).await;
     match received {
         Ok(()) => {
             tracing::info!(stream = %stream.id, "publisher finished");
@@ -380,6 +415,102 @@ async fn publish(state: Arc<State>, conn: Connection, mut session: Session) {
     }
 }
 
+/// Asks the stream keys who may publish: the name to publish as, or why not (logged here).
+pub(crate) fn authorize(
+    state: &State,
+    name: Option<&str>,
+    key: Option<&str>,
+) -> Result<String, server::keys::Refusal> {
+    state.keys.authorize(name, key).inspect_err(|refusal| {
+        state.metrics.publishers_refused.inc();
+        match refusal {
+            server::keys::Refusal::Unavailable(error) => {
+                tracing::error!(%error, "stream keys unreadable: refusing publishers");
+            }
+            refusal => {
+                tracing::warn!(name = name.unwrap_or_default(), %refusal, "publisher refused")
+            }
+        }
+    })
+}
+
+/// Asks control to create stream `name`: the stream's id and start time, or the code and
+/// reason to refuse the streamer with.
+pub(crate) async fn create(
+    state: &State,
+    name: &str,
+    protocol: Protocol,
+) -> Result<pb::Stream, (Code, String)> {
+    let created = state
+        .control
+        .clone()
+        .create_stream(pb::CreateStreamRequest {
+            name: name.to_string(),
+            ingest_id: state.id.clone(),
+            protocol: protocol.as_str().to_string(),
+        })
+        .await;
+    let refused = match created.map(|r| r.into_inner().stream) {
+        Ok(Some(stream)) => return Ok(stream),
+        Ok(None) => (Code::Internal, "control answered no stream".to_string()),
+        Err(status) => match status.code() {
+            tonic::Code::AlreadyExists => (Code::NameInUse, status.message().to_string()),
+            tonic::Code::InvalidArgument => (Code::Protocol, status.message().to_string()),
+            _ => (
+                Code::Unavailable,
+                format!(
+                    "control plane unavailable, new streams cannot start now: {}",
+                    status.message()
+                ),
+            ),
+        },
+    };
+    state.metrics.publishers_refused.inc();
+    tracing::warn!(%name, reason = %refused.1, "announce refused");
+    Err(refused)
+}
+
+/// Lists `track` as live here: relays can subscribe to it from now on.
+pub(crate) fn go_live(state: &State, track: &Track, started_at_us: u64, protocol: Protocol) {
+    let info = track.info();
+    if let Some(waiting) = state.pending().remove(&info.id) {
+        waiting.send_replace(Some(track.clone()));
+    }
+    state.streams().insert(
+        info.id.clone(),
+        Listed {
+            track: track.clone(),
+            started_at_us,
+            protocol,
+        },
+    );
+    state.metrics.streams_started.inc();
+    state.metrics.publishers.inc();
+    tracing::info!(stream = %info.id, name = %info.name, "publisher live");
+}
+
+/// Ends `track`, however its publisher stopped: subscribers first, then control, at once.
+pub(crate) async fn finish(state: &State, track: &Track) {
+    let id = &track.info().id;
+    track.end();
+    state.pending().remove(id);
+    if state.streams().remove(id).is_some() {
+        state.metrics.publishers.dec();
+    }
+    let ended = state
+        .control
+        .clone()
+        .end_stream(pb::EndStreamRequest {
+            id: id.clone(),
+            ingest_id: state.id.clone(),
+        })
+        .await;
+    if let Err(status) = ended {
+        // The next heartbeat no longer lists it, so control catches up anyway.
+        tracing::warn!(stream = %id, error = %status.message(), "could not tell control the stream ended");
+    }
+}
+
 async fn subscribe(state: Arc<State>, conn: Connection, mut session: Session) {
     let stream_id = match tokio::time::timeout(quic::SESSION_TIMEOUT, session.recv()).await {
         Ok(Ok(Some(Message::Subscribe { stream_id }))) => stream_id,
@@ -396,7 +527,7 @@ async fn subscribe(state: Arc<State>, conn: Connection, mut session: Session) {
             return;
         }
     };
-    let track = state.streams().get(&stream_id).map(|(t, _)| t.clone());
+    let track = state.track(&stream_id).await;
     let Some(track) = track else {
         refuse(
             &conn,
@@ -421,11 +552,16 @@ pub async fn main(config: Config) -> Result<()> {
     server::telemetry::init(config.logging.log_format, "info");
     let server = Server::bind(&config).await?;
     let quic_addr = server.quic_addr()?;
+    let rtmp_addr = server.rtmp_addr()?;
     let ops_addr = server.ops_addr()?;
-    tracing::info!(quic = %quic_addr, ops = %ops_addr, id = %config.id, "ingest listening");
+    tracing::info!(quic = %quic_addr, rtmp = %rtmp_addr, ops = %ops_addr, id = %config.id, "ingest listening");
     server::ready::announce(
         Kind::Ingest,
-        &[(Role::Quic, quic_addr), (Role::Ops, ops_addr)],
+        &[
+            (Role::Quic, quic_addr),
+            (Role::Rtmp, rtmp_addr),
+            (Role::Ops, ops_addr),
+        ],
     );
     server.run(server::shutdown::on_signal()).await
 }
