@@ -128,6 +128,7 @@ def provisioned(endpoint, name, key_name, operator_cidr, ami, key_file, inventor
             problems.append("security group tags: %s" % tags_of(group))
         want = {
             ("udp", 4433, 4433, "0.0.0.0/0"),
+            ("tcp", 1935, 1935, "0.0.0.0/0"),
             ("udp", 4500, 4507, "0.0.0.0/0"),
             ("tcp", 8080, 8080, "0.0.0.0/0"),
             ("tcp", 22, 22, operator_cidr),

@@ -301,7 +301,7 @@ deploy_tests() {
         fi
     done
     # The stack binds its default ports on all addresses (--public): they must be free.
-    if ! "$VENV/bin/python" tests/helpers.py ports-free 7070,7071,7000,8080,9100,9101,9201,9202 \
+    if ! "$VENV/bin/python" tests/helpers.py ports-free 7070,7071,7000,8080,9100,9101,9201,9202,1935 \
         4433,4500,4501 >"$LOGS/ports.log" 2>&1; then
         fail "deploy: the stack's default ports are taken on this machine; not deploying" "$LOGS/ports.log"
         return

@@ -29,6 +29,19 @@ use crate::runtime::{self, Runtime};
 pub use crate::services::Ports;
 use crate::stack::StateDir;
 
+/// Where clients reach a stack that is up.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// The viewer gateway's URL.
+    pub gateway_url: String,
+    /// Ingest's QUIC address.
+    pub ingest_addr: String,
+    /// Ingest's RTMP address.
+    pub rtmp_addr: String,
+    /// Control's gRPC URL.
+    pub control_url: String,
+}
+
 /// Hears each step of a long operation (bring-up, image builds), for the user to see.
 pub type Progress = dyn Fn(&str) + Send + Sync;
 
@@ -347,17 +360,18 @@ impl Supervisor {
         }
     }
 
-    /// Where clients reach the stack, once it is up: the gateway's URL, ingest's address,
-    /// control's URL.
-    pub fn endpoints(&self) -> Option<(String, String, String)> {
+    /// Where clients reach the stack, once it is up.
+    pub fn endpoints(&self) -> Option<Endpoints> {
         let gateway = self.policy.addr(Kind::Gateway, Role::Http)?;
         let ingest = self.policy.addr(Kind::Ingest, Role::Quic)?;
+        let rtmp = self.policy.addr(Kind::Ingest, Role::Rtmp)?;
         let control = self.policy.addr(Kind::Control, Role::Grpc)?;
-        Some((
-            format!("http://{gateway}"),
-            ingest.to_string(),
-            format!("http://{control}"),
-        ))
+        Some(Endpoints {
+            gateway_url: format!("http://{gateway}"),
+            ingest_addr: ingest.to_string(),
+            rtmp_addr: rtmp.to_string(),
+            control_url: format!("http://{control}"),
+        })
     }
 
     /// Runs the reconcile loop until `shutdown` or a `down` request; stops every service

@@ -493,6 +493,7 @@ async fn up_detached(state: &StateDir, args: &UpArgs) -> Result<i32> {
                 println!("stack up ({} runtime)", stack.runtime);
                 println!("  viewer gateway  {}", stack.gateway_url);
                 println!("  ingest (QUIC)   {}", stack.ingest_addr);
+                println!("  ingest (RTMP)   rtmp://{}/live", stack.rtmp_addr);
                 println!("  status page     {}", stack.supervisor_url);
                 if stack.require_keys {
                     println!("  publishing      with a stream key only (`ghost keys add NAME`)");

@@ -142,7 +142,12 @@ pub async fn run(
     let stop = shutdown.clone();
     let stack = async move {
         supervisor.bring_up(progress).await?;
-        let (gateway_url, ingest_addr, control_url) = supervisor
+        let crate::actor::Endpoints {
+            gateway_url,
+            ingest_addr,
+            rtmp_addr,
+            control_url,
+        } = supervisor
             .endpoints()
             .context("services announced no addresses")?;
         let supervisor_url = format!(
@@ -159,6 +164,7 @@ pub async fn run(
             supervisor_url: supervisor_url.clone(),
             gateway_url: gateway_url.clone(),
             ingest_addr: ingest_addr.clone(),
+            rtmp_addr: rtmp_addr.clone(),
             control_url,
             supervisor_ports: (http_addr.port(), grpc_addr.port()),
             public,
@@ -166,7 +172,7 @@ pub async fn run(
             require_keys,
         })?;
         progress(&format!(
-            "stack up: viewer gateway {gateway_url}, ingest {ingest_addr}, status page {supervisor_url}"
+            "stack up: viewer gateway {gateway_url}, ingest {ingest_addr} (QUIC) and rtmp://{rtmp_addr}/live, status page {supervisor_url}"
         ));
         supervisor.run(stop.clone()).await;
         stop.cancel();

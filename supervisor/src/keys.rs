@@ -69,7 +69,7 @@ fn add(state: &StateDir, store: &KeyStore, name: &str, rotate: bool) -> Result<i
         Err(e) => return Err(e.into()),
     };
     let stack = state.read().ok();
-    print!("{}", obs_settings(name, &rtmp_host(stack.as_ref()), &key));
+    print!("{}", obs_settings(name, &rtmp_server(stack.as_ref()), &key));
     if let Some(stack) = stack
         && !stack.require_keys
     {
@@ -83,17 +83,26 @@ fn add(state: &StateDir, store: &KeyStore, name: &str, rotate: bool) -> Result<i
 
 /// What `ghost keys add` prints: the key, once, as OBS asks for it and as `ghost publish`
 /// takes it.
-fn obs_settings(name: &str, host: &str, key: &str) -> String {
+fn obs_settings(name: &str, server: &str, key: &str) -> String {
     format!(
         "Stream key for {name:?}, shown only this once (keep it secret):\n\
          \n\
          OBS: Settings > Stream, Service: Custom...\n  \
-         Server: rtmp://{host}:{RTMP_PORT}/live\n  \
+         Server: {server}\n  \
          Stream key: {key}\n\
          \n\
          ghost: ghost publish --name {shell} --key {key} --input -\n",
         shell = shell_word(name),
     )
+}
+
+/// OBS's "Server" field: `rtmp://HOST:PORT/live`, the port the stack's ingest listens on
+/// (1935 by default).
+fn rtmp_server(stack: Option<&StackFile>) -> String {
+    let port = stack
+        .and_then(|s| s.rtmp_addr.parse::<std::net::SocketAddr>().ok())
+        .map_or(RTMP_PORT, |a| a.port());
+    format!("rtmp://{}:{port}/live", rtmp_host(stack))
 }
 
 /// The host streamers reach ingest at: the stack's advertised host; else loopback for a
@@ -139,6 +148,7 @@ mod tests {
             supervisor_url: "http://127.0.0.1:7070".into(),
             gateway_url: "http://127.0.0.1:8080".into(),
             ingest_addr: "127.0.0.1:4433".into(),
+            rtmp_addr: "127.0.0.1:1936".into(),
             control_url: "http://127.0.0.1:7000".into(),
             supervisor_ports: (7070, 7071),
             public,
@@ -149,7 +159,7 @@ mod tests {
 
     #[test]
     fn the_settings_name_obs_fields() {
-        let text = obs_settings("my show", "live.example", "gs_abc");
+        let text = obs_settings("my show", "rtmp://live.example:1935/live", "gs_abc");
         assert!(
             text.contains("\n  Server: rtmp://live.example:1935/live\n"),
             "{text}"
@@ -169,5 +179,11 @@ mod tests {
         // A public stack without an advertised host, or none running: this host's name.
         assert!(!rtmp_host(Some(&stack(true, None))).is_empty());
         assert!(!rtmp_host(None).is_empty());
+        // The port is the one ingest listens on.
+        assert_eq!(
+            rtmp_server(Some(&stack(false, None))),
+            "rtmp://127.0.0.1:1936/live"
+        );
+        assert!(rtmp_server(None).ends_with(":1935/live"));
     }
 }

@@ -23,6 +23,8 @@ pub struct Ports {
     pub control: u16,
     /// Ingest QUIC/UDP.
     pub ingest: u16,
+    /// Ingest RTMP/TCP (encoders such as OBS).
+    pub rtmp: u16,
     /// First relay's QUIC/UDP port; relay N uses base + N - 1.
     pub relay_base: u16,
     /// Viewer gateway HTTP.
@@ -40,6 +42,7 @@ impl Ports {
     pub const DEFAULT: Ports = Ports {
         control: 7000,
         ingest: 4433,
+        rtmp: 1935,
         relay_base: 4500,
         gateway: 8080,
         http: 7070,
@@ -51,6 +54,7 @@ impl Ports {
     pub const EPHEMERAL: Ports = Ports {
         control: 0,
         ingest: 0,
+        rtmp: 0,
         relay_base: 0,
         gateway: 0,
         http: 0,
@@ -66,6 +70,8 @@ pub enum Base {
     Control,
     /// [`Ports::ingest`].
     Ingest,
+    /// [`Ports::rtmp`].
+    Rtmp,
     /// [`Ports::relay_base`].
     Relay,
     /// [`Ports::gateway`].
@@ -90,6 +96,7 @@ impl Port {
         let base = match self.base {
             Base::Control => ports.control,
             Base::Ingest => ports.ingest,
+            Base::Rtmp => ports.rtmp,
             Base::Relay => ports.relay_base,
             Base::Gateway => ports.gateway,
             Base::Ops => ports.ops_base,
@@ -284,10 +291,12 @@ pub const SERVICES: [Service; 4] = [
         binary: "ghost-ingest",
         listens: &[
             listen(Role::Quic, Base::Ingest, 0, 4433, Transport::Udp, true),
+            listen(Role::Rtmp, Base::Rtmp, 0, 1935, Transport::Tcp, true),
             listen(Role::Ops, Base::Ops, 1, 9101, Transport::Tcp, false),
         ],
         args: &[
             Arg::Listen("--listen", Role::Quic),
+            Arg::Listen("--rtmp-listen", Role::Rtmp),
             Arg::Listen("--ops-listen", Role::Ops),
             Arg::Url("--control", Peer::Service(Kind::Control, Role::Grpc)),
             Arg::File("--tls-dir", File::TlsDir),
@@ -433,6 +442,7 @@ mod tests {
         assert_eq!(port(Kind::Control, Role::Grpc, p, 0), Some(7000));
         assert_eq!(port(Kind::Control, Role::Ops, p, 0), Some(9100));
         assert_eq!(port(Kind::Ingest, Role::Quic, p, 0), Some(4433));
+        assert_eq!(port(Kind::Ingest, Role::Rtmp, p, 0), Some(1935));
         assert_eq!(port(Kind::Ingest, Role::Ops, p, 0), Some(9101));
         assert_eq!(port(Kind::Relay, Role::Quic, p, 1), Some(4500));
         assert_eq!(port(Kind::Relay, Role::Ops, p, 1), Some(9201));

@@ -35,6 +35,9 @@ pub struct StackFile {
     pub gateway_url: String,
     /// Ingest QUIC address, e.g. `127.0.0.1:4433`.
     pub ingest_addr: String,
+    /// Ingest RTMP address, e.g. `127.0.0.1:1935` (empty from a stack that predates it).
+    #[serde(default)]
+    pub rtmp_addr: String,
     /// Control gRPC, e.g. `http://127.0.0.1:7000`.
     pub control_url: String,
     /// The supervisor's own ports (HTTP, gRPC), reused by a supervisor restarted after a

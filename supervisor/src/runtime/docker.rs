@@ -672,13 +672,19 @@ mod tests {
             ]
             .concat()
         );
-        let ingest = spec(Kind::Ingest, 0, &[(Role::Quic, 0), (Role::Ops, 0)]);
+        let ingest = spec(
+            Kind::Ingest,
+            0,
+            &[(Role::Quic, 0), (Role::Rtmp, 0), (Role::Ops, 0)],
+        );
         assert_eq!(
             args(&ingest),
             [
                 &[
                     "--listen",
                     "0.0.0.0:4433",
+                    "--rtmp-listen",
+                    "0.0.0.0:1935",
                     "--ops-listen",
                     "0.0.0.0:9101",
                     "--control",

@@ -316,12 +316,18 @@ mod tests {
                 "http://127.0.0.1:7071",
             ]
         );
-        let ingest = spec(Kind::Ingest, 0, &[(Role::Quic, 4433), (Role::Ops, 9101)]);
+        let ingest = spec(
+            Kind::Ingest,
+            0,
+            &[(Role::Quic, 4433), (Role::Rtmp, 1935), (Role::Ops, 9101)],
+        );
         assert_eq!(
             args(&ingest),
             [
                 "--listen",
                 "127.0.0.1:4433",
+                "--rtmp-listen",
+                "127.0.0.1:1935",
                 "--ops-listen",
                 "127.0.0.1:9101",
                 "--control",
