@@ -12,6 +12,7 @@ use supervisor::stack::{StackFile, StateDir};
 use tokio::task::JoinHandle;
 
 pub mod browser;
+pub mod rtmp;
 pub mod scenarios;
 use tokio_util::sync::CancellationToken;
 
