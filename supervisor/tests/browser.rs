@@ -444,3 +444,83 @@ async fn the_page_splits_an_inline_init_segment_off_a_fragment() {
     .await
     .expect("test timed out");
 }
+
+/// OBS's way in, a browser's way out: an RTMP publish (x264 with B-frames, AAC) that changes
+/// resolution mid-stream plays on the watch page, which re-initialises its decoders at the
+/// change and draws the new size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_plays_an_rtmp_stream_through_a_resolution_change() {
+    let Some(binary) = common::chromium() else {
+        return;
+    };
+    if !common::ffmpeg_available() {
+        return;
+    }
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let stack = Stack::up(&["--relays", "1"]);
+        let rtmp = stack.addr("ingest", api::status::Role::Rtmp).await;
+        let small = common::rtmp::encode_flv(stack.dir.path(), "320x180", 4);
+        let large = common::rtmp::encode_flv(stack.dir.path(), "640x360", 4);
+        let mut publisher = common::rtmp::Publisher::publish(rtmp, "live", "obs")
+            .await
+            .expect("publish");
+        let feeding = tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            common::rtmp::replay(&mut publisher, &small, 0, start).await?;
+            common::rtmp::replay(&mut publisher, &large, 4_000, start).await?;
+            publisher.stop().await
+        });
+        assert!(
+            stack
+                .wait_listed("obs", true, Duration::from_secs(5))
+                .await
+                .is_some()
+        );
+        let mut browser = Browser::start(binary, &stack.dir.path().join("browser")).await;
+        let page = browser
+            .open(&format!("{}/watch/obs", stack.file.gateway_url))
+            .await;
+        until(
+            &mut browser,
+            &page,
+            Duration::from_secs(15),
+            "no picture",
+            |v| n(v, "rendered") > 0.0,
+        )
+        .await;
+        let width = "document.querySelector('canvas').width";
+        let before = browser.eval(&page, width).await;
+        until(
+            &mut browser,
+            &page,
+            Duration::from_secs(10),
+            "no new codec setup",
+            |v| n(v, "setups") >= 1.0,
+        )
+        .await;
+        let at_change = n(&measured(&mut browser, &page).await, "rendered");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = measured(&mut browser, &page).await;
+        let after_width = browser.eval(&page, width).await;
+        feeding.await.expect("join").expect("send media");
+        let drawn = n(&after, "rendered") - at_change;
+        println!(
+            "browser (RTMP, resolution change): canvas {before} then {after_width} pixels wide, {} setup change(s), {drawn} frames drawn in the 2 s after the change, {} audio frames",
+            after["setups"], after["audio"]
+        );
+        assert_eq!(before, serde_json::json!(320), "{after}");
+        assert_eq!(after_width, serde_json::json!(640), "{after}");
+        assert!(drawn >= 0.8 * 2.0 * f64::from(FPS), "{drawn} frames drawn: {after}");
+        assert!(n(&after, "audio") > 0.0, "no sound: {after}");
+        until(
+            &mut browser,
+            &page,
+            Duration::from_secs(3),
+            "not ended",
+            |v| v["state"] == "ended",
+        )
+        .await;
+    })
+    .await
+    .expect("test timed out");
+}
