@@ -371,6 +371,17 @@ async fn bad_input_on_the_rtmp_port_harms_nobody() {
             .expect("ghost publish");
         assert!(stack.wait_listed("owner", true, Duration::from_secs(10)).await.is_some());
         let viewer = stack.watch("owner", None, None, stop.clone());
+        // And an RTMP one from a real encoder, so a stalled or abusive RTMP connection is
+        // seen not to hold up another RTMP publisher.
+        let encoder_key = add_key(&stack, "encoder");
+        let _encoder = common::ffmpeg_available()
+            .then(|| obs_ffmpeg(&format!("rtmp://{rtmp}/live/{encoder_key}"), None));
+        let rtmp_viewer = if common::ffmpeg_available() {
+            assert!(stack.wait_listed("encoder", true, Duration::from_secs(10)).await.is_some());
+            Some(stack.watch("encoder", None, None, stop.clone()))
+        } else {
+            None
+        };
 
         // Garbage instead of a handshake.
         let mut tcp = tokio::net::TcpStream::connect(rtmp).await.expect("connect");
@@ -462,6 +473,15 @@ async fn bad_input_on_the_rtmp_port_harms_nobody() {
         );
         assert_eq!(summary.skipped_groups, 0, "{summary:?}");
         assert!(summary.frames > 60, "{summary:?}");
+        if let Some(rtmp_viewer) = rtmp_viewer {
+            let summary = rtmp_viewer.await.expect("join").expect("watch");
+            println!(
+                "RTMP bystander: {} frames, {} groups, {} skipped, p99 {:.1} ms",
+                summary.frames, summary.groups, summary.skipped_groups, summary.latency_ms.p99
+            );
+            assert_eq!(summary.skipped_groups, 0, "{summary:?}");
+            assert!(summary.frames > 60, "{summary:?}");
+        }
         assert_eq!(stack.restarts().await.get("ingest").copied().unwrap_or(0), 0);
     })
     .await
