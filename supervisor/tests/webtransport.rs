@@ -23,7 +23,7 @@ const GROUP: u32 = 15;
 fn ticket(stack: &Stack, stream: &str) -> Vec<u8> {
     let key = std::fs::read(stack.state.ticket_key()).expect("ticket key");
     let expires_ms = server::clock::now_ms() + 60_000;
-    wire::ticket::issue(&key, stream, "relay-1", expires_ms).to_vec()
+    wire::ticket::issue(&key, stream, "relay-1", expires_ms, rand::random()).to_vec()
 }
 
 /// A hand-driven WebTransport viewer: connects to relay-1, opens the session stream and

@@ -216,6 +216,7 @@ impl Control for Service {
                 &placed.stream_id,
                 &placed.relay_id,
                 clock::now_ms() + self.ticket_ttl.as_millis() as u64,
+                rand::random(),
             )
             .to_vec(),
             None => Vec::new(),

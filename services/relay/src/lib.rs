@@ -8,9 +8,11 @@
 //!   HTTP/3 itself is left to `web_transport_quinn`.
 //!
 //! Both get exactly the same service and the same close codes (a browser reads them as the
-//! session's `closeCode`; group streams are reset with the same `group_skipped` code). The
-//! relay admits at most `capacity` viewers; past it, a connection is closed at once with
-//! [`Code::Capacity`]. A relay that does not carry the stream yet subscribes to it at ingest
+//! session's `closeCode`; group streams are reset with the same `group_skipped` code). A
+//! connection takes a seat only once its `Join` carries a valid ticket that was not used
+//! before (each ticket seats one viewer); idle or ticketless connections hold none and are
+//! closed after [`quic::SESSION_TIMEOUT`]. The relay seats at most `capacity` viewers; past
+//! it, a joining viewer is closed at once with [`Code::Capacity`]. A relay that does not carry the stream yet subscribes to it at ingest
 //! (pull on demand: the relay holds no state a restart would lose). Each viewer gets the
 //! init segment, the current group from its keyframe, then live groups; one that falls
 //! behind skips whole groups (see [`transport::fanout`]). When the publisher goes, viewers
@@ -126,6 +128,8 @@ struct State {
     /// False once draining: viewers stay, new ones are refused and control stops placing.
     accepting: std::sync::atomic::AtomicBool,
     seats: Arc<tokio::sync::Semaphore>,
+    /// Tickets already used, so none seats a second connection.
+    used_tickets: UsedTickets,
     ticket_key: Option<Vec<u8>>,
     ingest: String,
     upstream: quinn::Endpoint,
@@ -209,6 +213,7 @@ impl Server {
                 capacity: config.capacity,
                 accepting: std::sync::atomic::AtomicBool::new(true),
                 seats: Arc::new(tokio::sync::Semaphore::new(config.capacity as usize)),
+                used_tickets: UsedTickets::default(),
                 ticket_key,
                 ingest: config.ingest.clone(),
                 upstream,
@@ -375,24 +380,14 @@ struct Refusal {
 }
 
 async fn viewer(state: Arc<State>, conn: Connection) {
-    // Admission first, before any work: past capacity a viewer is refused at once (a
-    // WebTransport one after its handshake, the only way to hand it the code).
-    let seat = admit(&state);
+    // A connection holds no seat until it presents a valid ticket: idle or ticketless
+    // connections cannot lock viewers out, nor count as viewers (and so as demand).
     if quic::alpn(&conn).as_deref() != Some(quic::ALPN_H3) {
-        return viewer_on(&state, seat, &conn).await;
+        return viewer_on(&state, &conn, false).await;
     }
     let handshake = peer::accept_webtransport(conn.clone());
     match tokio::time::timeout(quic::SESSION_TIMEOUT, handshake).await {
-        Ok(Ok(session)) => {
-            let admitted = seat.is_ok();
-            if admitted {
-                state.metrics.webtransport_viewers.inc();
-            }
-            viewer_on(&state, seat, &session).await;
-            if admitted {
-                state.metrics.webtransport_viewers.dec();
-            }
-        }
+        Ok(Ok(session)) => viewer_on(&state, &session, true).await,
         Ok(Err(error)) => {
             // No session yet, so no capsule to carry our code in: a plain QUIC close.
             tracing::info!(%error, "WebTransport handshake failed");
@@ -418,30 +413,19 @@ fn admit(state: &State) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
     })
 }
 
-async fn viewer_on<P: Peer>(
-    state: &Arc<State>,
-    seat: Result<tokio::sync::OwnedSemaphorePermit, Refusal>,
-    conn: &P,
-) {
-    let _seat = match seat {
-        Ok(seat) => seat,
-        Err(refusal) => {
-            state.metrics.rejections.inc();
-            quic::close(conn, refusal.code, &refusal.reason);
-            return;
-        }
-    };
-    state.metrics.viewers.inc();
-    let outcome = serve_viewer(state, conn).await;
-    state.metrics.viewers.dec();
-    if let Err(refusal) = outcome {
+async fn viewer_on<P: Peer>(state: &Arc<State>, conn: &P, webtransport: bool) {
+    if let Err(refusal) = serve_viewer(state, conn, webtransport).await {
         state.metrics.rejections.inc();
         tracing::info!(code = refusal.code.name(), reason = %refusal.reason, "viewer refused");
         quic::close(conn, refusal.code, &refusal.reason);
     }
 }
 
-async fn serve_viewer<P: Peer>(state: &Arc<State>, conn: &P) -> Result<(), Refusal> {
+async fn serve_viewer<P: Peer>(
+    state: &Arc<State>,
+    conn: &P,
+    webtransport: bool,
+) -> Result<(), Refusal> {
     let join = async {
         let mut session = Session::accept(conn).await?;
         let msg = session.recv().await?;
@@ -457,17 +441,59 @@ async fn serve_viewer<P: Peer>(state: &Arc<State>, conn: &P) -> Result<(), Refus
             Err(_) => return Err(refusal(Code::Timeout, "no join in time")),
         };
     if let Some(key) = &state.ticket_key {
-        wire::ticket::verify(key, &ticket, &stream_id, &state.id, clock::now_ms())
+        let now = clock::now_ms();
+        let verified = wire::ticket::verify(key, &ticket, &stream_id, &state.id, now)
             .map_err(|e| refusal(Code::Unauthorized, &e.to_string()))?;
+        if !state.used_tickets.take(verified, now) {
+            return Err(refusal(
+                Code::Unauthorized,
+                "join ticket already used: join again through the gateway",
+            ));
+        }
     }
-    let track = track(state, &stream_id).await?;
-    state.metrics.joins.inc();
-    tracing::info!(stream = %stream_id, "viewer joined");
-    match fanout::serve(conn, &mut session, &track, &state.metrics.fanout).await {
-        Ok(()) => tracing::info!(stream = %stream_id, "viewer told the stream ended"),
-        Err(error) => tracing::info!(stream = %stream_id, %error, "viewer left"),
+    // Only now, with a valid ticket, does the viewer take a seat.
+    let _seat = admit(state)?;
+    state.metrics.viewers.inc();
+    if webtransport {
+        state.metrics.webtransport_viewers.inc();
     }
-    Ok(())
+    let served = async {
+        let track = track(state, &stream_id).await?;
+        state.metrics.joins.inc();
+        tracing::info!(stream = %stream_id, "viewer joined");
+        match fanout::serve(conn, &mut session, &track, &state.metrics.fanout).await {
+            Ok(()) => tracing::info!(stream = %stream_id, "viewer told the stream ended"),
+            Err(error) => tracing::info!(stream = %stream_id, %error, "viewer left"),
+        }
+        Ok(())
+    }
+    .await;
+    state.metrics.viewers.dec();
+    if webtransport {
+        state.metrics.webtransport_viewers.dec();
+    }
+    served
+}
+
+/// Tickets already taken, until they expire: each one seats a single viewer.
+#[derive(Debug, Default)]
+struct UsedTickets {
+    seen: std::sync::Mutex<(std::collections::HashSet<wire::ticket::Verified>, usize)>,
+}
+
+impl UsedTickets {
+    /// Marks `ticket` used; false when it already was. Forgets expired ones when the set has
+    /// doubled since the last sweep, so it holds about the tickets of one ticket lifetime at
+    /// an amortised constant cost per join.
+    fn take(&self, ticket: wire::ticket::Verified, now_ms: u64) -> bool {
+        let mut guard = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (seen, sweep_at) = &mut *guard;
+        if seen.len() >= (*sweep_at).max(1024) {
+            seen.retain(|t| t.expires_ms >= now_ms);
+            *sweep_at = seen.len() * 2;
+        }
+        seen.insert(ticket)
+    }
 }
 
 fn refusal(code: Code, reason: &str) -> Refusal {

@@ -2,8 +2,10 @@
 //! one stream on one relay. Relays check them with the key they share with control, so a
 //! viewer cannot bypass control's placement, and the check needs no call to control.
 //!
-//! Layout: `expires_ms: u64`, `stream_id: u16 len + bytes`, `relay_id: u16 len + bytes`,
-//! then 32 bytes of MAC over everything before it.
+//! Layout: `expires_ms: u64`, `nonce: u64`, `stream_id: u16 len + bytes`, `relay_id: u16
+//! len + bytes`, then 32 bytes of MAC over everything before it. The nonce (random, from
+//! control) makes every ticket unique, so a relay can take each one once: a ticket seats one
+//! viewer, never a second connection replaying it.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hmac::{Hmac, Mac};
@@ -34,10 +36,21 @@ pub enum TicketError {
     WrongRelay(String),
 }
 
-/// Signs a ticket for `stream_id` on `relay_id`, valid until `expires_ms` (Unix ms).
-pub fn issue(key: &[u8], stream_id: &str, relay_id: &str, expires_ms: u64) -> Bytes {
+/// What a valid ticket says beyond the ids it was checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Verified {
+    /// Valid until then (Unix ms): how long a relay must remember it was used.
+    pub expires_ms: u64,
+    /// The ticket's nonce: with `expires_ms`, what tells it from every other ticket.
+    pub nonce: u64,
+}
+
+/// Signs a ticket for `stream_id` on `relay_id`, valid until `expires_ms` (Unix ms), made
+/// unique by `nonce` (random).
+pub fn issue(key: &[u8], stream_id: &str, relay_id: &str, expires_ms: u64, nonce: u64) -> Bytes {
     let mut b = BytesMut::new();
     b.put_u64(expires_ms);
+    b.put_u64(nonce);
     for field in [stream_id, relay_id] {
         let f = &field.as_bytes()[..field.len().min(MAX_ID)];
         b.put_u16(f.len() as u16);
@@ -55,8 +68,8 @@ pub fn verify(
     stream_id: &str,
     relay_id: &str,
     now_ms: u64,
-) -> Result<(), TicketError> {
-    if ticket.len() > MAX_TICKET || ticket.len() < 8 + 2 + 2 + MAC_LEN {
+) -> Result<Verified, TicketError> {
+    if ticket.len() > MAX_TICKET || ticket.len() < 8 + 8 + 2 + 2 + MAC_LEN {
         return Err(TicketError::Malformed);
     }
     let (signed, mac) = ticket.split_at(ticket.len() - MAC_LEN);
@@ -68,6 +81,7 @@ pub fn verify(
 
     let mut body = signed;
     let expires_ms = body.get_u64();
+    let nonce = body.get_u64();
     let ticket_stream = take_str(&mut body)?;
     let ticket_relay = take_str(&mut body)?;
     if body.has_remaining() {
@@ -82,7 +96,7 @@ pub fn verify(
     if ticket_relay != relay_id {
         return Err(TicketError::WrongRelay(ticket_relay));
     }
-    Ok(())
+    Ok(Verified { expires_ms, nonce })
 }
 
 fn sign(key: &[u8], data: &[u8]) -> [u8; MAC_LEN] {
@@ -116,13 +130,21 @@ mod tests {
 
     #[test]
     fn valid_ticket_passes() {
-        let t = issue(KEY, "s1", "relay-1", 10_000);
-        assert_eq!(verify(KEY, &t, "s1", "relay-1", 9_999), Ok(()));
+        let t = issue(KEY, "s1", "relay-1", 10_000, 7);
+        assert_eq!(
+            verify(KEY, &t, "s1", "relay-1", 9_999),
+            Ok(Verified {
+                expires_ms: 10_000,
+                nonce: 7
+            })
+        );
+        // The nonce tells tickets apart that are otherwise the same.
+        assert_ne!(t, issue(KEY, "s1", "relay-1", 10_000, 8));
     }
 
     #[test]
     fn every_wrong_ticket_is_refused() {
-        let t = issue(KEY, "s1", "relay-1", 10_000);
+        let t = issue(KEY, "s1", "relay-1", 10_000, 1);
         assert_eq!(
             verify(KEY, &t, "s1", "relay-1", 10_500),
             Err(TicketError::Expired(500))

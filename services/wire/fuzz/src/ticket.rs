@@ -25,10 +25,11 @@ fn sign(body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `expires_ms`, stream id and relay id, if `body` is exactly that.
+/// `expires_ms`, stream id and relay id, if `body` is exactly that (after the nonce).
 fn reference_parse(body: &[u8]) -> Option<(u64, String, String)> {
     let expires = u64::from_be_bytes(body.get(..8)?.try_into().ok()?);
-    let mut rest = &body[8..];
+    body.get(8..16)?;
+    let mut rest = &body[16..];
     let mut field = || -> Option<String> {
         let len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
         let text = String::from_utf8(rest.get(2..2 + len)?.to_vec()).ok()?;
@@ -42,7 +43,7 @@ fn reference_parse(body: &[u8]) -> Option<(u64, String, String)> {
 
 fn expected(body: &[u8], stream: &str, relay: &str) -> Result<(), TicketError> {
     let len = body.len() + MAC_LEN;
-    if !(8 + 2 + 2 + MAC_LEN..=MAX_TICKET).contains(&len) {
+    if !(8 + 8 + 2 + 2 + MAC_LEN..=MAX_TICKET).contains(&len) {
         return Err(TicketError::Malformed);
     }
     let (expires, ticket_stream, ticket_relay) =
@@ -76,15 +77,15 @@ pub fn check(data: &[u8]) {
     // 2. The same bytes as a signed ticket body: the parser behind the MAC check.
     let signed = sign(data);
     assert_eq!(
-        verify(KEY, &signed, STREAM, RELAY, NOW_MS),
+        verify(KEY, &signed, STREAM, RELAY, NOW_MS).map(|_| ()),
         expected(data, STREAM, RELAY),
         "signed body {data:02x?}"
     );
     // Asking for the ids the ticket actually names must then succeed unless expired.
     if let Some((expires, stream, relay)) = reference_parse(data) {
-        let got = verify(KEY, &signed, &stream, &relay, NOW_MS);
+        let got = verify(KEY, &signed, &stream, &relay, NOW_MS).map(|v| v.expires_ms);
         if signed.len() <= MAX_TICKET && NOW_MS <= expires {
-            assert_eq!(got, Ok(()), "a well-formed signed ticket for its own ids");
+            assert_eq!(got, Ok(expires), "a well-formed signed ticket for its own ids");
         }
         // Another key never verifies it.
         assert_eq!(
@@ -104,12 +105,16 @@ pub fn check(data: &[u8]) {
     let expires = data.iter().fold(NOW_MS, |acc, &x| {
         acc.wrapping_mul(31).wrapping_add(u64::from(x))
     });
-    let ticket = issue(KEY, a, b, expires);
+    let nonce = expires.rotate_left(17);
+    let ticket = issue(KEY, a, b, expires, nonce);
     let got = verify(KEY, &ticket, a, b, NOW_MS);
     if NOW_MS <= expires {
         assert_eq!(
             got,
-            Ok(()),
+            Ok(wire::ticket::Verified {
+                expires_ms: expires,
+                nonce
+            }),
             "issued ticket for {a:?} on {b:?} does not verify"
         );
     } else {
