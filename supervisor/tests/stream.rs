@@ -220,7 +220,8 @@ async fn the_relay_enforces_its_own_cap() {
         ]);
         let stop = CancellationToken::new();
         let (id, publisher) = stack.publish("cap", 30, 1000, 30, None, stop.clone()).await;
-        // One valid ticket, used twice: control is bypassed, the relay still counts.
+        // The seat through the gateway, then a second ticket signed with the stack's key for the
+        // same relay: control (which would refuse it) is bypassed, and the relay still counts.
         let http = reqwest::Client::new();
         let a = supervisor::client::watch::join(&http, &stack.file.gateway_url, &id)
             .await
@@ -229,6 +230,13 @@ async fn the_relay_enforces_its_own_cap() {
             .step_by(2)
             .map(|i| u8::from_str_radix(&a.ticket[i..i + 2], 16).expect("hex"))
             .collect();
+        let key = std::fs::read(stack.state.ticket_key()).expect("ticket key");
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis();
+        let expires_ms = u64::try_from(now_ms).expect("ms") + 30_000;
+        let forged = wire::ticket::issue(&key, &id, &a.relay_id, expires_ms, rand::random());
         let endpoint =
             quic::client(&stack.state.ca(), quic::ALPN_VIEW, Windows::RECEIVER).expect("endpoint");
         let addr: std::net::SocketAddr = a.relay_addr.parse().expect("addr");
@@ -241,7 +249,7 @@ async fn the_relay_enforces_its_own_cap() {
         session
             .send(&wire::Message::Join {
                 stream_id: id.clone(),
-                ticket: ticket.clone().into(),
+                ticket: ticket.into(),
             })
             .await
             .expect("join");
@@ -255,6 +263,14 @@ async fn the_relay_enforces_its_own_cap() {
             .expect("connect")
             .await
             .expect("second");
+        let mut second_session = Session::open(&second).await.expect("session");
+        second_session
+            .send(&wire::Message::Join {
+                stream_id: id.clone(),
+                ticket: forged,
+            })
+            .await
+            .expect("join");
         let closed = tokio::time::timeout(Duration::from_secs(2), second.closed())
             .await
             .expect("refused at once");
