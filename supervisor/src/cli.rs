@@ -297,11 +297,17 @@ pub fn main() -> i32 {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        // The reader of the output went away (`ghost status | head -1`): nothing more to say.
+        Err(e) if is_broken_pipe(&e) => exit::OK,
         Err(e) => {
             eprintln!("ghost: {e:#}");
             exit::code_of(&e)
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<exit::StdoutClosed>().is_some()
 }
 
 async fn run(cli: Cli) -> Result<i32> {
@@ -331,12 +337,13 @@ async fn run(cli: Cli) -> Result<i32> {
             count,
         } => {
             let stack = state.read()?;
-            let scaled: api::admin::Scale = post(
+            let scaled: api::admin::Scale = admin_post(
+                &state,
                 &format!("{}/api/scale", stack.supervisor_url),
                 &api::admin::Scale { relays: count },
             )
             .await?;
-            println!("relays: {}", scaled.relays);
+            out!("relays: {}", scaled.relays);
             Ok(exit::OK)
         }
         Cmd::Keys(c) => crate::keys::run(&state, c),
@@ -353,7 +360,7 @@ async fn run(cli: Cli) -> Result<i32> {
             let mut refs: Vec<&String> = images.values().collect();
             refs.sort();
             for r in refs {
-                println!("{r}");
+                out!("{r}");
             }
             Ok(exit::OK)
         }
@@ -490,13 +497,13 @@ async fn up_detached(state: &StateDir, args: &UpArgs) -> Result<i32> {
         {
             let status: Option<api::status::Status> = resp.json().await.ok();
             if status.as_ref().is_some_and(|s| s.ready) {
-                println!("stack up ({} runtime)", stack.runtime);
-                println!("  viewer gateway  {}", stack.gateway_url);
-                println!("  ingest (QUIC)   {}", stack.ingest_addr);
-                println!("  ingest (RTMP)   rtmp://{}/live", stack.rtmp_addr);
-                println!("  status page     {}", stack.supervisor_url);
+                out!("stack up ({} runtime)", stack.runtime);
+                out!("  viewer gateway  {}", stack.gateway_url);
+                out!("  ingest (QUIC)   {}", stack.ingest_addr);
+                out!("  ingest (RTMP)   rtmp://{}/live", stack.rtmp_addr);
+                out!("  status page     {}", stack.supervisor_url);
                 if stack.require_keys {
-                    println!("  publishing      with a stream key only (`ghost keys add NAME`)");
+                    out!("  publishing      with a stream key only (`ghost keys add NAME`)");
                 }
                 return Ok(exit::OK);
             }
@@ -525,15 +532,32 @@ async fn up_detached(state: &StateDir, args: &UpArgs) -> Result<i32> {
 
 async fn down(state: &StateDir) -> Result<i32> {
     let Ok(stack) = state.read() else {
-        println!("no stack running");
+        out!("no stack running");
         return Ok(exit::OK);
     };
-    let http = reqwest::Client::new();
-    let asked = http
+    let alive = crate::runtime::process::alive(stack.supervisor_pid);
+    let token = match state.read_admin_token() {
+        Ok(token) => token,
+        // Only a supervisor that is gone may be cleaned up after without its token.
+        Err(e) if alive => return Err(e),
+        Err(_) => String::new(),
+    };
+    let asked = reqwest::Client::new()
         .post(format!("{}/api/down", stack.supervisor_url))
+        .bearer_auth(token)
         .timeout(Duration::from_secs(30))
         .send()
         .await;
+    let asked = match asked {
+        Ok(refused) if refused.status() == reqwest::StatusCode::FORBIDDEN => {
+            let reason = match refused.json::<api::Problem>().await {
+                Ok(problem) => problem.reason,
+                Err(_) => "forbidden".into(),
+            };
+            anyhow::bail!("the supervisor refused to stop: {reason}");
+        }
+        other => other,
+    };
     if asked.is_err() && crate::runtime::process::alive(stack.supervisor_pid) {
         // API unreachable: ask the process itself.
         let _ = nix::sys::signal::kill(
@@ -567,7 +591,7 @@ async fn down(state: &StateDir) -> Result<i32> {
         }
     }
     state.clear();
-    println!("stack down");
+    out!("stack down");
     Ok(exit::OK)
 }
 
@@ -581,12 +605,15 @@ async fn get<T: serde::de::DeserializeOwned>(url: &str) -> Result<T> {
     .await
 }
 
-async fn post<T: serde::de::DeserializeOwned>(
+/// An admin request to the supervisor, with the operator's token from the state directory.
+async fn admin_post<T: serde::de::DeserializeOwned>(
+    state: &StateDir,
     url: &str,
     body: &impl serde::Serialize,
 ) -> Result<T> {
     let request = reqwest::Client::new()
         .post(url)
+        .bearer_auth(state.read_admin_token()?)
         .json(body)
         .timeout(Duration::from_secs(30));
     answer(url, request).await
@@ -624,10 +651,10 @@ async fn status(state: &StateDir, json: bool) -> Result<i32> {
     let stack = state.read()?;
     let status: api::status::Status = get(&format!("{}/api/status", stack.supervisor_url)).await?;
     if json {
-        println!("{}", serde_json::to_string(&status)?);
+        out!("{}", serde_json::to_string(&status)?);
         return Ok(exit::OK);
     }
-    println!(
+    out!(
         "runtime {}  ready {}  relays {}/{}  capacity {}/relay",
         status.runtime,
         status.ready,
@@ -635,9 +662,9 @@ async fn status(state: &StateDir, json: bool) -> Result<i32> {
         status.max_relays,
         status.relay_capacity
     );
-    println!("\nSERVICE      STATE       HEALTH   RESTARTS  PID");
+    out!("\nSERVICE      STATE       HEALTH   RESTARTS  PID");
     for s in &status.services {
-        println!(
+        out!(
             "{:<12} {:<11} {:<8} {:<9} {}",
             s.name,
             s.state.as_str(),
@@ -649,9 +676,9 @@ async fn status(state: &StateDir, json: bool) -> Result<i32> {
                 .map_or_else(|| "-".to_string(), |pid| pid.to_string())
         );
     }
-    println!("\nRELAY        ADDRESS                VIEWERS  CAPACITY  SENT");
+    out!("\nRELAY        ADDRESS                VIEWERS  CAPACITY  SENT");
     for r in &status.relays {
-        println!(
+        out!(
             "{:<12} {:<22} {:<8} {:<9} {:.1} MB",
             r.id,
             r.addr,
@@ -660,9 +687,9 @@ async fn status(state: &StateDir, json: bool) -> Result<i32> {
             r.bytes_sent as f64 / 1e6
         );
     }
-    println!("\nSTREAM            NAME                 PROTOCOL  VIEWERS");
+    out!("\nSTREAM            NAME                 PROTOCOL  VIEWERS");
     for s in &status.streams {
-        println!(
+        out!(
             "{:<17} {:<20} {:<9} {}",
             s.id,
             s.name,
@@ -671,7 +698,7 @@ async fn status(state: &StateDir, json: bool) -> Result<i32> {
         );
     }
     if let Some(e) = &status.control_error {
-        println!("\ncontrol: {e}");
+        out!("\ncontrol: {e}");
     }
     Ok(exit::OK)
 }
@@ -688,15 +715,18 @@ async fn streams(state: &StateDir, json: bool, gateway: Option<String>) -> Resul
     let streams: Vec<api::gateway::Stream> =
         get(&format!("{}/streams", gateway.trim_end_matches('/'))).await?;
     if json {
-        println!("{}", serde_json::to_string(&streams)?);
+        out!("{}", serde_json::to_string(&streams)?);
         return Ok(exit::OK);
     }
-    println!(
+    out!(
         "{:<17} {:<24} {:<9} {:<26} VIEWERS",
-        "ID", "NAME", "PROTOCOL", "STARTED_AT"
+        "ID",
+        "NAME",
+        "PROTOCOL",
+        "STARTED_AT"
     );
     for s in &streams {
-        println!(
+        out!(
             "{:<17} {:<24} {:<9} {:<26} {}",
             s.id,
             s.name,
@@ -743,17 +773,22 @@ async fn publish_cmd(state: &StateDir, ca: PathBuf, args: PublishArgs) -> Result
         },
         stop,
         |id| {
+            // The stream goes on whether or not anyone still reads this line.
+            use std::io::Write as _;
+            let mut stdout = std::io::stdout();
             if json {
                 let live = api::client::Live {
                     stream_id: id.to_string(),
                     name: name.clone(),
                 };
                 match serde_json::to_string(&live) {
-                    Ok(line) => println!("{line}"),
+                    Ok(line) => {
+                        let _ = writeln!(stdout, "{line}");
+                    }
                     Err(e) => eprintln!("ghost: {e}"),
                 }
             } else {
-                println!("live: {id} ({name})");
+                let _ = writeln!(stdout, "live: {id} ({name})");
             }
         },
     )
@@ -821,7 +856,7 @@ async fn watch_cmd(state: &StateDir, ca: PathBuf, args: WatchArgs) -> Result<i32
                 if to_stdout {
                     eprintln!("{line}");
                 } else {
-                    println!("{line}");
+                    out!("{line}");
                 }
             }
             return Err(e);
@@ -832,7 +867,7 @@ async fn watch_cmd(state: &StateDir, ca: PathBuf, args: WatchArgs) -> Result<i32
         if to_stdout {
             eprintln!("{line}");
         } else {
-            println!("{line}");
+            out!("{line}");
         }
     } else {
         eprintln!(
@@ -869,12 +904,12 @@ async fn chaos(state: &StateDir, cmd: ChaosCmd) -> Result<i32> {
         }],
     };
     for kill in kills {
-        let killed: Killed = post(&url, &kill).await?;
+        let killed: Killed = admin_post(state, &url, &kill).await?;
         let when = humantime::format_rfc3339_millis(
             std::time::UNIX_EPOCH + Duration::from_millis(killed.at_ms),
         );
         for name in killed.killed {
-            println!("killed {name} at {when}");
+            out!("killed {name} at {when}");
         }
     }
     Ok(exit::OK)

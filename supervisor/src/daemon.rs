@@ -91,6 +91,7 @@ pub async fn run(
         }
     }
     state.prepare()?;
+    let admin_token = http::AdminToken::new(state.new_admin_token()?);
     let public_ip = if settings.public {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
     } else {
@@ -123,7 +124,7 @@ pub async fn run(
     );
     let (mut supervisor, handle) = Supervisor::new(settings, runtime, exits, grpc_addr);
 
-    let app = http::routes(handle.clone());
+    let app = http::routes(handle.clone(), admin_token);
     let http_server = axum::serve(
         server::ops::nodelay(http_listener),
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -42,3 +42,18 @@ pub fn code_of(error: &anyhow::Error) -> i32 {
         .find_map(|e| e.downcast_ref::<Exit>())
         .map_or(FAILURE, |e| e.code)
 }
+
+/// The CLI's standard output was closed by its reader (`ghost status | head -1`): the
+/// command ends quietly with [`OK`], as any Unix filter does.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output closed by its reader")]
+pub struct StdoutClosed;
+
+/// The error of a write to standard output: [`StdoutClosed`] for a reader that went away.
+pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        anyhow::Error::new(StdoutClosed)
+    } else {
+        anyhow::Error::new(e).context("writing to standard output")
+    }
+}

@@ -47,9 +47,7 @@ pub fn run(state: &StateDir, cmd: KeysCmd) -> Result<i32> {
             if !store.remove(&name)? {
                 return Err(Exit::new(exit::FAILURE, format!("stream {name:?} has no key")).into());
             }
-            println!(
-                "removed the key of {name:?}; publishers presenting it are refused from now on"
-            );
+            out!("removed the key of {name:?}; publishers presenting it are refused from now on");
             Ok(exit::OK)
         }
     }
@@ -124,12 +122,12 @@ fn rtmp_host(stack: Option<&StackFile>) -> String {
 fn list(store: &KeyStore, json: bool) -> Result<i32> {
     let entries = store.list()?;
     if json {
-        println!("{}", serde_json::to_string(&entries)?);
+        out!("{}", serde_json::to_string(&entries)?);
         return Ok(exit::OK);
     }
-    println!("{:<32} CREATED", "NAME");
+    out!("{:<32} CREATED", "NAME");
     for e in &entries {
-        println!("{:<32} {}", e.name, e.created_at);
+        out!("{:<32} {}", e.name, e.created_at);
     }
     if entries.is_empty() {
         eprintln!("ghost: no stream keys yet; make one with `ghost keys add NAME`");

@@ -10,6 +10,16 @@
 
 #![forbid(unsafe_code)]
 
+/// `println!` for the CLI's output, which returns the write's error from the enclosing
+/// function instead of panicking: a reader that went away (`ghost status | head -1`) ends the
+/// command quietly ([`exit::StdoutClosed`]).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err($crate::exit::stdout_error)?
+    }};
+}
+
 pub mod actor;
 pub mod cli;
 pub mod client;

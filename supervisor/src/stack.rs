@@ -87,6 +87,49 @@ impl StateDir {
         self.root.join("ticket.key")
     }
 
+    /// The admin token: made afresh by every supervisor start, readable by its owner only;
+    /// the CLI presents it on every admin request.
+    pub fn admin_token(&self) -> PathBuf {
+        self.root.join("admin.token")
+    }
+
+    /// Writes a new random admin token (mode 0600, replaced whole) and returns it.
+    pub fn new_admin_token(&self) -> Result<String> {
+        use std::io::Write;
+        let token: String = rand::random::<[u8; 32]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let path = self.admin_token();
+        let tmp = path.with_extension("token.new");
+        let _ = std::fs::remove_file(&tmp);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        options
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(token.as_bytes()))
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(token)
+    }
+
+    /// Reads the admin token the running supervisor made.
+    pub fn read_admin_token(&self) -> Result<String> {
+        let path = self.admin_token();
+        let token = std::fs::read_to_string(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the admin token {} ({e}): admin commands are for the user who ran `ghost up`",
+                path.display()
+            )
+        })?;
+        Ok(token.trim().to_string())
+    }
+
     /// The stream keys' directory, which ingest reads (mounted read-only in a container).
     pub fn keys_dir(&self) -> PathBuf {
         self.root.join("keys")

@@ -137,3 +137,117 @@ async fn a_join_ticket_seats_one_viewer() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_actions_are_the_operators_alone() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let stack = Stack::up(&["--relays", "1", "--max-relays", "2"]);
+        let stop = CancellationToken::new();
+        let (id, _publisher) = stack
+            .publish("admin", 30, 2000, 30, None, stop.clone())
+            .await;
+        let viewer = stack.watch(&id, Some(Duration::from_secs(4)), None, stop.clone());
+        let url = &stack.file.supervisor_url;
+        // A local process without the token, and a web page's cross-site form post.
+        let bare = stack
+            .http
+            .post(format!("{url}/api/down"))
+            .send()
+            .await
+            .expect("request");
+        let form = stack
+            .http
+            .post(format!("{url}/api/down"))
+            .header("origin", "https://attacker.example")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("stop=1")
+            .send()
+            .await
+            .expect("request");
+        let token = std::fs::read_to_string(stack.state.admin_token()).expect("token");
+        let huge = stack
+            .http
+            .post(format!("{url}/api/kill"))
+            .bearer_auth(token.trim())
+            .json(&serde_json::json!({ "target": "relay-1", "hold_ms": u64::MAX }))
+            .send()
+            .await
+            .expect("request");
+        println!(
+            "no token: {}; cross-site form post: {}; hold_ms u64::MAX with the token: {}",
+            bare.status(),
+            form.status(),
+            huge.status()
+        );
+        assert_eq!(bare.status(), reqwest::StatusCode::FORBIDDEN);
+        assert_eq!(form.status(), reqwest::StatusCode::FORBIDDEN);
+        assert_eq!(huge.status(), reqwest::StatusCode::BAD_REQUEST);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(stack.state.admin_token())
+                .expect("token")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "the token is its owner's alone: {mode:o}");
+        }
+        // The operator's CLI carries the token.
+        let scaled = stack
+            .ghost()
+            .args(["scale", "relays", "2"])
+            .output()
+            .expect("ghost scale");
+        assert!(
+            scaled.status.success(),
+            "{}",
+            String::from_utf8_lossy(&scaled.stderr)
+        );
+        // Nothing of the above disturbed the viewer.
+        let viewer = viewer.await.expect("join").expect("viewer");
+        assert_eq!(viewer.end_reason, EndReason::Duration, "{viewer:?}");
+        assert!(stack.listed("admin").await, "the stack is still up");
+        stop.cancel();
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_goes_away_ends_the_cli_quietly() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let stack = Stack::up(&["--relays", "1"]);
+        // pipefail: the pipeline's status is ghost's own, not only head's.
+        let out = std::process::Command::new("bash")
+            .args(["-o", "pipefail", "-c"])
+            .arg(format!(
+                "'{}' --state-dir '{}' status | head -1",
+                common::GHOST,
+                stack.dir.path().display()
+            ))
+            .output()
+            .expect("bash");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("ghost status | head -1: {}, stderr {stderr:?}", out.status);
+        assert!(out.status.success(), "{}: {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+        // A reader gone before the first line, every time: the pipe's read end closed before
+        // ghost writes.
+        for args in [&["status"][..], &["streams"], &["keys", "list"]] {
+            let mut child = stack
+                .ghost()
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("ghost");
+            drop(child.stdout.take());
+            let out = child.wait_with_output().expect("ghost");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{args:?}: {}: {stderr}", out.status);
+            assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        }
+    })
+    .await
+    .expect("test timed out");
+}

@@ -51,12 +51,17 @@ impl std::fmt::Display for Target {
     }
 }
 
+/// The longest a killed service may be held down: long enough for any drill, short enough
+/// that a mistake does not leave the stack broken for long.
+pub const MAX_HOLD_MS: u64 = 10 * 60 * 1000;
+
 /// `POST /api/kill`: kill a service as a crash would (SIGKILL).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Kill {
     /// What to kill.
     pub target: Target,
-    /// Keep it down this long before the supervisor may restart it, milliseconds.
+    /// Keep it down this long before the supervisor may restart it, milliseconds; at most
+    /// [`MAX_HOLD_MS`].
     #[serde(default)]
     pub hold_ms: Option<u64>,
 }

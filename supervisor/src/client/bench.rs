@@ -345,15 +345,16 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
         },
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        out!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
+        out!(
             "viewers           {} (+{} slow)",
-            report.viewers, args.slow_viewers
+            report.viewers,
+            args.slow_viewers
         );
-        println!("admitted/rejected {}/{}", report.admitted, report.rejected);
+        out!("admitted/rejected {}/{}", report.admitted, report.rejected);
         if report.webtransport_viewers > 0 {
-            println!(
+            out!(
                 "WebTransport      {} viewers, {}/{} admitted/rejected, delivered {:.5}, \
                  {} groups skipped, latency ms p50 {:.1}  p99 {:.1}  max {:.1}",
                 report.webtransport_viewers,
@@ -366,30 +367,35 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
                 report.webtransport_latency_ms.max
             );
         }
-        println!("delivered ratio   {:.5}", report.delivered_ratio);
-        println!(
+        out!("delivered ratio   {:.5}", report.delivered_ratio);
+        out!(
             "skipped groups    {} (slow viewers: {})",
-            report.skipped_groups, report.slow_skipped_groups
+            report.skipped_groups,
+            report.slow_skipped_groups
         );
-        println!(
+        out!(
             "latency ms        p50 {:.1}  p99 {:.1}  max {:.1}",
-            report.latency_ms.p50, report.latency_ms.p99, report.latency_ms.max
+            report.latency_ms.p50,
+            report.latency_ms.p99,
+            report.latency_ms.max
         );
-        println!("egress            {:.1} Mbit/s", report.egress_mbps);
-        println!(
+        out!("egress            {:.1} Mbit/s", report.egress_mbps);
+        out!(
             "relay CPU         {:.2} s ({:.2} s per GB)",
-            report.relay_cpu_s, report.relay_cpu_s_per_gb
+            report.relay_cpu_s,
+            report.relay_cpu_s_per_gb
         );
-        println!(
+        out!(
             "relay RSS         {:.1} MB peak, {:.0} KiB per viewer all included ({:.0} KiB added)",
             report.relay_rss_mb,
             report.relay_rss_kib_per_viewer,
             report.relay_rss_added_kib_per_viewer
         );
-        println!("furthest behind   {:.2} groups", report.max_behind_groups);
-        println!(
+        out!("furthest behind   {:.2} groups", report.max_behind_groups);
+        out!(
             "bench CPU         {:.2} s on {} cores",
-            report.bench_cpu_s, report.cores
+            report.bench_cpu_s,
+            report.cores
         );
     }
     Ok(exit::OK)
