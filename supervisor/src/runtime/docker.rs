@@ -328,15 +328,15 @@ fn args(spec: &Spec) -> Vec<String> {
 /// Where `file` of the state directory appears inside a container.
 fn mount_point(file: File) -> String {
     match file {
-        File::TlsDir => format!("{MOUNT}/tls"),
+        File::Tls(_) => format!("{MOUNT}/tls"),
         File::TicketKey => format!("{MOUNT}/ticket.key"),
         File::KeysDir => format!("{MOUNT}/keys"),
     }
 }
 
 /// The bind mounts of a `kind` container: each file of the state directory (at
-/// `state_root`) that its flags name, read-only, and nothing else: control never sees the
-/// TLS key, relays never see the stream keys.
+/// `state_root`) that its flags name, read-only, and nothing else: a service sees its own
+/// TLS directory and no other's, none sees the CA key, relays never see the stream keys.
 fn binds(kind: Kind, state_root: &std::path::Path) -> Vec<String> {
     let state = StateDir::new(state_root);
     services::service(kind)
@@ -754,14 +754,14 @@ mod tests {
         assert_eq!(
             binds(Kind::Ingest, root),
             [
-                "/state/tls:/run/ghost/tls:ro",
+                "/state/tls/ingest:/run/ghost/tls:ro",
                 "/state/keys:/run/ghost/keys:ro"
             ]
         );
         assert_eq!(
             binds(Kind::Relay, root),
             [
-                "/state/tls:/run/ghost/tls:ro",
+                "/state/tls/relay:/run/ghost/tls:ro",
                 "/state/ticket.key:/run/ghost/ticket.key:ro"
             ]
         );
