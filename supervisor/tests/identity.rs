@@ -1,0 +1,145 @@
+//! Who may do what inside the stack, tried as a stranger would: media leaves ingest only for
+//! the stack's relays, whatever certificate a client brings, while a real viewer watches on
+//! through its relay.
+
+mod common;
+
+use std::time::Duration;
+
+use api::client::EndReason;
+use api::status::Role;
+use common::{Stack, TEST_TIMEOUT};
+use tokio_util::sync::CancellationToken;
+use transport::quic::{self, Closed, Session, Windows};
+use transport::tls;
+use wire::{Code, Message};
+
+/// What came of a subscription at ingest.
+#[derive(Debug)]
+enum Subscribed {
+    /// Ingest sent the stream's init: it serves media to this client.
+    Served,
+    /// The TLS handshake failed (a certificate ingest does not accept).
+    Handshake(String),
+    /// Ingest closed the connection, with its code and reason.
+    Closed(Closed),
+}
+
+/// Opens `ghost-subscribe/1` at ingest with `identity` as client certificate (none for
+/// `None`), sends `Subscribe` for `stream` and says what came of it.
+async fn subscribe(stack: &Stack, stream: &str, identity: Option<&tls::Identity>) -> Subscribed {
+    let ca = stack.state.ca();
+    let endpoint = match identity {
+        Some(id) => quic::client_as(&ca, quic::ALPN_SUBSCRIBE, id, Windows::RECEIVER),
+        None => quic::client(&ca, quic::ALPN_SUBSCRIBE, Windows::RECEIVER),
+    }
+    .expect("endpoint");
+    let addr = stack.addr("ingest", Role::Quic).await;
+    let conn = match endpoint
+        .connect(addr, tls::INGEST_NAME)
+        .expect("connect")
+        .await
+    {
+        Ok(conn) => conn,
+        Err(e) => return Subscribed::Handshake(e.to_string()),
+    };
+    let ask = async {
+        let mut session = Session::open(&conn).await.ok()?;
+        session
+            .send(&Message::Subscribe {
+                stream_id: stream.to_string(),
+            })
+            .await
+            .ok()?;
+        session.recv().await.ok()?
+    };
+    if let Ok(Some(Message::Init { .. })) = tokio::time::timeout(Duration::from_secs(3), ask).await
+    {
+        return Subscribed::Served;
+    }
+    // No init: the connection is closed (or about to be); nothing else may arrive on it.
+    let lost = tokio::time::timeout(Duration::from_secs(3), conn.closed())
+        .await
+        .expect("ingest closes a subscription it does not serve");
+    match Closed::from(&lost) {
+        closed @ Closed::ByPeer { .. } => Subscribed::Closed(closed),
+        // A TLS alert from ingest (a certificate it refuses) arrives as a transport error.
+        _ => Subscribed::Handshake(lost.to_string()),
+    }
+}
+
+fn identity(cert: &std::path::Path, key: &std::path::Path) -> tls::Identity {
+    tls::Identity::load(cert, key).expect("identity from the state directory")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_serves_subscriptions_only_to_a_relay_identity() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let stack = Stack::up(&["--relays", "1"]);
+        let stop = CancellationToken::new();
+        let (id, publisher) = stack
+            .publish("private", 30, 2000, 30, None, stop.clone())
+            .await;
+        // A real viewer through the relay, watching throughout.
+        let viewer = stack.watch(&id, Some(Duration::from_secs(4)), None, stop.clone());
+
+        let pki = stack.state.pki();
+        let relay = pki.files(tls::Role::Relay);
+        let gateway = pki.files(tls::Role::Gateway);
+        let ingest = pki.files(tls::Role::Ingest);
+        let strangers = [
+            ("no client certificate", None),
+            (
+                "the relay's server certificate (whose hash viewers are given)",
+                Some(identity(&relay.relay_cert, &relay.relay_key)),
+            ),
+            (
+                "ingest's own server certificate",
+                Some(identity(&ingest.cert, &ingest.key)),
+            ),
+            (
+                "the gateway's client certificate",
+                Some(identity(&gateway.client_cert, &gateway.client_key)),
+            ),
+            (
+                "ingest's client certificate",
+                Some(identity(&ingest.client_cert, &ingest.client_key)),
+            ),
+        ];
+        for (what, id_used) in &strangers {
+            let got = subscribe(&stack, &id, id_used.as_ref()).await;
+            println!("subscription with {what}: {got:?}");
+            match &got {
+                Subscribed::Served => panic!("ingest served media to a client with {what}"),
+                Subscribed::Handshake(error) => {
+                    assert!(error.contains("certificate"), "{what}: {error}")
+                }
+                Subscribed::Closed(closed) => assert!(
+                    matches!(closed, Closed::ByPeer { code: Code::Unauthorized, reason }
+                        if reason.contains("relay")),
+                    "{what}: {closed:?}"
+                ),
+            }
+            // Without a certificate, or with another service's, the refusal is clear.
+            if what.contains("client certificate") {
+                assert!(matches!(got, Subscribed::Closed(_)), "{what}: {got:?}");
+            }
+        }
+        // A relay's client certificate is what ingest serves.
+        let relay_client = identity(&relay.client_cert, &relay.client_key);
+        let got = subscribe(&stack, &id, Some(&relay_client)).await;
+        assert!(matches!(got, Subscribed::Served), "{got:?}");
+
+        let watched = viewer.await.expect("viewer task").expect("viewer");
+        println!(
+            "viewer meanwhile: {} frames, {} skipped groups, {:?}",
+            watched.frames, watched.skipped_groups, watched.end_reason
+        );
+        assert_eq!(watched.end_reason, EndReason::Duration, "{watched:?}");
+        assert!(watched.frames >= 90, "{watched:?}");
+        stop.cancel();
+        let _ = publisher.await;
+    })
+    .await
+    .expect("test timed out");
+}
