@@ -288,6 +288,7 @@ pub const SERVICES: [Service; 4] = [
             Arg::Listen("--ops-listen", Role::Ops),
             Arg::File("--ticket-key-file", File::TicketKey),
             Arg::Url("--supervisor", Peer::Supervisor),
+            Arg::File("--tls-dir", File::Tls(TlsRole::Control)),
         ],
     },
     Service {
@@ -342,6 +343,7 @@ pub const SERVICES: [Service; 4] = [
         args: &[
             Arg::Listen("--listen", Role::Http),
             Arg::Url("--control", Peer::Service(Kind::Control, Role::Grpc)),
+            Arg::File("--tls-dir", File::Tls(TlsRole::Gateway)),
         ],
     },
 ];

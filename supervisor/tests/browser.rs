@@ -401,6 +401,7 @@ async fn the_page_splits_an_inline_init_segment_off_a_fragment() {
         let gateway = tokio::spawn(gateway::serve(
             listener,
             "http://127.0.0.1:1",
+            None,
             shutdown.clone(),
         ));
         let profile = tempfile::tempdir().expect("browser profile");

@@ -143,3 +143,146 @@ async fn ingest_serves_subscriptions_only_to_a_relay_identity() {
     .await
     .expect("test timed out");
 }
+
+/// A client of control over TLS that trusts the stack's CA and presents no certificate, as
+/// anyone who reaches control's port (and read `ca.pem`) could be.
+fn control_without_identity(
+    stack: &Stack,
+    control: std::net::SocketAddr,
+) -> proto::control::control_client::ControlClient<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let ca = std::fs::read(stack.state.ca()).expect("ca.pem");
+    let endpoint = Endpoint::from_shared(format!("https://{control}"))
+        .expect("url")
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca))
+                .domain_name(tls::CONTROL_NAME),
+        )
+        .expect("tls")
+        .timeout(Duration::from_secs(3));
+    proto::control::control_client::ControlClient::new(endpoint.connect_lazy())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_takes_heartbeats_and_ends_only_from_the_stacks_services() {
+    use proto::control as pb;
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let stack = Stack::up(&["--relays", "1"]);
+        let stop = CancellationToken::new();
+        let (id, publisher) = stack
+            .publish("guarded", 30, 2000, 30, None, stop.clone())
+            .await;
+        let viewer = stack.watch(&id, Some(Duration::from_secs(4)), None, stop.clone());
+        let control = stack.addr("control", Role::Grpc).await;
+        let heartbeat = || pb::RelayHeartbeatRequest {
+            relay_id: "relay-1".into(),
+            addr: "203.0.113.9:4500".into(),
+            server_name: tls::RELAY_NAME.into(),
+            cert_sha256: "00".repeat(32),
+            capacity: 1000,
+            accepting: true,
+            ..Default::default()
+        };
+        let end = || pb::EndStreamRequest {
+            id: id.clone(),
+            ingest_id: "ingest-1".into(),
+        };
+
+        // Plain HTTP/2, as before: no answer at all.
+        let mut plain =
+            server::control::client(&format!("http://{control}"), None).expect("client");
+        let err = plain
+            .end_stream(end())
+            .await
+            .expect_err("plain gRPC refused");
+        println!("plain gRPC EndStream: {:?} {}", err.code(), err.message());
+        assert_ne!(err.code(), tonic::Code::Ok);
+
+        // TLS with the CA and no certificate: told why.
+        let mut stranger = control_without_identity(&stack, control);
+        let err = stranger
+            .relay_heartbeat(heartbeat())
+            .await
+            .expect_err("a heartbeat without identity");
+        println!(
+            "RelayHeartbeat without identity: {:?} {}",
+            err.code(),
+            err.message()
+        );
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+        assert!(err.message().contains("client certificate"), "{err:?}");
+        let err = stranger
+            .end_stream(end())
+            .await
+            .expect_err("an end without identity");
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+        for call in ["ForgetRelay", "Join", "CreateStream"] {
+            let err = match call {
+                "ForgetRelay" => stranger
+                    .forget_relay(pb::ForgetRelayRequest {
+                        relay_id: "relay-1".into(),
+                    })
+                    .await
+                    .map(|_| ()),
+                "Join" => stranger
+                    .join(pb::JoinRequest { stream: id.clone() })
+                    .await
+                    .map(|_| ()),
+                _ => stranger
+                    .create_stream(pb::CreateStreamRequest {
+                        name: "fake".into(),
+                        ingest_id: "ingest-1".into(),
+                        protocol: String::new(),
+                    })
+                    .await
+                    .map(|_| ()),
+            }
+            .expect_err(call);
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{call}: {err:?}");
+        }
+
+        // A service of the stack, but not one that may make this call.
+        let as_gateway = stack.control_as(tls::Role::Gateway).await;
+        let err = as_gateway
+            .clone()
+            .relay_heartbeat(heartbeat())
+            .await
+            .expect_err("a relay heartbeat from the gateway");
+        println!(
+            "RelayHeartbeat as the gateway: {:?} {}",
+            err.code(),
+            err.message()
+        );
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+        let err = stack
+            .control_as(tls::Role::Relay)
+            .await
+            .end_stream(end())
+            .await
+            .expect_err("an end from a relay");
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+        assert!(err.message().contains("ingest"), "{err:?}");
+
+        // The stream is live, listed, and placed on the real relay.
+        assert!(stack.listed("guarded").await, "the stream left the list");
+        let join = as_gateway
+            .clone()
+            .join(pb::JoinRequest { stream: id.clone() })
+            .await
+            .expect("the gateway joins")
+            .into_inner();
+        assert_ne!(join.relay_addr, "203.0.113.9:4500", "{join:?}");
+        let watched = viewer.await.expect("viewer task").expect("viewer");
+        println!(
+            "viewer meanwhile: {} frames, {:?}",
+            watched.frames, watched.end_reason
+        );
+        assert_eq!(watched.end_reason, EndReason::Duration, "{watched:?}");
+        assert!(watched.frames >= 90, "{watched:?}");
+        stop.cancel();
+        let _ = publisher.await;
+    })
+    .await
+    .expect("test timed out");
+}

@@ -225,7 +225,7 @@ impl Server {
                 keys: server::keys::Gate::from(&config.keys),
                 pending: Mutex::new(HashMap::new()),
                 streams: Mutex::new(HashMap::new()),
-                control: server::control::client(&config.control.url)?,
+                control: server::control::client(&config.control.url, Some(&config.tls.dir))?,
                 publishers: Arc::new(tokio::sync::Semaphore::new(config.max_publishers)),
                 metrics,
             }),

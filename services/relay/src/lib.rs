@@ -205,7 +205,7 @@ impl Server {
             endpoint,
             ops,
             registry,
-            control: server::control::client(&config.control.url)?,
+            control: server::control::client(&config.control.url, Some(&config.tls.dir))?,
             heartbeat: *config.heartbeat.interval,
             state: Arc::new(State {
                 id: config.id.clone(),

@@ -667,6 +667,8 @@ mod tests {
                     "/run/ghost/ticket.key",
                     "--supervisor",
                     "http://172.18.0.1:7071",
+                    "--tls-dir",
+                    "/run/ghost/tls",
                 ][..],
                 &json
             ]
@@ -736,7 +738,9 @@ mod tests {
                     "--listen",
                     "0.0.0.0:8080",
                     "--control",
-                    "http://control:7000"
+                    "http://control:7000",
+                    "--tls-dir",
+                    "/run/ghost/tls",
                 ][..],
                 &json
             ]
@@ -749,7 +753,10 @@ mod tests {
         let root = std::path::Path::new("/state");
         assert_eq!(
             binds(Kind::Control, root),
-            ["/state/ticket.key:/run/ghost/ticket.key:ro"]
+            [
+                "/state/ticket.key:/run/ghost/ticket.key:ro",
+                "/state/tls/control:/run/ghost/tls:ro"
+            ]
         );
         assert_eq!(
             binds(Kind::Ingest, root),
@@ -765,7 +772,10 @@ mod tests {
                 "/state/ticket.key:/run/ghost/ticket.key:ro"
             ]
         );
-        assert_eq!(binds(Kind::Gateway, root), Vec::<String>::new());
+        assert_eq!(
+            binds(Kind::Gateway, root),
+            ["/state/tls/gateway:/run/ghost/tls:ro"]
+        );
     }
 
     #[test]

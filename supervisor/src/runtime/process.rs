@@ -314,6 +314,8 @@ mod tests {
                 "state/ticket.key",
                 "--supervisor",
                 "http://127.0.0.1:7071",
+                "--tls-dir",
+                "state/tls/control",
             ]
         );
         let ingest = spec(
@@ -373,7 +375,9 @@ mod tests {
                 "--listen",
                 "127.0.0.1:8080",
                 "--control",
-                "http://127.0.0.1:7000"
+                "http://127.0.0.1:7000",
+                "--tls-dir",
+                "state/tls/gateway",
             ]
         );
     }
