@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use api::client::EndReason;
 use api::status::Role;
-use common::{Stack, TEST_TIMEOUT};
+use common::{DOCKER, Stack, TEST_TIMEOUT, docker_available};
 use tokio_util::sync::CancellationToken;
 use transport::quic::{self, Closed, Session, Windows};
 use transport::tls;
@@ -280,6 +280,139 @@ async fn control_takes_heartbeats_and_ends_only_from_the_stacks_services() {
         );
         assert_eq!(watched.end_reason, EndReason::Duration, "{watched:?}");
         assert!(watched.frames >= 90, "{watched:?}");
+        stop.cancel();
+        let _ = publisher.await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Every file a container sees through its mounts: its path inside the container, and its
+/// content.
+async fn mounted_files(
+    docker: &bollard::Docker,
+    container: &str,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let info = docker
+        .inspect_container(container, None)
+        .await
+        .expect("inspect");
+    let mut files = std::collections::BTreeMap::new();
+    for mount in info.mounts.unwrap_or_default() {
+        let (Some(source), Some(target)) = (mount.source, mount.destination) else {
+            continue;
+        };
+        let source = std::path::PathBuf::from(source);
+        let mut todo = vec![(source, target)];
+        while let Some((host, inside)) = todo.pop() {
+            if host.is_dir() {
+                for entry in std::fs::read_dir(&host).expect("read dir") {
+                    let entry = entry.expect("entry");
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    todo.push((entry.path(), format!("{inside}/{name}")));
+                }
+            } else {
+                files.insert(inside, std::fs::read(&host).expect("read"));
+            }
+        }
+    }
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_each_container_sees_only_its_own_secrets_and_never_the_ca_key() {
+    if !docker_available().await {
+        return;
+    }
+    let _one = DOCKER.lock().await;
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let stack = Stack::up_on("docker", &["--relays", "1"]);
+        let docker = supervisor::runtime::docker::connect()
+            .await
+            .expect("docker");
+        let stack_id = supervisor::runtime::docker::stack_id(&stack.state);
+        let ca_key = std::fs::read(stack.state.pki().ca_key()).expect("the CA key");
+        let tls = |names: &[&str]| -> Vec<String> {
+            names
+                .iter()
+                .map(|n| format!("/run/ghost/tls/{n}"))
+                .collect()
+        };
+        let expected: [(&str, Vec<String>); 4] = [
+            (
+                "control",
+                [
+                    vec!["/run/ghost/ticket.key".to_string()],
+                    tls(&["ca.pem", "server.key", "server.pem"]),
+                ]
+                .concat(),
+            ),
+            (
+                "ingest",
+                tls(&[
+                    "ca.pem",
+                    "client.key",
+                    "client.pem",
+                    "server.key",
+                    "server.pem",
+                ]),
+            ),
+            (
+                "relay-1",
+                [
+                    vec!["/run/ghost/ticket.key".to_string()],
+                    tls(&[
+                        "ca.pem",
+                        "client.key",
+                        "client.pem",
+                        "relay.key",
+                        "relay.pem",
+                    ]),
+                ]
+                .concat(),
+            ),
+            ("gateway", tls(&["ca.pem", "client.key", "client.pem"])),
+        ];
+        let mut keys_seen: Vec<(String, String, Vec<u8>)> = Vec::new();
+        for (service, want) in &expected {
+            let container = format!("ghost-{stack_id}-{service}");
+            let files = mounted_files(&docker, &container).await;
+            let mut got: Vec<String> = files
+                .keys()
+                .filter(|p| !p.starts_with("/run/ghost/keys/"))
+                .cloned()
+                .collect();
+            got.sort();
+            println!("{service} sees {got:?}");
+            assert_eq!(&got, want, "{service}");
+            for (path, content) in files {
+                assert_ne!(content, ca_key, "{service} sees the CA key at {path}");
+                if String::from_utf8_lossy(&content).contains("PRIVATE KEY") {
+                    keys_seen.push((service.to_string(), path, content));
+                }
+            }
+        }
+        // No private key is in two containers (the ticket key is shared by control and
+        // relays on purpose, and is no certificate's).
+        for (i, (a, path_a, key_a)) in keys_seen.iter().enumerate() {
+            for (b, path_b, key_b) in &keys_seen[i + 1..] {
+                assert!(key_a != key_b, "{a}'s {path_a} is also {b}'s {path_b}");
+            }
+        }
+
+        // And the stack works on these identities: relays subscribe at ingest, everyone
+        // reaches control.
+        let stop = CancellationToken::new();
+        let (id, publisher) = stack
+            .publish("contained", 30, 2000, 30, None, stop.clone())
+            .await;
+        let watched = stack
+            .watch(&id, Some(Duration::from_secs(2)), None, stop.clone())
+            .await
+            .expect("viewer task")
+            .expect("viewer");
+        assert_eq!(watched.end_reason, EndReason::Duration, "{watched:?}");
+        assert!(watched.frames >= 30, "{watched:?}");
         stop.cancel();
         let _ = publisher.await;
     })
