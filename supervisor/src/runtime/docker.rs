@@ -202,6 +202,11 @@ impl DockerRuntime {
         }
     }
 
+    /// The state directory as mounts name it.
+    fn state_root(&self) -> PathBuf {
+        std::fs::canonicalize(self.state.root()).unwrap_or_else(|_| self.state.root().to_path_buf())
+    }
+
     fn container_name(&self, service: &str) -> String {
         format!("ghost-{}-{service}", self.stack)
     }
@@ -351,6 +356,16 @@ fn binds(kind: Kind, state_root: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// Whether a running `kind` container with bind mounts `mounted` mounts exactly what this
+/// version would give it.
+fn mounts_as_now(mounted: &[String], kind: Kind, state_root: &std::path::Path) -> bool {
+    let mut mounted = mounted.to_vec();
+    let mut now = binds(kind, state_root);
+    mounted.sort();
+    now.sort();
+    mounted == now
+}
+
 /// The stack's container network: services reach each other by service name at the ports
 /// inside their containers, and read the state directory where it is mounted.
 struct Network;
@@ -485,6 +500,17 @@ impl Runtime for DockerRuntime {
         if !running || labels.get(LABEL_STACK) != Some(&self.stack) {
             return Ok(None);
         }
+        let mounted = info
+            .host_config
+            .as_ref()
+            .and_then(|h| h.binds.clone())
+            .unwrap_or_default();
+        if !mounts_as_now(&mounted, spec.kind, &self.state_root()) {
+            // Started with other mounts (an earlier layout that mounted every secret):
+            // replaced, not adopted, so no container keeps more than its own.
+            tracing::info!(container = %name, ?mounted, "not adopted: its mounts are not this version's");
+            return Ok(None);
+        }
         let generation = labels
             .get(LABEL_GENERATION)
             .and_then(|g| g.parse().ok())
@@ -522,9 +548,7 @@ impl Runtime for DockerRuntime {
                 }]),
             );
         }
-        let state_root = std::fs::canonicalize(self.state.root())
-            .unwrap_or_else(|_| self.state.root().to_path_buf());
-        let binds = binds(spec.kind, &state_root);
+        let binds = binds(spec.kind, &self.state_root());
         let labels = HashMap::from([
             (LABEL_STACK.to_string(), self.stack.clone()),
             (LABEL_SERVICE.to_string(), spec.name.clone()),
@@ -776,6 +800,20 @@ mod tests {
             binds(Kind::Gateway, root),
             ["/state/tls/gateway:/run/ghost/tls:ro"]
         );
+    }
+
+    #[test]
+    fn a_container_with_an_earlier_layouts_mounts_is_not_adopted() {
+        let root = std::path::Path::new("/state");
+        let earlier = [
+            "/state/tls:/run/ghost/tls:ro".to_string(),
+            "/state/ticket.key:/run/ghost/ticket.key:ro".to_string(),
+        ];
+        assert!(!mounts_as_now(&earlier, Kind::Relay, root));
+        let mut now = binds(Kind::Relay, root);
+        now.reverse();
+        assert!(mounts_as_now(&now, Kind::Relay, root));
+        assert!(!mounts_as_now(&now, Kind::Ingest, root));
     }
 
     #[test]
