@@ -94,6 +94,8 @@ pub struct Snapshot {
     pub status: Status,
     /// Control's gRPC endpoint, once control has started.
     pub control_url: Option<String>,
+    /// The supervisor's TLS directory: its client certificate for calls to control.
+    pub control_tls: std::path::PathBuf,
 }
 
 /// Why a request to the supervisor failed.
@@ -227,6 +229,8 @@ pub struct Supervisor {
     tasks: JoinSet<Report>,
     http: reqwest::Client,
     control: Option<ControlClient<Channel>>,
+    /// The supervisor's TLS directory, for calls to control.
+    control_tls: std::path::PathBuf,
     /// Kill requests waiting for their kill to be done, by service.
     kills: HashMap<String, Vec<KillReply>>,
     probing: bool,
@@ -250,6 +254,7 @@ impl Supervisor {
         let (snapshot, snapshot_rx) = watch::channel(Snapshot {
             status: Status::default(),
             control_url: None,
+            control_tls: settings.state.tls_dir_of(transport::tls::Role::Supervisor),
         });
         let handle = Handle {
             commands: commands_tx,
@@ -285,6 +290,7 @@ impl Supervisor {
             tasks: JoinSet::new(),
             http,
             control: None,
+            control_tls: settings.state.tls_dir_of(transport::tls::Role::Supervisor),
             kills: HashMap::new(),
             probing: false,
             observing: false,
@@ -643,7 +649,8 @@ impl Supervisor {
     fn control_client(&mut self) -> Option<ControlClient<Channel>> {
         if self.control.is_none() {
             let addr = self.policy.addr(Kind::Control, Role::Grpc)?;
-            self.control = server::control::client(&format!("http://{addr}")).ok();
+            self.control =
+                server::control::client(&format!("http://{addr}"), Some(&self.control_tls)).ok();
         }
         self.control.clone()
     }
@@ -686,6 +693,7 @@ impl Supervisor {
                 .policy
                 .addr(Kind::Control, Role::Grpc)
                 .map(|a| format!("http://{a}")),
+            control_tls: self.control_tls.clone(),
         });
     }
 

@@ -432,9 +432,8 @@ fn install_relay_cert(state: &StateDir, args: &UpArgs) -> Result<()> {
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
         return Ok(());
     };
-    let dir = state.tls_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    transport::tls::Files::in_dir(&dir)
+    state
+        .pki()
         .install_relay(cert, key)
         .map_err(|e| Exit::new(exit::USAGE, format!("--tls-cert/--tls-key: {e:#}")).into())
 }

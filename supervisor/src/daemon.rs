@@ -179,7 +179,7 @@ pub async fn run(
         stop.cancel();
         Ok::<_, anyhow::Error>(())
     };
-    let renewals = renew_relay_certificates(stack_state.tls_dir());
+    let renewals = renew_relay_certificates(stack_state.pki());
     let result = tokio::select! {
         r = stack => r,
         () = renewals => Ok(()),
@@ -202,11 +202,10 @@ const RENEW_CHECK: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Renews the relays' certificate from the stack's CA before it ends; relays pick the new
 /// files up for their new connections. Runs until the daemon stops.
-async fn renew_relay_certificates(dir: std::path::PathBuf) {
-    let files = transport::tls::Files::in_dir(&dir);
+async fn renew_relay_certificates(pki: transport::tls::Pki) {
     loop {
         tokio::time::sleep(RENEW_CHECK).await;
-        match files.ensure_relay(std::time::SystemTime::now()) {
+        match pki.ensure_relay(std::time::SystemTime::now()) {
             Ok(transport::tls::RelayCert::Issued { not_after }) => tracing::info!(
                 until = %humantime::format_rfc3339_seconds(not_after),
                 "relay certificate renewed"

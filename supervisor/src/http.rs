@@ -175,7 +175,7 @@ pub async fn full_status(handle: &Handle) -> Status {
     let snap = handle.snapshot();
     let control = async {
         match &snap.control_url {
-            Some(url) => control_status(url).await,
+            Some(url) => control_status(url, &snap.control_tls).await,
             None => Err("control has not started".to_string()),
         }
     };
@@ -233,8 +233,8 @@ pub async fn full_status(handle: &Handle) -> Status {
     status
 }
 
-async fn control_status(url: &str) -> Result<pb::StatusResponse, String> {
-    let mut client = server::control::client(url).map_err(|e| format!("{e:#}"))?;
+async fn control_status(url: &str, tls: &std::path::Path) -> Result<pb::StatusResponse, String> {
+    let mut client = server::control::client(url, Some(tls)).map_err(|e| format!("{e:#}"))?;
     tokio::time::timeout(Duration::from_secs(1), client.status(pb::StatusRequest {}))
         .await
         .map_err(|_| "control did not answer in time".to_string())?

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use api::status::{Kind, Role};
 use serde::Serialize;
 
+use transport::tls::Role as TlsRole;
+
 use crate::runtime::Spec;
 use crate::stack::StateDir;
 
@@ -157,8 +159,10 @@ pub enum Peer {
 /// A file of the state directory a service reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum File {
-    /// The TLS directory (certificate and key for QUIC).
-    TlsDir,
+    /// A service's own TLS directory: the CA certificate and that service's certificates
+    /// and keys, never another's nor the CA key. A directory, so that a renewed
+    /// certificate replaced by rename is seen through a container's mount.
+    Tls(TlsRole),
     /// The join-ticket key shared by control and relays.
     TicketKey,
     /// The stream keys' directory, read by ingest. A directory, so that a key file
@@ -170,7 +174,7 @@ impl File {
     /// Where it is in the state directory `state`.
     pub fn path_in(self, state: &StateDir) -> PathBuf {
         match self {
-            File::TlsDir => state.tls_dir(),
+            File::Tls(role) => state.tls_dir_of(role),
             File::TicketKey => state.ticket_key(),
             File::KeysDir => state.keys_dir(),
         }
@@ -284,6 +288,7 @@ pub const SERVICES: [Service; 4] = [
             Arg::Listen("--ops-listen", Role::Ops),
             Arg::File("--ticket-key-file", File::TicketKey),
             Arg::Url("--supervisor", Peer::Supervisor),
+            Arg::File("--tls-dir", File::Tls(TlsRole::Control)),
         ],
     },
     Service {
@@ -299,7 +304,7 @@ pub const SERVICES: [Service; 4] = [
             Arg::Listen("--rtmp-listen", Role::Rtmp),
             Arg::Listen("--ops-listen", Role::Ops),
             Arg::Url("--control", Peer::Service(Kind::Control, Role::Grpc)),
-            Arg::File("--tls-dir", File::TlsDir),
+            Arg::File("--tls-dir", File::Tls(TlsRole::Ingest)),
             Arg::Advertise("--advertise", Role::Quic, Audience::Services),
             Arg::File("--keys-dir", File::KeysDir),
             Arg::Flag("--require-keys", When::KeysRequired),
@@ -319,7 +324,7 @@ pub const SERVICES: [Service; 4] = [
             Arg::Addr("--ingest", Peer::Service(Kind::Ingest, Role::Quic)),
             Arg::Id("--id"),
             Arg::Capacity("--capacity"),
-            Arg::File("--tls-dir", File::TlsDir),
+            Arg::File("--tls-dir", File::Tls(TlsRole::Relay)),
             Arg::File("--ticket-key-file", File::TicketKey),
             Arg::Advertise("--advertise", Role::Quic, Audience::Viewers),
         ],
@@ -338,6 +343,7 @@ pub const SERVICES: [Service; 4] = [
         args: &[
             Arg::Listen("--listen", Role::Http),
             Arg::Url("--control", Peer::Service(Kind::Control, Role::Grpc)),
+            Arg::File("--tls-dir", File::Tls(TlsRole::Gateway)),
         ],
     },
 ];

@@ -3,8 +3,9 @@
 //!
 //! Layout of the state directory (default `$XDG_STATE_HOME/ghost-stream`, else
 //! `~/.local/state/ghost-stream`; `--state-dir` or `GHOST_STATE_DIR` to change):
-//! `tls/` (CA and server certificate), `ticket.key`, `keys/` (stream keys, see
-//! [`server::keys`]), `stack.json`, `logs/`.
+//! `ca/` (the CA key, which only the supervisor reads), `tls/` (the CA certificate and one
+//! directory per service with its own certificates, see [`transport::tls::Pki`]),
+//! `ticket.key`, `keys/` (stream keys, see [`server::keys`]), `stack.json`, `logs/`.
 
 use std::path::{Path, PathBuf};
 
@@ -72,14 +73,29 @@ impl StateDir {
         &self.root
     }
 
-    /// TLS files.
+    /// TLS files: the CA certificate and each service's directory.
     pub fn tls_dir(&self) -> PathBuf {
         self.root.join("tls")
     }
 
+    /// The CA key's directory, never given to a service.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.root.join("ca")
+    }
+
+    /// The stack's CA and each service's certificates.
+    pub fn pki(&self) -> transport::tls::Pki {
+        transport::tls::Pki::new(&self.tls_dir(), &self.ca_dir())
+    }
+
     /// The CA clients trust.
     pub fn ca(&self) -> PathBuf {
-        transport::tls::Files::in_dir(&self.tls_dir()).ca
+        self.pki().ca()
+    }
+
+    /// The TLS directory of `role`: all of the stack's TLS files that service is given.
+    pub fn tls_dir_of(&self, role: transport::tls::Role) -> PathBuf {
+        self.pki().dir(role)
     }
 
     /// The join-ticket key shared by control and relays.
@@ -150,15 +166,14 @@ impl StateDir {
         self.root.join("stack.json")
     }
 
-    /// Makes the directory, the TLS files, the ticket key and the stream keys' directory
-    /// (mode 0700; a container mounts it, so it must exist) where missing.
+    /// Makes the directory, the CA and every service's TLS files (moving an earlier layout
+    /// over), the ticket key and the stream keys' directory (mode 0700; a container mounts
+    /// it, so it must exist) where missing.
     pub fn prepare(&self) -> Result<()> {
         std::fs::create_dir_all(self.logs())
             .with_context(|| format!("creating {}", self.logs().display()))?;
         self.keys().create_dir()?;
-        let tls = transport::tls::Files::in_dir(&self.tls_dir());
-        tls.ensure()?;
-        tls.ensure_relay(std::time::SystemTime::now())?;
+        self.pki().ensure(std::time::SystemTime::now())?;
         let key = self.ticket_key();
         if !key.exists() {
             use std::io::Write;

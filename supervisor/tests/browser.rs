@@ -267,8 +267,9 @@ async fn a_page_keeps_playing_through_a_certificate_renewal_and_a_new_page_pins_
             .expect("join")
             .cert_sha256;
 
-        let files = transport::tls::Files::in_dir(&stack.state.tls_dir());
-        files
+        stack
+            .state
+            .pki()
             .renew_relay(std::time::SystemTime::now())
             .expect("renew");
         let renewed = Instant::now();
@@ -400,6 +401,7 @@ async fn the_page_splits_an_inline_init_segment_off_a_fragment() {
         let gateway = tokio::spawn(gateway::serve(
             listener,
             "http://127.0.0.1:1",
+            None,
             shutdown.clone(),
         ));
         let profile = tempfile::tempdir().expect("browser profile");

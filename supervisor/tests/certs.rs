@@ -28,7 +28,8 @@ async fn a_renewed_relay_certificate_reaches_new_viewers_and_spares_the_others()
             &["--relays", "1"],
             &[("GHOST_RELAY_CERT_CHECK", "200ms")],
         );
-        let files = tls::Files::in_dir(&stack.state.tls_dir());
+        let pki = stack.state.pki();
+        let files = pki.files(tls::Role::Relay);
         let in_use = tls::Identity::load(&files.relay_cert, &files.relay_key)
             .expect("the relay certificate ghost up issued")
             .leaf_sha256();
@@ -44,7 +45,7 @@ async fn a_renewed_relay_certificate_reaches_new_viewers_and_spares_the_others()
 
         // What the supervisor does a week before the end (here and now: a certificate issued
         // for a later date would not be valid yet, and browsers check that).
-        files.renew_relay(SystemTime::now()).expect("renew");
+        pki.renew_relay(SystemTime::now()).expect("renew");
         let renewed = Instant::now();
         let next = loop {
             let hash = joined_hash(&stack, &id).await;
@@ -155,7 +156,9 @@ async fn an_operators_certificate_is_served_and_not_pinned_by_browsers() {
         assert!(s.frames >= 30, "{s:?}");
         // Renewal leaves it alone.
         assert_eq!(
-            tls::Files::in_dir(&stack.state.tls_dir())
+            stack
+                .state
+                .pki()
                 .ensure_relay(SystemTime::now() + Duration::from_secs(365 * 24 * 3600))
                 .expect("check"),
             RelayCert::Operator

@@ -21,7 +21,19 @@ async fn connect(
     alpn: &[u8],
     name: &str,
 ) -> anyhow::Result<(quinn::Endpoint, quinn::Connection)> {
-    let endpoint = quic::client(&stack.state.ca(), alpn, Windows::PUBLISHER)?;
+    // Ingest serves subscriptions only to a relay's client certificate: present it, as a
+    // relay does.
+    let endpoint = if alpn == quic::ALPN_SUBSCRIBE {
+        let relay = stack.state.pki().files(tls::Role::Relay);
+        quic::client_as(
+            &stack.state.ca(),
+            alpn,
+            &relay.client_identity()?,
+            Windows::PUBLISHER,
+        )?
+    } else {
+        quic::client(&stack.state.ca(), alpn, Windows::PUBLISHER)?
+    };
     let conn = endpoint.connect(addr, name)?.await?;
     Ok((endpoint, conn))
 }
@@ -251,8 +263,10 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff",
         )
         .await;
-        let mut client = server::control::client(&format!("http://{control}")).expect("client");
-        let err = client
+        // As the services that may call these, so that the arguments are what is refused.
+        let err = stack
+            .control_as(transport::tls::Role::Ingest)
+            .await
             .create_stream(proto::control::CreateStreamRequest {
                 name: String::new(),
                 ingest_id: "x".into(),
@@ -261,7 +275,9 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
             .await
             .expect_err("empty name refused");
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
-        let err = client
+        let err = stack
+            .control_as(transport::tls::Role::Relay)
+            .await
             .relay_heartbeat(proto::control::RelayHeartbeatRequest {
                 relay_id: "r".into(),
                 addr: "nowhere".into(),

@@ -4,6 +4,11 @@
 //! The data plane never waits for control: relays check join tickets themselves, and streams
 //! keep flowing while control is down. A restarted control rebuilds its directory from the
 //! next heartbeats of ingest and relays (see [`directory`]).
+//!
+//! In a stack, control's gRPC takes only mutual TLS, and each RPC only from the roles that
+//! have a reason to call it ([`callers`]): a client certificate from the stack's CA names
+//! the caller's role. Anyone else who reaches the port is refused with `UNAUTHENTICATED`
+//! (no service certificate) or `PERMISSION_DENIED` (a service that may not call this).
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +30,7 @@ use server::clock;
 use server::ops;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use transport::tls::Role as Caller;
 
 use directory::{Directory, Refusal, Timeouts};
 
@@ -59,9 +65,36 @@ pub struct Config {
     /// Supervisor gRPC endpoint (http://host:port) to ask for relays when viewers are refused.
     #[arg(long, env = "GHOST_SUPERVISOR")]
     pub supervisor: Option<String>,
+    /// Control's TLS directory (its server certificate, the stack's CA, which callers'
+    /// client certificates must come from).
+    #[command(flatten)]
+    pub tls: server::args::OptionalTls,
     /// Log output.
     #[command(flatten)]
     pub logging: server::args::Logging,
+}
+
+/// Who may call which RPC: the roles whose client certificate control takes for it.
+pub mod callers {
+    use super::Caller::{self, Gateway, Ingest, Relay, Supervisor};
+
+    /// Streams are created by the ingest that holds the publisher.
+    pub const CREATE_STREAM: &[Caller] = &[Ingest];
+    /// A stream is ended by its ingest, or by the supervisor.
+    pub const END_STREAM: &[Caller] = &[Ingest, Supervisor];
+    /// Any service may read what is live.
+    pub const LIST_STREAMS: &[Caller] = &[Gateway, Supervisor, Ingest, Relay];
+    /// Viewers are placed (and handed tickets) only through the viewer gateway, which
+    /// answers them.
+    pub const JOIN: &[Caller] = &[Gateway];
+    /// Ingest reports what it carries.
+    pub const INGEST_HEARTBEAT: &[Caller] = &[Ingest];
+    /// Relays report what they carry, where viewers reach them and their certificate hash.
+    pub const RELAY_HEARTBEAT: &[Caller] = &[Relay];
+    /// Counters and the relay directory, for the supervisor (and any service).
+    pub const STATUS: &[Caller] = &[Supervisor, Gateway, Ingest, Relay];
+    /// Only the supervisor sees a relay die.
+    pub const FORGET_RELAY: &[Caller] = &[Supervisor];
 }
 
 #[derive(Debug, Default, Clone)]
@@ -71,6 +104,7 @@ struct Metrics {
     joins: Counter,
     rejections: Counter,
     capacity_requests: Counter,
+    refused_callers: Counter,
 }
 
 impl Metrics {
@@ -88,6 +122,11 @@ impl Metrics {
             "Requests for relays sent to the supervisor",
             self.capacity_requests.clone(),
         );
+        registry.register(
+            "refused_callers",
+            "Calls refused: no service certificate, or one of a role that may not call",
+            self.refused_callers.clone(),
+        );
     }
 }
 
@@ -101,9 +140,45 @@ pub struct Service {
     started_at_us: u64,
     metrics: Metrics,
     capacity: Option<tokio::sync::mpsc::Sender<String>>,
+    /// Whether callers must show a service certificate (control serves mutual TLS).
+    authenticate: bool,
 }
 
 impl Service {
+    /// Lets the call `rpc` through only from a caller whose verified client certificate
+    /// names one of `allowed`.
+    fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        rpc: &str,
+        allowed: &[Caller],
+    ) -> Result<(), Status> {
+        if !self.authenticate {
+            return Ok(());
+        }
+        let role = request
+            .peer_certs()
+            .and_then(|chain| transport::tls::peer_role(&chain));
+        let refused = match role {
+            Some(role) if allowed.contains(&role) => return Ok(()),
+            Some(role) => Status::permission_denied(format!(
+                "{rpc} is not for {role}: only {} may call it",
+                allowed
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            None => Status::unauthenticated(format!(
+                "{rpc} takes calls only from the stack's services: present a service's client \
+                 certificate from the stack's CA"
+            )),
+        };
+        self.metrics.refused_callers.inc();
+        tracing::warn!(rpc, role = ?role, peer = ?request.remote_addr(), "call refused");
+        Err(refused)
+    }
+
     fn dir(&self) -> std::sync::MutexGuard<'_, Directory> {
         // A panic while holding the lock would be a bug; the state is still usable soft state.
         self.dir.lock().unwrap_or_else(|e| e.into_inner())
@@ -139,6 +214,7 @@ impl Control for Service {
         &self,
         request: Request<pb::CreateStreamRequest>,
     ) -> Result<Response<pb::CreateStreamResponse>, Status> {
+        self.authorize(&request, "CreateStream", callers::CREATE_STREAM)?;
         let req = request.into_inner();
         let mut dir = self.dir();
         let stream = dir
@@ -170,6 +246,7 @@ impl Control for Service {
         &self,
         request: Request<pb::EndStreamRequest>,
     ) -> Result<Response<pb::EndStreamResponse>, Status> {
+        self.authorize(&request, "EndStream", callers::END_STREAM)?;
         let req = request.into_inner();
         let mut dir = self.dir();
         let existed = dir.end_stream(&req.id, Instant::now());
@@ -184,8 +261,9 @@ impl Control for Service {
 
     async fn list_streams(
         &self,
-        _request: Request<pb::ListStreamsRequest>,
+        request: Request<pb::ListStreamsRequest>,
     ) -> Result<Response<pb::ListStreamsResponse>, Status> {
+        self.authorize(&request, "ListStreams", callers::LIST_STREAMS)?;
         let streams = self.dir().list(Instant::now());
         Ok(Response::new(pb::ListStreamsResponse { streams }))
     }
@@ -194,6 +272,7 @@ impl Control for Service {
         &self,
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
+        self.authorize(&request, "Join", callers::JOIN)?;
         let req = request.into_inner();
         let placed = {
             let mut dir = self.dir();
@@ -236,6 +315,7 @@ impl Control for Service {
         &self,
         request: Request<pb::IngestHeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.authorize(&request, "IngestHeartbeat", callers::INGEST_HEARTBEAT)?;
         let mut dir = self.dir();
         dir.ingest_heartbeat(request.into_inner(), Instant::now())
             .map_err(status)?;
@@ -251,6 +331,7 @@ impl Control for Service {
         &self,
         request: Request<pb::RelayHeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.authorize(&request, "RelayHeartbeat", callers::RELAY_HEARTBEAT)?;
         let mut dir = self.dir();
         dir.relay_heartbeat(request.into_inner(), Instant::now())
             .map_err(status)?;
@@ -264,6 +345,7 @@ impl Control for Service {
         &self,
         request: Request<pb::ForgetRelayRequest>,
     ) -> Result<Response<pb::ForgetRelayResponse>, Status> {
+        self.authorize(&request, "ForgetRelay", callers::FORGET_RELAY)?;
         let req = request.into_inner();
         let mut dir = self.dir();
         let existed = dir.forget_relay(&req.relay_id);
@@ -276,8 +358,9 @@ impl Control for Service {
 
     async fn status(
         &self,
-        _request: Request<pb::StatusRequest>,
+        request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.authorize(&request, "Status", callers::STATUS)?;
         let now = Instant::now();
         let mut dir = self.dir();
         Ok(Response::new(pb::StatusResponse {
@@ -297,6 +380,23 @@ pub struct Server {
     service: Service,
     registry: Registry,
     supervisor: Option<(String, tokio::sync::mpsc::Receiver<String>)>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
+/// Mutual TLS from control's TLS directory: its server certificate, and callers' client
+/// certificates verified against the stack's CA. A caller without one still completes the
+/// handshake, so that it is told in words (`UNAUTHENTICATED`) rather than by a TLS alert.
+fn server_tls(dir: &std::path::Path) -> Result<tonic::transport::ServerTlsConfig> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let files = transport::tls::Files::in_dir(dir);
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+    };
+    Ok(ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
+        .client_ca_root(Certificate::from_pem(read(&files.ca)?))
+        .client_auth_optional(true)
+        .timeout(Duration::from_secs(5)))
 }
 
 impl Server {
@@ -321,6 +421,12 @@ impl Server {
             }
             None => (None, None),
         };
+        let tls = config.tls.dir.as_deref().map(server_tls).transpose()?;
+        if tls.is_none() {
+            tracing::warn!(
+                "no --tls-dir: gRPC is plain and takes calls from anyone who reaches it"
+            );
+        }
         let metrics = Metrics::default();
         let mut registry = Registry::with_prefix("ghost_control");
         metrics.register(&mut registry);
@@ -335,6 +441,7 @@ impl Server {
             started_at_us: clock::now_us(),
             metrics,
             capacity,
+            authenticate: tls.is_some(),
         };
         Ok(Server {
             grpc,
@@ -342,6 +449,7 @@ impl Server {
             service,
             registry,
             supervisor,
+            tls,
         })
     }
 
@@ -361,7 +469,11 @@ impl Server {
         let svc = ControlServer::new(self.service.clone())
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(4 * MAX_GRPC_MESSAGE);
-        let grpc = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = self.tls {
+            builder = builder.tls_config(tls).context("setting up gRPC's TLS")?;
+        }
+        let grpc = builder
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
         let ops = ops::serve(

@@ -31,7 +31,7 @@ async fn the_protocol_given_at_create_comes_back_and_survives_heartbeats() {
     let addr = server.grpc_addr().expect("address");
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(server.run(shutdown.clone()));
-    let mut client = server::control::client(&format!("http://{addr}")).expect("client");
+    let mut client = server::control::client(&format!("http://{addr}"), None).expect("client");
 
     tokio::time::timeout(Duration::from_secs(20), async {
         let create = |name: &str, protocol: &str| pb::CreateStreamRequest {

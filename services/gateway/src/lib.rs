@@ -43,6 +43,9 @@ pub struct Config {
     /// Where control is.
     #[command(flatten)]
     pub control: server::args::Control,
+    /// The gateway's TLS directory: its client certificate for calls to control.
+    #[command(flatten)]
+    pub tls: server::args::OptionalTls,
     /// Log output.
     #[command(flatten)]
     pub logging: server::args::Logging,
@@ -238,16 +241,24 @@ pub async fn main(config: Config) -> Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(http = %addr, "viewer gateway listening");
     server::ready::announce(Kind::Gateway, &[(Role::Http, addr), (Role::Ops, addr)]);
-    serve(listener, &config.control.url, server::shutdown::on_signal()).await
+    serve(
+        listener,
+        &config.control.url,
+        config.tls.dir.as_deref(),
+        server::shutdown::on_signal(),
+    )
+    .await
 }
 
-/// Serves the gateway on a bound listener until `shutdown`.
+/// Serves the gateway on a bound listener until `shutdown`, calling control at `control`
+/// with the client certificate in `tls_dir`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     control: &str,
+    tls_dir: Option<&std::path::Path>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let router = routes(server::control::client(control)?);
+    let router = routes(server::control::client(control, tls_dir)?);
     axum::serve(server::ops::nodelay(listener), router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

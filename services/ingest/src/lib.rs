@@ -60,7 +60,7 @@ pub struct Config {
     /// This gateway's id in control's directory.
     #[arg(long, env = "GHOST_INGEST_ID", default_value = "ingest-1")]
     pub id: String,
-    /// The stack's certificate and key.
+    /// Ingest's TLS directory: its server and client certificates, the stack's CA.
     #[command(flatten)]
     pub tls: server::args::Tls,
     /// Who may publish: stream keys.
@@ -83,6 +83,7 @@ struct Metrics {
     subscribers: Gauge,
     streams_started: Counter,
     publishers_refused: Counter,
+    subscribers_refused: Counter,
     rtmp_connections: Gauge,
     rtmp_refused: Counter,
     fanout: fanout::Metrics,
@@ -105,6 +106,11 @@ impl Metrics {
             "publishers_refused",
             "Announces refused (control down, name in use, limit)",
             self.publishers_refused.clone(),
+        );
+        registry.register(
+            "subscribers_refused",
+            "Subscriptions refused: no relay client certificate",
+            self.subscribers_refused.clone(),
         );
         registry.register(
             "rtmp_connections",
@@ -185,11 +191,14 @@ impl Server {
     /// Loads the TLS identity and binds the QUIC and ops sockets.
     pub async fn bind(config: &Config) -> Result<Server> {
         let files = tls::Files::in_dir(&config.tls.dir);
-        let identity = tls::Identity::from_files(&files)?;
-        let endpoint = quic::server(
+        let identity = files.server_identity()?;
+        // Publishers present no certificate; relays present theirs, which `handle` requires
+        // for a subscription.
+        let endpoint = quic::server_verifying_clients(
             config.listen,
             &identity,
             &[quic::ALPN_PUBLISH, quic::ALPN_SUBSCRIBE],
+            &files.ca,
             Windows::RECEIVER,
         )?;
         let rtmp = tokio::net::TcpListener::bind(config.rtmp_listen)
@@ -216,7 +225,7 @@ impl Server {
                 keys: server::keys::Gate::from(&config.keys),
                 pending: Mutex::new(HashMap::new()),
                 streams: Mutex::new(HashMap::new()),
-                control: server::control::client(&config.control.url)?,
+                control: server::control::client(&config.control.url, Some(&config.tls.dir))?,
                 publishers: Arc::new(tokio::sync::Semaphore::new(config.max_publishers)),
                 metrics,
             }),
@@ -303,6 +312,24 @@ async fn beat(state: &State, addr: String) -> Result<Duration, tonic::Status> {
 
 async fn handle(state: Arc<State>, conn: Connection) {
     let alpn = quic::alpn(&conn).unwrap_or_default();
+    if alpn == quic::ALPN_SUBSCRIBE {
+        // Media leaves ingest only for the stack's relays: anyone else would bypass the
+        // relays' tickets and admission cap.
+        let role = quic::peer_role(&conn);
+        if role != Some(tls::Role::Relay) {
+            let reason = match role {
+                None => "subscriptions are for the stack's relays: no relay client certificate"
+                    .to_string(),
+                Some(role) => format!(
+                    "subscriptions are for the stack's relays, not for {role}'s certificate"
+                ),
+            };
+            tracing::warn!(peer = %conn.remote_address(), role = ?role, "subscription refused: not a relay");
+            state.metrics.subscribers_refused.inc();
+            quic::close(&conn, Code::Unauthorized, &reason);
+            return;
+        }
+    }
     let session = match tokio::time::timeout(quic::SESSION_TIMEOUT, Session::accept(&conn)).await {
         Ok(Ok(s)) => s,
         Ok(Err(error)) => {

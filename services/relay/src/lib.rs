@@ -164,16 +164,9 @@ impl Server {
     /// Loads TLS files and the ticket key, binds the QUIC and ops sockets.
     pub async fn bind(config: &Config) -> Result<Server> {
         let files = tls::Files::in_dir(&config.tls.dir);
-        // The relays' own certificate, which browsers accept; a state directory from before
-        // it existed has only the shared server certificate.
-        let certs = if files.relay_cert.exists() {
-            tls::Reloading::load(&files.relay_cert, &files.relay_key)?
-        } else {
-            tls::Reloading::load(&files.cert, &files.key)?
-        };
-        let certs = Arc::new(certs);
+        let certs = Arc::new(tls::Reloading::load(&files.relay_cert, &files.relay_key)?);
         let cert_public = Arc::new(std::sync::atomic::AtomicBool::new(
-            files.relay_cert.exists() && files.relay_cert_is_public()?,
+            files.relay_cert_is_public()?,
         ));
         let endpoint = quic::server_reloading(
             config.listen,
@@ -181,7 +174,13 @@ impl Server {
             &[quic::ALPN_VIEW, quic::ALPN_H3],
             Windows::SENDER,
         )?;
-        let upstream = quic::client(&files.ca, quic::ALPN_SUBSCRIBE, Windows::RECEIVER)?;
+        // Ingest serves subscriptions only to a relay's client certificate.
+        let upstream = quic::client_as(
+            &files.ca,
+            quic::ALPN_SUBSCRIBE,
+            &files.client_identity()?,
+            Windows::RECEIVER,
+        )?;
         let ops = ops::bind(config.ops_listen).await?;
         let ticket_key = match &config.ticket_key.file {
             Some(p) => Some(
@@ -206,7 +205,7 @@ impl Server {
             endpoint,
             ops,
             registry,
-            control: server::control::client(&config.control.url)?,
+            control: server::control::client(&config.control.url, Some(&config.tls.dir))?,
             heartbeat: *config.heartbeat.interval,
             state: Arc::new(State {
                 id: config.id.clone(),

@@ -48,13 +48,25 @@ pub struct TicketKey {
     pub file: Option<PathBuf>,
 }
 
-/// The stack's TLS files, for the QUIC services.
+/// The service's TLS files, for the QUIC services.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Tls {
-    /// Directory holding the stack's TLS files (ca.pem, server.pem, server.key), made by
-    /// `ghost up`.
+    /// Directory holding this service's TLS files (ca.pem and its own certificates and
+    /// keys), made by `ghost up`. Its client certificate also authenticates its calls to
+    /// control.
     #[arg(long = "tls-dir", env = "GHOST_TLS_DIR")]
     pub dir: PathBuf,
+}
+
+/// The service's TLS files where they are optional: control and the viewer gateway, which
+/// a stack always gives them, and their own tests run without.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OptionalTls {
+    /// Directory holding this service's TLS files (ca.pem and its own certificates and
+    /// keys), made by `ghost up`. Without it, calls to and from control are plain and
+    /// unauthenticated: only for tests.
+    #[arg(long = "tls-dir", env = "GHOST_TLS_DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 /// Stream keys, for the service that takes publishers (ingest); [`crate::keys::Gate`] is

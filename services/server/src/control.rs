@@ -1,25 +1,62 @@
 //! The control plane as seen by the services that call it: a lazily connected gRPC client,
 //! the heartbeat loop, and how to read what control lists.
+//!
+//! In a stack, control takes calls only over mutual TLS: each caller presents its client
+//! certificate from the stack's CA, which names its role, and control checks that role per
+//! call (a relay's heartbeat only from a relay, and so on; see the `control` crate).
 
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use proto::control::control_client::ControlClient;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// How long any call to control may take. Control being slow or down must never hold up
 /// the data plane.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A client that connects on first use and reconnects by itself after control restarts.
-pub fn client(url: &str) -> Result<ControlClient<Channel>> {
-    let endpoint = Endpoint::from_shared(url.to_string())
+///
+/// With `tls_dir` (a service's TLS directory: `ca.pem`, `client.pem`, `client.key`) it
+/// speaks TLS whatever scheme `url` spells, verifies control against the stack's CA by its
+/// name, and presents the client certificate; without, plain HTTP/2 (a control started
+/// without TLS, as in control's own tests).
+pub fn client(url: &str, tls_dir: Option<&Path>) -> Result<ControlClient<Channel>> {
+    let url = match tls_dir {
+        Some(_) => match url.strip_prefix("http://") {
+            Some(rest) => format!("https://{rest}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    };
+    let mut endpoint = Endpoint::from_shared(url.clone())
         .with_context(|| format!("bad control address {url:?} (expected http://host:port)"))?
         .connect_timeout(Duration::from_millis(500))
         .timeout(CALL_TIMEOUT);
+    if let Some(dir) = tls_dir {
+        endpoint = endpoint
+            .tls_config(tls_config(dir)?)
+            .context("setting up TLS to control")?;
+    }
     Ok(ControlClient::new(endpoint.connect_lazy()))
+}
+
+/// TLS to control from the files in `dir`: trust the stack's CA, expect control's name,
+/// present this caller's client certificate.
+fn tls_config(dir: &Path) -> Result<ClientTlsConfig> {
+    let files = transport::tls::Files::in_dir(dir);
+    let read =
+        |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&files.ca)?))
+        .identity(Identity::from_pem(
+            read(&files.client_cert)?,
+            read(&files.client_key)?,
+        ))
+        .domain_name(transport::tls::CONTROL_NAME))
 }
 
 /// How a stream listed by control is published. Control takes only the names it knows, so

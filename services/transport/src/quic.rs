@@ -130,6 +130,23 @@ pub fn server(
     server_with(addr, tls::server_config(identity, alpns)?, windows)
 }
 
+/// A server endpoint on `addr` offering `alpns` that asks clients for a certificate from
+/// the CA in `ca` without requiring one ([`tls::server_config_verifying_clients`]); each
+/// connection's [`peer_role`] tells who presented which.
+pub fn server_verifying_clients(
+    addr: SocketAddr,
+    identity: &tls::Identity,
+    alpns: &[&[u8]],
+    ca: &Path,
+    windows: Windows,
+) -> Result<quinn::Endpoint> {
+    server_with(
+        addr,
+        tls::server_config_verifying_clients(identity, alpns, ca)?,
+        windows,
+    )
+}
+
 /// A server endpoint on `addr` whose certificate follows `certs` (relays: theirs is renewed
 /// while they run).
 pub fn server_reloading(
@@ -156,6 +173,17 @@ fn server_with(
 /// A client endpoint that trusts the stack's CA and offers `alpn`.
 pub fn client(ca: &Path, alpn: &[u8], windows: Windows) -> Result<quinn::Endpoint> {
     client_with(tls::client_config(ca, alpn)?, windows)
+}
+
+/// A client endpoint that trusts the stack's CA, offers `alpn` and presents `identity` (a
+/// client certificate naming its role) to servers that ask.
+pub fn client_as(
+    ca: &Path,
+    alpn: &[u8],
+    identity: &tls::Identity,
+    windows: Windows,
+) -> Result<quinn::Endpoint> {
+    client_with(tls::client_config_as(ca, alpn, identity)?, windows)
 }
 
 /// A client endpoint that trusts only the server certificate with SHA-256 `sha256` (hex).
@@ -325,6 +353,16 @@ pub fn alpn(conn: &Connection) -> Option<Vec<u8>> {
         .downcast::<quinn::crypto::rustls::HandshakeData>()
         .ok()?
         .protocol
+}
+
+/// The role the peer's client certificate names, verified against the stack's CA during
+/// the handshake; `None` when it presented none, or one naming no role.
+pub fn peer_role(conn: &Connection) -> Option<tls::Role> {
+    let chain = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    tls::peer_role(&chain)
 }
 
 /// Accepts connections until `shutdown`, running `handle` for each in its own task under a

@@ -20,9 +20,11 @@ async fn pair() -> (
     [quinn::Endpoint; 2],
 ) {
     let dir = std::env::temp_dir().join(format!("ghost-peer-test-{}", std::process::id()));
-    let files = tls::Files::in_dir(&dir);
-    files.ensure().expect("certificates");
-    let identity = tls::Identity::from_files(&files).expect("identity");
+    let pki = tls::Pki::new(&dir.join("tls"), &dir.join("ca"));
+    pki.ensure(std::time::SystemTime::now())
+        .expect("certificates");
+    let files = pki.files(tls::Role::Relay);
+    let identity = tls::Identity::load(&files.relay_cert, &files.relay_key).expect("identity");
     let localhost = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let server =
         quic::server(localhost, &identity, &[quic::ALPN_H3], Windows::SENDER).expect("server");

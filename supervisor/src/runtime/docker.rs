@@ -202,6 +202,11 @@ impl DockerRuntime {
         }
     }
 
+    /// The state directory as mounts name it.
+    fn state_root(&self) -> PathBuf {
+        std::fs::canonicalize(self.state.root()).unwrap_or_else(|_| self.state.root().to_path_buf())
+    }
+
     fn container_name(&self, service: &str) -> String {
         format!("ghost-{}-{service}", self.stack)
     }
@@ -328,15 +333,15 @@ fn args(spec: &Spec) -> Vec<String> {
 /// Where `file` of the state directory appears inside a container.
 fn mount_point(file: File) -> String {
     match file {
-        File::TlsDir => format!("{MOUNT}/tls"),
+        File::Tls(_) => format!("{MOUNT}/tls"),
         File::TicketKey => format!("{MOUNT}/ticket.key"),
         File::KeysDir => format!("{MOUNT}/keys"),
     }
 }
 
 /// The bind mounts of a `kind` container: each file of the state directory (at
-/// `state_root`) that its flags name, read-only, and nothing else: control never sees the
-/// TLS key, relays never see the stream keys.
+/// `state_root`) that its flags name, read-only, and nothing else: a service sees its own
+/// TLS directory and no other's, none sees the CA key, relays never see the stream keys.
 fn binds(kind: Kind, state_root: &std::path::Path) -> Vec<String> {
     let state = StateDir::new(state_root);
     services::service(kind)
@@ -349,6 +354,16 @@ fn binds(kind: Kind, state_root: &std::path::Path) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Whether a running `kind` container with bind mounts `mounted` mounts exactly what this
+/// version would give it.
+fn mounts_as_now(mounted: &[String], kind: Kind, state_root: &std::path::Path) -> bool {
+    let mut mounted = mounted.to_vec();
+    let mut now = binds(kind, state_root);
+    mounted.sort();
+    now.sort();
+    mounted == now
 }
 
 /// The stack's container network: services reach each other by service name at the ports
@@ -485,6 +500,17 @@ impl Runtime for DockerRuntime {
         if !running || labels.get(LABEL_STACK) != Some(&self.stack) {
             return Ok(None);
         }
+        let mounted = info
+            .host_config
+            .as_ref()
+            .and_then(|h| h.binds.clone())
+            .unwrap_or_default();
+        if !mounts_as_now(&mounted, spec.kind, &self.state_root()) {
+            // Started with other mounts (an earlier layout that mounted every secret):
+            // replaced, not adopted, so no container keeps more than its own.
+            tracing::info!(container = %name, ?mounted, "not adopted: its mounts are not this version's");
+            return Ok(None);
+        }
         let generation = labels
             .get(LABEL_GENERATION)
             .and_then(|g| g.parse().ok())
@@ -522,9 +548,7 @@ impl Runtime for DockerRuntime {
                 }]),
             );
         }
-        let state_root = std::fs::canonicalize(self.state.root())
-            .unwrap_or_else(|_| self.state.root().to_path_buf());
-        let binds = binds(spec.kind, &state_root);
+        let binds = binds(spec.kind, &self.state_root());
         let labels = HashMap::from([
             (LABEL_STACK.to_string(), self.stack.clone()),
             (LABEL_SERVICE.to_string(), spec.name.clone()),
@@ -667,6 +691,8 @@ mod tests {
                     "/run/ghost/ticket.key",
                     "--supervisor",
                     "http://172.18.0.1:7071",
+                    "--tls-dir",
+                    "/run/ghost/tls",
                 ][..],
                 &json
             ]
@@ -736,7 +762,9 @@ mod tests {
                     "--listen",
                     "0.0.0.0:8080",
                     "--control",
-                    "http://control:7000"
+                    "http://control:7000",
+                    "--tls-dir",
+                    "/run/ghost/tls",
                 ][..],
                 &json
             ]
@@ -749,23 +777,43 @@ mod tests {
         let root = std::path::Path::new("/state");
         assert_eq!(
             binds(Kind::Control, root),
-            ["/state/ticket.key:/run/ghost/ticket.key:ro"]
+            [
+                "/state/ticket.key:/run/ghost/ticket.key:ro",
+                "/state/tls/control:/run/ghost/tls:ro"
+            ]
         );
         assert_eq!(
             binds(Kind::Ingest, root),
             [
-                "/state/tls:/run/ghost/tls:ro",
+                "/state/tls/ingest:/run/ghost/tls:ro",
                 "/state/keys:/run/ghost/keys:ro"
             ]
         );
         assert_eq!(
             binds(Kind::Relay, root),
             [
-                "/state/tls:/run/ghost/tls:ro",
+                "/state/tls/relay:/run/ghost/tls:ro",
                 "/state/ticket.key:/run/ghost/ticket.key:ro"
             ]
         );
-        assert_eq!(binds(Kind::Gateway, root), Vec::<String>::new());
+        assert_eq!(
+            binds(Kind::Gateway, root),
+            ["/state/tls/gateway:/run/ghost/tls:ro"]
+        );
+    }
+
+    #[test]
+    fn a_container_with_an_earlier_layouts_mounts_is_not_adopted() {
+        let root = std::path::Path::new("/state");
+        let earlier = [
+            "/state/tls:/run/ghost/tls:ro".to_string(),
+            "/state/ticket.key:/run/ghost/ticket.key:ro".to_string(),
+        ];
+        assert!(!mounts_as_now(&earlier, Kind::Relay, root));
+        let mut now = binds(Kind::Relay, root);
+        now.reverse();
+        assert!(mounts_as_now(&now, Kind::Relay, root));
+        assert!(!mounts_as_now(&now, Kind::Ingest, root));
     }
 
     #[test]

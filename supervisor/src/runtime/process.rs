@@ -314,6 +314,8 @@ mod tests {
                 "state/ticket.key",
                 "--supervisor",
                 "http://127.0.0.1:7071",
+                "--tls-dir",
+                "state/tls/control",
             ]
         );
         let ingest = spec(
@@ -333,7 +335,7 @@ mod tests {
                 "--control",
                 "http://127.0.0.1:7000",
                 "--tls-dir",
-                "state/tls",
+                "state/tls/ingest",
                 "--advertise",
                 "127.0.0.1:4433",
                 "--keys-dir",
@@ -359,7 +361,7 @@ mod tests {
                 "--capacity",
                 "50",
                 "--tls-dir",
-                "state/tls",
+                "state/tls/relay",
                 "--ticket-key-file",
                 "state/ticket.key",
                 "--advertise",
@@ -373,7 +375,9 @@ mod tests {
                 "--listen",
                 "127.0.0.1:8080",
                 "--control",
-                "http://127.0.0.1:7000"
+                "http://127.0.0.1:7000",
+                "--tls-dir",
+                "state/tls/gateway",
             ]
         );
     }

@@ -248,9 +248,7 @@ impl Stack {
     /// `protocol` ("rtmp", say, which no test publisher speaks yet). Its ingest is made up and
     /// never reports, so no heartbeat ends it: it stays listed for the test's length.
     pub async fn create_at_control(&self, name: &str, protocol: &str) -> proto::control::Stream {
-        let control = self.addr("control", api::status::Role::Grpc).await;
-        let mut client =
-            server::control::client(&format!("http://{control}")).expect("control client");
+        let mut client = self.control_as(transport::tls::Role::Ingest).await;
         client
             .create_stream(proto::control::CreateStreamRequest {
                 name: name.into(),
@@ -262,6 +260,19 @@ impl Stack {
             .into_inner()
             .stream
             .expect("the created stream")
+    }
+
+    /// A client of control presenting `role`'s client certificate, as that service calls it.
+    pub async fn control_as(
+        &self,
+        role: transport::tls::Role,
+    ) -> proto::control::control_client::ControlClient<tonic::transport::Channel> {
+        let control = self.addr("control", api::status::Role::Grpc).await;
+        server::control::client(
+            &format!("http://{control}"),
+            Some(&self.state.tls_dir_of(role)),
+        )
+        .expect("control client")
     }
 
     /// Address a service announced for `role`.
