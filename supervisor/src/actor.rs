@@ -388,9 +388,7 @@ impl Supervisor {
                 }
             };
             tokio::select! {
-                Some(runtime::Event::Exited { name, generation, status }) = self.exits.recv() => {
-                    self.policy.handle_exit(&name, generation, &status, now());
-                }
+                Some(event) = self.exits.recv() => self.runtime_event(event),
                 Some(done) = self.tasks.join_next() => self.report(done),
                 () = restart_due => self.policy.handle_timeout(now()),
                 _ = probe.tick() => self.probe(),
@@ -407,6 +405,20 @@ impl Supervisor {
         self.down().await;
         if let Some(reply) = down_reply {
             let _ = reply.send(());
+        }
+    }
+
+    fn runtime_event(&mut self, event: runtime::Event) {
+        match event {
+            runtime::Event::Exited {
+                name,
+                generation,
+                status,
+            } => self.policy.handle_exit(&name, generation, &status, now()),
+            runtime::Event::Unreachable { reason } => {
+                self.policy.handle_runtime_lost(&reason, now())
+            }
+            runtime::Event::Reachable => self.policy.handle_runtime_back(now()),
         }
     }
 
@@ -675,6 +687,7 @@ impl Supervisor {
                 joins: 0,
                 rejections: 0,
                 control_error: None,
+                runtime_error: self.policy.runtime_lost().map(str::to_string),
                 gateway_url: self
                     .policy
                     .addr(Kind::Gateway, Role::Http)

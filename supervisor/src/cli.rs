@@ -673,6 +673,12 @@ async fn status(state: &StateDir, json: bool) -> Result<i32> {
     if let Some(e) = &status.control_error {
         println!("\ncontrol: {e}");
     }
+    if let Some(e) = &status.runtime_error {
+        println!(
+            "\n{} unreachable: {e}; services that stop meanwhile are restarted once it is back",
+            status.runtime
+        );
+    }
     Ok(exit::OK)
 }
 

@@ -97,6 +97,15 @@ pub enum Event {
         /// Exit status as text.
         status: String,
     },
+    /// The runtime stopped answering (the Docker Engine restarting, its socket gone):
+    /// nothing it runs can be started, stopped or watched until [`Event::Reachable`].
+    Unreachable {
+        /// What failed, for the status and the timeline.
+        reason: String,
+    },
+    /// The runtime answers again. Every instance that went while it was away has been
+    /// reported as [`Event::Exited`] before this.
+    Reachable,
 }
 
 /// Starts, stops and watches service instances.
