@@ -84,6 +84,8 @@ pub struct Settings {
     pub bin_dir: PathBuf,
     /// A relay added on demand that has had no viewer this long is drained and removed.
     pub scale_down_after: Duration,
+    /// Bounds on containers and logs.
+    pub limits: runtime::Limits,
 }
 
 /// The supervisor's side of the status, as of its last change.
@@ -882,6 +884,7 @@ mod tests {
             ports: Ports::EPHEMERAL,
             bin_dir: "bin".into(),
             scale_down_after: Duration::from_secs(30),
+            limits: runtime::Limits::for_capacity(2),
         }
     }
 
