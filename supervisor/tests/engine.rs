@@ -189,6 +189,12 @@ struct Proxy {
 
 impl Proxy {
     fn start(dir: &Path) -> Proxy {
+        Proxy::start_with(dir, false)
+    }
+
+    /// A proxy that, with `hold_events`, never answers an events subscription: the
+    /// supervisor hears of no death, as when an event is lost.
+    fn start_with(dir: &Path, hold_events: bool) -> Proxy {
         let upstream = std::env::var("DOCKER_HOST")
             .ok()
             .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
@@ -196,7 +202,7 @@ impl Proxy {
         let path = dir.join("docker.sock");
         let (up, rx) = signal::channel(true);
         let listener = UnixListener::bind(&path).expect("bind the proxy");
-        let task = tokio::spawn(serve(listener, path.clone(), upstream, rx));
+        let task = tokio::spawn(serve(listener, path.clone(), upstream, rx, hold_events));
         Proxy { path, up, task }
     }
 
@@ -224,6 +230,7 @@ async fn serve(
     path: PathBuf,
     upstream: PathBuf,
     mut up: signal::Receiver<bool>,
+    hold_events: bool,
 ) {
     loop {
         let mut open = tokio::task::JoinSet::new();
@@ -233,7 +240,20 @@ async fn serve(
                     let Ok((mut client, _)) = accepted else { continue };
                     let upstream = upstream.clone();
                     open.spawn(async move {
-                        if let Ok(mut engine) = UnixStream::connect(&upstream).await {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        // The request line, to tell an events subscription.
+                        let mut head = vec![0u8; 4096];
+                        let Ok(n) = client.read(&mut head).await else { return };
+                        head.truncate(n);
+                        let line_end = head.iter().position(|b| *b == b'\n').unwrap_or(n);
+                        if hold_events && String::from_utf8_lossy(&head[..line_end]).contains("/events") {
+                            // Held open, never answered, until the client goes.
+                            let _ = client.read(&mut [0u8; 1]).await;
+                            return;
+                        }
+                        if let Ok(mut engine) = UnixStream::connect(&upstream).await
+                            && engine.write_all(&head).await.is_ok()
+                        {
                             let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
                         }
                     });
@@ -515,6 +535,79 @@ async fn the_stack_outlives_an_engine_outage_and_replaces_what_died_meanwhile() 
         assert_eq!(lost, 1, "one viewer was on the relay that died");
         stop.cancel();
         let _ = publisher.await;
+    })
+    .await;
+    drop(outage);
+    result.expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_death_whose_event_is_lost_is_found_by_the_probes_and_replaced() {
+    if !docker_available().await {
+        return;
+    }
+    let _one = DOCKER.lock().await;
+    let dir = tempfile::Builder::new()
+        .prefix("ghost-engine-")
+        .tempdir()
+        .expect("temp dir");
+    let proxy = Proxy::start_with(dir.path(), true);
+    let host = proxy.docker_host();
+    let outage = Outage {
+        stack: Some(Stack::up_with_env(
+            "docker",
+            &["--relays", "1"],
+            &[("DOCKER_HOST", host.as_str())],
+        )),
+        proxy,
+    };
+    let result = tokio::time::timeout(LONG, async {
+        let stack = outage.stack.as_ref().expect("stack");
+        let docker = supervisor::runtime::docker::connect()
+            .await
+            .expect("docker");
+        let container = format!("ghost-{}-relay-1", stack_id(&stack.state));
+        let killed = Instant::now();
+        docker
+            .kill_container(
+                &container,
+                Some(
+                    KillContainerOptionsBuilder::default()
+                        .signal("SIGKILL")
+                        .build(),
+                ),
+            )
+            .await
+            .expect("kill the relay");
+        // No `die` event comes: three missed probes, a kill that finds the container
+        // gone, and the relay is replaced.
+        let replaced = loop {
+            let status = stack.status().await;
+            let relay = status
+                .services
+                .iter()
+                .find(|s| s.name == "relay-1")
+                .expect("relay-1");
+            if relay.state == api::status::State::Running && relay.healthy && relay.restarts == 1 {
+                let exits: Vec<&str> = status
+                    .events
+                    .iter()
+                    .filter(|e| e.service == "relay-1" && e.kind == api::status::EventKind::Exit)
+                    .map(|e| e.detail.as_str())
+                    .collect();
+                assert_eq!(exits, ["container gone"], "{status:?}");
+                break killed.elapsed();
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(30),
+                "relay-1 was never replaced: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        println!(
+            "lost event: relay-1 replaced {:.0} ms after its kill, found by the probes",
+            ms(replaced)
+        );
     })
     .await;
     drop(outage);
