@@ -84,6 +84,8 @@ pub struct Settings {
     pub bin_dir: PathBuf,
     /// A relay added on demand that has had no viewer this long is drained and removed.
     pub scale_down_after: Duration,
+    /// Bounds on containers and logs.
+    pub limits: runtime::Limits,
 }
 
 /// The supervisor's side of the status, as of its last change.
@@ -394,9 +396,7 @@ impl Supervisor {
                 }
             };
             tokio::select! {
-                Some(runtime::Event::Exited { name, generation, status }) = self.exits.recv() => {
-                    self.policy.handle_exit(&name, generation, &status, now());
-                }
+                Some(event) = self.exits.recv() => self.runtime_event(event),
                 Some(done) = self.tasks.join_next() => self.report(done),
                 () = restart_due => self.policy.handle_timeout(now()),
                 _ = probe.tick() => self.probe(),
@@ -413,6 +413,20 @@ impl Supervisor {
         self.down().await;
         if let Some(reply) = down_reply {
             let _ = reply.send(());
+        }
+    }
+
+    fn runtime_event(&mut self, event: runtime::Event) {
+        match event {
+            runtime::Event::Exited {
+                name,
+                generation,
+                status,
+            } => self.policy.handle_exit(&name, generation, &status, now()),
+            runtime::Event::Unreachable { reason } => {
+                self.policy.handle_runtime_lost(&reason, now())
+            }
+            runtime::Event::Reachable => self.policy.handle_runtime_back(now()),
         }
     }
 
@@ -682,6 +696,7 @@ impl Supervisor {
                 joins: 0,
                 rejections: 0,
                 control_error: None,
+                runtime_error: self.policy.runtime_lost().map(str::to_string),
                 gateway_url: self
                     .policy
                     .addr(Kind::Gateway, Role::Http)
@@ -877,6 +892,7 @@ mod tests {
             ports: Ports::EPHEMERAL,
             bin_dir: "bin".into(),
             scale_down_after: Duration::from_secs(30),
+            limits: runtime::Limits::for_capacity(2),
         }
     }
 

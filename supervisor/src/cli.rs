@@ -11,7 +11,7 @@ use crate::client::{bench, publish, watch};
 use crate::daemon::RuntimeChoice;
 use crate::exit::{self, Exit};
 use crate::keys::KeysCmd;
-use crate::runtime::Runtime;
+use crate::runtime::{self, Runtime};
 use crate::stack::{StateDir, default_state_dir};
 
 /// Ghost Stream: live streams that exist only while they are live.
@@ -148,6 +148,97 @@ pub struct UpArgs {
     /// The key of `--tls-cert` (PEM).
     #[arg(long, requires = "tls_cert", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Bounds on containers and logs.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// `ghost up` flags bounding what the services take of the host. Sizes are bytes with a
+/// unit: `256MiB`, `10MB`, `1GiB`.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Memory of each relay's container (Docker); past it the kernel kills the relay and
+    /// the supervisor replaces it. Default: 64 MiB plus 512 KiB per viewer of
+    /// --relay-capacity (164 MiB at 200).
+    #[arg(long, value_parser = size, value_name = "SIZE")]
+    pub relay_memory: Option<u64>,
+    /// Memory of each other container: control, ingest, gateway (Docker).
+    #[arg(long, default_value = "256MiB", value_parser = size, value_name = "SIZE")]
+    pub container_memory: u64,
+    /// Processes and threads in each container (Docker).
+    #[arg(long, default_value_t = runtime::Limits::PIDS)]
+    pub container_pids: u32,
+    /// Each log (every service's and the supervisor's; Docker's json-file logs too) is
+    /// rotated at this size.
+    #[arg(long, default_value = "10MiB", value_parser = size, value_name = "SIZE")]
+    pub log_max_size: u64,
+    /// Files kept of each log, the one being written included.
+    #[arg(long, default_value_t = runtime::Limits::LOG_MAX_FILES)]
+    pub log_max_files: u32,
+}
+
+impl LimitArgs {
+    fn to_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(m) = self.relay_memory {
+            a.extend(["--relay-memory".into(), format!("{m}B")]);
+        }
+        a.extend([
+            "--container-memory".into(),
+            format!("{}B", self.container_memory),
+            "--container-pids".into(),
+            self.container_pids.to_string(),
+            "--log-max-size".into(),
+            format!("{}B", self.log_max_size),
+            "--log-max-files".into(),
+            self.log_max_files.to_string(),
+        ]);
+        a
+    }
+
+    /// The limits, checked: a clear usage error for a bound no service could run within.
+    fn limits(&self, relay_capacity: u32) -> Result<runtime::Limits> {
+        const MIN_MEMORY: u64 = 32 << 20;
+        let relay_memory = self
+            .relay_memory
+            .unwrap_or_else(|| runtime::Limits::relay_memory_for(relay_capacity));
+        for (flag, value) in [
+            ("--relay-memory", relay_memory),
+            ("--container-memory", self.container_memory),
+        ] {
+            if value < MIN_MEMORY {
+                return Err(Exit::new(
+                    exit::USAGE,
+                    format!("{flag} must be at least 32MiB (a service's own runtime needs that)"),
+                )
+                .into());
+            }
+        }
+        if self.container_pids < 32 {
+            return Err(Exit::new(exit::USAGE, "--container-pids must be at least 32").into());
+        }
+        if self.log_max_size < 1024 {
+            return Err(Exit::new(exit::USAGE, "--log-max-size must be at least 1KiB").into());
+        }
+        if self.log_max_files == 0 {
+            return Err(Exit::new(exit::USAGE, "--log-max-files must be at least 1").into());
+        }
+        Ok(runtime::Limits {
+            relay_memory,
+            memory: self.container_memory,
+            pids: self.container_pids,
+            log_max_size: self.log_max_size,
+            log_max_files: self.log_max_files,
+        })
+    }
+}
+
+/// A size with a unit (`256MiB`, `10MB`, `1GiB`; a bare number is bytes).
+fn size(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("{e} (a size such as 256MiB, 10MB or 1GiB)"))
 }
 
 impl UpArgs {
@@ -181,6 +272,7 @@ impl UpArgs {
         if let Some(b) = &self.bin_dir {
             a.extend(["--bin-dir".into(), b.display().to_string()]);
         }
+        a.extend(self.limits.to_args());
         a
     }
 }
@@ -324,7 +416,22 @@ async fn run(cli: Cli) -> Result<i32> {
             daemon(&state, &args, true).await
         }
         Cmd::Daemon(args) => {
-            server::telemetry::init(Default::default(), "info");
+            // The daemon's output (its stdout and stderr already point at the log, from
+            // `ghost up -d`) goes into supervisor.log, rotated like the services' logs.
+            let limits = args.limits.limits(args.relay_capacity)?;
+            let path = state.logs().join("supervisor.log");
+            let rotation = crate::logfile::Rotation {
+                max_size: limits.log_max_size,
+                max_files: limits.log_max_files,
+            };
+            let log = crate::logfile::LogFile::open(&path, rotation)
+                .and_then(crate::logfile::LogFile::with_stdio)
+                .with_context(|| format!("opening {}", path.display()))?;
+            server::telemetry::init_with_writer(
+                Default::default(),
+                "info",
+                crate::logfile::Log::new(log),
+            );
             daemon(&state, &args, false).await
         }
         Cmd::Down => down(&state).await,
@@ -401,6 +508,7 @@ fn settings(state: &StateDir, args: &UpArgs) -> Result<Settings> {
         },
         bin_dir,
         scale_down_after: *args.scale_down_after,
+        limits: args.limits.limits(args.relay_capacity)?,
     })
 }
 
@@ -699,6 +807,12 @@ async fn status(state: &StateDir, json: bool) -> Result<i32> {
     if let Some(e) = &status.control_error {
         out!("\ncontrol: {e}");
     }
+    if let Some(e) = &status.runtime_error {
+        println!(
+            "\n{} unreachable: {e}; services that stop meanwhile are restarted once it is back",
+            status.runtime
+        );
+    }
     Ok(exit::OK)
 }
 
@@ -912,4 +1026,87 @@ async fn chaos(state: &StateDir, cmd: ChaosCmd) -> Result<i32> {
         }
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(args: &[&str]) -> Result<UpArgs, clap::Error> {
+        let cli = Cli::try_parse_from([&["ghost", "up"][..], args].concat())?;
+        match cli.command {
+            Cmd::Up(up) => Ok(up),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn limits_default_from_the_relay_capacity_and_parse_sizes_with_units() {
+        let args = up(&[]).expect("parse");
+        let limits = args.limits.limits(args.relay_capacity).expect("limits");
+        assert_eq!(limits, runtime::Limits::for_capacity(200));
+        assert_eq!(limits.relay_memory, (64 << 20) + 200 * (512 << 10));
+        assert_eq!(limits.memory, 256 << 20);
+        assert_eq!(limits.log_max_size, 10 << 20);
+
+        let args = up(&["--relay-capacity", "400"]).expect("parse");
+        let limits = args.limits.limits(args.relay_capacity).expect("limits");
+        assert_eq!(limits.relay_memory, (64 << 20) + 400 * (512 << 10));
+
+        let args = up(&[
+            "--relay-memory",
+            "96MiB",
+            "--container-memory",
+            "1GiB",
+            "--container-pids",
+            "100",
+            "--log-max-size",
+            "64KiB",
+            "--log-max-files",
+            "2",
+        ])
+        .expect("parse");
+        let limits = args.limits.limits(args.relay_capacity).expect("limits");
+        assert_eq!(
+            limits,
+            runtime::Limits {
+                relay_memory: 96 << 20,
+                memory: 1 << 30,
+                pids: 100,
+                log_max_size: 64 << 10,
+                log_max_files: 2,
+            }
+        );
+        // The daemon gets the very same limits through its command line.
+        let again =
+            Cli::try_parse_from([vec!["ghost".to_string(), "up".into()], args.to_args()].concat())
+                .expect("the daemon's arguments parse");
+        let Cmd::Up(again) = again.command else {
+            panic!("not up");
+        };
+        assert_eq!(
+            again.limits.limits(again.relay_capacity).expect("limits"),
+            limits
+        );
+    }
+
+    #[test]
+    fn a_bad_limit_is_a_usage_error() {
+        let e = up(&["--relay-memory", "lots"]).expect_err("not a size");
+        assert!(e.to_string().contains("256MiB"), "{e}");
+        for bad in [
+            &["--relay-memory", "8MiB"][..],
+            &["--container-memory", "1MB"],
+            &["--container-pids", "4"],
+            &["--log-max-size", "100B"],
+            &["--log-max-files", "0"],
+        ] {
+            let args = up(bad).expect("parse");
+            let e = args
+                .limits
+                .limits(args.relay_capacity)
+                .expect_err("refused");
+            assert_eq!(exit::code_of(&e), exit::USAGE, "{bad:?}: {e:#}");
+        }
+    }
 }

@@ -31,18 +31,17 @@ async fn runtime(
     progress: &crate::actor::Progress,
 ) -> Result<Arc<dyn Runtime>> {
     let process = || -> Arc<dyn Runtime> {
-        Arc::new(ProcessRuntime::new(
-            settings.bin_dir.clone(),
-            settings.state.clone(),
-        ))
+        Arc::new(
+            ProcessRuntime::new(settings.bin_dir.clone(), settings.state.clone())
+                .with_limits(settings.limits),
+        )
     };
     let docker = || async {
         let engine = docker::connect().await?;
-        Ok::<Arc<dyn Runtime>, anyhow::Error>(Arc::new(DockerRuntime::new(
-            engine,
-            settings.state.clone(),
-            settings.bin_dir.clone(),
-        )))
+        Ok::<Arc<dyn Runtime>, anyhow::Error>(Arc::new(
+            DockerRuntime::new(engine, settings.state.clone(), settings.bin_dir.clone())
+                .with_limits(settings.limits),
+        ))
     };
     match choice {
         RuntimeChoice::Process => Ok(process()),

@@ -364,6 +364,7 @@ mod tests {
             ports: Ports::EPHEMERAL,
             bin_dir: std::env::temp_dir(),
             scale_down_after: Duration::from_secs(60),
+            limits: crate::runtime::Limits::for_capacity(10),
         };
         let runtime = Arc::new(ProcessRuntime::new(std::env::temp_dir(), state));
         let (_exits_tx, exits) = tokio::sync::mpsc::channel(1);

@@ -6,6 +6,7 @@
 //!   status page and APIs ([`http`]);
 //! - [`client`]: the streamer, viewer and load generator;
 //! - [`keys`]: `ghost keys`, the operator's stream keys;
+//! - [`logfile`]: log files rotated by size (the process runtime's and the daemon's);
 //! - [`cli`]: the command line, a stable interface ([`exit`] lists its exit codes).
 
 #![forbid(unsafe_code)]
@@ -27,6 +28,7 @@ pub mod daemon;
 pub mod exit;
 pub mod http;
 pub mod keys;
+pub mod logfile;
 pub mod policy;
 pub mod runtime;
 pub mod services;

@@ -24,8 +24,16 @@ use crate::services::{self, Ports, loopback_if_unspecified};
 
 /// Consecutive unanswered health probes before a service is declared hung and killed.
 pub const PROBE_FAILURES: u32 = 3;
-/// Restarts within [`CRASH_WINDOW`] that make a crash loop: the service is left down.
+/// Restarts within [`CRASH_WINDOW`] that make a crash loop: the service is left down for
+/// [`FAILED_RETRY`], then tried again.
 pub const CRASH_LOOP: usize = 8;
+/// How long a service in a crash loop is left down before it is tried again; each further
+/// crash loop in a row doubles it, up to [`FAILED_RETRY_MAX`]. Long enough that a service
+/// that cannot run costs next to nothing, short enough that one whose cause went away (a
+/// full disk, a port taken, an engine restarted) comes back without the operator.
+pub const FAILED_RETRY: Duration = Duration::from_secs(30);
+/// The longest a failed service waits for its next try.
+pub const FAILED_RETRY_MAX: Duration = Duration::from_secs(300);
 /// Window for counting restarts.
 pub const CRASH_WINDOW: Duration = Duration::from_secs(60);
 /// A draining relay is removed only once control has had this long to see it draining (its
@@ -177,6 +185,9 @@ struct Member {
     restarts: u64,
     /// When recent restarts happened, within [`CRASH_WINDOW`].
     recent: VecDeque<Instant>,
+    /// Crash loops in a row: each doubles the wait before the next try. Back to 0 once a
+    /// whole [`CRASH_WINDOW`] passed without a restart.
+    crash_loops: u32,
     restart_at: Option<Instant>,
     /// Consecutive unanswered probes.
     failures: u32,
@@ -204,6 +215,7 @@ impl Member {
             healthy: false,
             restarts: 0,
             recent: VecDeque::new(),
+            crash_loops: 0,
             restart_at: None,
             failures: 0,
             last_exit: None,
@@ -232,6 +244,9 @@ pub struct Policy {
     generations: BTreeMap<String, u64>,
     actions: VecDeque<Action>,
     random: u64,
+    /// Why the runtime cannot be reached (the Docker Engine restarting), while it cannot:
+    /// no start is tried then, since none could succeed.
+    runtime_lost: Option<String>,
 }
 
 impl Policy {
@@ -247,6 +262,7 @@ impl Policy {
             members,
             generations: BTreeMap::new(),
             actions: VecDeque::new(),
+            runtime_lost: None,
         }
     }
 
@@ -255,11 +271,15 @@ impl Policy {
         self.actions.pop_front()
     }
 
-    /// When [`Policy::handle_timeout`] is next due: the earliest restart.
+    /// When [`Policy::handle_timeout`] is next due: the earliest restart. None while the
+    /// runtime is unreachable: restarts wait for [`Policy::handle_runtime_back`].
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.runtime_lost.is_some() {
+            return None;
+        }
         self.members
             .iter()
-            .filter(|m| matches!(m.state, State::Restarting | State::Held))
+            .filter(|m| matches!(m.state, State::Restarting | State::Held | State::Failed))
             .filter_map(|m| m.restart_at)
             .min()
     }
@@ -428,11 +448,51 @@ impl Policy {
         }
     }
 
-    /// Restarts that have fallen due by `now`.
+    /// Why the runtime cannot be reached, while it cannot.
+    pub fn runtime_lost(&self) -> Option<&str> {
+        self.runtime_lost.as_deref()
+    }
+
+    /// The runtime stopped answering (the Docker Engine went away): restarts wait until it
+    /// is back, since every start would fail and count towards a crash loop that is not the
+    /// service's.
+    pub fn handle_runtime_lost(&mut self, reason: &str, _now: Instant) {
+        if self.runtime_lost.is_none() {
+            self.record(EventKind::RuntimeLost, "stack", reason);
+        }
+        self.runtime_lost = Some(reason.to_string());
+    }
+
+    /// The runtime answers again (and has reported as exited whatever went while it was
+    /// away): every service waiting for a restart, failed ones included, is tried at once,
+    /// with its crash-loop count forgotten.
+    pub fn handle_runtime_back(&mut self, now: Instant) {
+        if self.runtime_lost.take().is_none() {
+            return;
+        }
+        self.record(
+            EventKind::RuntimeBack,
+            "stack",
+            "reconciled; restarting what is gone",
+        );
+        for m in &mut self.members {
+            if matches!(m.state, State::Restarting | State::Failed) {
+                m.state = State::Restarting;
+                m.recent.clear();
+                m.crash_loops = 0;
+                m.restart_at = Some(m.restart_at.map_or(now, |at| at.min(now)));
+            }
+        }
+    }
+
+    /// Restarts that have fallen due by `now`, crash-looped services' retries included.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.runtime_lost.is_some() {
+            return;
+        }
         for i in 0..self.members.len() {
             let m = &mut self.members[i];
-            let due = matches!(m.state, State::Restarting | State::Held)
+            let due = matches!(m.state, State::Restarting | State::Held | State::Failed)
                 && m.restart_at.is_some_and(|t| t <= now);
             if !due {
                 continue;
@@ -789,7 +849,8 @@ impl Policy {
     }
 
     /// Back-off of 0, 250 ms, 500 ms, 1 s, 2 s, then 4 s by restarts in the last minute (a
-    /// single crash is replaced at once); [`CRASH_LOOP`] of them and it is left down.
+    /// single crash is replaced at once); [`CRASH_LOOP`] of them and it is left down for
+    /// [`FAILED_RETRY`], doubling with each crash loop in a row up to [`FAILED_RETRY_MAX`].
     fn schedule_restart(&mut self, i: usize, now: Instant) {
         let m = &mut self.members[i];
         while m
@@ -799,14 +860,25 @@ impl Policy {
         {
             m.recent.pop_front();
         }
+        if m.recent.is_empty() {
+            m.crash_loops = 0;
+        }
         if m.recent.len() >= CRASH_LOOP {
+            m.crash_loops = m.crash_loops.saturating_add(1);
+            let wait = FAILED_RETRY
+                .saturating_mul(1 << (m.crash_loops - 1).min(16))
+                .min(FAILED_RETRY_MAX);
             m.state = State::Failed;
-            m.restart_at = None;
+            m.restart_at = Some(now + wait);
             let name = m.name.clone();
             self.record(
                 EventKind::CrashLoop,
                 &name,
-                format!("{CRASH_LOOP} restarts within {CRASH_WINDOW:?}; left down"),
+                format!(
+                    "{CRASH_LOOP} restarts within {}; left down, next try in {}",
+                    humantime::format_duration(CRASH_WINDOW),
+                    humantime::format_duration(wait)
+                ),
             );
             return;
         }
@@ -1117,10 +1189,130 @@ mod tests {
             "{a:?}"
         );
         assert_eq!(state(&p, "relay-1"), Some(State::Failed));
-        assert_eq!(p.poll_timeout(), None);
-        p.handle_timeout(now + Duration::from_secs(3600));
-        assert!(starts(&actions(&mut p)).is_empty());
         assert!(!p.ready());
+        // Left down for the long back-off, not for ever.
+        assert_eq!(p.poll_timeout(), Some(now + FAILED_RETRY));
+        p.handle_timeout(now + FAILED_RETRY - T);
+        assert!(starts(&actions(&mut p)).is_empty());
+    }
+
+    /// Crashes `name` until it is left down; returns when that happened.
+    fn crash_loop(p: &mut Policy, name: &str, mut now: Instant) -> Instant {
+        loop {
+            p.handle_exit(name, generation(p, name), "exit status: 1", now);
+            actions(p);
+            if state(p, name) == Some(State::Failed) {
+                return now;
+            }
+            now = p.poll_timeout().expect("a restart is due");
+            p.handle_timeout(now);
+            let a = actions(p);
+            start_all(p, &a, now);
+        }
+    }
+
+    #[test]
+    fn a_failed_service_is_tried_again_after_a_long_back_off() {
+        let t0 = Instant::now();
+        let mut p = up(1, 1, t0);
+        let failed = crash_loop(&mut p, "ingest", t0);
+
+        // Tried again after FAILED_RETRY: a start, counted as a restart.
+        let retry = failed + FAILED_RETRY;
+        assert_eq!(p.poll_timeout(), Some(retry));
+        p.handle_timeout(retry);
+        let a = actions(&mut p);
+        assert_eq!(starts(&a).len(), 1, "{a:?}");
+        assert_eq!(records(&a)[0], (EventKind::Restart, "ingest".into()));
+        assert_eq!(state(&p, "ingest"), Some(State::Starting));
+
+        // Failing again at once: the next wait doubles.
+        let (_, generation) = starts(&a)[0];
+        p.handle_start_failed("ingest", generation, "exit status: 1", retry);
+        let a = actions(&mut p);
+        assert!(
+            records(&a).contains(&(EventKind::CrashLoop, "ingest".into())),
+            "{a:?}"
+        );
+        assert_eq!(state(&p, "ingest"), Some(State::Failed));
+        assert_eq!(p.poll_timeout(), Some(retry + 2 * FAILED_RETRY));
+
+        // Once it starts and stays up, it is running again and the stack is ready.
+        let back = retry + 2 * FAILED_RETRY;
+        p.handle_timeout(back);
+        let a = actions(&mut p);
+        start_all(&mut p, &a, back);
+        assert_eq!(state(&p, "ingest"), Some(State::Running));
+        assert!(p.ready());
+    }
+
+    #[test]
+    fn the_wait_of_a_failed_service_doubles_up_to_the_maximum_and_resets_once_it_is_stable() {
+        let mut now = Instant::now();
+        let mut p = up(1, 1, now);
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            now = crash_loop(&mut p, "control", now);
+            let at = p.poll_timeout().expect("a retry is due");
+            waits.push(at - now);
+            now = at;
+            p.handle_timeout(now);
+            let a = actions(&mut p);
+            start_all(&mut p, &a, now);
+        }
+        let s = Duration::from_secs;
+        assert_eq!(waits, [s(30), s(60), s(120), s(240), s(300), s(300)]);
+        // A whole crash window without a restart: the next crash loop waits the least again.
+        now += CRASH_WINDOW + T;
+        now = crash_loop(&mut p, "control", now);
+        assert_eq!(p.poll_timeout(), Some(now + FAILED_RETRY));
+    }
+
+    #[test]
+    fn restarts_wait_for_the_runtime_and_go_at_once_when_it_is_back() {
+        let t0 = Instant::now();
+        let mut p = up(2, 2, t0);
+        // A service that had crash-looped before the outage is not left waiting either.
+        let failed = crash_loop(&mut p, "relay-2", t0);
+        assert_eq!(state(&p, "relay-2"), Some(State::Failed));
+
+        p.handle_runtime_lost("the Docker Engine does not answer", failed);
+        let a = actions(&mut p);
+        assert_eq!(records(&a), [(EventKind::RuntimeLost, "stack".into())]);
+        assert_eq!(p.runtime_lost(), Some("the Docker Engine does not answer"));
+
+        // A relay gone meanwhile is not started while no start can succeed, nor is the
+        // failed one retried.
+        p.handle_exit(
+            "relay-1",
+            generation(&p, "relay-1"),
+            "container gone",
+            failed,
+        );
+        actions(&mut p);
+        assert_eq!(state(&p, "relay-1"), Some(State::Restarting));
+        assert_eq!(p.poll_timeout(), None);
+        p.handle_timeout(failed + 2 * FAILED_RETRY);
+        assert!(starts(&actions(&mut p)).is_empty());
+
+        let back = failed + Duration::from_secs(1);
+        p.handle_runtime_back(back);
+        let a = actions(&mut p);
+        assert_eq!(records(&a), [(EventKind::RuntimeBack, "stack".into())]);
+        assert_eq!(p.runtime_lost(), None);
+        assert!(p.poll_timeout().is_some_and(|at| at <= back));
+        p.handle_timeout(back);
+        let a = actions(&mut p);
+        let mut started: Vec<String> = starts(&a).into_iter().map(|(s, _)| s.name).collect();
+        started.sort();
+        assert_eq!(started, ["relay-1", "relay-2"]);
+        start_all(&mut p, &a, back);
+        assert!(p.ready());
+        // Its crash loop is forgotten: one more crash counts as the second restart in the
+        // window (250 ms), not as a ninth.
+        p.handle_exit("relay-2", generation(&p, "relay-2"), "exit status: 1", back);
+        assert_eq!(state(&p, "relay-2"), Some(State::Restarting));
+        assert_eq!(p.poll_timeout(), Some(back + Duration::from_millis(250)));
     }
 
     #[test]

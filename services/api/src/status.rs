@@ -75,7 +75,7 @@ pub enum State {
     Restarting,
     /// Killed with a hold-down (`ghost chaos kill --hold`); restarted when it ends.
     Held,
-    /// Restarted too often: left down until the operator acts.
+    /// Restarted too often: left down for a long back-off, then tried again.
     Failed,
 }
 
@@ -170,6 +170,10 @@ pub enum EventKind {
     Adopt,
     /// The stack is stopping.
     Down,
+    /// The runtime (the Docker Engine) stopped answering; restarts wait for it.
+    RuntimeLost,
+    /// The runtime answers again; what went meanwhile is restarted.
+    RuntimeBack,
 }
 
 /// One entry of the timeline.
@@ -271,6 +275,10 @@ pub struct Status {
     pub rejections: u64,
     /// Why control's view is missing, when it is.
     pub control_error: Option<String>,
+    /// Why the runtime (the Docker Engine) cannot be reached, while it cannot: services
+    /// that stop meanwhile are restarted once it is back.
+    #[serde(default)]
+    pub runtime_error: Option<String>,
     /// The viewer gateway as this host reaches it: where the web app and each stream's
     /// watch page are (`{gateway_url}/watch/{id}`).
     #[serde(default)]

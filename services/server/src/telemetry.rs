@@ -25,12 +25,20 @@ impl std::str::FromStr for LogFormat {
 /// Installs the global subscriber writing to stderr. `RUST_LOG` overrides `default_filter`.
 /// A second call (tests starting several services in one process) is a no-op.
 pub fn init(format: LogFormat, default_filter: &str) {
+    init_with_writer(format, default_filter, std::io::stderr);
+}
+
+/// [`init`], writing to `writer` (a log file of the binary's own) instead of stderr.
+pub fn init_with_writer<W>(format: LogFormat, default_filter: &str, writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

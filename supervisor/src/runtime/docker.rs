@@ -8,7 +8,14 @@
 //! - Containers carry labels naming the stack, the service and the generation, run with
 //!   restart policy `no` (the supervisor restarts them itself) and publish their ports on
 //!   127.0.0.1, or on all addresses for the public ones with `--public`.
-//! - Docker events report a container's death within milliseconds.
+//! - Containers run with a read-only root file system, every capability dropped,
+//!   `no-new-privileges`, memory and pids limits, and size-rotated JSON logs
+//!   ([`host_config`]). The services write nothing but their output, so nothing in a
+//!   container is writable; the state directory's files are mounted read-only.
+//! - Docker events report a container's death within milliseconds. When the engine goes
+//!   away (a restart of the Docker daemon), the watcher reports it, waits for the engine with
+//!   back-off, reconciles the stack's containers against the instances it started (any that
+//!   went is reported as exited, so the supervisor restarts it) and subscribes again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -18,8 +25,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bollard::Docker;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
-    PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, EventsOptionsBuilder,
@@ -33,7 +40,7 @@ use tokio::sync::mpsc;
 use api::ready::Ready;
 use api::status::{Instance, Kind, Role, Usage};
 
-use super::{Event, Runtime, Spec};
+use super::{Event, Limits, Runtime, Spec};
 use crate::services::{self, Audience, File, Listen, Site, Transport};
 use crate::stack::StateDir;
 
@@ -45,6 +52,11 @@ const LABEL_GENERATION: &str = "ghost-stream.generation";
 const MOUNT: &str = "/run/ghost";
 /// How long a container may take to announce readiness.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// The first wait before asking a lost engine again; it doubles up to [`ENGINE_RETRY_MAX`].
+const ENGINE_RETRY: Duration = Duration::from_millis(250);
+/// The longest wait between two attempts to reach a lost engine: how late, at most, the
+/// supervisor notices it is back.
+const ENGINE_RETRY_MAX: Duration = Duration::from_secs(2);
 
 fn dockerfile(kind: Kind) -> &'static str {
     match kind {
@@ -184,7 +196,15 @@ pub struct DockerRuntime {
     images: std::sync::Mutex<HashMap<Kind, String>>,
     gateway_ip: std::sync::Mutex<IpAddr>,
     watcher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    limits: Limits,
+    /// The instances started or adopted and not stopped since: what reconciliation after an
+    /// engine outage expects to find running. Shared with the watcher.
+    running: Running,
+    events: std::sync::Mutex<Option<mpsc::Sender<Event>>>,
 }
+
+/// Service name to the generation and container id of its instance.
+type Running = std::sync::Arc<std::sync::Mutex<HashMap<String, (u64, String)>>>;
 
 impl DockerRuntime {
     /// A runtime on `docker` for the stack whose files are in `state`.
@@ -199,6 +219,34 @@ impl DockerRuntime {
             images: std::sync::Mutex::new(HashMap::new()),
             gateway_ip: std::sync::Mutex::new(Ipv4Addr::LOCALHOST.into()),
             watcher: std::sync::Mutex::new(None),
+            limits: Limits::for_capacity(200),
+            running: Running::default(),
+            events: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The same runtime, its containers bounded by `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> DockerRuntime {
+        self.limits = limits;
+        self
+    }
+
+    fn track(&self, instance: &Instance) {
+        if let Some(id) = &instance.container {
+            self.running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(instance.name.clone(), (instance.generation, id.clone()));
+        }
+    }
+
+    fn untrack(&self, instance: &Instance) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if running
+            .get(&instance.name)
+            .is_some_and(|(generation, _)| *generation == instance.generation)
+        {
+            running.remove(&instance.name);
         }
     }
 
@@ -323,6 +371,169 @@ impl DockerRuntime {
     }
 }
 
+/// The host side of a `kind` container: its ports and mounts, restart policy `no` (the
+/// supervisor restarts it), and what confines it: a read-only root file system (the
+/// services write nothing; the mounts are read-only too), no capability at all (every port
+/// inside a container is above 1024, and the service runs as the operator's uid),
+/// `no-new-privileges`, memory without swap, a pids limit, and JSON logs rotated by size.
+fn host_config(
+    kind: Kind,
+    limits: &Limits,
+    port_bindings: PortMap,
+    binds: Vec<String>,
+) -> HostConfig {
+    let memory = i64::try_from(limits.memory_of(kind)).unwrap_or(i64::MAX);
+    HostConfig {
+        port_bindings: Some(port_bindings),
+        binds: Some(binds),
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        }),
+        readonly_rootfs: Some(true),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges".into()]),
+        memory: Some(memory),
+        // The same as the memory: no swap on top of it.
+        memory_swap: Some(memory),
+        pids_limit: Some(i64::from(limits.pids)),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), limits.log_max_size.to_string()),
+                ("max-file".to_string(), limits.log_max_files.to_string()),
+            ])),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Watches the engine for the stack's containers' deaths, and for the engine itself: when
+/// its event stream breaks, reports [`Event::Unreachable`], asks again with back-off until
+/// it answers, reconciles ([`reconcile`]), reports [`Event::Reachable`] and subscribes
+/// again. Ends when the supervisor stops listening.
+async fn watch(docker: Docker, stack: String, running: Running, events: mpsc::Sender<Event>) {
+    let label = format!("{LABEL_STACK}={stack}");
+    let mut since: Option<String> = None;
+    loop {
+        let filters: HashMap<&str, Vec<&str>> = HashMap::from([
+            ("type", vec!["container"]),
+            ("event", vec!["die"]),
+            ("label", vec![label.as_str()]),
+        ]);
+        let mut options = EventsOptionsBuilder::default().filters(&filters);
+        if let Some(since) = &since {
+            // Deaths from the moment reconciliation began are delivered again, so none
+            // falls between the list it read and this subscription.
+            options = options.since(since);
+        }
+        let mut stream = docker.events(Some(options.build()));
+        let reason = loop {
+            match stream.next().await {
+                Some(Ok(event)) => {
+                    let attrs = event.actor.and_then(|a| a.attributes).unwrap_or_default();
+                    let (Some(name), Some(generation)) = (
+                        attrs.get(LABEL_SERVICE).cloned(),
+                        attrs.get(LABEL_GENERATION).and_then(|g| g.parse().ok()),
+                    ) else {
+                        continue;
+                    };
+                    let code = attrs.get("exitCode").cloned().unwrap_or_default();
+                    let status = format!("container died (exit code {code})");
+                    let exited = Event::Exited {
+                        name,
+                        generation,
+                        status,
+                    };
+                    if events.send(exited).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Err(e)) => break format!("{e}"),
+                None => break "the engine closed its event stream".to_string(),
+            }
+        };
+        tracing::warn!(%reason, "the Docker Engine is unreachable; waiting for it");
+        let lost = Event::Unreachable {
+            reason: format!("the Docker Engine does not answer ({reason})"),
+        };
+        if events.send(lost).await.is_err() {
+            return;
+        }
+        let mut wait = ENGINE_RETRY;
+        loop {
+            tokio::time::sleep(wait).await;
+            let started = std::time::SystemTime::now();
+            match reconcile(&docker, &label, &running, &events).await {
+                Ok(()) => {
+                    let from = started
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs()
+                        .saturating_sub(1);
+                    since = Some(from.to_string());
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %format!("{e:#}"), "the Docker Engine is still unreachable");
+                    wait = (wait * 2).min(ENGINE_RETRY_MAX);
+                }
+            }
+        }
+        tracing::info!("the Docker Engine answers again; reconciled");
+        if events.send(Event::Reachable).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Lists the stack's containers (by its label) and reports as exited every instance the
+/// runtime started that no longer runs.
+async fn reconcile(
+    docker: &Docker,
+    label: &str,
+    running: &Running,
+    events: &mpsc::Sender<Event>,
+) -> Result<()> {
+    let filters = HashMap::from([("label", vec![label])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let listed = tokio::time::timeout(
+        Duration::from_secs(5),
+        docker.list_containers(Some(options)),
+    )
+    .await
+    .context("listing the stack's containers timed out")?
+    .context("listing the stack's containers")?;
+    let alive: std::collections::HashSet<String> = listed
+        .into_iter()
+        .filter(|c| c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING))
+        .filter_map(|c| c.id)
+        .collect();
+    let gone: Vec<(String, u64)> = running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|(_, (_, id))| !alive.contains(id))
+        .map(|(name, (generation, _))| (name.clone(), *generation))
+        .collect();
+    for (name, generation) in gone {
+        tracing::info!(service = %name, generation, "container gone while the engine was away");
+        let exited = Event::Exited {
+            name,
+            generation,
+            status: "container gone while the Docker Engine was unreachable".into(),
+        };
+        events
+            .send(exited)
+            .await
+            .context("the supervisor stopped")?;
+    }
+    Ok(())
+}
+
 /// `spec`'s command line inside its container; logs as JSON, which `docker logs` keeps.
 fn args(spec: &Spec) -> Vec<String> {
     let mut args = services::args(spec, &Network);
@@ -440,37 +651,13 @@ impl Runtime for DockerRuntime {
             .context("the stack's network has no gateway address")?;
         *self.gateway_ip.lock().unwrap_or_else(|e| e.into_inner()) = gateway;
 
-        // Deaths are reported by Docker events, filtered to this stack's containers.
-        let filters = HashMap::from([("type", vec!["container"]), ("event", vec!["die"])]);
-        let label = format!("{LABEL_STACK}={}", self.stack);
-        let mut filters: HashMap<&str, Vec<&str>> = filters;
-        filters.insert("label", vec![label.as_str()]);
-        let options = EventsOptionsBuilder::default().filters(&filters).build();
-        let mut stream = self.docker.events(Some(options));
-        let watcher = tokio::spawn(async move {
-            while let Some(Ok(event)) = stream.next().await {
-                let attrs = event.actor.and_then(|a| a.attributes).unwrap_or_default();
-                let (Some(name), Some(generation)) = (
-                    attrs.get(LABEL_SERVICE).cloned(),
-                    attrs.get(LABEL_GENERATION).and_then(|g| g.parse().ok()),
-                ) else {
-                    continue;
-                };
-                let code = attrs.get("exitCode").cloned().unwrap_or_default();
-                let status = format!("container died (exit code {code})");
-                if events
-                    .send(Event::Exited {
-                        name,
-                        generation,
-                        status,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
+        *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(events.clone());
+        let watcher = tokio::spawn(watch(
+            self.docker.clone(),
+            self.stack.clone(),
+            self.running.clone(),
+            events,
+        ));
         if let Some(old) = self
             .watcher
             .lock()
@@ -515,7 +702,9 @@ impl Runtime for DockerRuntime {
             .get(LABEL_GENERATION)
             .and_then(|g| g.parse().ok())
             .unwrap_or(1);
-        self.instance(&name, spec, generation).await.map(Some)
+        let instance = self.instance(&name, spec, generation).await?;
+        self.track(&instance);
+        Ok(Some(instance))
     }
 
     async fn start(&self, spec: &Spec, generation: u64) -> Result<Instance> {
@@ -565,15 +754,7 @@ impl Runtime for DockerRuntime {
             labels: Some(labels),
             user: Some(user),
             exposed_ports: Some(exposed),
-            host_config: Some(HostConfig {
-                port_bindings: Some(bindings),
-                binds: Some(binds),
-                restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::NO),
-                    maximum_retry_count: None,
-                }),
-                ..Default::default()
-            }),
+            host_config: Some(host_config(spec.kind, &self.limits, bindings, binds)),
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(
                     self.network.clone(),
@@ -598,10 +779,13 @@ impl Runtime for DockerRuntime {
             self.remove(&name).await;
             return Err(e);
         }
-        self.instance(&name, &spec, generation).await
+        let instance = self.instance(&name, &spec, generation).await?;
+        self.track(&instance);
+        Ok(instance)
     }
 
     async fn stop(&self, instance: &Instance) -> Result<()> {
+        self.untrack(instance);
         let name = self.container_of(instance);
         let options = StopContainerOptionsBuilder::default().t(3).build();
         let _ = self.docker.stop_container(&name, Some(options)).await;
@@ -614,10 +798,37 @@ impl Runtime for DockerRuntime {
         let options = KillContainerOptionsBuilder::default()
             .signal("SIGKILL")
             .build();
-        self.docker
-            .kill_container(&name, Some(options))
-            .await
-            .with_context(|| format!("killing {name}"))
+        let Err(error) = self.docker.kill_container(&name, Some(options)).await else {
+            return Ok(());
+        };
+        // A container that is not running any more died without its `die` event reaching
+        // the supervisor (the engine was away meanwhile): report that exit, or the service
+        // would stay "running" for ever, its kills failing.
+        let gone = match self.docker.inspect_container(&name, None).await {
+            Ok(info) => !info.state.and_then(|s| s.running).unwrap_or(false),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => true,
+            Err(_) => false,
+        };
+        if !gone {
+            return Err(anyhow::Error::new(error).context(format!("killing {name}")));
+        }
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(events) = events {
+            let _ = events
+                .send(Event::Exited {
+                    name: instance.name.clone(),
+                    generation: instance.generation,
+                    status: "container gone".into(),
+                })
+                .await;
+        }
+        Ok(())
     }
 
     async fn usage(&self, instance: &Instance) -> Option<Usage> {
@@ -826,6 +1037,47 @@ mod tests {
                 .any(|w| w == ["--keys-dir", "/run/ghost/keys", "--require-keys"]),
             "{args:?}"
         );
+    }
+
+    #[test]
+    fn containers_are_confined_and_bounded() {
+        let limits = Limits {
+            relay_memory: 100 << 20,
+            memory: 200 << 20,
+            pids: 64,
+            log_max_size: 5 << 20,
+            log_max_files: 4,
+        };
+        for kind in [Kind::Control, Kind::Ingest, Kind::Relay, Kind::Gateway] {
+            let binds = binds(kind, std::path::Path::new("/state"));
+            let config = host_config(kind, &limits, PortMap::new(), binds.clone());
+            assert_eq!(config.readonly_rootfs, Some(true), "{kind:?}");
+            assert_eq!(config.cap_drop, Some(vec!["ALL".to_string()]));
+            assert_eq!(
+                config.security_opt,
+                Some(vec!["no-new-privileges".to_string()])
+            );
+            let memory = if kind == Kind::Relay {
+                100 << 20
+            } else {
+                200 << 20
+            };
+            assert_eq!(config.memory, Some(memory), "{kind:?}");
+            assert_eq!(config.memory_swap, Some(memory), "no swap on top");
+            assert_eq!(config.pids_limit, Some(64));
+            let log = config.log_config.expect("log config");
+            assert_eq!(log.typ.as_deref(), Some("json-file"));
+            let options = log.config.expect("log options");
+            assert_eq!(options["max-size"], (5u64 << 20).to_string());
+            assert_eq!(options["max-file"], "4");
+            assert_eq!(
+                config.restart_policy.and_then(|p| p.name),
+                Some(RestartPolicyNameEnum::NO)
+            );
+            // Every mount is read-only: with the root file system, nothing is writable.
+            assert_eq!(config.binds, Some(binds.clone()));
+            assert!(binds.iter().all(|b| b.ends_with(":ro")), "{binds:?}");
+        }
     }
 
     #[test]

@@ -9,14 +9,15 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use api::ready::Ready;
 use api::status::{Instance, Kind, Usage};
 
-use super::{Event, Runtime, Spec};
+use super::{Event, Limits, Runtime, Spec};
+use crate::logfile::{self, Log, LogFile, Rotation};
 use crate::services::{self, Audience, File, Listen, Site};
 use crate::stack::StateDir;
 
@@ -31,6 +32,7 @@ pub struct ProcessRuntime {
     bin_dir: PathBuf,
     state: StateDir,
     events: std::sync::Mutex<Option<mpsc::Sender<Event>>>,
+    rotation: Rotation,
 }
 
 impl ProcessRuntime {
@@ -40,7 +42,20 @@ impl ProcessRuntime {
             bin_dir,
             state,
             events: std::sync::Mutex::new(None),
+            rotation: Rotation {
+                max_size: Limits::LOG_MAX_SIZE,
+                max_files: Limits::LOG_MAX_FILES,
+            },
         }
+    }
+
+    /// The same runtime, each service's log rotated by `limits`' log bounds.
+    pub fn with_limits(mut self, limits: Limits) -> ProcessRuntime {
+        self.rotation = Rotation {
+            max_size: limits.log_max_size,
+            max_files: limits.log_max_files,
+        };
+        self
     }
 }
 
@@ -162,23 +177,26 @@ impl Runtime for ProcessRuntime {
                 self.bin_dir.display()
             );
         }
+        // The service's output goes through the supervisor into a log rotated by size; its
+        // stderr (the log lines) is copied from the start, its stdout once it is ready.
         let log_path = self.state.logs().join(format!("{}.log", spec.name));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("opening {}", log_path.display()))?;
+        let log = Log::new(
+            LogFile::open(&log_path, self.rotation)
+                .with_context(|| format!("opening {}", log_path.display()))?,
+        );
         let mut child = Command::new(&binary)
             .args(services::args(spec, self))
             .env("GHOST_LOG_FORMAT", "text")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         let pid = child.id().context("child has no pid")?;
         let stdout = child.stdout.take().context("child has no stdout")?;
+        let stderr = child.stderr.take().context("child has no stderr")?;
+        tokio::spawn(logfile::copy_lines(stderr, log.clone()));
         let mut lines = BufReader::new(stdout).lines();
 
         let ready = async {
@@ -214,20 +232,8 @@ impl Runtime for ProcessRuntime {
             .map(|(role, addr)| (role, services::loopback_if_unspecified(addr)))
             .collect();
         let name = spec.name.clone();
-        let log_stdout = log_path.clone();
-        tokio::spawn(async move {
-            // Keep draining stdout (into the log) so the child never blocks on it.
-            let mut file = tokio::fs::OpenOptions::new()
-                .append(true)
-                .open(&log_stdout)
-                .await
-                .ok();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(f) = file.as_mut() {
-                    let _ = f.write_all(format!("{line}\n").as_bytes()).await;
-                }
-            }
-        });
+        // Keep draining stdout (into the log) so the child never blocks on it.
+        tokio::spawn(logfile::copy_lines(lines.into_inner(), log));
         tokio::spawn(async move {
             let status = match child.wait().await {
                 Ok(s) => s.to_string(),
