@@ -542,6 +542,91 @@ async fn the_stack_outlives_an_engine_outage_and_replaces_what_died_meanwhile() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_scaled_away_while_the_engine_is_away_is_removed_once_it_is_back() {
+    if !docker_available().await {
+        return;
+    }
+    let _one = DOCKER.lock().await;
+    let dir = tempfile::Builder::new()
+        .prefix("ghost-engine-")
+        .tempdir()
+        .expect("temp dir");
+    let proxy = Proxy::start(dir.path());
+    let host = proxy.docker_host();
+    let outage = Outage {
+        stack: Some(Stack::up_with_env(
+            "docker",
+            &["--relays", "2"],
+            &[("DOCKER_HOST", host.as_str())],
+        )),
+        proxy,
+    };
+    let result = tokio::time::timeout(LONG, async {
+        let stack = outage.stack.as_ref().expect("stack");
+        let docker = supervisor::runtime::docker::connect()
+            .await
+            .expect("docker");
+        let relay_2 = format!("ghost-{}-relay-2", stack_id(&stack.state));
+        outage.proxy.cut();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stack.status().await.runtime_error.is_none() {
+            assert!(Instant::now() < deadline, "never shown unreachable");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Scaled down while the engine is away: the stop cannot reach it.
+        let scaled = stack
+            .ghost()
+            .args(["scale", "relays", "1"])
+            .output()
+            .expect("ghost scale");
+        assert!(
+            scaled.status.success(),
+            "{}",
+            String::from_utf8_lossy(&scaled.stderr)
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let names: Vec<String> = containers(&docker, stack)
+            .await
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert!(names.contains(&relay_2), "{names:?}");
+
+        outage.proxy.restore();
+        let back = Instant::now();
+        loop {
+            let names: Vec<String> = containers(&docker, stack)
+                .await
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            if !names.contains(&relay_2) {
+                break;
+            }
+            assert!(
+                back.elapsed() < Duration::from_secs(30),
+                "relay-2 still runs 30 s after the engine came back: {names:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "engine outage: the relay scaled away meanwhile removed {:.0} ms after the engine came back",
+            ms(back.elapsed())
+        );
+        let status = stack.status().await;
+        assert!(status.ready, "{status:?}");
+        assert_eq!(
+            containers(&docker, stack).await.len(),
+            4,
+            "the stack keeps the rest"
+        );
+    })
+    .await;
+    drop(outage);
+    result.expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_death_whose_event_is_lost_is_found_by_the_probes_and_replaced() {
     if !docker_available().await {
         return;

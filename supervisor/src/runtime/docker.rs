@@ -487,8 +487,9 @@ async fn watch(docker: Docker, stack: String, running: Running, events: mpsc::Se
     }
 }
 
-/// Lists the stack's containers (by its label) and reports as exited every instance the
-/// runtime started that no longer runs.
+/// Lists the stack's containers (by its label), reports as exited every instance the
+/// runtime started that no longer runs, and removes every running container that is no
+/// instance of the stack's.
 async fn reconcile(
     docker: &Docker,
     label: &str,
@@ -512,13 +513,32 @@ async fn reconcile(
         .filter(|c| c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING))
         .filter_map(|c| c.id)
         .collect();
-    let gone: Vec<(String, u64)> = running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter(|(_, (_, id))| !alive.contains(id))
-        .map(|(name, (generation, _))| (name.clone(), *generation))
-        .collect();
+    let (gone, unwanted) = {
+        let running = running.lock().unwrap_or_else(|e| e.into_inner());
+        let gone: Vec<(String, u64)> = running
+            .iter()
+            .filter(|(_, (_, id))| !alive.contains(id))
+            .map(|(name, (generation, _))| (name.clone(), *generation))
+            .collect();
+        let wanted: std::collections::HashSet<&String> =
+            running.values().map(|(_, id)| id).collect();
+        let unwanted: Vec<String> = alive
+            .iter()
+            .filter(|id| !wanted.contains(id))
+            .cloned()
+            .collect();
+        (gone, unwanted)
+    };
+    // Running, but no instance of the stack: a stop the engine never got (a relay scaled
+    // away while it was unreachable). Left running, it would go on taking viewers.
+    for id in unwanted {
+        tracing::info!(container = %id, "removing a container the stack no longer runs");
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        docker
+            .remove_container(&id, Some(options))
+            .await
+            .with_context(|| format!("removing container {id}"))?;
+    }
     for (name, generation) in gone {
         tracing::info!(service = %name, generation, "container gone while the engine was away");
         let exited = Event::Exited {
@@ -767,21 +787,36 @@ impl Runtime for DockerRuntime {
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        self.docker
+        let created = self
+            .docker
             .create_container(Some(options), body)
             .await
             .with_context(|| format!("creating container {name}"))?;
-        self.docker
-            .start_container(&name, None)
-            .await
-            .with_context(|| format!("starting container {name}"))?;
-        if let Err(e) = self.wait_ready(&name).await {
-            self.remove(&name).await;
-            return Err(e);
-        }
-        let instance = self.instance(&name, &spec, generation).await?;
+        // Tracked before it runs, so reconciliation never takes it for a stray.
+        let instance = Instance {
+            name: spec.name.clone(),
+            pid: None,
+            container: Some(created.id),
+            addrs: BTreeMap::new(),
+            generation,
+        };
         self.track(&instance);
-        Ok(instance)
+        let started = async {
+            self.docker
+                .start_container(&name, None)
+                .await
+                .with_context(|| format!("starting container {name}"))?;
+            self.wait_ready(&name).await?;
+            self.instance(&name, &spec, generation).await
+        };
+        match started.await {
+            Ok(instance) => Ok(instance),
+            Err(e) => {
+                self.untrack(&instance);
+                self.remove(&name).await;
+                Err(e)
+            }
+        }
     }
 
     async fn stop(&self, instance: &Instance) -> Result<()> {
