@@ -808,7 +808,7 @@ async fn status(state: &StateDir, json: bool) -> Result<i32> {
         out!("\ncontrol: {e}");
     }
     if let Some(e) = &status.runtime_error {
-        println!(
+        out!(
             "\n{} unreachable: {e}; services that stop meanwhile are restarted once it is back",
             status.runtime
         );
