@@ -419,3 +419,63 @@ async fn docker_each_container_sees_only_its_own_secrets_and_never_the_ca_key() 
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_directory_of_the_earlier_layout_is_moved_over_and_works() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        // What an earlier `ghost up` left: the CA key beside the CA in tls/, one server
+        // certificate for ingest and relays, the relays' own, the ticket key.
+        let dir = tempfile::Builder::new()
+            .prefix("ghost-test-")
+            .tempdir()
+            .expect("temp dir");
+        let tls_dir = dir.path().join("tls");
+        std::fs::create_dir_all(&tls_dir).expect("tls dir");
+        let old = tls::generate().expect("an earlier CA and server certificate");
+        for (name, text) in [
+            ("ca.pem", old.ca.clone()),
+            ("ca.key", old.ca_key.clone()),
+            ("server.pem", format!("{}{}", old.cert, old.ca)),
+            ("server.key", old.key.clone()),
+        ] {
+            std::fs::write(tls_dir.join(name), text).expect("old file");
+        }
+        std::fs::write(dir.path().join("ticket.key"), [7u8; 32]).expect("ticket key");
+
+        let stack = Stack::up_in(dir, "process", &["--relays", "1"], &[]);
+        let pki = stack.state.pki();
+        assert!(
+            !tls_dir.join("ca.key").exists(),
+            "the CA key is still in tls/"
+        );
+        assert_eq!(
+            std::fs::read_to_string(pki.ca_key()).expect("moved CA key"),
+            old.ca_key
+        );
+        assert_eq!(
+            std::fs::read_to_string(pki.ca()).expect("ca.pem"),
+            old.ca,
+            "the CA clients were given is kept"
+        );
+        for gone in ["server.pem", "server.key"] {
+            assert!(!tls_dir.join(gone).exists(), "{gone} is still shared");
+        }
+        // The stack works on the new identities, and a publisher holding the old ca.pem
+        // still verifies ingest.
+        let stop = CancellationToken::new();
+        let (id, publisher) = stack
+            .publish("upgraded", 30, 2000, 30, None, stop.clone())
+            .await;
+        let watched = stack
+            .watch(&id, Some(Duration::from_secs(2)), None, stop.clone())
+            .await
+            .expect("viewer task")
+            .expect("viewer");
+        assert_eq!(watched.end_reason, EndReason::Duration, "{watched:?}");
+        assert!(watched.frames >= 30, "{watched:?}");
+        stop.cancel();
+        let _ = publisher.await;
+    })
+    .await
+    .expect("test timed out");
+}

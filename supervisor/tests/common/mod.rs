@@ -46,6 +46,17 @@ impl Stack {
             .prefix("ghost-test-")
             .tempdir()
             .expect("temp dir");
+        Stack::up_in(dir, runtime, extra, env)
+    }
+
+    /// Brings a stack up in the state directory `dir`, which may hold files already (a
+    /// state directory of an earlier version, say).
+    pub fn up_in(
+        dir: tempfile::TempDir,
+        runtime: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Stack {
         let bin_dir = PathBuf::from(GHOST)
             .parent()
             .expect("bin dir")
