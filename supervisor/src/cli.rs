@@ -852,6 +852,8 @@ async fn streams(state: &StateDir, json: bool, gateway: Option<String>) -> Resul
 }
 
 async fn publish_cmd(state: &StateDir, ca: PathBuf, args: PublishArgs) -> Result<i32> {
+    // Warnings reach the streamer: a group cut at the byte limit, here or by ingest.
+    server::telemetry::init(Default::default(), "warn");
     let ingest = match args.ingest {
         Some(i) => i,
         None => state.read()?.ingest_addr,

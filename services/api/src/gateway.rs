@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 pub const NO_CAPACITY: &str = "no_capacity";
 /// `Problem::error` for an unknown stream (404).
 pub const NOT_FOUND: &str = "not_found";
+/// `error` of a join refused because the client's address made too many (HTTP 429).
+pub const TOO_MANY_JOINS: &str = "too_many_joins";
 
 /// One live stream, as `GET /streams` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

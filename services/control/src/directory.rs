@@ -4,7 +4,7 @@
 //! All of it is soft state. Ingest gateways and relays send their full state in every
 //! heartbeat, so a freshly started control knows everything again after one heartbeat round.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use api::Protocol;
@@ -16,6 +16,14 @@ const CREATE_GRACE: Duration = Duration::from_secs(3);
 /// How long an ended stream's id is remembered, so a heartbeat built before the end (and
 /// arriving after it) does not bring the stream back.
 const TOMBSTONE: Duration = Duration::from_secs(10);
+/// How long a seat placed on a relay stays reserved for a viewer the relay has not reported
+/// seated. A viewer reaches its relay a round trip or two after the join answer, and the
+/// relay reports it within a heartbeat; a reservation older than this was a no-show (a join
+/// answer nobody used), and is released so it neither fills placement nor counts as load.
+pub const RESERVATION_TTL: Duration = Duration::from_secs(2);
+/// A reservation still unconfirmed after this long is probably a no-show: a refusal caused
+/// by such reservations is not demand for more relays (see [`Directory::refusal_is_demand`]).
+pub const NO_SHOW_AFTER: Duration = Duration::from_secs(1);
 
 /// Timeouts after which silent members are dropped.
 #[derive(Debug, Clone, Copy)]
@@ -37,26 +45,46 @@ struct StreamEntry {
     created: Instant,
 }
 
+/// A seat placed on a relay that its heartbeats have not shown taken yet.
+#[derive(Debug, Clone)]
+struct Reservation {
+    stream_id: String,
+    at: Instant,
+}
+
 #[derive(Debug, Clone)]
 struct RelayEntry {
     report: pb::RelayHeartbeatRequest,
     last_seen: Instant,
-    /// Viewers placed here since its last heartbeat (not yet in `report.viewers`).
-    reserved: u32,
-    /// Streams placed here since its last heartbeat.
-    reserved_streams: Vec<String>,
+    /// Viewers placed here and not yet reported seated (so not in `report.viewers`), oldest
+    /// first; none older than [`RESERVATION_TTL`].
+    reservations: VecDeque<Reservation>,
 }
 
 impl RelayEntry {
+    fn reserved(&self) -> u32 {
+        u32::try_from(self.reservations.len()).unwrap_or(u32::MAX)
+    }
     fn load(&self) -> u32 {
-        self.report.viewers.saturating_add(self.reserved)
+        self.report.viewers.saturating_add(self.reserved())
     }
     fn has_room(&self) -> bool {
         self.report.accepting && self.load() < self.report.capacity
     }
     fn carries(&self, stream_id: &str) -> bool {
         self.report.streams.iter().any(|s| s.stream_id == stream_id)
-            || self.reserved_streams.iter().any(|s| s == stream_id)
+            || self.reservations.iter().any(|r| r.stream_id == stream_id)
+    }
+    /// Load counting only reservations young enough that their viewer may still come.
+    fn likely_load(&self, now: Instant) -> u32 {
+        let fresh = self
+            .reservations
+            .iter()
+            .filter(|r| now.duration_since(r.at) < NO_SHOW_AFTER)
+            .count();
+        self.report
+            .viewers
+            .saturating_add(u32::try_from(fresh).unwrap_or(u32::MAX))
     }
 }
 
@@ -252,10 +280,10 @@ impl Directory {
             .relays
             .get_mut(&relay_id)
             .ok_or_else(|| Refusal::NoCapacity("relay vanished".into()))?;
-        relay.reserved += 1;
-        if !relay.carries(&stream_id) {
-            relay.reserved_streams.push(stream_id.clone());
-        }
+        relay.reservations.push_back(Reservation {
+            stream_id: stream_id.clone(),
+            at: now,
+        });
         Ok(Placement {
             stream_id,
             relay_id,
@@ -266,20 +294,45 @@ impl Directory {
         })
     }
 
-    /// Takes a relay's full report.
+    /// Whether a refusal for capacity now is demand for more relays: false when the relays
+    /// would have room but for reservations that have waited past [`NO_SHOW_AFTER`] for
+    /// their viewer (join answers nobody used, such as a join flood's), which are released
+    /// soon anyway.
+    pub fn refusal_is_demand(&self, now: Instant) -> bool {
+        !self
+            .relays
+            .values()
+            .any(|r| r.report.accepting && r.likely_load(now) < r.report.capacity)
+    }
+
+    /// Takes a relay's full report. Its count of viewers seated since the last report marks
+    /// that many of the relay's reservations, oldest first, as used: they are in the
+    /// report's viewers from now on. The others stay until they expire.
     pub fn relay_heartbeat(
         &mut self,
         report: pb::RelayHeartbeatRequest,
         now: Instant,
     ) -> Result<(), Refusal> {
         validate_member(&report.relay_id, &report.addr)?;
+        let mut reservations = VecDeque::new();
+        if let Some(old) = self.relays.remove(&report.relay_id) {
+            reservations = old.reservations;
+            // A relay that restarted under the same id counts from zero again.
+            let seated = if report.seated >= old.report.seated {
+                report.seated - old.report.seated
+            } else {
+                report.seated
+            };
+            let used = usize::try_from(seated).unwrap_or(usize::MAX);
+            reservations.drain(..used.min(reservations.len()));
+        }
+        reservations.retain(|r| now.duration_since(r.at) < RESERVATION_TTL);
         self.relays.insert(
             report.relay_id.clone(),
             RelayEntry {
                 report,
                 last_seen: now,
-                reserved: 0,
-                reserved_streams: Vec::new(),
+                reservations,
             },
         );
         Ok(())
@@ -377,6 +430,11 @@ impl Directory {
         let t = self.timeouts;
         self.relays
             .retain(|_, r| now.duration_since(r.last_seen) < t.relay);
+        for relay in self.relays.values_mut() {
+            relay
+                .reservations
+                .retain(|r| now.duration_since(r.at) < RESERVATION_TTL);
+        }
         let before = self.ingests.len();
         self.ingests
             .retain(|_, i| now.duration_since(i.last_seen) < t.ingest);
@@ -585,18 +643,90 @@ mod tests {
         assert_eq!((d.joins, d.rejections), (4, 1));
     }
 
+    fn seated(mut report: pb::RelayHeartbeatRequest, seated: u64) -> pb::RelayHeartbeatRequest {
+        report.seated = seated;
+        report
+    }
+
     #[test]
-    fn heartbeat_replaces_reservations() {
+    fn a_reservation_holds_until_the_relay_reports_the_viewer_seated() {
         let (mut d, now) = with_stream();
         d.relay_heartbeat(relay("r1", 1, 0, &[]), now).expect("hb");
         d.join("s1", now).expect("room");
         assert!(
             d.join("s1", now).is_err(),
-            "reservation counts until the heartbeat"
+            "the reservation counts while its viewer is on its way"
         );
-        d.relay_heartbeat(relay("r1", 1, 0, &[]), now)
-            .expect("viewer left");
-        assert!(d.join("s1", now).is_ok());
+        // A heartbeat built before the viewer arrived releases nothing.
+        let t1 = now + Duration::from_millis(500);
+        d.relay_heartbeat(relay("r1", 1, 0, &[]), t1).expect("hb");
+        assert!(d.join("s1", t1).is_err(), "still reserved");
+        // The viewer is seated, then leaves: its reservation is used up, the seat free.
+        let t2 = now + Duration::from_millis(1000);
+        d.relay_heartbeat(seated(relay("r1", 1, 0, &[]), 1), t2)
+            .expect("hb");
+        assert!(d.join("s1", t2).is_ok());
+    }
+
+    #[test]
+    fn unused_reservations_are_released_within_seconds() {
+        let (mut d, now) = with_stream();
+        d.relay_heartbeat(relay("r1", 3, 0, &[]), now).expect("hb");
+        for _ in 0..3 {
+            d.join("s1", now).expect("room");
+        }
+        assert!(
+            d.join("s1", now).is_err(),
+            "three join answers, nobody came"
+        );
+        assert!(
+            d.refusal_is_demand(now),
+            "fresh reservations are viewers on their way: demand"
+        );
+        let later = now + NO_SHOW_AFTER;
+        assert!(
+            !d.refusal_is_demand(later),
+            "reservations nobody used are not demand"
+        );
+        let released = now + RESERVATION_TTL;
+        d.relay_heartbeat(relay("r1", 3, 0, &[]), released)
+            .expect("hb");
+        for _ in 0..3 {
+            d.join("s1", released)
+                .expect("the no-shows' seats are free again");
+        }
+        // The second round's no-shows go the same way.
+        let again = released + RESERVATION_TTL;
+        d.relay_heartbeat(relay("r1", 3, 0, &[]), again)
+            .expect("hb");
+        assert!(d.join("s1", again).is_ok());
+    }
+
+    #[test]
+    fn seated_viewers_use_up_the_oldest_reservations() {
+        let (mut d, now) = with_stream();
+        d.relay_heartbeat(seated(relay("r1", 4, 0, &[]), 10), now)
+            .expect("hb");
+        for _ in 0..4 {
+            d.join("s1", now).expect("room");
+        }
+        // Two of four came; the report counts them as viewers.
+        let t1 = now + Duration::from_millis(500);
+        d.relay_heartbeat(seated(relay("r1", 4, 2, &[("s1", 2)]), 12), t1)
+            .expect("hb");
+        assert!(d.join("s1", t1).is_err(), "2 viewers + 2 on their way");
+        // The other two never come: released after the TTL, the viewers stay counted.
+        let t2 = now + RESERVATION_TTL;
+        d.relay_heartbeat(seated(relay("r1", 4, 2, &[("s1", 2)]), 12), t2)
+            .expect("hb");
+        d.join("s1", t2).expect("room");
+        d.join("s1", t2).expect("room");
+        assert!(d.join("s1", t2).is_err());
+        // A relay restarted under the same id counts from zero.
+        let t3 = t2 + Duration::from_millis(500);
+        d.relay_heartbeat(seated(relay("r1", 4, 3, &[("s1", 3)]), 1), t3)
+            .expect("hb");
+        assert!(d.join("s1", t3).is_err(), "3 viewers + 1 on its way");
     }
 
     #[test]

@@ -103,6 +103,7 @@ struct Metrics {
     relays: Gauge,
     joins: Counter,
     rejections: Counter,
+    no_show_rejections: Counter,
     capacity_requests: Counter,
     refused_callers: Counter,
 }
@@ -116,6 +117,11 @@ impl Metrics {
             "rejections",
             "Viewers refused because no relay had room",
             self.rejections.clone(),
+        );
+        registry.register(
+            "no_show_rejections",
+            "Viewers refused while relays were held by unused reservations (not demand)",
+            self.no_show_rejections.clone(),
         );
         registry.register(
             "capacity_requests",
@@ -276,13 +282,21 @@ impl Control for Service {
         let req = request.into_inner();
         let placed = {
             let mut dir = self.dir();
-            let placed = dir.join(&req.stream, Instant::now());
+            let now = Instant::now();
+            let placed = dir.join(&req.stream, now);
             if let Err(Refusal::NoCapacity(reason)) = &placed {
                 self.metrics.rejections.inc();
-                tracing::warn!(stream = %req.stream, %reason, "viewer refused: no relay has room");
-                if let Some(tx) = &self.capacity {
-                    // Full queue: a request is already on its way.
-                    let _ = tx.try_send(reason.clone());
+                if dir.refusal_is_demand(now) {
+                    tracing::warn!(stream = %req.stream, %reason, "viewer refused: no relay has room");
+                    if let Some(tx) = &self.capacity {
+                        // Full queue: a request is already on its way.
+                        let _ = tx.try_send(reason.clone());
+                    }
+                } else {
+                    // Seats held for join answers nobody used (a join flood): released
+                    // within seconds, and no reason to start relays.
+                    self.metrics.no_show_rejections.inc();
+                    tracing::debug!(stream = %req.stream, %reason, "viewer refused: seats reserved for viewers that did not come");
                 }
             }
             placed

@@ -9,20 +9,26 @@
 //! | `GET /`, `GET /watch/{id or name}`, `GET /app/{file}` | the web app ([`web`]) |
 //!
 //! Errors are an [`api::Problem`]: `{"error": "<kind>", "reason": "<text>"}`.
+//!
+//! A stranger cannot pin it: each client address gets a limited number of joins
+//! ([`limit`], `429` past it), a connection must send its request headers within
+//! [`Limits::header_read_timeout`] (also between requests on a kept-alive connection), and
+//! at most [`Limits::max_connections`] are open at once (more are closed at once).
 
 #![forbid(unsafe_code)]
 
+pub mod limit;
 pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use api::status::{Kind, Role};
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -46,9 +52,48 @@ pub struct Config {
     /// The gateway's TLS directory: its client certificate for calls to control.
     #[command(flatten)]
     pub tls: server::args::OptionalTls,
+    /// What one client may do.
+    #[command(flatten)]
+    pub limits: Limits,
     /// Log output.
     #[command(flatten)]
     pub logging: server::args::Logging,
+}
+
+/// What one client may do, so that no client can pin the gateway or flood placement.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Limits {
+    /// Joins per second one client address may make, sustained (an IPv6 client counts by
+    /// its /64). A viewer joins once per watch, and again after a refusal.
+    #[arg(long, env = "GHOST_GATEWAY_JOIN_RATE", default_value_t = 10.0)]
+    pub join_rate: f64,
+    /// Joins one client address may make at once after a quiet spell.
+    #[arg(long, env = "GHOST_GATEWAY_JOIN_BURST", default_value_t = 30)]
+    pub join_burst: u32,
+    /// Limit joins from loopback too. Off by default: loopback is the host's own operator
+    /// (`ghost bench` joins hundreds of viewers from it), never a stranger, unless a reverse
+    /// proxy on the host forwards to the gateway.
+    #[arg(long, env = "GHOST_GATEWAY_JOIN_LIMIT_LOOPBACK")]
+    pub join_limit_loopback: bool,
+    /// Time a connection has to send a request's headers (the first request's, and each
+    /// next one's on a kept-alive connection); past it the connection is closed.
+    #[arg(long, env = "GHOST_GATEWAY_HEADER_READ_TIMEOUT", default_value = "5s")]
+    pub header_read_timeout: humantime::Duration,
+    /// HTTP connections open at once, at most; more are closed as soon as accepted.
+    #[arg(long, env = "GHOST_GATEWAY_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            join_rate: 10.0,
+            join_burst: 30,
+            join_limit_loopback: false,
+            header_read_timeout: Duration::from_secs(5).into(),
+            max_connections: 1024,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -57,12 +102,16 @@ struct Metrics {
     rejections: Counter,
     not_found: Counter,
     control_errors: Counter,
+    joins_limited: Counter,
+    connections_refused: Counter,
 }
 
 #[derive(Clone)]
 struct AppState {
     control: ControlClient<Channel>,
     metrics: Metrics,
+    joins: Arc<limit::Limiter>,
+    limit_loopback: bool,
 }
 
 /// An error answer: status, kind and reason; `Retry-After` on 503.
@@ -124,9 +173,13 @@ fn api_error(status: tonic::Status, metrics: &Metrics) -> ApiError {
     }
 }
 
-/// The gateway's routes, apart from serving, so tests call them directly.
+/// The gateway's routes, apart from serving, so tests call them directly. Joins need the
+/// client's address ([`ConnectInfo`]), which [`serve`] provides.
 pub fn routes(control: ControlClient<Channel>) -> Router {
-    let metrics = Metrics::default();
+    routes_with(control, &Limits::default(), Metrics::default())
+}
+
+fn routes_with(control: ControlClient<Channel>, limits: &Limits, metrics: Metrics) -> Router {
     let mut registry = Registry::with_prefix("ghost_gateway");
     registry.register(
         "joins",
@@ -148,6 +201,20 @@ pub fn routes(control: ControlClient<Channel>) -> Router {
         "Requests that failed because control was unavailable",
         metrics.control_errors.clone(),
     );
+    registry.register(
+        "joins_limited",
+        "Joins refused (429): the client address made too many",
+        metrics.joins_limited.clone(),
+    );
+    registry.register(
+        "connections_refused",
+        "HTTP connections closed at once: too many open",
+        metrics.connections_refused.clone(),
+    );
+    let joins = Arc::new(limit::Limiter::new(limit::JoinRate {
+        rate: limits.join_rate,
+        burst: limits.join_burst,
+    }));
     let registry = Arc::new(registry);
     Router::new()
         .route("/", get(web::index))
@@ -156,7 +223,12 @@ pub fn routes(control: ControlClient<Channel>) -> Router {
         .route("/streams", get(list))
         .route("/streams/{id}/join", post(join))
         .route("/health", get(|| async { "ok\n" }))
-        .with_state(AppState { control, metrics })
+        .with_state(AppState {
+            control,
+            metrics,
+            joins,
+            limit_loopback: limits.join_limit_loopback,
+        })
         .merge(
             Router::new()
                 .route("/metrics", get(metrics_text))
@@ -203,8 +275,27 @@ fn stream_view(s: pb::Stream) -> api::gateway::Stream {
 
 async fn join(
     State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
     Path(id): Path<String>,
 ) -> Result<Json<api::gateway::Join>, ApiError> {
+    let ip = client.ip();
+    if (state.limit_loopback || !ip.to_canonical().is_loopback())
+        && let Err(wait) = state.joins.check(ip, Instant::now())
+    {
+        state.metrics.joins_limited.inc();
+        let secs = u32::try_from(wait.as_secs()).unwrap_or(u32::MAX).max(1);
+        tracing::debug!(client = %ip, "join refused: too many from this address");
+        return Err(ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: api::gateway::TOO_MANY_JOINS,
+            reason: format!(
+                "too many joins from {ip}: at most {} at once, then {} per second; retry after {secs} s",
+                state.joins_burst(),
+                state.joins_rate()
+            ),
+            retry_after: Some(secs),
+        });
+    }
     if id.is_empty() || id.len() > 128 {
         return Err(ApiError {
             status: StatusCode::BAD_REQUEST,
@@ -232,6 +323,15 @@ async fn join(
     }))
 }
 
+impl AppState {
+    fn joins_burst(&self) -> u32 {
+        self.joins.limit().burst
+    }
+    fn joins_rate(&self) -> f64 {
+        self.joins.limit().rate
+    }
+}
+
 /// Runs the gateway until SIGINT/SIGTERM: the whole `ghost-gateway` binary.
 pub async fn main(config: Config) -> Result<()> {
     server::telemetry::init(config.logging.log_format, "info");
@@ -241,26 +341,113 @@ pub async fn main(config: Config) -> Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(http = %addr, "viewer gateway listening");
     server::ready::announce(Kind::Gateway, &[(Role::Http, addr), (Role::Ops, addr)]);
-    serve(
+    serve_with(
         listener,
         &config.control.url,
         config.tls.dir.as_deref(),
+        &config.limits,
         server::shutdown::on_signal(),
     )
     .await
 }
 
 /// Serves the gateway on a bound listener until `shutdown`, calling control at `control`
-/// with the client certificate in `tls_dir`.
+/// with the client certificate in `tls_dir`, with the default [`Limits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     control: &str,
     tls_dir: Option<&std::path::Path>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let router = routes(server::control::client(control, tls_dir)?);
-    axum::serve(server::ops::nodelay(listener), router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .context("HTTP server failed")
+    serve_with(listener, control, tls_dir, &Limits::default(), shutdown).await
+}
+
+/// Serves the gateway on a bound listener until `shutdown`, calling control with the client
+/// certificate in `tls_dir`: one task per connection, at
+/// most `limits.max_connections` at once, each closed when it takes longer than
+/// `limits.header_read_timeout` to send a request's headers. On shutdown, connections
+/// finish the request they are on (bounded).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    control: &str,
+    tls_dir: Option<&std::path::Path>,
+    limits: &Limits,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let metrics = Metrics::default();
+    let router = routes_with(
+        server::control::client(control, tls_dir)?,
+        limits,
+        metrics.clone(),
+    );
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let header_timeout: Duration = *limits.header_read_timeout;
+    let tasks = tokio_util::task::TaskTracker::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait, never spin.
+                    tracing::warn!(%error, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics.connections_refused.inc();
+            tracing::debug!(%peer, "HTTP connection refused: too many open");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let router = router.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            connection(tcp, peer, router, header_timeout, shutdown).await;
+            drop(slot);
+        });
+    }
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+    Ok(())
+}
+
+/// Serves one HTTP/1.1 connection to its end.
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    use tower::ServiceExt;
+    let service = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(
+        hyper_util::rt::TokioIo::new(tcp),
+        hyper_util::service::TowerToHyperService::new(service),
+    );
+    tokio::pin!(conn);
+    let served = tokio::select! {
+        r = conn.as_mut() => r,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await {
+                Ok(r) => r,
+                Err(_) => Ok(()),
+            }
+        }
+    };
+    if let Err(error) = served {
+        // A header-read timeout, a client gone mid-request, garbage: this client's affair.
+        tracing::debug!(%peer, %error, "HTTP connection ended");
+    }
 }

@@ -10,7 +10,10 @@
 //! - a connection that goes silent ends the stream after [`MEDIA_TIMEOUT`] without media
 //!   (TCP keep-alive alone takes minutes);
 //! - each connection is its own task with bounded buffers: a slow or stalled publisher holds
-//!   up nobody else.
+//!   up nobody else;
+//! - a group (keyframe to keyframe) past the track's byte limit is cut: its frames up to the
+//!   limit stay, the rest are dropped until the next keyframe (see
+//!   [`transport::track::Limits`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -314,8 +317,20 @@ impl Publish {
                     live.next_group += 1;
                 }
                 // Frames before the first keyframe have no group to join and are dropped.
-                if let Some(group) = &live.group {
-                    group.push(frame);
+                if let Some(group) = &mut live.group
+                    && let Err(over) = group.push(frame)
+                {
+                    // RTMP has no way to refuse part of a stream, so the encoder keeps
+                    // sending; its frames are dropped until the next keyframe starts a
+                    // group, and viewers move on to that group as usual.
+                    tracing::warn!(
+                        stream = %live.stream.id,
+                        group = group.sequence(),
+                        error = %over,
+                        "RTMP group cut at its byte limit; frames dropped until the next keyframe"
+                    );
+                    self.state.metrics.fanout.groups_cut.inc();
+                    live.group = None;
                 }
             }
         }

@@ -98,6 +98,8 @@ struct Metrics {
     streams: Gauge,
     rejections: Counter,
     joins: Counter,
+    /// Viewers seated on a valid ticket, since start (control's reservations, used).
+    seated: Counter,
     fanout: fanout::Metrics,
 }
 
@@ -116,6 +118,11 @@ impl Metrics {
             self.rejections.clone(),
         );
         registry.register("joins", "Viewers admitted", self.joins.clone());
+        registry.register(
+            "seated",
+            "Viewers seated on a valid ticket",
+            self.seated.clone(),
+        );
         self.fanout.register(registry);
     }
 }
@@ -363,6 +370,7 @@ impl Report {
             groups_sent: m.fanout.groups_sent.get(),
             groups_skipped: m.fanout.groups_skipped.get(),
             rejected: m.rejections.get(),
+            seated: m.seated.get(),
             accepting: state.accepting.load(std::sync::atomic::Ordering::Relaxed),
         };
         let resp = self.control.clone().relay_heartbeat(req).await?;
@@ -452,6 +460,7 @@ async fn serve_viewer<P: Peer>(
     }
     // Only now, with a valid ticket, does the viewer take a seat.
     let _seat = admit(state)?;
+    state.metrics.seated.inc();
     state.metrics.viewers.inc();
     if webtransport {
         state.metrics.webtransport_viewers.inc();

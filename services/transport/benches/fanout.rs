@@ -5,15 +5,22 @@
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use transport::track::{Track, TrackInfo};
+use transport::track::{Limits, Track, TrackInfo};
 use wire::Frame;
 
+/// A track without byte limits: the benches push into one group for as long as they run.
 fn track() -> Track {
-    Track::new(TrackInfo {
-        id: "s".into(),
-        name: "bench".into(),
-        init: Bytes::new(),
-    })
+    Track::with_limits(
+        TrackInfo {
+            id: "s".into(),
+            name: "bench".into(),
+            init: Bytes::new(),
+        },
+        Limits {
+            group: usize::MAX,
+            stream: usize::MAX,
+        },
+    )
 }
 
 fn bookkeeping(c: &mut Criterion) {
@@ -23,9 +30,9 @@ fn bookkeeping(c: &mut Criterion) {
         let mut seq = 0;
         b.iter(|| {
             seq += 1;
-            let g = t.start_group(seq).expect("newer group");
+            let mut g = t.start_group(seq).expect("newer group");
             for _ in 0..60 {
-                g.push(frame.clone());
+                g.push(frame.clone()).expect("no limit");
             }
         })
     });
@@ -41,7 +48,7 @@ fn dispatch(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
             let t = track();
-            let w = t.start_group(1).expect("group");
+            let mut w = t.start_group(1).expect("group");
             let mut readers: Vec<_> = (0..n).map(|_| t.subscribe()).collect();
             let mut groups: Vec<_> = rt.block_on(async {
                 let mut out = Vec::new();
@@ -51,7 +58,7 @@ fn dispatch(c: &mut Criterion) {
                 out
             });
             b.iter(|| {
-                w.push(frame.clone());
+                w.push(frame.clone()).expect("no limit");
                 rt.block_on(async {
                     for g in groups.iter_mut() {
                         std::hint::black_box(g.next_frame().await);

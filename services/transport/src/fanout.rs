@@ -21,7 +21,7 @@ use wire::{Code, GroupDecoder, GroupEvent, GroupHeader, Message, Reset, WireErro
 
 use crate::peer::{Peer, RecvStream, SendStream};
 use crate::quic::{self, Session, SessionError};
-use crate::track::{GroupReader, Track, TrackReader};
+use crate::track::{GroupReader, GroupWriter, Over, Track, TrackReader};
 
 /// How long a superseded group may keep sending before it is reset.
 pub const SKIP_GRACE: Duration = Duration::from_millis(300);
@@ -47,12 +47,17 @@ pub struct Metrics {
     pub frames_received: Counter,
     /// Bytes read from the upstream's group streams (headers and payloads).
     pub bytes_received: Counter,
+    /// Groups from the upstream cut at a byte limit (see [`crate::track::Limits`]).
+    pub groups_cut: Counter,
+    /// Groups a subscriber cut at its byte limit (it stopped the group's stream with
+    /// [`Reset::GroupTooLarge`]).
+    pub groups_cut_by_subscriber: Counter,
 }
 
 impl Metrics {
     /// Registers every counter under `registry`.
     pub fn register(&self, registry: &mut Registry) {
-        let counters: [(&str, &str, &Counter); 7] = [
+        let counters: [(&str, &str, &Counter); 9] = [
             ("groups_sent", "Groups sent completely", &self.groups_sent),
             (
                 "groups_skipped",
@@ -67,6 +72,16 @@ impl Metrics {
                 "received_bytes",
                 "Media bytes received",
                 &self.bytes_received,
+            ),
+            (
+                "groups_cut",
+                "Groups received cut at the byte limit of a group or stream",
+                &self.groups_cut,
+            ),
+            (
+                "groups_cut_by_subscriber",
+                "Groups sent that a subscriber cut at its byte limit",
+                &self.groups_cut_by_subscriber,
             ),
         ];
         for (name, help, counter) in counters {
@@ -171,6 +186,20 @@ async fn send_group<P: Peer>(
             Ok(())
         }
         Err(Stop::Write(WriteError::ConnectionLost(e))) => Err(e),
+        Err(Stop::Write(WriteError::Stopped(code)))
+            if Reset::from_code(code.into_inner()) == Some(Reset::GroupTooLarge) =>
+        {
+            // The sender of a group past the limit is the one to hear of it: the publisher
+            // (or an ingest of another version) learns that its group was cut, and why.
+            tracing::warn!(
+                group = group.sequence(),
+                code = Reset::GroupTooLarge.name(),
+                limit_bytes = wire::limits::MAX_GROUP,
+                "the receiver cut this group at its byte limit; media resumes at the next keyframe"
+            );
+            metrics.groups_cut_by_subscriber.inc();
+            Ok(())
+        }
         Err(Stop::Write(e)) => {
             // The subscriber stopped this group (it moved on): nothing more to send on it.
             tracing::debug!(group = group.sequence(), error = %e, "group stream refused");
@@ -328,7 +357,10 @@ async fn receive_group<R: RecvStream>(
 ) -> Result<(), ReceiveError> {
     let mut decoder = GroupDecoder::new();
     let mut buf = BytesMut::new();
-    let mut writer = None;
+    let mut writer: Option<GroupWriter> = None;
+    // Bytes read but not yet a whole frame count against the stream's limit too, so a
+    // sender cannot park memory in half-sent frames on many group streams.
+    let mut partial = track.hold();
     loop {
         while let Some(event) = decoder.decode(&mut buf)? {
             match event {
@@ -346,18 +378,41 @@ async fn receive_group<R: RecvStream>(
                 GroupEvent::Frame(f) => {
                     metrics.frames_received.inc();
                     metrics.bytes_received.inc_by(f.encoded().len() as u64);
-                    if let Some(w) = &writer {
-                        w.push(f);
+                    if let Some(w) = &mut writer
+                        && let Err(over) = w.push(f)
+                    {
+                        cut(&mut recv, w.sequence(), over, &metrics);
+                        return Ok(());
                     }
                 }
             }
         }
+        // What is left after decoding is at most one frame in the making: shrinking the
+        // claim to it always succeeds.
+        let _ = partial.resize(buf.len());
         match recv.read_chunk(64 * 1024).await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+            Ok(Some(chunk)) => {
+                if let Err(over) = partial.resize(buf.len() + chunk.len()) {
+                    // Returning drops the writer, which completes the group as it is.
+                    let sequence = writer.as_ref().map_or(0, GroupWriter::sequence);
+                    cut(&mut recv, sequence, over, &metrics);
+                    return Ok(());
+                }
+                buf.extend_from_slice(&chunk);
+            }
             Ok(None) => return Ok(decoder.finish(&buf)?),
             Err(quinn::ReadError::ConnectionLost(e)) => return Err(e.into()),
             // Reset by the sender (it skipped this group) or otherwise abandoned.
             Err(_) => return Ok(()),
         }
     }
+}
+
+/// Stops a group's stream that went past a byte limit: the sender is told why by the code,
+/// the frames taken so far stay for the readers, and the connection goes on with the next
+/// group.
+fn cut<R: RecvStream>(recv: &mut R, sequence: u64, over: Over, metrics: &Metrics) {
+    recv.stop(Reset::GroupTooLarge.into());
+    metrics.groups_cut.inc();
+    tracing::warn!(group = sequence, error = %over, "group cut at its byte limit");
 }

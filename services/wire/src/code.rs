@@ -110,12 +110,37 @@ impl std::fmt::Display for Code {
 pub enum Reset {
     /// The receiver fell behind and skips to a newer group. Code 16.
     GroupSkipped,
+    /// The receiver cut the group: it went past the byte limit of a group
+    /// ([`crate::limits::MAX_GROUP`]) or of a stream's media held at once
+    /// ([`crate::limits::MAX_STREAM`]). Frames up to the cut were kept; the next group is
+    /// taken as usual. Code 17.
+    GroupTooLarge,
+}
+
+impl Reset {
+    /// The reset a code number stands for, if this version knows it.
+    pub fn from_code(code: u64) -> Option<Reset> {
+        match code {
+            0x10 => Some(Reset::GroupSkipped),
+            0x11 => Some(Reset::GroupTooLarge),
+            _ => None,
+        }
+    }
+
+    /// A short name, for logs and summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reset::GroupSkipped => "group_skipped",
+            Reset::GroupTooLarge => "group_too_large",
+        }
+    }
 }
 
 impl From<Reset> for u32 {
     fn from(reset: Reset) -> u32 {
         match reset {
             Reset::GroupSkipped => 0x10,
+            Reset::GroupTooLarge => 0x11,
         }
     }
 }
@@ -133,5 +158,10 @@ mod tests {
         assert_eq!(Code::from(2), Code::Capacity);
         assert_eq!(Code::from(99), Code::Unknown(99));
         assert_eq!(u32::from(Reset::GroupSkipped), 16);
+        assert_eq!(u32::from(Reset::GroupTooLarge), 17);
+        for reset in [Reset::GroupSkipped, Reset::GroupTooLarge] {
+            assert_eq!(Reset::from_code(u64::from(u32::from(reset))), Some(reset));
+        }
+        assert_eq!(Reset::from_code(99), None);
     }
 }

@@ -2,6 +2,15 @@
 
 /// Largest frame payload (a 4K keyframe fits with room to spare).
 pub const MAX_FRAME: usize = 4 << 20;
+/// Most media bytes (frame headers and payloads) in one group. A group runs from one
+/// keyframe to the next, so this is a keyframe interval's worth of video: 64 MiB is 10 s of a
+/// 53 Mbit/s stream (4K60 at the top of what streaming services take) or 4 s at 134 Mbit/s,
+/// which no live encoder sends. Past it the group is cut (see [`crate::Reset::GroupTooLarge`]).
+pub const MAX_GROUP: usize = 64 << 20;
+/// Most media bytes one stream may hold at one hop: its newest group, the one before it
+/// while a slow subscriber still sends its tail, and frames half received. The same bound
+/// covers one publisher's connection (a connection carries one stream).
+pub const MAX_STREAM: usize = 2 * MAX_GROUP + 4 * MAX_FRAME;
 /// Largest init segment (ftyp + moov).
 pub const MAX_INIT: usize = 1 << 20;
 /// Largest stream name, in bytes.

@@ -293,9 +293,13 @@ async fn feed_fmp4(
                 groups += 1;
             }
             // Fragments before the first keyframe cannot be decoded by anyone: dropped.
-            if let Some(g) = &group {
-                g.push(Frame::new(server::clock::now_us(), &data)?);
-                frames += 1;
+            if let Some(g) = &mut group {
+                if let Err(over) = g.push(Frame::new(server::clock::now_us(), &data)?) {
+                    warn_cut(g.sequence(), over);
+                    group = None;
+                } else {
+                    frames += 1;
+                }
             }
         }
         let n = tokio::select! {
@@ -340,10 +344,19 @@ async fn feed_synthetic(
             group = track.start_group(groups);
             groups += 1;
         }
-        if let Some(g) = &group {
-            g.push(Frame::new(server::clock::now_us(), &payload)?);
+        if let Some(g) = &mut group
+            && let Err(over) = g.push(Frame::new(server::clock::now_us(), &payload)?)
+        {
+            warn_cut(g.sequence(), over);
+            group = None;
         }
         frames += 1;
     }
     Ok((frames, groups))
+}
+
+/// A group of the input went past the byte limit every hop applies: ingest would cut it
+/// anyway, so the publisher cuts it first (and keeps its own memory bounded) and says so.
+fn warn_cut(group: u64, over: transport::track::Over) {
+    tracing::warn!(group, error = %over, "input group too large: cut");
 }

@@ -30,7 +30,8 @@ use wire::{Code, Frame, GroupDecoder, GroupEvent, Message, Reset};
 
 use crate::exit::{self, Exit};
 
-/// Asks the gateway for a relay. Maps 404 to exit 4 and 503 to exit 3.
+/// Asks the gateway for a relay. Maps 404 to exit 4, and 503 (no room) and 429 (too many
+/// joins from this address) to exit 3.
 pub async fn join(http: &reqwest::Client, gateway: &str, stream: &str) -> Result<Join> {
     let url = format!(
         "{}/streams/{}/join",
@@ -56,6 +57,10 @@ pub async fn join(http: &reqwest::Client, gateway: &str, stream: &str) -> Result
         404 => Exit::new(
             exit::NOT_FOUND,
             format!("no such stream: {stream} ({reason})"),
+        ),
+        429 => Exit::new(
+            exit::REJECTED,
+            format!("rejected: too many joins from this address: {reason}"),
         ),
         503 if problem.error == api::gateway::NO_CAPACITY => {
             Exit::new(exit::REJECTED, format!("rejected for capacity: {reason}"))
