@@ -4,43 +4,16 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use api::client::EndReason;
 use api::status::{EventKind, Kind};
-use bollard::query_parameters::ListContainersOptionsBuilder;
-use common::{DOCKER, Stack, docker_available, ms};
+use common::{DOCKER, Stack, containers, docker_available, ms};
 use supervisor::exit;
-use supervisor::runtime::docker::{LABEL_STACK, stack_id};
+use supervisor::runtime::docker::stack_id;
 use tokio_util::sync::CancellationToken;
 
 const LONG: Duration = Duration::from_secs(240);
-
-/// The stack's containers: (name, id), running or not.
-async fn containers(stack: &Stack) -> Vec<(String, String)> {
-    let docker = supervisor::runtime::docker::connect()
-        .await
-        .expect("docker");
-    let label = format!("{LABEL_STACK}={}", stack_id(&stack.state));
-    let filters = HashMap::from([("label", vec![label.as_str()])]);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    docker
-        .list_containers(Some(options))
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|c| {
-            (
-                c.names.and_then(|n| n.first().cloned()).unwrap_or_default(),
-                c.id.unwrap_or_default(),
-            )
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_up_then_down_leaves_nothing() {

@@ -10,10 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use api::client::{EndReason, WatchSummary};
-use bollard::query_parameters::{
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, UploadToContainerOptionsBuilder,
-};
-use common::{DOCKER, Stack, docker_available, ms};
+use bollard::query_parameters::{KillContainerOptionsBuilder, UploadToContainerOptionsBuilder};
+use common::{DOCKER, Stack, containers, docker_available, ms};
 use supervisor::client::watch;
 use supervisor::exit;
 use supervisor::runtime::docker::{LABEL_STACK, stack_id};
@@ -22,32 +20,6 @@ use tokio::sync::watch as signal;
 use tokio_util::sync::CancellationToken;
 
 const LONG: Duration = Duration::from_secs(300);
-
-/// The stack's containers: (name, id).
-async fn containers(docker: &bollard::Docker, stack: &Stack) -> Vec<(String, String)> {
-    let label = format!("{LABEL_STACK}={}", stack_id(&stack.state));
-    let filters = HashMap::from([("label", vec![label.as_str()])]);
-    let options = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    docker
-        .list_containers(Some(options))
-        .await
-        .expect("list")
-        .into_iter()
-        .map(|c| {
-            (
-                c.names
-                    .and_then(|n| n.first().cloned())
-                    .unwrap_or_default()
-                    .trim_start_matches('/')
-                    .to_string(),
-                c.id.unwrap_or_default(),
-            )
-        })
-        .collect()
-}
 
 /// A tar holding one file, `name`.
 fn tar_of(name: &str) -> Vec<u8> {
@@ -89,7 +61,7 @@ async fn containers_run_read_only_without_capabilities_within_limits() {
         let docker = supervisor::runtime::docker::connect()
             .await
             .expect("docker");
-        let found = containers(&docker, &stack).await;
+        let found = containers(&stack).await;
         assert_eq!(found.len(), 4, "{found:?}");
         for (name, id) in &found {
             let info = docker.inspect_container(id, None).await.expect("inspect");
@@ -287,6 +259,19 @@ struct Outage {
     proxy: Proxy,
 }
 
+impl Outage {
+    /// A Docker stack, with `extra` flags for `ghost up`, whose supervisor reaches the engine
+    /// through `proxy`.
+    fn up(proxy: Proxy, extra: &[&str]) -> Outage {
+        let host = proxy.docker_host();
+        let stack = Stack::up_with_env("docker", extra, &[("DOCKER_HOST", host.as_str())]);
+        Outage {
+            stack: Some(stack),
+            proxy,
+        }
+    }
+}
+
 impl Drop for Outage {
     fn drop(&mut self) {
         self.proxy.restore();
@@ -381,16 +366,10 @@ async fn the_stack_outlives_an_engine_outage_and_replaces_what_died_meanwhile() 
         .prefix("ghost-engine-")
         .tempdir()
         .expect("temp dir");
-    let proxy = Proxy::start(dir.path());
-    let host = proxy.docker_host();
-    let outage = Outage {
-        stack: Some(Stack::up_with_env(
-            "docker",
-            &["--relays", "2", "--relay-capacity", "2"],
-            &[("DOCKER_HOST", host.as_str())],
-        )),
-        proxy,
-    };
+    let outage = Outage::up(
+        Proxy::start(dir.path()),
+        &["--relays", "2", "--relay-capacity", "2"],
+    );
     let result = tokio::time::timeout(LONG, async {
         let stack = outage.stack.as_ref().expect("stack");
         let docker = supervisor::runtime::docker::connect()
@@ -551,21 +530,9 @@ async fn a_relay_scaled_away_while_the_engine_is_away_is_removed_once_it_is_back
         .prefix("ghost-engine-")
         .tempdir()
         .expect("temp dir");
-    let proxy = Proxy::start(dir.path());
-    let host = proxy.docker_host();
-    let outage = Outage {
-        stack: Some(Stack::up_with_env(
-            "docker",
-            &["--relays", "2"],
-            &[("DOCKER_HOST", host.as_str())],
-        )),
-        proxy,
-    };
+    let outage = Outage::up(Proxy::start(dir.path()), &["--relays", "2"]);
     let result = tokio::time::timeout(LONG, async {
         let stack = outage.stack.as_ref().expect("stack");
-        let docker = supervisor::runtime::docker::connect()
-            .await
-            .expect("docker");
         let relay_2 = format!("ghost-{}-relay-2", stack_id(&stack.state));
         outage.proxy.cut();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -585,7 +552,7 @@ async fn a_relay_scaled_away_while_the_engine_is_away_is_removed_once_it_is_back
             String::from_utf8_lossy(&scaled.stderr)
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let names: Vec<String> = containers(&docker, stack)
+        let names: Vec<String> = containers(stack)
             .await
             .into_iter()
             .map(|(n, _)| n)
@@ -595,7 +562,7 @@ async fn a_relay_scaled_away_while_the_engine_is_away_is_removed_once_it_is_back
         outage.proxy.restore();
         let back = Instant::now();
         loop {
-            let names: Vec<String> = containers(&docker, stack)
+            let names: Vec<String> = containers(stack)
                 .await
                 .into_iter()
                 .map(|(n, _)| n)
@@ -616,7 +583,7 @@ async fn a_relay_scaled_away_while_the_engine_is_away_is_removed_once_it_is_back
         let status = stack.status().await;
         assert!(status.ready, "{status:?}");
         assert_eq!(
-            containers(&docker, stack).await.len(),
+            containers(stack).await.len(),
             4,
             "the stack keeps the rest"
         );
@@ -636,16 +603,7 @@ async fn a_death_whose_event_is_lost_is_found_by_the_probes_and_replaced() {
         .prefix("ghost-engine-")
         .tempdir()
         .expect("temp dir");
-    let proxy = Proxy::start_with(dir.path(), true);
-    let host = proxy.docker_host();
-    let outage = Outage {
-        stack: Some(Stack::up_with_env(
-            "docker",
-            &["--relays", "1"],
-            &[("DOCKER_HOST", host.as_str())],
-        )),
-        proxy,
-    };
+    let outage = Outage::up(Proxy::start_with(dir.path(), true), &["--relays", "1"]);
     let result = tokio::time::timeout(LONG, async {
         let stack = outage.stack.as_ref().expect("stack");
         let docker = supervisor::runtime::docker::connect()

@@ -402,19 +402,7 @@ async fn docker_each_container_sees_only_its_own_secrets_and_never_the_ca_key() 
 
         // And the stack works on these identities: relays subscribe at ingest, everyone
         // reaches control.
-        let stop = CancellationToken::new();
-        let (id, publisher) = stack
-            .publish("contained", 30, 2000, 30, None, stop.clone())
-            .await;
-        let watched = stack
-            .watch(&id, Some(Duration::from_secs(2)), None, stop.clone())
-            .await
-            .expect("viewer task")
-            .expect("viewer");
-        assert_eq!(watched.end_reason, EndReason::Duration, "{watched:?}");
-        assert!(watched.frames >= 30, "{watched:?}");
-        stop.cancel();
-        let _ = publisher.await;
+        stack.plays("contained").await;
     })
     .await
     .expect("test timed out");
@@ -462,19 +450,7 @@ async fn a_state_directory_of_the_earlier_layout_is_moved_over_and_works() {
         }
         // The stack works on the new identities, and a publisher holding the old ca.pem
         // still verifies ingest.
-        let stop = CancellationToken::new();
-        let (id, publisher) = stack
-            .publish("upgraded", 30, 2000, 30, None, stop.clone())
-            .await;
-        let watched = stack
-            .watch(&id, Some(Duration::from_secs(2)), None, stop.clone())
-            .await
-            .expect("viewer task")
-            .expect("viewer");
-        assert_eq!(watched.end_reason, EndReason::Duration, "{watched:?}");
-        assert!(watched.frames >= 30, "{watched:?}");
-        stop.cancel();
-        let _ = publisher.await;
+        stack.plays("upgraded").await;
     })
     .await
     .expect("test timed out");

@@ -234,6 +234,26 @@ impl Stack {
         tokio::spawn(watch::watch(options, stop))
     }
 
+    /// A stream named `name` goes live and a viewer watches it for 2 s to the end, with at
+    /// least a second of frames: the stack works end to end.
+    pub async fn plays(&self, name: &str) {
+        let stop = CancellationToken::new();
+        let (id, publisher) = self.publish(name, 30, 2000, 30, None, stop.clone()).await;
+        let watched = self
+            .watch(&id, Some(Duration::from_secs(2)), None, stop.clone())
+            .await
+            .expect("viewer task")
+            .expect("viewer");
+        assert_eq!(
+            watched.end_reason,
+            api::client::EndReason::Duration,
+            "{watched:?}"
+        );
+        assert!(watched.frames >= 30, "{watched:?}");
+        stop.cancel();
+        let _ = publisher.await;
+    }
+
     /// Restart counts by service name.
     pub async fn restarts(&self) -> std::collections::BTreeMap<String, u64> {
         self.status()
@@ -343,6 +363,37 @@ pub async fn docker_available() -> bool {
             false
         }
     }
+}
+
+/// The stack's containers, running or not: (name without the leading `/`, id).
+pub async fn containers(stack: &Stack) -> Vec<(String, String)> {
+    use bollard::query_parameters::ListContainersOptionsBuilder;
+    use supervisor::runtime::docker::{LABEL_STACK, stack_id};
+    let docker = supervisor::runtime::docker::connect()
+        .await
+        .expect("docker");
+    let label = format!("{LABEL_STACK}={}", stack_id(&stack.state));
+    let filters = std::collections::HashMap::from([("label", vec![label.as_str()])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|c| {
+            (
+                c.names
+                    .and_then(|n| n.first().cloned())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                c.id.unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 /// Docker tests run one at a time: each brings up a whole stack of containers.
