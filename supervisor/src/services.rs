@@ -217,6 +217,9 @@ pub enum Arg {
     Advertise(&'static str, Role, Audience),
     /// A flag without a value, given when the stack's setting holds.
     Flag(&'static str, When),
+    /// Where the host's own connections come from besides loopback, if the site has such
+    /// an address (exempt from per-source limits).
+    LocalSource(&'static str),
 }
 
 /// One kind of service.
@@ -308,6 +311,7 @@ pub const SERVICES: [Service; 4] = [
             Arg::Advertise("--advertise", Role::Quic, Audience::Services),
             Arg::File("--keys-dir", File::KeysDir),
             Arg::Flag("--require-keys", When::KeysRequired),
+            Arg::LocalSource("--local-source"),
         ],
     },
     Service {
@@ -327,6 +331,7 @@ pub const SERVICES: [Service; 4] = [
             Arg::File("--tls-dir", File::Tls(TlsRole::Relay)),
             Arg::File("--ticket-key-file", File::TicketKey),
             Arg::Advertise("--advertise", Role::Quic, Audience::Viewers),
+            Arg::LocalSource("--local-source"),
         ],
     },
     Service {
@@ -344,6 +349,7 @@ pub const SERVICES: [Service; 4] = [
             Arg::Listen("--listen", Role::Http),
             Arg::Url("--control", Peer::Service(Kind::Control, Role::Grpc)),
             Arg::File("--tls-dir", File::Tls(TlsRole::Gateway)),
+            Arg::LocalSource("--local-source"),
         ],
     },
 ];
@@ -377,6 +383,12 @@ pub trait Site {
     /// The address to announce for `listen` to `audience`; `None` leaves the service to
     /// announce the address it bound.
     fn advertise(&self, spec: &Spec, listen: &Listen, audience: Audience) -> Option<String>;
+    /// The address the host's own connections arrive from besides loopback (a container
+    /// network's gateway, where Docker's port proxy forwards from); `None` where they come
+    /// over loopback.
+    fn local_source(&self) -> Option<std::net::IpAddr> {
+        None
+    }
 }
 
 /// `spec`'s command line, as `site` spells it.
@@ -400,6 +412,7 @@ pub fn args(spec: &Spec, site: &dyn Site) -> Vec<String> {
             Arg::Id(flag) => (flag, Some(spec.name.clone())),
             Arg::Capacity(flag) => (flag, Some(spec.relay_capacity.to_string())),
             Arg::File(flag, file) => (flag, Some(site.file(file))),
+            Arg::LocalSource(flag) => (flag, site.local_source().map(|ip| ip.to_string())),
             Arg::Advertise(flag, role, audience) => (
                 flag,
                 service

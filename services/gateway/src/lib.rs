@@ -73,8 +73,11 @@ pub struct Limits {
     /// Limit joins from loopback too. Off by default: loopback is the host's own operator
     /// (`ghost bench` joins hundreds of viewers from it), never a stranger, unless a reverse
     /// proxy on the host forwards to the gateway.
-    #[arg(long, env = "GHOST_GATEWAY_JOIN_LIMIT_LOOPBACK")]
+    #[arg(long, env = "GHOST_GATEWAY_JOIN_LIMIT_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new())]
     pub join_limit_loopback: bool,
+    /// The host's own connections besides loopback, exempt from join limits as loopback is.
+    #[command(flatten)]
+    pub local: server::args::LocalSource,
     /// Time a connection has to send a request's headers (the first request's, and each
     /// next one's on a kept-alive connection); past it the connection is closed.
     #[arg(long, env = "GHOST_GATEWAY_HEADER_READ_TIMEOUT", default_value = "5s")]
@@ -90,6 +93,7 @@ impl Default for Limits {
             join_rate: 10.0,
             join_burst: 30,
             join_limit_loopback: false,
+            local: server::args::LocalSource::default(),
             header_read_timeout: Duration::from_secs(5).into(),
             max_connections: 1024,
         }
@@ -112,6 +116,7 @@ struct AppState {
     metrics: Metrics,
     joins: Arc<limit::Limiter>,
     limit_loopback: bool,
+    local: Option<std::net::IpAddr>,
 }
 
 /// An error answer: status, kind and reason; `Retry-After` on 503.
@@ -228,6 +233,7 @@ fn routes_with(control: ControlClient<Channel>, limits: &Limits, metrics: Metric
             metrics,
             joins,
             limit_loopback: limits.join_limit_loopback,
+            local: limits.local.local_source,
         })
         .merge(
             Router::new()
@@ -279,7 +285,8 @@ async fn join(
     Path(id): Path<String>,
 ) -> Result<Json<api::gateway::Join>, ApiError> {
     let ip = client.ip();
-    if (state.limit_loopback || !ip.to_canonical().is_loopback())
+    let own = ip.to_canonical().is_loopback() || Some(ip.to_canonical()) == state.local;
+    if (state.limit_loopback || !own)
         && let Err(wait) = state.joins.check(ip, Instant::now())
     {
         state.metrics.joins_limited.inc();

@@ -11,6 +11,8 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use transport::admit::source_key;
+
 /// Sources tracked at once, at most (about 100 bytes each).
 pub const MAX_SOURCES: usize = 65_536;
 
@@ -81,21 +83,6 @@ impl Limiter {
         } else {
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
         }
-    }
-}
-
-/// The address a source is counted by: IPv4 as it is, IPv6 by its /64 (an IPv4-mapped
-/// address as the IPv4 one).
-fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
     }
 }
 

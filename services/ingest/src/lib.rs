@@ -29,6 +29,7 @@ use proto::control as pb;
 use quinn::Connection;
 use server::ops;
 use tokio_util::sync::CancellationToken;
+use transport::admit::Admission;
 use transport::fanout::{self, ReceiveError};
 use transport::quic::{self, Session, Windows};
 use transport::tls;
@@ -72,6 +73,9 @@ pub struct Config {
     /// Reports to control.
     #[command(flatten)]
     pub heartbeat: server::args::Heartbeat,
+    /// Per-source limits on QUIC connections.
+    #[command(flatten)]
+    pub quic_limits: server::args::QuicLimits,
     /// Log output.
     #[command(flatten)]
     pub logging: server::args::Logging,
@@ -178,6 +182,7 @@ const PENDING_WAIT: Duration = Duration::from_secs(3);
 /// Ingest with its sockets bound, ready to run.
 pub struct Server {
     endpoint: quinn::Endpoint,
+    admission: Arc<Admission>,
     rtmp: tokio::net::TcpListener,
     max_rtmp_connections: usize,
     ops: tokio::net::TcpListener,
@@ -209,12 +214,15 @@ impl Server {
         let metrics = Metrics::default();
         let mut registry = Registry::with_prefix("ghost_ingest");
         metrics.register(&mut registry);
+        let admission = Admission::new(config.quic_limits.limits());
+        admission.register(&mut registry);
         Ok(Server {
             advertise: config
                 .advertise
                 .clone()
                 .unwrap_or_else(|| bound.to_string()),
             endpoint,
+            admission,
             rtmp,
             max_rtmp_connections: config.max_rtmp_connections.max(1),
             ops,
@@ -252,9 +260,12 @@ impl Server {
     /// Serves until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let state = self.state.clone();
-        let accept = quic::accept_loop(self.endpoint, shutdown.clone(), move |conn| {
-            handle(state.clone(), conn)
-        });
+        let accept = quic::accept_loop(
+            self.endpoint,
+            self.admission,
+            shutdown.clone(),
+            move |conn| handle(state.clone(), conn),
+        );
         let rtmp = rtmp::serve(
             self.rtmp,
             self.state.clone(),

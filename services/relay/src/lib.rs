@@ -36,6 +36,7 @@ use server::clock;
 use server::ops;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
+use transport::admit::Admission;
 use transport::fanout;
 use transport::peer::{self, Peer};
 use transport::quic::{self, Session, Windows};
@@ -85,6 +86,9 @@ pub struct Config {
     /// Reports to control.
     #[command(flatten)]
     pub heartbeat: server::args::Heartbeat,
+    /// Per-source limits on QUIC connections.
+    #[command(flatten)]
+    pub quic_limits: server::args::QuicLimits,
     /// Log output.
     #[command(flatten)]
     pub logging: server::args::Logging,
@@ -155,6 +159,7 @@ impl State {
 /// The relay with its sockets bound, ready to run.
 pub struct Server {
     endpoint: quinn::Endpoint,
+    admission: Arc<Admission>,
     ops: tokio::net::TcpListener,
     registry: Registry,
     state: Arc<State>,
@@ -200,6 +205,8 @@ impl Server {
         let metrics = Metrics::default();
         let mut registry = Registry::with_prefix("ghost_relay");
         metrics.register(&mut registry);
+        let admission = Admission::new(config.quic_limits.limits());
+        admission.register(&mut registry);
         Ok(Server {
             advertise: config
                 .advertise
@@ -210,6 +217,7 @@ impl Server {
             files,
             cert_check: *config.cert_check,
             endpoint,
+            admission,
             ops,
             registry,
             control: server::control::client(&config.control.url, Some(&config.tls.dir))?,
@@ -246,9 +254,12 @@ impl Server {
     /// Serves until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let state = self.state.clone();
-        let accept = quic::accept_loop(self.endpoint, shutdown.clone(), move |conn| {
-            viewer(state.clone(), conn)
-        });
+        let accept = quic::accept_loop(
+            self.endpoint,
+            self.admission,
+            shutdown.clone(),
+            move |conn| viewer(state.clone(), conn),
+        );
         let drain_state = self.state.clone();
         let routes = ops::routes(Arc::new(self.registry)).route(
             "/drain",

@@ -155,3 +155,46 @@ mod tests {
         assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     }
 }
+
+/// Per-source limits on QUIC connections, for the QUIC servers (ingest and relays).
+#[derive(Debug, Clone, clap::Args)]
+pub struct QuicLimits {
+    /// QUIC connections one client address (an IPv6 /64) may hold at once; past it, new
+    /// ones are refused.
+    #[arg(long, env = "GHOST_QUIC_PER_SOURCE", default_value_t = transport::admit::Limits::PER_SOURCE)]
+    pub quic_per_source: u32,
+    /// Handshakes in flight past which a client must answer a QUIC Retry (prove its
+    /// address) before its connection is set up; 0 asks it of every client.
+    #[arg(long, env = "GHOST_QUIC_RETRY_ABOVE", default_value_t = transport::admit::Limits::RETRY_ABOVE)]
+    pub quic_retry_above: u32,
+    /// Apply the per-source limits to loopback and the local source too (by default the
+    /// host's own connections are exempt, so `ghost bench` can open hundreds).
+    #[arg(long, env = "GHOST_QUIC_LIMIT_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new())]
+    pub quic_limit_loopback: bool,
+    /// The host's own connections besides loopback.
+    #[command(flatten)]
+    pub local: LocalSource,
+}
+
+impl QuicLimits {
+    /// The limits these flags ask for.
+    pub fn limits(&self) -> transport::admit::Limits {
+        transport::admit::Limits {
+            per_source: self.quic_per_source,
+            retry_above: self.quic_retry_above,
+            local: self.local.local_source.into_iter().collect(),
+            limit_loopback: self.quic_limit_loopback,
+        }
+    }
+}
+
+/// Where the host's own connections come from besides loopback.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LocalSource {
+    /// The address the host's own connections arrive from when they are not loopback: in a
+    /// container, the Docker network's gateway, through which Docker's port proxy forwards
+    /// connections made to the host's 127.0.0.1. Exempt from per-source limits as loopback
+    /// is. (Connections from elsewhere keep their own address.)
+    #[arg(long, env = "GHOST_LOCAL_SOURCE")]
+    pub local_source: Option<std::net::IpAddr>,
+}

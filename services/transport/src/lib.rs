@@ -1,5 +1,6 @@
 //! How media travels between Ghost Stream's processes: the data path of every frame.
 //!
+//! - [`admit`]: who may open a connection (per-source caps, Retry under a flood);
 //! - [`quic`]: transport settings, ALPNs and session-stream messaging;
 //! - [`peer`]: what the data path needs of a connection, native QUIC or WebTransport;
 //! - [`tls`]: the stack's certificates (made once by `ghost up`) and rustls configs;
@@ -8,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admit;
 pub mod fanout;
 pub mod peer;
 pub mod quic;

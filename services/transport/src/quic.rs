@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use quinn::{Connection, ConnectionError, VarInt};
 use wire::{Code, Message, WireError};
 
+use crate::admit::{Admission, Decision};
 use crate::peer::{self, Peer};
 use crate::tls;
 
@@ -366,11 +367,13 @@ pub fn peer_role(conn: &Connection) -> Option<tls::Role> {
 }
 
 /// Accepts connections until `shutdown`, running `handle` for each in its own task under a
-/// span with the connection's id and peer. A failed handshake or a failing connection is
-/// logged and never stops the loop. On shutdown the endpoint closes with
-/// [`Code::Shutdown`] and waits (bounded) until its connections are gone.
+/// span with the connection's id and peer. `admission` decides first: a source at its cap
+/// is refused, and under a handshake flood clients must answer a Retry. A failed handshake
+/// or a failing connection is logged and never stops the loop. On shutdown the endpoint
+/// closes with [`Code::Shutdown`] and waits (bounded) until its connections are gone.
 pub async fn accept_loop<F, Fut>(
     endpoint: quinn::Endpoint,
+    admission: Arc<Admission>,
     shutdown: tokio_util::sync::CancellationToken,
     handle: F,
 ) where
@@ -389,6 +392,22 @@ pub async fn accept_loop<F, Fut>(
             () = shutdown.cancelled() => break,
         };
         let peer = incoming.remote_address();
+        let mut slot = match admission.decide(peer.ip(), incoming.remote_address_validated()) {
+            Decision::Accept(slot) => slot,
+            Decision::Retry => {
+                if let Err(error) = incoming.retry() {
+                    // Only for a client that already answered one: not ours to retry again.
+                    tracing::debug!(%peer, %error, "retry not possible");
+                    error.into_incoming().ignore();
+                }
+                continue;
+            }
+            Decision::Refuse => {
+                tracing::debug!(%peer, "refused: this source holds all the connections it may");
+                incoming.refuse();
+                continue;
+            }
+        };
         let handle = handle.clone();
         tasks.spawn(async move {
             let connecting = match incoming.accept() {
@@ -398,7 +417,9 @@ pub async fn accept_loop<F, Fut>(
                     return;
                 }
             };
-            let conn = match connecting.await {
+            let conn = connecting.await;
+            slot.established();
+            let conn = match conn {
                 Ok(conn) => conn,
                 Err(error) => {
                     tracing::debug!(%peer, %error, "handshake failed");
@@ -407,6 +428,7 @@ pub async fn accept_loop<F, Fut>(
             };
             let span = tracing::info_span!("conn", id = conn.stable_id(), %peer);
             handle(conn).instrument(span).await;
+            drop(slot);
         });
     }
     tasks.close();

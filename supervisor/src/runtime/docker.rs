@@ -554,9 +554,10 @@ async fn reconcile(
     Ok(())
 }
 
-/// `spec`'s command line inside its container; logs as JSON, which `docker logs` keeps.
-fn args(spec: &Spec) -> Vec<String> {
-    let mut args = services::args(spec, &Network);
+/// `spec`'s command line inside its container on a network whose gateway is `gateway`;
+/// logs as JSON, which `docker logs` keeps.
+fn args(spec: &Spec, gateway: IpAddr) -> Vec<String> {
+    let mut args = services::args(spec, &Network { gateway });
     args.extend(["--log-format".to_string(), "json".to_string()]);
     args
 }
@@ -598,8 +599,12 @@ fn mounts_as_now(mounted: &[String], kind: Kind, state_root: &std::path::Path) -
 }
 
 /// The stack's container network: services reach each other by service name at the ports
-/// inside their containers, and read the state directory where it is mounted.
-struct Network;
+/// inside their containers, and read the state directory where it is mounted. Connections
+/// the host makes to a published port on its own loopback arrive through Docker's port
+/// proxy from the network's `gateway`.
+struct Network {
+    gateway: IpAddr,
+}
 
 impl Site for Network {
     fn bind(&self, _spec: &Spec, listen: &Listen) -> String {
@@ -624,6 +629,10 @@ impl Site for Network {
                 spec.port(listen.role)
             ),
         })
+    }
+
+    fn local_source(&self) -> Option<IpAddr> {
+        Some(self.gateway)
     }
 }
 
@@ -770,7 +779,7 @@ impl Runtime for DockerRuntime {
         );
         let body = ContainerCreateBody {
             image: Some(image),
-            cmd: Some(args(&spec)),
+            cmd: Some(args(&spec, self.internal_ip())),
             labels: Some(labels),
             user: Some(user),
             exposed_ports: Some(exposed),
@@ -924,9 +933,10 @@ mod tests {
     #[test]
     fn command_lines_are_the_services_flags_inside_the_network() {
         let json = ["--log-format", "json"];
+        let gw: IpAddr = "172.18.0.1".parse().expect("addr");
         let control = spec(Kind::Control, 0, &[(Role::Grpc, 7000), (Role::Ops, 9100)]);
         assert_eq!(
-            args(&control),
+            args(&control, gw),
             [
                 &[
                     "--listen",
@@ -950,7 +960,7 @@ mod tests {
             &[(Role::Quic, 0), (Role::Rtmp, 0), (Role::Ops, 0)],
         );
         assert_eq!(
-            args(&ingest),
+            args(&ingest, gw),
             [
                 &[
                     "--listen",
@@ -967,6 +977,8 @@ mod tests {
                     "ingest:4433",
                     "--keys-dir",
                     "/run/ghost/keys",
+                    "--local-source",
+                    "172.18.0.1",
                 ][..],
                 &json
             ]
@@ -974,7 +986,7 @@ mod tests {
         );
         let relay = spec(Kind::Relay, 3, &[(Role::Quic, 40123), (Role::Ops, 40124)]);
         assert_eq!(
-            args(&relay),
+            args(&relay, gw),
             [
                 &[
                     "--listen",
@@ -995,6 +1007,8 @@ mod tests {
                     "/run/ghost/ticket.key",
                     "--advertise",
                     "127.0.0.1:40123",
+                    "--local-source",
+                    "172.18.0.1",
                 ][..],
                 &json
             ]
@@ -1002,7 +1016,7 @@ mod tests {
         );
         let gateway = spec(Kind::Gateway, 0, &[(Role::Http, 8080)]);
         assert_eq!(
-            args(&gateway),
+            args(&gateway, gw),
             [
                 &[
                     "--listen",
@@ -1011,6 +1025,8 @@ mod tests {
                     "http://control:7000",
                     "--tls-dir",
                     "/run/ghost/tls",
+                    "--local-source",
+                    "172.18.0.1",
                 ][..],
                 &json
             ]
@@ -1066,7 +1082,7 @@ mod tests {
     fn a_stack_requiring_keys_tells_ingest() {
         let mut ingest = spec(Kind::Ingest, 0, &[(Role::Quic, 0), (Role::Ops, 0)]);
         ingest.require_keys = true;
-        let args = args(&ingest);
+        let args = args(&ingest, "172.18.0.1".parse().expect("addr"));
         assert!(
             args.windows(3)
                 .any(|w| w == ["--keys-dir", "/run/ghost/keys", "--require-keys"]),
