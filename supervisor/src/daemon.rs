@@ -129,10 +129,16 @@ pub async fn run(
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    // Mutual TLS: only control, by its client certificate, may ask for relays.
+    let grpc_tls =
+        server::control::server_tls(&stack_state.tls_dir_of(transport::tls::Role::Supervisor))?;
     let grpc_server = tonic::transport::Server::builder()
+        .tls_config(grpc_tls)
+        .context("setting up the capacity API's TLS")?
         .add_service(proto::supervisor::supervisor_server::SupervisorServer::new(
             http::Capacity {
                 handle: handle.clone(),
+                authenticate: true,
             },
         ))
         .serve_with_incoming_shutdown(

@@ -165,6 +165,85 @@ fn control_without_identity(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_capacity_api_takes_calls_only_from_control() {
+    use proto::supervisor::CapacityRequest;
+    use proto::supervisor::supervisor_client::SupervisorClient;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let stack = Stack::up(&["--relays", "1", "--max-relays", "3"]);
+        let url = format!("http://127.0.0.1:{}", stack.file.supervisor_ports.1);
+        let ask = || CapacityRequest {
+            rejected_viewers: 100,
+            relays: 1,
+            reason: "a stranger wants relays".into(),
+        };
+        let client = |endpoint: Endpoint| {
+            SupervisorClient::new(endpoint.timeout(Duration::from_secs(3)).connect_lazy())
+        };
+
+        let err = client(Endpoint::from_shared(url.clone()).expect("url"))
+            .request_capacity(ask())
+            .await
+            .expect_err("plain gRPC refused");
+        println!("capacity API, plain: {:?}", err.code());
+        let ca = std::fs::read(stack.state.ca()).expect("ca.pem");
+        let anonymous = Endpoint::from_shared(url.replace("http://", "https://"))
+            .expect("url")
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(ca))
+                    .domain_name(tls::SUPERVISOR_NAME),
+            )
+            .expect("tls");
+        let err = client(anonymous)
+            .request_capacity(ask())
+            .await
+            .expect_err("no identity");
+        println!("capacity API, TLS without a certificate: {:?}", err.code());
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        for role in [tls::Role::Gateway, tls::Role::Relay, tls::Role::Ingest] {
+            let endpoint = server::control::endpoint(
+                &url,
+                Some(&stack.state.tls_dir_of(role)),
+                tls::SUPERVISOR_NAME,
+            )
+            .expect("endpoint");
+            let err = client(endpoint)
+                .request_capacity(ask())
+                .await
+                .expect_err("not control");
+            println!("capacity API as {role}: {:?}", err.code());
+            assert_eq!(err.code(), tonic::Code::PermissionDenied, "{role}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let relays = stack
+            .status()
+            .await
+            .services
+            .iter()
+            .filter(|s| s.kind == api::status::Kind::Relay)
+            .count();
+        assert_eq!(relays, 1, "a refused request started relays");
+
+        // Control's own identity is heard.
+        let control = server::control::endpoint(
+            &url,
+            Some(&stack.state.tls_dir_of(tls::Role::Control)),
+            tls::SUPERVISOR_NAME,
+        )
+        .expect("endpoint");
+        let answer = client(control)
+            .request_capacity(ask())
+            .await
+            .expect("control asks for relays")
+            .into_inner();
+        assert_eq!(answer.max_relays, 3);
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_takes_heartbeats_and_ends_only_from_the_stacks_services() {
     use proto::control as pb;
     tokio::time::timeout(TEST_TIMEOUT, async {
@@ -343,7 +422,13 @@ async fn docker_each_container_sees_only_its_own_secrets_and_never_the_ca_key() 
                 "control",
                 [
                     vec!["/run/ghost/ticket.key".to_string()],
-                    tls(&["ca.pem", "server.key", "server.pem"]),
+                    tls(&[
+                        "ca.pem",
+                        "client.key",
+                        "client.pem",
+                        "server.key",
+                        "server.pem",
+                    ]),
                 ]
                 .concat(),
             ),

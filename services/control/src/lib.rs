@@ -26,9 +26,11 @@ use prometheus_client::registry::Registry;
 use proto::control as pb;
 use proto::control::control_server::{Control, ControlServer};
 use proto::supervisor as sup;
+use proto::supervisor::supervisor_client::SupervisorClient;
 use server::clock;
 use server::ops;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use transport::tls::Role as Caller;
 
@@ -162,9 +164,7 @@ impl Service {
         if !self.authenticate {
             return Ok(());
         }
-        let role = request
-            .peer_certs()
-            .and_then(|chain| transport::tls::peer_role(&chain));
+        let role = server::control::caller(request);
         let refused = match role {
             Some(role) if allowed.contains(&role) => return Ok(()),
             Some(role) => Status::permission_denied(format!(
@@ -393,24 +393,11 @@ pub struct Server {
     ops: tokio::net::TcpListener,
     service: Service,
     registry: Registry,
-    supervisor: Option<(String, tokio::sync::mpsc::Receiver<String>)>,
+    supervisor: Option<(
+        SupervisorClient<Channel>,
+        tokio::sync::mpsc::Receiver<String>,
+    )>,
     tls: Option<tonic::transport::ServerTlsConfig>,
-}
-
-/// Mutual TLS from control's TLS directory: its server certificate, and callers' client
-/// certificates verified against the stack's CA. A caller without one still completes the
-/// handshake, so that it is told in words (`UNAUTHENTICATED`) rather than by a TLS alert.
-fn server_tls(dir: &std::path::Path) -> Result<tonic::transport::ServerTlsConfig> {
-    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-    let files = transport::tls::Files::in_dir(dir);
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).with_context(|| format!("reading {}", path.display()))
-    };
-    Ok(ServerTlsConfig::new()
-        .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
-        .client_ca_root(Certificate::from_pem(read(&files.ca)?))
-        .client_auth_optional(true)
-        .timeout(Duration::from_secs(5)))
 }
 
 impl Server {
@@ -430,12 +417,27 @@ impl Server {
         let ops = ops::bind(config.ops_listen).await?;
         let (capacity, supervisor) = match &config.supervisor {
             Some(url) => {
+                // With a TLS directory, over mutual TLS: the supervisor takes capacity
+                // requests from control's identity only.
+                let endpoint = server::control::endpoint(
+                    url,
+                    config.tls.dir.as_deref(),
+                    transport::tls::SUPERVISOR_NAME,
+                )?
+                .connect_timeout(Duration::from_secs(1))
+                .timeout(Duration::from_secs(2));
+                let client = SupervisorClient::new(endpoint.connect_lazy());
                 let (tx, rx) = tokio::sync::mpsc::channel(1);
-                (Some(tx), Some((url.clone(), rx)))
+                (Some(tx), Some((client, rx)))
             }
             None => (None, None),
         };
-        let tls = config.tls.dir.as_deref().map(server_tls).transpose()?;
+        let tls = config
+            .tls
+            .dir
+            .as_deref()
+            .map(server::control::server_tls)
+            .transpose()?;
         if tls.is_none() {
             tracing::warn!(
                 "no --tls-dir: gRPC is plain and takes calls from anyone who reaches it"
@@ -497,8 +499,9 @@ impl Server {
         );
         let capacity = async {
             match self.supervisor {
-                Some((url, rx)) => {
-                    ask_for_capacity(url, rx, self.service.dir.clone(), self.service.metrics).await
+                Some((client, rx)) => {
+                    ask_for_capacity(client, rx, self.service.dir.clone(), self.service.metrics)
+                        .await
                 }
                 None => std::future::pending().await,
             }
@@ -514,37 +517,19 @@ impl Server {
 /// Forwards refusals to the supervisor as capacity requests, at most one in flight; refusals
 /// that arrive meanwhile are folded into the next request.
 async fn ask_for_capacity(
-    url: String,
+    mut client: SupervisorClient<Channel>,
     mut rx: tokio::sync::mpsc::Receiver<String>,
     dir: Arc<Mutex<Directory>>,
     metrics: Metrics,
 ) {
-    use proto::supervisor::supervisor_client::SupervisorClient;
-    let mut client: Option<SupervisorClient<tonic::transport::Channel>> = None;
     while let Some(reason) = rx.recv().await {
         let mut rejected = 1;
         while rx.try_recv().is_ok() {
             rejected += 1;
         }
         let relays = dir.lock().map_or(0, |d| d.accepting_relays()) as u32;
-        if client.is_none() {
-            match tonic::transport::Endpoint::from_shared(url.clone()) {
-                Ok(ep) => {
-                    client = Some(SupervisorClient::new(
-                        ep.connect_timeout(Duration::from_secs(1))
-                            .timeout(Duration::from_secs(2))
-                            .connect_lazy(),
-                    ))
-                }
-                Err(error) => {
-                    tracing::error!(%url, %error, "bad supervisor address; capacity requests off");
-                    return;
-                }
-            }
-        }
-        let Some(c) = client.as_mut() else { continue };
         metrics.capacity_requests.inc();
-        match c
+        match client
             .request_capacity(sup::CapacityRequest {
                 rejected_viewers: rejected,
                 relays,

@@ -12,7 +12,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use proto::control::control_client::ControlClient;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
+};
 
 /// How long any call to control may take. Control being slow or down must never hold up
 /// the data plane.
@@ -25,38 +27,61 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// name, and presents the client certificate; without, plain HTTP/2 (a control started
 /// without TLS, as in control's own tests).
 pub fn client(url: &str, tls_dir: Option<&Path>) -> Result<ControlClient<Channel>> {
-    let url = match tls_dir {
-        Some(_) => match url.strip_prefix("http://") {
-            Some(rest) => format!("https://{rest}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    };
-    let mut endpoint = Endpoint::from_shared(url.clone())
-        .with_context(|| format!("bad control address {url:?} (expected http://host:port)"))?
+    let endpoint = endpoint(url, tls_dir, transport::tls::CONTROL_NAME)?
         .connect_timeout(Duration::from_millis(500))
         .timeout(CALL_TIMEOUT);
-    if let Some(dir) = tls_dir {
-        endpoint = endpoint
-            .tls_config(tls_config(dir)?)
-            .context("setting up TLS to control")?;
-    }
     Ok(ControlClient::new(endpoint.connect_lazy()))
 }
 
-/// TLS to control from the files in `dir`: trust the stack's CA, expect control's name,
-/// present this caller's client certificate.
-fn tls_config(dir: &Path) -> Result<ClientTlsConfig> {
+/// A gRPC endpoint of the stack's server called `name` at `url`. With `tls_dir` (the
+/// caller's TLS directory) it speaks TLS whatever scheme `url` spells: it verifies the
+/// server against the stack's CA by `name` and presents the caller's client certificate.
+pub fn endpoint(url: &str, tls_dir: Option<&Path>, name: &str) -> Result<Endpoint> {
+    let url = match (tls_dir, url.strip_prefix("http://")) {
+        (Some(_), Some(rest)) => format!("https://{rest}"),
+        _ => url.to_string(),
+    };
+    let endpoint = Endpoint::from_shared(url.clone())
+        .with_context(|| format!("bad address of {name} {url:?} (expected http://host:port)"))?;
+    let Some(dir) = tls_dir else {
+        return Ok(endpoint);
+    };
     let files = transport::tls::Files::in_dir(dir);
-    let read =
-        |path: &Path| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
-    Ok(ClientTlsConfig::new()
+    let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read(&files.ca)?))
         .identity(Identity::from_pem(
             read(&files.client_cert)?,
             read(&files.client_key)?,
         ))
-        .domain_name(transport::tls::CONTROL_NAME))
+        .domain_name(name);
+    endpoint
+        .tls_config(tls)
+        .with_context(|| format!("setting up TLS to {name}"))
+}
+
+/// Mutual TLS for a gRPC server of the stack from its TLS directory `dir`: its server
+/// certificate, and callers' client certificates verified against the stack's CA. A caller
+/// without one still completes the handshake, so that it is told in words
+/// (`UNAUTHENTICATED`) rather than by a TLS alert; [`caller`] tells who called.
+pub fn server_tls(dir: &Path) -> Result<ServerTlsConfig> {
+    let files = transport::tls::Files::in_dir(dir);
+    Ok(ServerTlsConfig::new()
+        .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
+        .client_ca_root(Certificate::from_pem(read(&files.ca)?))
+        .client_auth_optional(true)
+        .timeout(Duration::from_secs(5)))
+}
+
+/// The role of a gRPC request's caller, from the client certificate the stack's CA vouched
+/// for during the handshake; `None` without one (or over plain HTTP/2).
+pub fn caller<T>(request: &tonic::Request<T>) -> Option<transport::tls::Role> {
+    request
+        .peer_certs()
+        .and_then(|chain| transport::tls::peer_role(&chain))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
 /// How a stream listed by control is published. Control takes only the names it knows, so

@@ -6,12 +6,13 @@
 //! never sees another service's key or the CA's.
 //!
 //! Each service has its own identities ([`Role`]):
-//! - a **server** certificate for the name it answers to: ingest ([`INGEST_NAME`]) and
-//!   control ([`CONTROL_NAME`]); relays have theirs apart (below);
+//! - a **server** certificate for the name it answers to: ingest ([`INGEST_NAME`]), control
+//!   ([`CONTROL_NAME`]) and the supervisor's capacity API ([`SUPERVISOR_NAME`]); relays have
+//!   theirs apart (below);
 //! - a **client** certificate naming its role (a URI `urn:ghost-stream:service:<role>` in its
 //!   subject alternative names, for client authentication only), which it presents where a
 //!   server must know who calls: a relay subscribing at ingest, every service calling
-//!   control. [`client_role`] reads the role back from a certificate the CA vouched for.
+//!   control, control calling the supervisor. [`client_role`] reads the role back from a certificate the CA vouched for.
 //!
 //! Every client verifies the server against the CA; there is no accept-any-certificate path.
 //!
@@ -39,6 +40,8 @@ pub const INGEST_NAME: &str = "ingest.ghost";
 pub const RELAY_NAME: &str = "relay.ghost";
 /// TLS server name of control's gRPC.
 pub const CONTROL_NAME: &str = "control.ghost";
+/// TLS server name of the supervisor's capacity API (gRPC), which control calls.
+pub const SUPERVISOR_NAME: &str = "supervisor.ghost";
 /// Names every server certificate carries beside its service's own, for tools on this host.
 const LOOPBACK_NAMES: &[&str] = &["localhost", "127.0.0.1", "::1"];
 /// What a client certificate's URI names its role with: this, then [`Role::as_str`].
@@ -96,14 +99,9 @@ impl Role {
         match self {
             Role::Control => Some(CONTROL_NAME),
             Role::Ingest => Some(INGEST_NAME),
-            Role::Relay | Role::Gateway | Role::Supervisor => None,
+            Role::Supervisor => Some(SUPERVISOR_NAME),
+            Role::Relay | Role::Gateway => None,
         }
-    }
-
-    /// Whether it calls a server that asks who it is (control, or ingest for relays), and so
-    /// has a client certificate (`client.pem`). Control calls nobody that asks.
-    pub fn has_client_cert(self) -> bool {
-        self != Role::Control
     }
 }
 
@@ -251,7 +249,7 @@ impl Pki {
                     .with_context(|| format!("issuing {role}'s server certificate"))?;
                 issued.write(&files.cert, &files.key, &ca_pem)?;
             }
-            if role.has_client_cert() && !self.issued_here(&files.client_cert, &files.client_key)? {
+            if !self.issued_here(&files.client_cert, &files.client_key)? {
                 let issued = issue(&ca_pem, &ca_key, &Leaf::Client(role))
                     .with_context(|| format!("issuing {role}'s client certificate"))?;
                 issued.write(&files.client_cert, &files.client_key, &ca_pem)?;
@@ -1026,11 +1024,27 @@ mod tests {
         );
         assert_eq!(
             names_in(&pki.dir(Role::Control)),
-            ["ca.pem", "server.key", "server.pem"]
+            [
+                "ca.pem",
+                "client.key",
+                "client.pem",
+                "server.key",
+                "server.pem"
+            ]
         );
         assert_eq!(
             names_in(&pki.dir(Role::Gateway)),
             ["ca.pem", "client.key", "client.pem"]
+        );
+        assert_eq!(
+            names_in(&pki.dir(Role::Supervisor)),
+            [
+                "ca.pem",
+                "client.key",
+                "client.pem",
+                "server.key",
+                "server.pem"
+            ]
         );
         assert_eq!(
             names_in(&dir.join("tls")),
@@ -1054,16 +1068,24 @@ mod tests {
         assert!(verifies_as_server(&pki, &relay.relay_cert, INGEST_NAME, now).is_err());
         let control = pki.files(Role::Control);
         verifies_as_server(&pki, &control.cert, CONTROL_NAME, now).expect("control");
+        let supervisor = pki.files(Role::Supervisor);
+        verifies_as_server(&pki, &supervisor.cert, SUPERVISOR_NAME, now).expect("supervisor");
+        assert!(verifies_as_server(&pki, &supervisor.cert, CONTROL_NAME, now).is_err());
 
         // Clients: each names its role; no server certificate names one, nor passes as a
         // client's.
-        for role in Role::ALL.into_iter().filter(|r| r.has_client_cert()) {
+        for role in Role::ALL {
             let files = pki.files(role);
             verifies_as_client(&pki, &files.client_cert).expect("a client of the stack");
             assert_eq!(client_role(&der(&files.client_cert)), Some(role));
             files.client_identity().expect("loads");
         }
-        for server in [&ingest.cert, &relay.relay_cert, &control.cert] {
+        for server in [
+            &ingest.cert,
+            &relay.relay_cert,
+            &control.cert,
+            &supervisor.cert,
+        ] {
             assert_eq!(client_role(&der(server)), None, "{}", server.display());
             assert!(
                 verifies_as_client(&pki, server).is_err(),
