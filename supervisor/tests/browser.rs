@@ -466,10 +466,23 @@ async fn a_browser_plays_an_rtmp_stream_through_a_resolution_change() {
         let mut publisher = common::rtmp::Publisher::publish(rtmp, "live", "obs")
             .await
             .expect("publish");
+        // The small picture goes on (4 s at a time, as one continuous stream) until the page
+        // has drawn it, however long the browser takes to start; then the large one.
+        let (drawn_small, mut go) = tokio::sync::oneshot::channel::<()>();
         let feeding = tokio::spawn(async move {
             let start = tokio::time::Instant::now();
-            common::rtmp::replay(&mut publisher, &small, 0, start).await?;
-            common::rtmp::replay(&mut publisher, &large, 4_000, start).await?;
+            let mut offset = 0;
+            loop {
+                common::rtmp::replay(&mut publisher, &small, offset, start).await?;
+                offset += 4_000;
+                if !matches!(
+                    go.try_recv(),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+                ) {
+                    break;
+                }
+            }
+            common::rtmp::replay(&mut publisher, &large, offset, start).await?;
             publisher.stop().await
         });
         assert!(
@@ -492,6 +505,7 @@ async fn a_browser_plays_an_rtmp_stream_through_a_resolution_change() {
         .await;
         let width = "document.querySelector('canvas').width";
         let before = browser.eval(&page, width).await;
+        let _ = drawn_small.send(());
         until(
             &mut browser,
             &page,
