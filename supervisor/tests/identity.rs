@@ -144,23 +144,32 @@ async fn ingest_serves_subscriptions_only_to_a_relay_identity() {
     .expect("test timed out");
 }
 
-/// A client of control over TLS that trusts the stack's CA and presents no certificate, as
-/// anyone who reaches control's port (and read `ca.pem`) could be.
-fn control_without_identity(
+/// A TLS endpoint at `addr` that trusts the stack's CA, expects the server `name` and
+/// presents no certificate, as anyone who reaches the port (and read `ca.pem`) could be.
+fn endpoint_without_identity(
     stack: &Stack,
-    control: std::net::SocketAddr,
-) -> proto::control::control_client::ControlClient<tonic::transport::Channel> {
+    addr: std::net::SocketAddr,
+    name: &str,
+) -> tonic::transport::Endpoint {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
     let ca = std::fs::read(stack.state.ca()).expect("ca.pem");
-    let endpoint = Endpoint::from_shared(format!("https://{control}"))
+    Endpoint::from_shared(format!("https://{addr}"))
         .expect("url")
         .tls_config(
             ClientTlsConfig::new()
                 .ca_certificate(Certificate::from_pem(ca))
-                .domain_name(tls::CONTROL_NAME),
+                .domain_name(name),
         )
         .expect("tls")
-        .timeout(Duration::from_secs(3));
+        .timeout(Duration::from_secs(3))
+}
+
+/// A client of control presenting no certificate.
+fn control_without_identity(
+    stack: &Stack,
+    control: std::net::SocketAddr,
+) -> proto::control::control_client::ControlClient<tonic::transport::Channel> {
+    let endpoint = endpoint_without_identity(stack, control, tls::CONTROL_NAME);
     proto::control::control_client::ControlClient::new(endpoint.connect_lazy())
 }
 
@@ -168,10 +177,11 @@ fn control_without_identity(
 async fn the_capacity_api_takes_calls_only_from_control() {
     use proto::supervisor::CapacityRequest;
     use proto::supervisor::supervisor_client::SupervisorClient;
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    use tonic::transport::Endpoint;
     tokio::time::timeout(TEST_TIMEOUT, async {
         let stack = Stack::up(&["--relays", "1", "--max-relays", "3"]);
-        let url = format!("http://127.0.0.1:{}", stack.file.supervisor_ports.1);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], stack.file.supervisor_ports.1));
+        let url = format!("http://{addr}");
         let ask = || CapacityRequest {
             rejected_viewers: 100,
             relays: 1,
@@ -186,15 +196,7 @@ async fn the_capacity_api_takes_calls_only_from_control() {
             .await
             .expect_err("plain gRPC refused");
         println!("capacity API, plain: {:?}", err.code());
-        let ca = std::fs::read(stack.state.ca()).expect("ca.pem");
-        let anonymous = Endpoint::from_shared(url.replace("http://", "https://"))
-            .expect("url")
-            .tls_config(
-                ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(ca))
-                    .domain_name(tls::SUPERVISOR_NAME),
-            )
-            .expect("tls");
+        let anonymous = endpoint_without_identity(&stack, addr, tls::SUPERVISOR_NAME);
         let err = client(anonymous)
             .request_capacity(ask())
             .await
@@ -216,14 +218,11 @@ async fn the_capacity_api_takes_calls_only_from_control() {
             assert_eq!(err.code(), tonic::Code::PermissionDenied, "{role}");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let relays = stack
-            .status()
-            .await
-            .services
-            .iter()
-            .filter(|s| s.kind == api::status::Kind::Relay)
-            .count();
-        assert_eq!(relays, 1, "a refused request started relays");
+        assert_eq!(
+            stack.relay_count().await,
+            1,
+            "a refused request started relays"
+        );
 
         // Control's own identity is heard.
         let control = server::control::endpoint(

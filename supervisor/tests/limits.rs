@@ -8,13 +8,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use api::status::{EventKind, Kind};
-use bytes::Bytes;
-use common::{Stack, TEST_TIMEOUT};
+use api::status::EventKind;
+use common::{RawPublisher, Stack, TEST_TIMEOUT};
 use tokio_util::sync::CancellationToken;
-use transport::quic::{self, Session, Windows};
 use transport::tls;
-use wire::{Frame, GroupHeader, Message};
+use wire::{Frame, GroupHeader};
 
 /// Resident memory of process `pid`, in bytes.
 fn rss(pid: u32) -> u64 {
@@ -29,69 +27,32 @@ fn rss(pid: u32) -> u64 {
 
 const MIB: u64 = 1 << 20;
 
-/// A publisher that is not `ghost publish` (which cuts its own oversized groups): announces
-/// `name` and then writes groups as large as it is told.
-struct RawPublisher {
-    conn: quinn::Connection,
-    _session: Session,
-    _endpoint: quinn::Endpoint,
-    stream_id: String,
-}
-
-impl RawPublisher {
-    async fn announce(stack: &Stack, name: &str) -> RawPublisher {
-        let endpoint = quic::client(&stack.state.ca(), quic::ALPN_PUBLISH, Windows::PUBLISHER)
-            .expect("client");
-        let ingest = quic::resolve(&stack.file.ingest_addr)
-            .await
-            .expect("ingest");
-        let conn = endpoint
-            .connect(ingest, tls::INGEST_NAME)
-            .expect("connect")
-            .await
-            .expect("handshake");
-        let mut session = Session::open(&conn).await.expect("session");
-        session
-            .send(&Message::Announce {
-                name: name.into(),
-                key: String::new(),
-                init: Bytes::from_static(b"init"),
-            })
-            .await
-            .expect("announce");
-        let stream_id = match session.recv().await.expect("answer") {
-            Some(Message::Announced { stream_id }) => stream_id,
-            other => panic!("announce answered with {other:?}"),
-        };
-        RawPublisher {
-            conn,
-            _session: session,
-            _endpoint: endpoint,
-            stream_id,
+/// Writes group `sequence` of frames of `frame` bytes on `publisher`'s connection until
+/// `total` bytes are written or the receiver stops it; the bytes written and the stop code,
+/// if stopped.
+async fn send_group(
+    publisher: &RawPublisher,
+    sequence: u64,
+    frame: usize,
+    total: u64,
+) -> (u64, Option<u64>) {
+    let mut stream = publisher.conn.open_uni().await.expect("group stream");
+    stream
+        .write_chunk(GroupHeader { sequence }.to_bytes())
+        .await
+        .expect("group header");
+    let payload = vec![0x5a; frame];
+    let mut written = 0;
+    while written < total {
+        let f = Frame::new(server::clock::now_us(), &payload).expect("frame");
+        match stream.write_chunk(f.encoded().clone()).await {
+            Ok(()) => written += frame as u64,
+            Err(quinn::WriteError::Stopped(code)) => return (written, Some(code.into_inner())),
+            Err(e) => panic!("group {sequence}: {e}"),
         }
     }
-
-    /// Writes group `sequence` of frames of `frame` bytes until `total` bytes are written
-    /// or the receiver stops it; the bytes written and the stop code, if stopped.
-    async fn group(&self, sequence: u64, frame: usize, total: u64) -> (u64, Option<u64>) {
-        let mut stream = self.conn.open_uni().await.expect("group stream");
-        stream
-            .write_chunk(GroupHeader { sequence }.to_bytes())
-            .await
-            .expect("group header");
-        let payload = vec![0x5a; frame];
-        let mut written = 0;
-        while written < total {
-            let f = Frame::new(server::clock::now_us(), &payload).expect("frame");
-            match stream.write_chunk(f.encoded().clone()).await {
-                Ok(()) => written += frame as u64,
-                Err(quinn::WriteError::Stopped(code)) => return (written, Some(code.into_inner())),
-                Err(e) => panic!("group {sequence}: {e}"),
-            }
-        }
-        let _ = stream.finish();
-        (written, None)
-    }
+    let _ = stream.finish();
+    (written, None)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,10 +61,10 @@ async fn four_gb_groups_stay_within_the_memory_bound() {
         let stack = Stack::up(&["--relays", "1"]);
         let ingest = stack.pid("ingest").await.expect("ingest pid");
         let relay = stack.pid("relay-1").await.expect("relay pid");
-        let publisher = RawPublisher::announce(&stack, "huge").await;
+        let publisher = stack.raw_publisher("huge").await;
         // A first, small group so the viewer has a place to start and the relay carries the
         // stream before the large ones come.
-        publisher.group(1, 1000, 10_000).await;
+        send_group(&publisher, 1, 1000, 10_000).await;
         let stop = CancellationToken::new();
         let viewer = stack.watch(&publisher.stream_id, None, None, stop.clone());
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -127,12 +88,12 @@ async fn four_gb_groups_stay_within_the_memory_bound() {
         let t0 = Instant::now();
         let mut cut = Vec::new();
         for sequence in 2..=5 {
-            let (written, stopped) = publisher.group(sequence, MIB as usize, 4 << 30).await;
+            let (written, stopped) = send_group(&publisher, sequence, MIB as usize, 4 << 30).await;
             cut.push((written / MIB, stopped));
         }
         let took = t0.elapsed();
         // The stream goes on: a normal group reaches the viewer.
-        publisher.group(6, 1000, 10_000).await;
+        send_group(&publisher, 6, 1000, 10_000).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         sampling.cancel();
         let peak = sampler.await.expect("sampler");
@@ -208,7 +169,7 @@ async fn a_join_loop_neither_starts_relays_nor_keeps_one_alive() {
         assert_eq!(refused, 1, "four seats, five joins");
         let started = Instant::now();
         loop {
-            if relays(&stack).await == 2 {
+            if stack.relay_count().await == 2 {
                 break;
             }
             assert!(started.elapsed() < Duration::from_secs(10), "no relay for the demand");
@@ -231,7 +192,7 @@ async fn a_join_loop_neither_starts_relays_nor_keeps_one_alive() {
                 other => panic!("join answered {other}"),
             }
             if i % 25 == 0 {
-                let now = relays(&stack).await;
+                let now = stack.relay_count().await;
                 most_relays = most_relays.max(now);
                 if now == 1 && gone_at.is_none() {
                     gone_at = Some(t0.elapsed());
@@ -265,17 +226,6 @@ async fn a_join_loop_neither_starts_relays_nor_keeps_one_alive() {
     })
     .await
     .expect("test timed out");
-}
-
-/// Relays the supervisor runs now.
-async fn relays(stack: &Stack) -> usize {
-    stack
-        .status()
-        .await
-        .services
-        .iter()
-        .filter(|s| s.kind == Kind::Relay)
-        .count()
 }
 
 /// Events of `kind` in the supervisor's log.

@@ -38,31 +38,6 @@ async fn connect(
     Ok((endpoint, conn))
 }
 
-/// A hand-driven publisher: connected to ingest and announced as `name`.
-async fn go_live(
-    stack: &Stack,
-    ingest: SocketAddr,
-    name: &str,
-) -> (quinn::Endpoint, quinn::Connection, Session) {
-    let (endpoint, conn) = connect(stack, ingest, quic::ALPN_PUBLISH, tls::INGEST_NAME)
-        .await
-        .expect("connect");
-    let mut session = Session::open(&conn).await.expect("session");
-    session
-        .send(&Message::Announce {
-            name: name.into(),
-            key: String::new(),
-            init: bytes::Bytes::new(),
-        })
-        .await
-        .expect("send");
-    assert!(matches!(
-        session.recv().await,
-        Ok(Some(Message::Announced { .. }))
-    ));
-    (endpoint, conn, session)
-}
-
 /// How the server closed `conn`, waiting at most 3 s.
 async fn closed_with(conn: &quinn::Connection) -> Option<Code> {
     let e = tokio::time::timeout(Duration::from_secs(3), conn.closed())
@@ -184,18 +159,24 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         assert_eq!(closed_with(&conn).await, Some(Code::Unauthorized));
 
         // A publisher with a frame longer than the maximum: TOO_LARGE.
-        let (_e, conn, _session) = go_live(&stack, ingest, "huge").await;
+        let huge = stack.raw_publisher("huge").await;
+        let conn = &huge.conn;
         let mut uni = conn.open_uni().await.expect("uni");
         let mut head = bytes::BytesMut::new();
         head.extend_from_slice(&wire::GroupHeader { sequence: 0 }.to_bytes());
         head.put_u64(1);
         head.put_u32(u32::MAX);
         uni.write_all(&head).await.expect("write");
-        assert_eq!(closed_with(&conn).await, Some(Code::TooLarge));
+        assert_eq!(closed_with(conn).await, Some(Code::TooLarge));
 
         // A publisher that vanishes in the middle of a frame: its stream ends by idle timeout.
         {
-            let (endpoint, conn, session) = go_live(&stack, ingest, "vanishing").await;
+            let common::RawPublisher {
+                session,
+                conn,
+                endpoint,
+                ..
+            } = stack.raw_publisher("vanishing").await;
             let mut uni = conn.open_uni().await.expect("uni");
             let frame = wire::Frame::new(1, &[7u8; 1000]).expect("frame");
             uni.write_all(&wire::GroupHeader { sequence: 0 }.to_bytes())

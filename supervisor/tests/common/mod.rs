@@ -254,6 +254,49 @@ impl Stack {
         let _ = publisher.await;
     }
 
+    /// A hand-driven publisher (not `ghost publish`, which keeps to the protocol's limits):
+    /// connected to ingest over QUIC and announced as `name`.
+    pub async fn raw_publisher(&self, name: &str) -> RawPublisher {
+        use transport::quic::{self, Session, Windows};
+        let endpoint =
+            quic::client(&self.state.ca(), quic::ALPN_PUBLISH, Windows::PUBLISHER).expect("client");
+        let ingest = quic::resolve(&self.file.ingest_addr).await.expect("ingest");
+        let conn = endpoint
+            .connect(ingest, transport::tls::INGEST_NAME)
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let mut session = Session::open(&conn).await.expect("session");
+        session
+            .send(&wire::Message::Announce {
+                name: name.into(),
+                key: String::new(),
+                init: bytes::Bytes::from_static(b"init"),
+            })
+            .await
+            .expect("announce");
+        let stream_id = match session.recv().await.expect("answer") {
+            Some(wire::Message::Announced { stream_id }) => stream_id,
+            other => panic!("announce answered with {other:?}"),
+        };
+        RawPublisher {
+            session,
+            conn,
+            endpoint,
+            stream_id,
+        }
+    }
+
+    /// Relays the supervisor runs now.
+    pub async fn relay_count(&self) -> usize {
+        self.status()
+            .await
+            .services
+            .iter()
+            .filter(|s| s.kind == api::status::Kind::Relay)
+            .count()
+    }
+
     /// Restart counts by service name.
     pub async fn restarts(&self) -> std::collections::BTreeMap<String, u64> {
         self.status()
@@ -325,6 +368,14 @@ impl Stack {
             a
         }
     }
+}
+
+/// A publisher a test drives by hand: [`Stack::raw_publisher`].
+pub struct RawPublisher {
+    pub session: transport::quic::Session,
+    pub conn: quinn::Connection,
+    pub endpoint: quinn::Endpoint,
+    pub stream_id: String,
 }
 
 impl Drop for Stack {
