@@ -138,7 +138,6 @@ pub async fn run(
         .add_service(proto::supervisor::supervisor_server::SupervisorServer::new(
             http::Capacity {
                 handle: handle.clone(),
-                authenticate: true,
             },
         ))
         .serve_with_incoming_shutdown(

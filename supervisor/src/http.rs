@@ -310,12 +310,11 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("status.html"))
 }
 
-/// The capacity gRPC service control calls when it refuses viewers.
+/// The capacity gRPC service control calls when it refuses viewers. Served over mutual TLS,
+/// it takes calls from control's client certificate only.
 pub struct Capacity {
     /// The supervisor.
     pub handle: Handle,
-    /// Take calls only from control's client certificate (the server speaks mutual TLS).
-    pub authenticate: bool,
 }
 
 #[tonic::async_trait]
@@ -324,23 +323,15 @@ impl sup::supervisor_server::Supervisor for Capacity {
         &self,
         request: tonic::Request<sup::CapacityRequest>,
     ) -> Result<tonic::Response<sup::CapacityResponse>, tonic::Status> {
-        if self.authenticate {
-            match server::control::caller(&request) {
-                Some(transport::tls::Role::Control) => {}
-                Some(role) => {
-                    tracing::warn!(%role, "capacity request refused: not control");
-                    return Err(tonic::Status::permission_denied(format!(
-                        "RequestCapacity is not for {role}: only control may call it"
-                    )));
-                }
-                None => {
-                    tracing::warn!(peer = ?request.remote_addr(), "capacity request refused: no identity");
-                    return Err(tonic::Status::unauthenticated(
-                        "RequestCapacity takes calls only from the stack's control: present its client certificate from the stack's CA",
-                    ));
-                }
-            }
-        }
+        server::control::authorize(
+            &request,
+            "RequestCapacity",
+            &[transport::tls::Role::Control],
+        )
+        .map_err(|(role, refused)| {
+            tracing::warn!(role = ?role, peer = ?request.remote_addr(), "capacity request refused");
+            refused
+        })?;
         let rejected = request.into_inner().rejected_viewers;
         let capacity = self
             .handle

@@ -164,25 +164,11 @@ impl Service {
         if !self.authenticate {
             return Ok(());
         }
-        let role = server::control::caller(request);
-        let refused = match role {
-            Some(role) if allowed.contains(&role) => return Ok(()),
-            Some(role) => Status::permission_denied(format!(
-                "{rpc} is not for {role}: only {} may call it",
-                allowed
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-            None => Status::unauthenticated(format!(
-                "{rpc} takes calls only from the stack's services: present a service's client \
-                 certificate from the stack's CA"
-            )),
-        };
-        self.metrics.refused_callers.inc();
-        tracing::warn!(rpc, role = ?role, peer = ?request.remote_addr(), "call refused");
-        Err(refused)
+        server::control::authorize(request, rpc, allowed).map_err(|(role, refused)| {
+            self.metrics.refused_callers.inc();
+            tracing::warn!(rpc, role = ?role, peer = ?request.remote_addr(), "call refused");
+            refused
+        })
     }
 
     fn dir(&self) -> std::sync::MutexGuard<'_, Directory> {

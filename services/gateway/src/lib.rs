@@ -285,8 +285,7 @@ async fn join(
     Path(id): Path<String>,
 ) -> Result<Json<api::gateway::Join>, ApiError> {
     let ip = client.ip();
-    let own = ip.to_canonical().is_loopback() || Some(ip.to_canonical()) == state.local;
-    if (state.limit_loopback || !own)
+    if (state.limit_loopback || !transport::admit::from_host(ip, state.local.as_slice()))
         && let Err(wait) = state.joins.check(ip, Instant::now())
     {
         state.metrics.joins_limited.inc();

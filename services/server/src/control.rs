@@ -80,6 +80,38 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Option<transport::tls::Role> {
         .and_then(|chain| transport::tls::peer_role(&chain))
 }
 
+/// Lets the call `rpc` through only from a caller whose verified client certificate names
+/// one of `allowed`: `UNAUTHENTICATED` without one, `PERMISSION_DENIED` for another role,
+/// each saying who may call. The refused caller's role comes with the refusal, for the log.
+pub fn authorize<T>(
+    request: &tonic::Request<T>,
+    rpc: &str,
+    allowed: &[transport::tls::Role],
+) -> Result<(), (Option<transport::tls::Role>, tonic::Status)> {
+    let role = caller(request);
+    match role {
+        Some(role) if allowed.contains(&role) => Ok(()),
+        Some(role) => Err((
+            Some(role),
+            tonic::Status::permission_denied(format!(
+                "{rpc} is not for {role}: only {} may call it",
+                allowed
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        )),
+        None => Err((
+            None,
+            tonic::Status::unauthenticated(format!(
+                "{rpc} takes calls only from the stack's services: present a service's client \
+                 certificate from the stack's CA"
+            )),
+        )),
+    }
+}
+
 fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }

@@ -46,8 +46,7 @@ impl Limits {
     pub const RETRY_ABOVE: u32 = 64;
 
     fn exempt(&self, source: IpAddr) -> bool {
-        let source = source.to_canonical();
-        !self.limit_loopback && (source.is_loopback() || self.local.contains(&source))
+        !self.limit_loopback && from_host(source, &self.local)
     }
 }
 
@@ -60,6 +59,13 @@ impl Default for Limits {
             limit_loopback: false,
         }
     }
+}
+
+/// Whether a connection from `source` is the host's own: loopback, or one of the `local`
+/// addresses its connections arrive from otherwise (see [`Limits::local`]).
+pub fn from_host(source: IpAddr, local: &[IpAddr]) -> bool {
+    let source = source.to_canonical();
+    source.is_loopback() || local.contains(&source)
 }
 
 /// The address a source is counted by: IPv4 as it is, IPv6 by its /64 (an IPv4-mapped
