@@ -189,6 +189,11 @@ impl Handle {
     pub async fn usage(&self, instance: &Instance) -> Option<Usage> {
         self.runtime.usage(instance).await
     }
+
+    /// The machines the stack runs on, where the runtime spans several.
+    pub async fn nodes(&self) -> Vec<api::status::Node> {
+        self.runtime.nodes().await
+    }
 }
 
 /// What a task reports back to the actor.
@@ -701,6 +706,7 @@ impl Supervisor {
                     .policy
                     .addr(Kind::Gateway, Role::Http)
                     .map(|a| format!("http://{a}")),
+                nodes: Vec::new(),
                 events: self.events.iter().cloned().collect(),
                 history: self.history.iter().copied().collect(),
             },
@@ -840,6 +846,7 @@ mod tests {
                 container: None,
                 addrs: BTreeMap::new(),
                 generation,
+                node: None,
             })
         }
 

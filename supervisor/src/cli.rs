@@ -690,11 +690,21 @@ async fn down(state: &StateDir) -> Result<i32> {
             nix::sys::signal::Signal::SIGKILL,
         );
         // Its containers outlive it: remove them (and the network) by the stack's label.
-        if stack.runtime == "docker" {
-            let engine = crate::runtime::docker::connect().await?;
-            crate::runtime::docker::DockerRuntime::new(engine, state.clone(), beside_ghost()?)
-                .cleanup()
-                .await?;
+        match stack.runtime.as_str() {
+            "docker" => {
+                let engine = crate::runtime::docker::connect().await?;
+                crate::runtime::docker::DockerRuntime::new(engine, state.clone(), beside_ghost()?)
+                    .cleanup()
+                    .await?;
+            }
+            // Its relay services and secrets too.
+            "swarm" => {
+                let engine = crate::runtime::docker::connect().await?;
+                crate::runtime::swarm::SwarmRuntime::new(engine, state.clone(), beside_ghost()?)
+                    .cleanup()
+                    .await?;
+            }
+            _ => {}
         }
     }
     state.clear();

@@ -12,6 +12,7 @@ use crate::http;
 use crate::runtime::Runtime;
 use crate::runtime::docker::{self, DockerRuntime};
 use crate::runtime::process::ProcessRuntime;
+use crate::runtime::swarm::SwarmRuntime;
 use crate::stack::StackFile;
 
 /// Which runtime to use.
@@ -23,6 +24,9 @@ pub enum RuntimeChoice {
     Docker,
     /// Local processes.
     Process,
+    /// Relays as Docker Swarm services across the swarm's nodes, the rest as containers of
+    /// this manager (run on a Swarm manager).
+    Swarm,
 }
 
 async fn runtime(
@@ -45,6 +49,16 @@ async fn runtime(
     };
     match choice {
         RuntimeChoice::Process => Ok(process()),
+        RuntimeChoice::Swarm => {
+            let engine = docker::connect()
+                .await
+                .context("the Swarm runtime needs a Docker Engine that manages a swarm")?;
+            crate::runtime::swarm::manager_node(&engine).await?;
+            Ok(Arc::new(
+                SwarmRuntime::new(engine, settings.state.clone(), settings.bin_dir.clone())
+                    .with_limits(settings.limits),
+            ))
+        }
         RuntimeChoice::Docker => docker()
             .await
             .context("the Docker runtime needs a Docker Engine (or use --runtime process)"),

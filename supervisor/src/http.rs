@@ -186,7 +186,8 @@ pub async fn full_status(handle: &Handle) -> Status {
             None => None,
         }
     }));
-    let (control, usages) = tokio::join!(control, usages);
+    let (control, usages, nodes) = tokio::join!(control, usages, handle.nodes());
+    status.nodes = nodes;
     for (service, usage) in status.services.iter_mut().zip(usages) {
         service.usage = usage;
     }

@@ -988,6 +988,7 @@ mod tests {
             container: None,
             addrs,
             generation,
+            node: None,
         }
     }
 

@@ -304,7 +304,7 @@ async fn control_restart_keeps_streams_flowing() {
 async fn crashed_relay_loses_its_viewers_and_is_replaced() {
     tokio::time::timeout(
         TEST_TIMEOUT,
-        common::scenarios::relay_crash(Stack::up(&["--relays", "2", "--relay-capacity", "2"])),
+        common::scenarios::relay_crash(&Stack::up(&["--relays", "2", "--relay-capacity", "2"])),
     )
     .await
     .expect("test timed out");

@@ -107,6 +107,30 @@ pub struct Instance {
     /// Which start of the service this is (1 for the first), to tell an old instance's exit
     /// from the current one's.
     pub generation: u64,
+    /// The Swarm node it runs on (its host name), under the Swarm runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// A machine of the cluster, under the Swarm runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// Swarm's node id.
+    pub id: String,
+    /// Its host name.
+    pub hostname: String,
+    /// `manager` or `worker`.
+    pub role: String,
+    /// `active`, `pause` or `drain`: whether it takes new relays.
+    pub availability: String,
+    /// `ready`, `down`, `disconnected` or `unknown`, as Swarm last saw it.
+    pub state: String,
+    /// The address viewers reach its relays at.
+    pub address: String,
+    /// CPUs it offers.
+    pub cpus: f64,
+    /// Relays of the stack placed there.
+    pub relays: u32,
 }
 
 /// Resources an instance uses.
@@ -283,6 +307,9 @@ pub struct Status {
     /// watch page are (`{gateway_url}/watch/{id}`).
     #[serde(default)]
     pub gateway_url: Option<String>,
+    /// The cluster's machines, under the Swarm runtime (empty otherwise).
+    #[serde(default)]
+    pub nodes: Vec<Node>,
     /// The timeline, oldest first.
     pub events: Vec<Event>,
     /// Chart samples, oldest first.

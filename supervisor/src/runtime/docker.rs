@@ -46,12 +46,17 @@ use crate::stack::StateDir;
 
 /// Label marking a container or network as a stack's, with the stack's id as value.
 pub const LABEL_STACK: &str = "ghost-stream.stack";
-const LABEL_SERVICE: &str = "ghost-stream.service";
-const LABEL_GENERATION: &str = "ghost-stream.generation";
+/// Label naming the service (`relay-2`) a container or Swarm service runs.
+pub(super) const LABEL_SERVICE: &str = "ghost-stream.service";
+/// Label naming which start of the service a container is.
+pub(super) const LABEL_GENERATION: &str = "ghost-stream.generation";
+/// Label Docker puts on the containers of Swarm tasks: those belong to the Swarm runtime's
+/// services, never to this runtime's reconciliation.
+const LABEL_SWARM_TASK: &str = "com.docker.swarm.task.id";
 /// Where the state directory's files appear inside containers.
-const MOUNT: &str = "/run/ghost";
+pub(super) const MOUNT: &str = "/run/ghost";
 /// How long a container may take to announce readiness.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+pub(super) const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// The first wait before asking a lost engine again; it doubles up to [`ENGINE_RETRY_MAX`].
 const ENGINE_RETRY: Duration = Duration::from_millis(250);
 /// The longest wait between two attempts to reach a lost engine: how late, at most, the
@@ -170,6 +175,41 @@ pub async fn build_images(
     Ok(images)
 }
 
+/// Waits for the readiness line in `logs`, the output of `name` (a container, or a Swarm
+/// task's container on any node); its last lines on failure.
+pub(super) async fn wait_ready(
+    name: &str,
+    logs: impl futures_util::Stream<
+        Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+    >,
+) -> Result<()> {
+    let mut logs = std::pin::pin!(logs);
+    let mut tail: Vec<String> = Vec::new();
+    let ready = async {
+        while let Some(chunk) = logs.next().await {
+            let text = chunk.map(|c| c.to_string()).unwrap_or_default();
+            for line in text.lines() {
+                if Ready::parse(line).is_some() {
+                    return true;
+                }
+                tail.push(line.to_string());
+                if tail.len() > 20 {
+                    tail.remove(0);
+                }
+            }
+        }
+        false
+    };
+    match tokio::time::timeout(READY_TIMEOUT, ready).await {
+        Ok(true) => Ok(()),
+        Ok(false) => anyhow::bail!("{name} exited during start-up:\n{}", tail.join("\n")),
+        Err(_) => anyhow::bail!(
+            "{name} did not become ready within {READY_TIMEOUT:?}:\n{}",
+            tail.join("\n")
+        ),
+    }
+}
+
 fn tar_context(kind: Kind, binary: &[u8]) -> Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     let mut add = |name: &str, data: &[u8], mode: u32| -> Result<()> {
@@ -188,15 +228,18 @@ fn tar_context(kind: Kind, binary: &[u8]) -> Result<Vec<u8>> {
 
 /// Runs services as containers.
 pub struct DockerRuntime {
-    docker: Docker,
-    stack: String,
-    network: String,
+    pub(super) docker: Docker,
+    pub(super) stack: String,
+    pub(super) network: String,
     state: StateDir,
     bin_dir: PathBuf,
-    images: std::sync::Mutex<HashMap<Kind, String>>,
+    pub(super) images: std::sync::Mutex<HashMap<Kind, String>>,
     gateway_ip: std::sync::Mutex<IpAddr>,
     watcher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    limits: Limits,
+    pub(super) limits: Limits,
+    /// The stack's network is an attachable Swarm overlay, which relays on other nodes join
+    /// (the Swarm runtime), rather than a bridge of this host.
+    overlay: bool,
     /// The instances started or adopted and not stopped since: what reconciliation after an
     /// engine outage expects to find running. Shared with the watcher.
     running: Running,
@@ -220,9 +263,17 @@ impl DockerRuntime {
             gateway_ip: std::sync::Mutex::new(Ipv4Addr::LOCALHOST.into()),
             watcher: std::sync::Mutex::new(None),
             limits: Limits::for_capacity(200),
+            overlay: false,
             running: Running::default(),
             events: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The same runtime on an attachable overlay network of the swarm this engine manages,
+    /// so that Swarm services on any node reach its containers by name.
+    pub(super) fn on_overlay(mut self) -> DockerRuntime {
+        self.overlay = true;
+        self
     }
 
     /// The same runtime, its containers bounded by `limits`.
@@ -251,11 +302,11 @@ impl DockerRuntime {
     }
 
     /// The state directory as mounts name it.
-    fn state_root(&self) -> PathBuf {
+    pub(super) fn state_root(&self) -> PathBuf {
         std::fs::canonicalize(self.state.root()).unwrap_or_else(|_| self.state.root().to_path_buf())
     }
 
-    fn container_name(&self, service: &str) -> String {
+    pub(super) fn container_name(&self, service: &str) -> String {
         format!("ghost-{}-{service}", self.stack)
     }
 
@@ -270,7 +321,7 @@ impl DockerRuntime {
 
     /// Host ports for `spec`, picking free ones for roles asked as 0 (the relay must know its
     /// published port before it starts, to advertise it).
-    fn host_ports(spec: &Spec) -> Result<BTreeMap<Role, u16>> {
+    pub(super) fn host_ports(spec: &Spec) -> Result<BTreeMap<Role, u16>> {
         let mut out = BTreeMap::new();
         for listen in services::service(spec.kind).listens {
             let mut port = spec.port(listen.role);
@@ -302,31 +353,7 @@ impl DockerRuntime {
             .stdout(true)
             .stderr(true)
             .build();
-        let mut logs = self.docker.logs(name, Some(options));
-        let mut tail: Vec<String> = Vec::new();
-        let ready = async {
-            while let Some(chunk) = logs.next().await {
-                let text = chunk.map(|c| c.to_string()).unwrap_or_default();
-                for line in text.lines() {
-                    if Ready::parse(line).is_some() {
-                        return true;
-                    }
-                    tail.push(line.to_string());
-                    if tail.len() > 20 {
-                        tail.remove(0);
-                    }
-                }
-            }
-            false
-        };
-        match tokio::time::timeout(READY_TIMEOUT, ready).await {
-            Ok(true) => Ok(()),
-            Ok(false) => anyhow::bail!("{name} exited during start-up:\n{}", tail.join("\n")),
-            Err(_) => anyhow::bail!(
-                "{name} did not become ready within {READY_TIMEOUT:?}:\n{}",
-                tail.join("\n")
-            ),
-        }
+        wait_ready(name, self.docker.logs(name, Some(options))).await
     }
 
     async fn instance(&self, name: &str, spec: &Spec, generation: u64) -> Result<Instance> {
@@ -367,6 +394,7 @@ impl DockerRuntime {
             container: info.id,
             addrs,
             generation,
+            node: None,
         })
     }
 }
@@ -511,6 +539,11 @@ async fn reconcile(
     let alive: std::collections::HashSet<String> = listed
         .into_iter()
         .filter(|c| c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING))
+        .filter(|c| {
+            !c.labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(LABEL_SWARM_TASK))
+        })
         .filter_map(|c| c.id)
         .collect();
     let (gone, unwanted) = {
@@ -554,6 +587,23 @@ async fn reconcile(
     Ok(())
 }
 
+/// The name of the bridge through which containers on Swarm overlays reach their host.
+pub(super) const SWARM_BRIDGE: &str = "docker_gwbridge";
+
+/// This host's address on [`SWARM_BRIDGE`], which the engine creates when it joins a swarm.
+pub(super) async fn swarm_bridge_gateway(docker: &Docker) -> Result<IpAddr> {
+    let bridge = docker
+        .inspect_network(SWARM_BRIDGE, None)
+        .await
+        .with_context(|| format!("inspecting {SWARM_BRIDGE}, Swarm's bridge of this node"))?;
+    bridge
+        .ipam
+        .and_then(|i| i.config)
+        .and_then(|c| c.into_iter().find_map(|c| c.gateway))
+        .and_then(|g| g.parse::<IpAddr>().ok())
+        .with_context(|| format!("{SWARM_BRIDGE} has no gateway address"))
+}
+
 /// `spec`'s command line inside its container on a network whose gateway is `gateway`;
 /// logs as JSON, which `docker logs` keeps.
 fn args(spec: &Spec, gateway: IpAddr) -> Vec<String> {
@@ -563,7 +613,7 @@ fn args(spec: &Spec, gateway: IpAddr) -> Vec<String> {
 }
 
 /// Where `file` of the state directory appears inside a container.
-fn mount_point(file: File) -> String {
+pub(super) fn mount_point(file: File) -> String {
     match file {
         File::Tls(_) => format!("{MOUNT}/tls"),
         File::TicketKey => format!("{MOUNT}/ticket.key"),
@@ -602,8 +652,8 @@ fn mounts_as_now(mounted: &[String], kind: Kind, state_root: &std::path::Path) -
 /// inside their containers, and read the state directory where it is mounted. Connections
 /// the host makes to a published port on its own loopback arrive through Docker's port
 /// proxy from the network's `gateway`.
-struct Network {
-    gateway: IpAddr,
+pub(super) struct Network {
+    pub(super) gateway: IpAddr,
 }
 
 impl Site for Network {
@@ -657,7 +707,9 @@ impl Runtime for DockerRuntime {
                 self.docker
                     .create_network(NetworkCreateRequest {
                         name: self.network.clone(),
-                        driver: Some("bridge".into()),
+                        driver: Some(if self.overlay { "overlay" } else { "bridge" }.into()),
+                        // Containers of this host join an overlay only when it says so.
+                        attachable: self.overlay.then_some(true),
                         labels: Some(HashMap::from([(
                             LABEL_STACK.to_string(),
                             self.stack.clone(),
@@ -672,12 +724,19 @@ impl Runtime for DockerRuntime {
                     .with_context(|| format!("inspecting network {}", self.network))?
             }
         };
-        let gateway = network
-            .ipam
-            .and_then(|i| i.config)
-            .and_then(|c| c.into_iter().find_map(|c| c.gateway))
-            .and_then(|g| g.parse::<IpAddr>().ok())
-            .context("the stack's network has no gateway address")?;
+        let gateway = if self.overlay {
+            // An overlay's gateway is no address of this host: containers on it reach the
+            // host, and the host's connections to their published ports arrive, through
+            // the bridge Swarm gives each node for that.
+            swarm_bridge_gateway(&self.docker).await?
+        } else {
+            network
+                .ipam
+                .and_then(|i| i.config)
+                .and_then(|c| c.into_iter().find_map(|c| c.gateway))
+                .and_then(|g| g.parse::<IpAddr>().ok())
+                .context("the stack's network has no gateway address")?
+        };
         *self.gateway_ip.lock().unwrap_or_else(|e| e.into_inner()) = gateway;
 
         *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(events.clone());
@@ -808,6 +867,7 @@ impl Runtime for DockerRuntime {
             container: Some(created.id),
             addrs: BTreeMap::new(),
             generation,
+            node: None,
         };
         self.track(&instance);
         let started = async {
@@ -916,7 +976,19 @@ impl Runtime for DockerRuntime {
                 self.remove(&id).await;
             }
         }
-        let _ = self.docker.remove_network(&self.network).await;
+        // An overlay's endpoints are released a moment after their containers go.
+        for _ in 0..30 {
+            match self.docker.remove_network(&self.network).await {
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                })
+                | Ok(()) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, network = %self.network, "network not removable yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -1,8 +1,10 @@
 //! Where services run: the [`Runtime`] trait, implemented by local processes
-//! ([`process::ProcessRuntime`]) and by Docker containers ([`docker::DockerRuntime`]).
+//! ([`process::ProcessRuntime`]), by Docker containers ([`docker::DockerRuntime`]) and by
+//! Swarm services across several machines ([`swarm::SwarmRuntime`]).
 
 pub mod docker;
 pub mod process;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -173,7 +175,7 @@ pub enum Event {
 /// one slow start never holds up another service's restart.
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync {
-    /// `process` or `docker`.
+    /// `process`, `docker` or `swarm`.
     fn name(&self) -> &'static str;
     /// One-time set-up before the first start (networks, images); exits of instances are
     /// reported on `events`. `progress` hears each step.
@@ -194,6 +196,10 @@ pub trait Runtime: Send + Sync {
     async fn kill(&self, instance: &Instance) -> Result<()>;
     /// Resource use now, where the runtime can tell.
     async fn usage(&self, instance: &Instance) -> Option<Usage>;
+    /// The machines services run on, where the runtime spans several (Swarm).
+    async fn nodes(&self) -> Vec<api::status::Node> {
+        Vec::new()
+    }
     /// Removes whatever `prepare` made.
     async fn cleanup(&self) -> Result<()>;
 }

@@ -253,6 +253,7 @@ impl Runtime for ProcessRuntime {
             container: None,
             addrs,
             generation,
+            node: None,
         })
     }
 
