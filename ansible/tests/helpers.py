@@ -66,6 +66,22 @@ def live_instances(client, name: str) -> list:
     return [i for r in pages["Reservations"] for i in r["Instances"]]
 
 
+def cluster_instances(client, name: str) -> list:
+    """The live instances of cluster NAME: the manager by its Name (as teardown finds it), the
+    workers by their cluster and role tags."""
+    found = {i["InstanceId"]: i for i in live_instances(client, name)}
+    pages = client.describe_instances(
+        Filters=[
+            {"Name": "tag:ghost-stream-cluster", "Values": [name]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+        ]
+    )
+    for reservation in pages["Reservations"]:
+        for inst in reservation["Instances"]:
+            found[inst["InstanceId"]] = inst
+    return sorted(found.values(), key=lambda i: tags_of(i).get("Name", ""))
+
+
 def groups_named(client, name: str) -> list:
     return client.describe_security_groups(Filters=[{"Name": "group-name", "Values": [name]}])[
         "SecurityGroups"
@@ -82,13 +98,51 @@ def key_pairs(client, name: str) -> list:
 
 
 def rule_set(group) -> set:
+    """The group's ingress rules open to address blocks: (protocol, from, to, CIDR)."""
     rules = set()
     for perm in group["IpPermissions"]:
         for rng in perm.get("IpRanges", []):
             rules.add((perm["IpProtocol"], perm.get("FromPort"), perm.get("ToPort"), rng["CidrIp"]))
         for rng in perm.get("Ipv6Ranges", []):
             rules.add((perm["IpProtocol"], perm.get("FromPort"), perm.get("ToPort"), rng["CidrIpv6"]))
+        for prefix in perm.get("PrefixListIds", []):
+            rules.add((perm["IpProtocol"], perm.get("FromPort"), perm.get("ToPort"), prefix["PrefixListId"]))
     return rules
+
+
+def group_rule_set(group) -> set:
+    """The group's ingress rules open to security groups: (protocol, from, to, source group id)."""
+    return {
+        (perm["IpProtocol"], perm.get("FromPort"), perm.get("ToPort"), pair["GroupId"])
+        for perm in group["IpPermissions"]
+        for pair in perm.get("UserIdGroupPairs", [])
+    }
+
+
+def public_rules(operator_cidr) -> set:
+    """What every deployment opens to address blocks, and nothing more."""
+    return {
+        ("udp", 4433, 4433, "0.0.0.0/0"),
+        ("tcp", 1935, 1935, "0.0.0.0/0"),
+        ("udp", 4500, 4507, "0.0.0.0/0"),
+        ("tcp", 8080, 8080, "0.0.0.0/0"),
+        ("tcp", 22, 22, operator_cidr),
+        ("tcp", 7070, 7070, operator_cidr),
+    }
+
+
+# Swarm's ports and the relays' ops range (9201 + 8 max relays - 1): members only.
+MEMBER_PORTS = {("tcp", 2377, 2377), ("tcp", 7946, 7946), ("udp", 7946, 7946), ("udp", 4789, 4789), ("tcp", 9201, 9208)}
+
+
+def overlaps(rule, port_range) -> bool:
+    proto, low, high = port_range
+    rproto, rlow, rhigh = rule[:3]
+    if rproto not in (proto, "-1"):
+        return False
+    if rproto == "-1" or rlow is None:
+        return True
+    return rlow <= high and low <= rhigh
 
 
 def provisioned(endpoint, name, key_name, operator_cidr, ami, key_file, inventory, key_created) -> int:
@@ -126,17 +180,15 @@ def provisioned(endpoint, name, key_name, operator_cidr, ami, key_file, inventor
         group = groups[0]
         if tags_of(group).get("ghost-stream") != "true":
             problems.append("security group tags: %s" % tags_of(group))
-        want = {
-            ("udp", 4433, 4433, "0.0.0.0/0"),
-            ("tcp", 1935, 1935, "0.0.0.0/0"),
-            ("udp", 4500, 4507, "0.0.0.0/0"),
-            ("tcp", 8080, 8080, "0.0.0.0/0"),
-            ("tcp", 22, 22, operator_cidr),
-            ("tcp", 7070, 7070, operator_cidr),
-        }
+        want = public_rules(operator_cidr)
         have = rule_set(group)
         if have != want:
             problems.append("ingress rules %s, want %s" % (sorted(have), sorted(want)))
+        # One host: no member rules (Swarm ports, relay ops), from anywhere.
+        if group_rule_set(group):
+            problems.append("rules from security groups on a single host: %s" % sorted(group_rule_set(group)))
+        if instances and tags_of(instances[0]).get("ghost-stream-role") != "manager":
+            problems.append("the single host is not tagged ghost-stream-role=manager: %s" % tags_of(instances[0]))
         if instances and group["GroupId"] not in group_ids:
             problems.append("instance not in the security group")
     keys = key_pairs(client, key_name)
@@ -154,12 +206,98 @@ def provisioned(endpoint, name, key_name, operator_cidr, ami, key_file, inventor
     return 1 if problems else 0
 
 
+def cluster(endpoint, name, operator_cidr, nodes) -> int:
+    """A cluster of NODES instances: NAME (manager) and NAME-worker-1.. (workers), tagged with
+    their role; one security group holding them all, with the public rules open to address
+    blocks and Swarm's ports and the relays' ops range open to the group itself and to no
+    address block."""
+    client = ec2(endpoint)
+    problems = []
+    nodes = int(nodes)
+    want_names = [name] + ["%s-worker-%d" % (name, i) for i in range(1, nodes)]
+    instances = cluster_instances(client, name)
+    names = [tags_of(i).get("Name") for i in instances]
+    if sorted(names) != sorted(want_names):
+        problems.append("instances %s, want %s" % (sorted(names), sorted(want_names)))
+    roles = {tags_of(i).get("Name"): tags_of(i).get("ghost-stream-role") for i in instances}
+    managers = sorted(n for n, r in roles.items() if r == "manager")
+    workers = sorted(n for n, r in roles.items() if r == "worker")
+    if managers != [name] or workers != sorted(want_names[1:]):
+        problems.append("roles by tag: managers %s, workers %s" % (managers, workers))
+    for inst in instances:
+        tags = tags_of(inst)
+        if tags.get("ghost-stream") != "true" or tags.get("ghost-stream-cluster") != name:
+            problems.append("%s: tags %s" % (tags.get("Name"), tags))
+        if inst["State"]["Name"] != "running" or not inst.get("PublicIpAddress") or not inst.get("PrivateIpAddress"):
+            problems.append("%s: %s, public %s, private %s" % (
+                tags.get("Name"), inst["State"]["Name"], inst.get("PublicIpAddress"), inst.get("PrivateIpAddress")))
+    groups = groups_named(client, name)
+    if len(groups) != 1:
+        problems.append("want 1 security group named %s, found %d" % (name, len(groups)))
+    else:
+        group = groups[0]
+        gid = group["GroupId"]
+        for inst in instances:
+            if gid not in [g["GroupId"] for g in inst.get("SecurityGroups", [])]:
+                problems.append("%s is not in the security group" % tags_of(inst).get("Name"))
+        have = rule_set(group)
+        if have != public_rules(operator_cidr):
+            problems.append("rules from address blocks %s, want %s" % (sorted(have), sorted(public_rules(operator_cidr))))
+        exposed = sorted(r for r in have for p in MEMBER_PORTS if overlaps(r, p))
+        if exposed:
+            problems.append("member-only ports open to address blocks: %s" % exposed)
+        members = group_rule_set(group)
+        want_members = {p + (gid,) for p in MEMBER_PORTS}
+        if members != want_members:
+            problems.append("rules from groups %s, want %s (the group itself)" % (sorted(members), sorted(want_members)))
+    for problem in problems:
+        print("  " + problem)
+    print("cluster: %s" % ("%d instances as expected" % len(instances) if not problems else "%d problem(s)" % len(problems)))
+    return 1 if problems else 0
+
+
+def written_inventory(json_path, endpoint, name) -> int:
+    """`ansible-inventory --list` of the inventory provision.yml wrote: group ghost_stream with
+    children ghost_manager (NAME) and ghost_workers (the rest), each host with its public
+    address, private address and instance ID as moto has them."""
+    with open(json_path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    problems = []
+    instances = {tags_of(i)["Name"]: i for i in cluster_instances(ec2(endpoint), name)}
+    workers = sorted(n for n in instances if n != name)
+    children = sorted(data.get("ghost_stream", {}).get("children", []))
+    if children != ["ghost_manager", "ghost_workers"]:
+        problems.append("ghost_stream's children %s, want ghost_manager and ghost_workers" % children)
+    manager_hosts = data.get("ghost_manager", {}).get("hosts", [])
+    worker_hosts = sorted(data.get("ghost_workers", {}).get("hosts", []))
+    if manager_hosts != [name] or worker_hosts != workers:
+        problems.append("ghost_manager %s, ghost_workers %s; want [%s], %s" % (manager_hosts, worker_hosts, name, workers))
+    hostvars = data.get("_meta", {}).get("hostvars", {})
+    for host, inst in instances.items():
+        got = {k: unwrap(v) for k, v in hostvars.get(host, {}).items()}
+        want = {
+            "ansible_host": inst.get("PublicIpAddress"),
+            "ghost_private_ip": inst.get("PrivateIpAddress"),
+            "ghost_instance_id": inst["InstanceId"],
+        }
+        for key, value in want.items():
+            if got.get(key) != value:
+                problems.append("%s: %s=%s, want %s" % (host, key, got.get(key), value))
+        if not got.get("ghost_advertise_host"):
+            problems.append("%s: no ghost_advertise_host" % host)
+    for problem in problems:
+        print("  " + problem)
+    print("written inventory: %s" % ("manager %s, workers %s" % (name, workers) if not problems else "%d problem(s)" % len(problems)))
+    return 1 if problems else 0
+
+
 def gone(endpoint, name, key_name, key_should_remain, inventory) -> int:
     """Nothing provision.yml created is left (a pre-existing key pair is kept)."""
     client = ec2(endpoint)
     problems = []
-    if live_instances(client, name):
-        problems.append("an instance named %s is still there" % name)
+    left = [tags_of(i).get("Name") for i in cluster_instances(client, name)]
+    if left:
+        problems.append("instances of %s are still there: %s" % (name, left))
     if groups_named(client, name):
         problems.append("security group %s is still there" % name)
     keys = key_pairs(client, key_name)
@@ -190,17 +328,32 @@ def unwrap(value):
 
 
 def inventory(json_path, endpoint, name) -> int:
-    """The aws_ec2 inventory puts the tagged instance in group ghost_stream, with its address."""
+    """The aws_ec2 inventory puts the tagged instances of cluster NAME in group ghost_stream, the
+    manager (NAME) in ghost_manager and the workers in ghost_workers, each with its public and
+    private address."""
     with open(json_path, encoding="utf-8") as handle:
         data = json.load(handle)
-    hosts = data.get("ghost_stream", {}).get("hosts", [])
-    instances = live_instances(ec2(endpoint), name)
-    ip = instances[0].get("PublicIpAddress") if instances else None
-    hostvars = data.get("_meta", {}).get("hostvars", {}).get(name, {})
-    got = unwrap(hostvars.get("ansible_host"))
-    advertise = unwrap(hostvars.get("ghost_advertise_host"))
-    print("aws_ec2 inventory: group ghost_stream=%s ansible_host=%s advertise=%s" % (hosts, got, advertise))
-    return 0 if hosts == [name] and ip and got == ip and advertise else 1
+    problems = []
+    instances = {tags_of(i)["Name"]: i for i in cluster_instances(ec2(endpoint), name)}
+    workers = sorted(n for n in instances if n != name)
+    hosts = sorted(data.get("ghost_stream", {}).get("hosts", []))
+    managers = data.get("ghost_manager", {}).get("hosts", [])
+    worker_hosts = sorted(data.get("ghost_workers", {}).get("hosts", []))
+    if not instances or hosts != sorted(instances):
+        problems.append("group ghost_stream %s, want %s" % (hosts, sorted(instances)))
+    if managers != [name] or worker_hosts != workers:
+        problems.append("ghost_manager %s, ghost_workers %s; want [%s], %s" % (managers, worker_hosts, name, workers))
+    hostvars = data.get("_meta", {}).get("hostvars", {})
+    for host, inst in instances.items():
+        got = {k: unwrap(v) for k, v in hostvars.get(host, {}).items()}
+        if got.get("ansible_host") != inst.get("PublicIpAddress") or not got.get("ghost_advertise_host"):
+            problems.append("%s: ansible_host=%s advertise=%s" % (host, got.get("ansible_host"), got.get("ghost_advertise_host")))
+        if got.get("ghost_private_ip") != inst.get("PrivateIpAddress"):
+            problems.append("%s: ghost_private_ip=%s, want %s" % (host, got.get("ghost_private_ip"), inst.get("PrivateIpAddress")))
+    for problem in problems:
+        print("  " + problem)
+    print("aws_ec2 inventory: %s" % ("ghost_manager %s, ghost_workers %s" % (managers, worker_hosts) if not problems else "%d problem(s)" % len(problems)))
+    return 1 if problems else 0
 
 
 def free_port() -> int:
@@ -307,6 +460,8 @@ COMMANDS = {
     "gone": gone,
     "create-key": create_key,
     "inventory": inventory,
+    "cluster": cluster,
+    "written-inventory": written_inventory,
     "free-port": free_port,
     "wait-http": wait_http,
     "ports-free": ports_free,

@@ -2,13 +2,17 @@
 # Tests of the Ansible deployment, with no AWS account:
 #   1. ansible-lint (production profile) and --syntax-check of every playbook;
 #   2. provision.yml and teardown.yml against a local EC2 emulator (moto, on loopback), each
-#      twice (the second run must change nothing), checking what they leave behind;
+#      twice (the second run must change nothing), checking what they leave behind: one host,
+#      then a 3-node swarm cluster;
 #   3. the systemd unit, rendered by the role and checked with systemd-analyze verify;
 #   4. deploy.yml for real to this machine (ansible_connection=local, no systemd, binaries and
 #      state under a temporary directory, the stack on its default ports), twice, then health
 #      checks, a restart on a new binary, and teardown.yml's stop step, twice;
 #   5. the role's image shipping (docker save / docker load, idempotent) on throw-away images,
-#      when a Docker engine answers.
+#      when a Docker engine answers;
+#   6. the swarm runtime's node steps on this machine's engine (when it is in no swarm): swarm
+#      init, a second node's join, the node label and the images, twice; then teardown.yml's
+#      swarm leave, twice. The engine leaves the swarm at the end, also on failure.
 # Ends with one line: "ansible: N passed, N failed" and exits non-zero on any failure.
 #
 # Environment:
@@ -17,6 +21,7 @@
 #                   else .../debug,
 #                   relative to the repository root)
 #   GHOST_ANSIBLE_VENV  the virtual environment to use/create (default ansible/.venv)
+#   GHOST_ANSIBLE_TESTS the sections to run, of: lint aws unit deploy images swarm (default: all)
 set -uo pipefail
 
 ANSIBLE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,6 +41,11 @@ DEPLOY_PREFIX=$TMP/deploy/prefix
 DEPLOY_STATE=$TMP/deploy/state
 TEST_IMAGES=(ghost-stream-ansible-test/a:latest ghost-stream-ansible-test/b:latest)
 IMAGES_MADE=0
+SECTIONS=" ${GHOST_ANSIBLE_TESTS:-lint aws unit deploy images swarm} "
+# Shared with the Rust suite's single-node swarm tests: whoever holds it may put this machine's
+# engine in a swarm, and must take it out again before letting go.
+SWARM_LOCK=${TMPDIR:-/tmp}/ghost-stream-swarm.lock
+SWARM_MADE=0
 
 say() { printf 'ansible: %s\n' "$*"; }
 
@@ -48,6 +58,10 @@ summary() {
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    # This shell still holds the swarm lock (fd 9) while SWARM_MADE=1; exiting releases it.
+    if [ "$SWARM_MADE" = 1 ]; then
+        docker swarm leave --force >/dev/null 2>&1 || true
+    fi
     if [ -x "$DEPLOY_PREFIX/bin/ghost" ]; then
         "$DEPLOY_PREFIX/bin/ghost" --state-dir "$DEPLOY_STATE" down >/dev/null 2>&1 || true
     fi
@@ -75,6 +89,7 @@ fail() {
     fi
 }
 skip() { SKIPPED=$((SKIPPED + 1)); say "skip  $1"; }
+section() { case $SECTIONS in *" $1 "*) return 0 ;; esac; return 1; }
 
 # check NAME COMMAND...: one check, its output kept in a log shown on failure.
 check() {
@@ -182,24 +197,45 @@ all:
           ansible_connection: local
           ansible_python_interpreter: "{{ ansible_playbook_python }}"
 EOF
+# The same, as the manager of a one-node swarm (the swarm runtime wants a ghost_manager group).
+LOCAL_MANAGER_INVENTORY=$TMP/local-manager-inventory.yml
+cat >"$LOCAL_MANAGER_INVENTORY" <<'EOF'
+all:
+  children:
+    ghost_stream:
+      children:
+        ghost_manager:
+          hosts:
+            local-manager:
+              ansible_connection: local
+              ansible_python_interpreter: "{{ ansible_playbook_python }}"
+EOF
 
 # --------------------------------------------------------------------------------------------
 # 1. Lint and syntax
 # --------------------------------------------------------------------------------------------
-check "ansible-lint, production profile" "$VENV/bin/ansible-lint" --strict
-for playbook in provision.yml deploy.yml teardown.yml; do
-    check "syntax-check $playbook" "$VENV/bin/ansible-playbook" --syntax-check "$playbook"
-done
+lint_tests() {
+    check "ansible-lint, production profile" "$VENV/bin/ansible-lint" --strict
+    for playbook in provision.yml deploy.yml teardown.yml; do
+        check "syntax-check $playbook" "$VENV/bin/ansible-playbook" --syntax-check "$playbook"
+    done
+}
+section lint && lint_tests
 
 # --------------------------------------------------------------------------------------------
 # 2. provision.yml and teardown.yml against moto (EC2 emulator on loopback)
 # --------------------------------------------------------------------------------------------
-MOTO_PORT=$("$VENV/bin/python" tests/helpers.py free-port)
-MOTO=http://127.0.0.1:$MOTO_PORT
-MOTO_AMIS_PATH=$ANSIBLE_DIR/tests/moto-amis.json \
-    "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$LOGS/moto.log" 2>&1 &
-MOTO_PID=$!
-if "$VENV/bin/python" tests/helpers.py wait-http "$MOTO/moto-api/" 30 >>"$LOGS/moto.log" 2>&1; then
+aws_tests() {
+    local cluster
+    MOTO_PORT=$("$VENV/bin/python" tests/helpers.py free-port)
+    MOTO=http://127.0.0.1:$MOTO_PORT
+    MOTO_AMIS_PATH=$ANSIBLE_DIR/tests/moto-amis.json \
+        "$VENV/bin/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$LOGS/moto.log" 2>&1 &
+    MOTO_PID=$!
+    if ! "$VENV/bin/python" tests/helpers.py wait-http "$MOTO/moto-api/" 30 >>"$LOGS/moto.log" 2>&1; then
+        fail "moto_server did not start" "$LOGS/moto.log"
+        return
+    fi
     OPERATOR_CIDR=198.51.100.7/32
     AWS_VARS=$TMP/aws-vars.yml
     cat >"$AWS_VARS" <<EOF
@@ -219,6 +255,10 @@ EOF
         "$VENV/bin/python" tests/helpers.py provisioned "$MOTO" ghost-stream ghost-stream \
         "$OPERATOR_CIDR" ami-0deb12a0000000002 "$TMP/keys/ghost-stream.pem" \
         "$TMP/inventory/provisioned.yml" created
+    check "the written inventory puts the single host in ghost_manager, no workers" bash -c \
+        '"$2/bin/ansible-inventory" -i "$3" --list >"$4" &&
+         "$2/bin/python" tests/helpers.py written-inventory "$4" "$1" ghost-stream' \
+        _ "$MOTO" "$VENV" "$TMP/inventory/provisioned.yml" "$TMP/written.json"
     check "inventory/aws_ec2.yml finds the instance by its tag" bash -c \
         'AWS_URL="$1" "$2/bin/ansible-inventory" -i inventory/aws_ec2.yml --list >"$3" &&
          "$2/bin/python" tests/helpers.py inventory "$3" "$1" ghost-stream' \
@@ -243,13 +283,41 @@ EOF
     check "teardown kept the existing key pair and removed the rest" \
         "$VENV/bin/python" tests/helpers.py gone "$MOTO" ghost-stream-b operator-key kept \
         "$TMP/inventory/provisioned.yml"
-else
-    fail "moto_server did not start" "$LOGS/moto.log"
-fi
-if [ -n "$MOTO_PID" ]; then
-    kill "$MOTO_PID" 2>/dev/null
-    wait "$MOTO_PID" 2>/dev/null
-    MOTO_PID=""
+
+    # A 3-node swarm cluster under another name: a manager and two workers in one security
+    # group, Swarm's ports and the relays' ops range open between the members only. Teardown
+    # gets no ghost_nodes: it must find the workers by their tags.
+    cluster=(-e "@$AWS_VARS" -e ghost_name=ghost-swarm -e ghost_key_name=ghost-swarm
+        -e "ghost_key_private_key_file=$TMP/keys/ghost-swarm.pem"
+        -e "ghost_inventory_file=$TMP/inventory/swarm.yml")
+    play "provision a 3-node cluster, first run" some provision.yml "${cluster[@]}" -e ghost_nodes=3
+    play "provision a 3-node cluster, second run changes nothing" zero provision.yml "${cluster[@]}" \
+        -e ghost_nodes=3
+    check "the cluster: 3 instances (1 manager, 2 workers by tag), Swarm and relay-ops rules from the group only" \
+        "$VENV/bin/python" tests/helpers.py cluster "$MOTO" ghost-swarm "$OPERATOR_CIDR" 3
+    check "the written inventory has groups ghost_manager and ghost_workers, with private addresses" bash -c \
+        '"$2/bin/ansible-inventory" -i "$3" --list >"$4" &&
+         "$2/bin/python" tests/helpers.py written-inventory "$4" "$1" ghost-swarm' \
+        _ "$MOTO" "$VENV" "$TMP/inventory/swarm.yml" "$TMP/swarm-written.json"
+    check "inventory/aws_ec2.yml groups the cluster's manager and workers by tag" bash -c \
+        'AWS_URL="$1" "$2/bin/ansible-inventory" -i inventory/aws_ec2.yml --list >"$3" &&
+         "$2/bin/python" tests/helpers.py inventory "$3" "$1" ghost-swarm' \
+        _ "$MOTO" "$VENV" "$TMP/swarm-aws_ec2.json"
+    play_refused "provision refuses fewer nodes than the cluster has" "workers beyond ghost_nodes" \
+        provision.yml "${cluster[@]}" -e ghost_nodes=2
+    play "teardown of the cluster, first run" some teardown.yml "${cluster[@]}"
+    play "teardown of the cluster, second run changes nothing" zero teardown.yml "${cluster[@]}"
+    check "teardown removed the 3 instances, the security group, the key pair and the inventory" \
+        "$VENV/bin/python" tests/helpers.py gone "$MOTO" ghost-swarm ghost-swarm deleted \
+        "$TMP/inventory/swarm.yml"
+}
+if section aws; then
+    aws_tests
+    if [ -n "$MOTO_PID" ]; then
+        kill "$MOTO_PID" 2>/dev/null
+        wait "$MOTO_PID" 2>/dev/null
+        MOTO_PID=""
+    fi
 fi
 
 # --------------------------------------------------------------------------------------------
@@ -258,14 +326,26 @@ fi
 # --------------------------------------------------------------------------------------------
 unit_check() {
     local runtime=$1 dir=$TMP/unit/$1 rc
+    local args=(-i "$LOCAL_INVENTORY" -e ghost_runtime="$runtime")
+    # The swarm runtime is not named: it must be the default with several nodes, on the manager.
+    [ "$runtime" = swarm ] && args=(-i "$LOCAL_MANAGER_INVENTORY" -e ghost_nodes=3)
     mkdir -p "$dir/prefix/bin"
     ln -sf "$BIN_DIR/ghost" "$dir/prefix/bin/ghost"
-    "$VENV/bin/ansible-playbook" tests/unit.yml -i "$LOCAL_INVENTORY" -e ghost_runtime="$runtime" \
+    "$VENV/bin/ansible-playbook" tests/unit.yml "${args[@]}" \
         -e ghost_prefix="$dir/prefix" -e ghost_systemd_unit_dir="$dir" \
         -e ghost_advertise_host=stream.example.com || return 1
     cat "$dir/ghost-stream.service"
     grep -qxF "ExecStart=$dir/prefix/bin/ghost --state-dir /var/lib/ghost-stream up --runtime $runtime --relays 2 --max-relays 8 --relay-capacity 200 --public --advertise-host stream.example.com" \
         "$dir/ghost-stream.service" || { echo "unexpected ExecStart"; return 1; }
+    # The supervisor of the docker and swarm runtimes drives the local engine.
+    if [ "$runtime" = process ]; then
+        ! grep -qE "^(Requires|SupplementaryGroups)=.*docker" "$dir/ghost-stream.service" ||
+            { echo "the process runtime needs no docker"; return 1; }
+    else
+        grep -qxF "Requires=docker.service" "$dir/ghost-stream.service" &&
+            grep -qxF "SupplementaryGroups=docker" "$dir/ghost-stream.service" ||
+            { echo "missing Requires=docker.service or SupplementaryGroups=docker"; return 1; }
+    fi
     if command -v systemd-analyze >/dev/null; then
         systemd-analyze verify "$dir/ghost-stream.service" >"$dir/verify.log" 2>&1
         rc=$?
@@ -275,13 +355,17 @@ unit_check() {
         echo "systemd-analyze is not installed: rendered only"
     fi
 }
-for runtime in docker process; do
-    if [ -x "$BIN_DIR/ghost" ]; then
-        check "systemd unit ($runtime runtime) renders and passes systemd-analyze verify" unit_check "$runtime"
-    else
-        fail "systemd unit: $BIN_DIR/ghost is missing (build the workspace, or set GHOST_BIN_DIR)"
-    fi
-done
+unit_tests() {
+    local runtime
+    for runtime in docker process swarm; do
+        if [ -x "$BIN_DIR/ghost" ]; then
+            check "systemd unit ($runtime runtime) renders and passes systemd-analyze verify" unit_check "$runtime"
+        else
+            fail "systemd unit: $BIN_DIR/ghost is missing (build the workspace, or set GHOST_BIN_DIR)"
+        fi
+    done
+}
+section unit && unit_tests
 
 # --------------------------------------------------------------------------------------------
 # 4. deploy.yml for real to this machine
@@ -350,13 +434,14 @@ EOF
     play "teardown, second run changes nothing" zero teardown.yml "${args[@]}" -e ghost_teardown_aws=false
     check "the stack is stopped" "$VENV/bin/python" tests/helpers.py stopped 7070
 }
-deploy_tests
+section deploy && deploy_tests
 
 # --------------------------------------------------------------------------------------------
 # 5. Image shipping (docker save on the control machine, docker load on the target)
 # --------------------------------------------------------------------------------------------
-images_tests() {
-    local dir=$TMP/images-test vars=$TMP/images-vars.yml inv=$LOCAL_INVENTORY image ids_before ids_after
+# Two throw-away images with contents of their own (new image IDs on every run).
+make_test_images() {
+    local dir=$TMP/test-images image
     mkdir -p "$dir/rootfs"
     for image in "${TEST_IMAGES[@]}"; do
         echo "$image $$ $(date +%s%N)" >"$dir/rootfs/content"
@@ -364,6 +449,11 @@ images_tests() {
         docker import "$dir/rootfs.tar" "$image" >>"$LOGS/images.log" 2>&1 || return 1
         IMAGES_MADE=1
     done
+}
+
+images_tests() {
+    local dir=$TMP/images-test vars=$TMP/images-vars.yml inv=$LOCAL_INVENTORY ids_before ids_after
+    make_test_images || return 1
     ids_before=$(docker image inspect --format '{{.Id}}' "${TEST_IMAGES[@]}")
     cat >"$vars" <<EOF
 ghost_images: [${TEST_IMAGES[0]}, ${TEST_IMAGES[1]}]
@@ -382,10 +472,141 @@ EOF
     ids_after=$(docker image inspect --format '{{.Id}}' "${TEST_IMAGES[@]}" 2>&1)
     check "images: the loaded images are the saved ones" test "$ids_before" = "$ids_after"
 }
-if docker info >/dev/null 2>&1; then
+if ! section images; then
+    :
+elif docker info >/dev/null 2>&1; then
     images_tests || fail "images: could not make the test images" "$LOGS/images.log"
 else
     skip "image shipping (no Docker engine answers)"
+fi
+
+# --------------------------------------------------------------------------------------------
+# 6. The swarm runtime's node steps, on this machine's engine
+# --------------------------------------------------------------------------------------------
+# This engine is the manager (advertising 127.0.0.1). There is no second engine, so a second
+# inventory host on this machine plays a worker through tests/fake-worker-docker: in no swarm
+# until it joins, its join checked against the manager's real token and address. Only with the
+# swarm lock held and the engine in no swarm; the engine leaves the swarm at the end (teardown.yml,
+# else below, else the EXIT trap).
+swarm_node_steps() {
+    local dir=$TMP/swarm inv=$TMP/swarm/inventory.yml vars=$TMP/swarm/vars.yml image args
+    mkdir -p "$dir/worker" "$dir/control"
+    export GHOST_TEST_WORKER_DIR=$dir/worker
+    echo none >"$dir/worker/state"
+    : >"$dir/worker/log"
+    cat >"$inv" <<EOF
+all:
+  children:
+    ghost_stream:
+      vars:
+        ansible_connection: local
+        ansible_python_interpreter: "{{ ansible_playbook_python }}"
+      children:
+        ghost_manager:
+          hosts:
+            swarm-manager:
+              ghost_swarm_advertise_addr: 127.0.0.1
+              ghost_images_remote_tarball: $dir/manager/images.tar
+        ghost_workers:
+          hosts:
+            swarm-worker-1:
+              ghost_docker_cli: $ANSIBLE_DIR/tests/fake-worker-docker
+              ghost_swarm_advertise_addr: 10.0.0.12
+              ghost_images_remote_tarball: $dir/worker-1/images.tar
+EOF
+    # No ghost_runtime: the ghost_workers group must make it swarm.
+    cat >"$vars" <<EOF
+ghost_become: false
+ghost_install_docker: false
+ghost_service_manager: none
+ghost_prefix: $dir/prefix
+ghost_state_dir: $dir/state
+ghost_advertise_host: swarm-test.invalid
+ghost_node_public_address: swarm-test.invalid
+ghost_images: [${TEST_IMAGES[0]}, ${TEST_IMAGES[1]}]
+ghost_images_build: false
+ghost_images_tarball: $dir/control/images.tar
+EOF
+    args=(-i "$inv" -e "@$vars")
+    # The images are in the tarball but not in the engine, so the first run loads them (on the
+    # worker, see tests/swarm.yml), which must make the manager's supervisor restart.
+    make_test_images || { fail "swarm: could not make the test images" "$LOGS/images.log"; return; }
+    docker save -o "$dir/control/images.tar" "${TEST_IMAGES[@]}" >>"$LOGS/images.log" 2>&1 &&
+        docker rmi -f "${TEST_IMAGES[@]}" >>"$LOGS/images.log" 2>&1 ||
+        { fail "swarm: could not save the test images" "$LOGS/images.log"; return; }
+
+    # A manager that is a worker elsewhere is refused before anything changes (the fake CLI
+    # answers for the engine here, which stays out of any swarm).
+    echo other >"$dir/worker/state"
+    play_refused "swarm: a manager that is a worker of another swarm is refused" "it is the manager here" \
+        tests/swarm.yml "${args[@]}" -e "ghost_docker_cli=$ANSIBLE_DIR/tests/fake-worker-docker" \
+        -e ghost_test_expect_restart=false
+    echo none >"$dir/worker/state"
+
+    play "swarm: init, the worker's join, node labels and images on each node, first run" some \
+        tests/swarm.yml "${args[@]}" -f 1 -e ghost_images_save=false -e ghost_test_expect_restart=true
+    play "swarm: second run changes nothing (already a manager, already joined)" zero \
+        tests/swarm.yml "${args[@]}" -e ghost_test_expect_restart=false
+    check "swarm: this engine manages the swarm at 127.0.0.1, its node labelled ghost.public-address" bash -c \
+        'info=$(docker info --format "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}} {{.Swarm.NodeAddr}}")
+         label=$(docker node inspect --format "{{index .Spec.Labels \"ghost.public-address\"}}" self)
+         echo "swarm: $info; label: $label"
+         [ "$info" = "active true 127.0.0.1" ] && [ "$label" = swarm-test.invalid ]'
+    check "swarm: the worker joined once, with the manager's token, at its address" bash -c \
+        'cat "$1"; [ "$(cat "$1")" = "join --advertise-addr 10.0.0.12 127.0.0.1:2377" ]' _ "$dir/worker/log"
+    check "swarm: the images were shipped to each node and loaded" bash -c \
+        'cmp "$1/control/images.tar" "$1/manager/images.tar" && cmp "$1/control/images.tar" "$1/worker-1/images.tar" &&
+         docker image inspect --format "{{.Id}}" "$2" "$3"' _ "$dir" "${TEST_IMAGES[@]}"
+
+    echo other >"$dir/worker/state"
+    play_refused "swarm: a worker in another swarm is refused" "is in another swarm" \
+        tests/swarm.yml "${args[@]}" -e ghost_test_expect_restart=false
+    echo joined >"$dir/worker/state"
+
+    play "swarm: teardown takes the worker, then the manager out of the swarm" some \
+        teardown.yml "${args[@]}" -e ghost_teardown_aws=false
+    play "swarm: teardown, second run changes nothing" zero teardown.yml "${args[@]}" -e ghost_teardown_aws=false
+    check "swarm: this engine is in no swarm any more; the worker left first" bash -c \
+        'state=$(docker info --format "{{.Swarm.LocalNodeState}}"); echo "engine: $state"; cat "$1"
+         [ "$state" = inactive ] && [ "$(grep -c "^leave" "$1")" = 1 ] && [ "$(tail -n 1 "$1")" = "leave (manager active)" ]' \
+        _ "$dir/worker/log"
+}
+
+swarm_tests() {
+    local state
+    exec 9>>"$SWARM_LOCK" || { fail "swarm: cannot open the lock file $SWARM_LOCK"; return; }
+    if ! flock -w 900 9; then
+        skip "swarm: $SWARM_LOCK stayed locked for 15 minutes (another suite's swarm test)"
+        exec 9>&-
+        return
+    fi
+    state=$(docker info --format '{{.Swarm.LocalNodeState}}' 2>&1)
+    if [ "$state" != inactive ]; then
+        skip "swarm: this machine's engine is not free of a swarm ($state); not touching it"
+    else
+        SWARM_MADE=1
+        swarm_node_steps
+        if [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>&1)" != inactive ]; then
+            docker swarm leave --force >>"$LOGS/swarm.log" 2>&1
+        fi
+        if [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>&1)" != inactive ]; then
+            # Keep the lock: the EXIT trap tries again, and nobody else starts on this engine.
+            fail "swarm: docker swarm leave --force did not take the engine out of the swarm" "$LOGS/swarm.log"
+            return
+        fi
+        SWARM_MADE=0
+    fi
+    flock -u 9
+    exec 9>&-
+}
+if ! section swarm; then
+    :
+elif ! docker info >/dev/null 2>&1; then
+    skip "swarm node steps (no Docker engine answers)"
+elif ! command -v flock >/dev/null; then
+    fail "swarm node steps: flock (util-linux) is missing; it guards this machine's engine"
+else
+    swarm_tests
 fi
 
 summary
