@@ -779,10 +779,20 @@ async fn status(state: &StateDir, json: bool) -> Result<i32> {
         status.max_relays,
         status.relay_capacity
     );
-    out!("\nSERVICE      STATE       HEALTH   RESTARTS  PID");
+    // The node column and the node list only where services run on several machines.
+    let nodes = !status.nodes.is_empty();
+    if nodes {
+        out!("\nSERVICE      STATE       HEALTH   RESTARTS  NODE             PID");
+    } else {
+        out!("\nSERVICE      STATE       HEALTH   RESTARTS  PID");
+    }
     for s in &status.services {
+        let node = match (nodes, s.instance.as_ref().and_then(|i| i.node.as_deref())) {
+            (false, _) => String::new(),
+            (true, node) => format!("{:<16} ", node.unwrap_or("-")),
+        };
         out!(
-            "{:<12} {:<11} {:<8} {:<9} {}",
+            "{:<12} {:<11} {:<8} {:<9} {node}{}",
             s.name,
             s.state.as_str(),
             if s.healthy { "ok" } else { "down" },
@@ -792,6 +802,27 @@ async fn status(state: &StateDir, json: bool) -> Result<i32> {
                 .and_then(|i| i.pid)
                 .map_or_else(|| "-".to_string(), |pid| pid.to_string())
         );
+    }
+    if nodes {
+        out!(
+            "\nNODE             ROLE     STATE     AVAILABILITY  ADDRESS                CPUS  RELAYS"
+        );
+        for n in &status.nodes {
+            out!(
+                "{:<16} {:<8} {:<9} {:<13} {:<22} {:<5} {}",
+                if n.hostname.is_empty() {
+                    &n.id
+                } else {
+                    &n.hostname
+                },
+                n.role,
+                n.state,
+                n.availability,
+                n.address,
+                n.cpus,
+                n.relays
+            );
+        }
     }
     out!("\nRELAY        ADDRESS                VIEWERS  CAPACITY  SENT");
     for r in &status.relays {

@@ -162,6 +162,26 @@ async fn swarm_up_streams_then_down_leaves_nothing() {
                 "{relay:?}"
             );
         }
+        // `ghost status` and the status page show the node of each service and the nodes.
+        let text = stack.ghost().arg("status").output().expect("status");
+        let text = String::from_utf8_lossy(&text.stdout).to_string();
+        assert!(text.contains("NODE") && text.contains("manager"), "{text}");
+        if let Some(browser) = common::chromium() {
+            let dom = stack
+                .dump_dom(browser, &stack.file.supervisor_url, 3000)
+                .await;
+            assert!(!dom.contains("data-script-error"), "script error:\n{dom}");
+            let nodes = dom.split("id=\"nodes\"").nth(1).unwrap_or_default();
+            for needle in ["<td>manager</td>", "<td>active</td>", "<td>2</td>"] {
+                assert!(
+                    nodes.contains(needle),
+                    "the node list lacks {needle:?}:\n{dom}"
+                );
+            }
+            let hostname = format!("<td>{}</td>", node.hostname);
+            let services = dom.split("id=\"services\"").nth(1).unwrap_or_default();
+            assert!(services.contains(&hostname), "no node column:\n{dom}");
+        }
         // The private listeners of the manager's containers stay on loopback.
         let control = stack.addr("control", api::status::Role::Grpc).await;
         assert!(control.ip().is_loopback(), "{control}");
@@ -199,9 +219,11 @@ async fn swarm_up_streams_then_down_leaves_nothing() {
         );
         assert!(secrets(&stack).is_empty(), "secrets left behind");
         let networks = docker(&["network", "ls", "--format", "{{.Name}}"]);
+        let log =
+            std::fs::read_to_string(stack.state.logs().join("supervisor.log")).unwrap_or_default();
         assert!(
             !networks.lines().any(|n| n == network),
-            "network left behind"
+            "network left behind; supervisor log:\n{log}"
         );
     })
     .await

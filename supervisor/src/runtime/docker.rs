@@ -977,19 +977,24 @@ impl Runtime for DockerRuntime {
             }
         }
         // An overlay's endpoints are released a moment after their containers go.
-        for _ in 0..30 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
             match self.docker.remove_network(&self.network).await {
                 Err(bollard::errors::Error::DockerResponseServerError {
                     status_code: 404, ..
                 })
-                | Ok(()) => break,
+                | Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(
+                        anyhow::Error::new(e).context(format!("removing network {}", self.network))
+                    );
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, network = %self.network, "network not removable yet");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
-        Ok(())
     }
 }
 
