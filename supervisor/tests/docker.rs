@@ -86,19 +86,7 @@ async fn docker_spike_gets_relays_on_demand_then_scales_back() {
         return;
     }
     let _one = DOCKER.lock().await;
-    let stack = Stack::up_on(
-        "docker",
-        &[
-            "--relays",
-            "1",
-            "--max-relays",
-            "3",
-            "--relay-capacity",
-            "4",
-            "--scale-down-after",
-            "3s",
-        ],
-    );
+    let stack = Stack::up_on("docker", common::scenarios::SPIKE);
     tokio::time::timeout(LONG, common::scenarios::spike(&stack))
         .await
         .expect("test timed out");

@@ -137,16 +137,7 @@ async fn a_join_loop_neither_starts_relays_nor_keeps_one_alive() {
         // seats as the defaults are to one of 200 (30 at once, 10 per second).
         let stack = Stack::up_with_env(
             "process",
-            &[
-                "--relays",
-                "1",
-                "--max-relays",
-                "3",
-                "--relay-capacity",
-                "4",
-                "--scale-down-after",
-                "3s",
-            ],
+            common::scenarios::SPIKE,
             &[
                 ("GHOST_GATEWAY_JOIN_LIMIT_LOOPBACK", "1"),
                 ("GHOST_GATEWAY_JOIN_BURST", "2"),

@@ -262,19 +262,7 @@ async fn swarm_spike_gets_relays_on_demand_then_scales_back() {
     let Some(_swarm) = Swarm::up().await else {
         return;
     };
-    let stack = Stack::up_on(
-        "swarm",
-        &[
-            "--relays",
-            "1",
-            "--max-relays",
-            "3",
-            "--relay-capacity",
-            "4",
-            "--scale-down-after",
-            "3s",
-        ],
-    );
+    let stack = Stack::up_on("swarm", common::scenarios::SPIKE);
     tokio::time::timeout(LONG, common::scenarios::spike(&stack))
         .await
         .expect("test timed out");

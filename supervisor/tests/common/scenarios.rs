@@ -150,8 +150,19 @@ pub async fn relay_crash(stack: &Stack) {
     }
 }
 
-/// A spike: one relay of four seats (`--relays 1 --max-relays 3 --relay-capacity 4
-/// --scale-down-after 3s`) and twelve viewers at once. The excess is refused quickly, new
+/// The stack of [`spike`]: one relay of four seats, up to three, extras removed after 3 s idle.
+pub const SPIKE: &[&str] = &[
+    "--relays",
+    "1",
+    "--max-relays",
+    "3",
+    "--relay-capacity",
+    "4",
+    "--scale-down-after",
+    "3s",
+];
+
+/// A spike on a stack up with [`SPIKE`]: twelve viewers at once. The excess is refused quickly, new
 /// relays admit it within the spec's 3 s, and once it is over the extra relays are drained
 /// and removed, leaving four containers of the stack.
 pub async fn spike(stack: &Stack) {
