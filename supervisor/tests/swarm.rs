@@ -343,3 +343,97 @@ async fn swarm_drained_node_takes_no_relay_until_active_again() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_supervisor_crash_is_adopted_then_down_removes_all() {
+    let Some(_swarm) = Swarm::up().await else {
+        return;
+    };
+    let stack = Stack::up_on("swarm", &["--relays", "2"]);
+    let kill_supervisor = |stack: &Stack| {
+        let pid = stack.state.read().expect("stack file").supervisor_pid;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill supervisor");
+    };
+    tokio::time::timeout(LONG, async {
+        let before = services(&stack);
+        let mut containers_before = containers(&stack).await;
+        assert_eq!(before.len(), 2);
+        kill_supervisor(&stack);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+
+        let again = stack
+            .ghost()
+            .args([
+                "up",
+                "-d",
+                "--runtime",
+                "swarm",
+                "--ephemeral-ports",
+                "--relays",
+                "2",
+            ])
+            .output()
+            .expect("up again");
+        assert!(
+            again.status.success(),
+            "{}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        let mut containers_after = containers(&stack).await;
+        containers_before.sort();
+        containers_after.sort();
+        assert_eq!(services(&stack), before, "the relay services are adopted");
+        assert_eq!(
+            containers_after, containers_before,
+            "adopted, not duplicated"
+        );
+        let status = stack.status().await;
+        let adopted = status
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::Adopt)
+            .count();
+        assert_eq!(adopted, 5, "{status:?}");
+        assert_eq!(status.nodes[0].relays, 2, "{status:?}");
+        // The adopted relays serve.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (stream, publisher) = stack
+            .publish("adopted", 30, 2000, 30, None, stop.clone())
+            .await;
+        let s = stack
+            .watch(&stream, Some(Duration::from_secs(2)), None, stop.clone())
+            .await
+            .expect("join")
+            .expect("viewer");
+        assert!(s.frames > 0, "{s:?}");
+        stop.cancel();
+        let _ = publisher.await;
+        println!(
+            "swarm: supervisor crash: {adopted} services adopted, a viewer then got {} frames",
+            s.frames
+        );
+
+        // A supervisor that dies for good: `ghost down` still removes its services, their
+        // secrets, its containers and its network.
+        kill_supervisor(&stack);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let down = stack.ghost().arg("down").output().expect("down");
+        assert!(
+            down.status.success(),
+            "{}",
+            String::from_utf8_lossy(&down.stderr)
+        );
+        assert!(services(&stack).is_empty(), "services left behind");
+        assert!(
+            containers(&stack).await.is_empty(),
+            "containers left behind"
+        );
+        assert!(secrets(&stack).is_empty(), "secrets left behind");
+    })
+    .await
+    .expect("test timed out");
+}
