@@ -9,9 +9,25 @@ use common::{Stack, TEST_TIMEOUT};
 async fn bench_fanout_reports_every_field() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let stack = Stack::up(&["--relays", "1"]);
-        let out = stack
-            .tokio_ghost()
-            .args(["bench", "fanout", "--viewers", "6", "--slow-viewers", "1"])
+        // With perf (the test command installs it), a profile of the relay too.
+        let perf = std::process::Command::new("perf")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        let profile = stack.dir.path().join("relay.perf");
+        let mut bench = stack.tokio_ghost();
+        if perf {
+            bench
+                .arg("bench")
+                .arg("fanout")
+                .arg("--profile")
+                .arg(&profile);
+        } else {
+            eprintln!("no perf: the relay profile is not tried (the test command installs it)");
+            bench.args(["bench", "fanout"]);
+        }
+        let out = bench
+            .args(["--viewers", "6", "--slow-viewers", "1"])
             .args(["--webtransport", "2"])
             .args([
                 "--frame-size",
@@ -44,6 +60,27 @@ async fn bench_fanout_reports_every_field() {
             "relay CPU read through the status API: {v:?}"
         );
         assert!(v.relay_rss_mb > 0.0, "{v:?}");
+        // Who had the machine: the relays' share and the bench's own.
+        assert!((2.5..6.0).contains(&v.measured_s), "{v:?}");
+        assert!(v.relay_share > 0.0 && v.bench_share > 0.0, "{v:?}");
+        assert!(v.relay_share + v.bench_share <= 1.05, "{v:?}");
+        if perf {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let size = std::fs::metadata(&profile).map(|m| m.len()).unwrap_or(0);
+            assert!(size > 0, "no profile written: {stderr}");
+            assert!(stderr.contains("relay profile written"), "{stderr}");
+            let report = std::process::Command::new("perf")
+                .args(["report", "--stdio", "-i"])
+                .arg(&profile)
+                .output()
+                .expect("perf report");
+            let text = String::from_utf8_lossy(&report.stdout);
+            assert!(
+                text.contains("ghost-relay"),
+                "the profile is of the relay:\n{text}"
+            );
+            println!("bench fanout --profile: {size} bytes of perf data of the relay");
+        }
         // Browsers' figures apart, and as good as the native ones.
         assert_eq!(v.webtransport_viewers, 2);
         assert_eq!(v.webtransport_admitted, 2, "{v:?}");

@@ -133,6 +133,17 @@ pub struct FanoutReport {
     pub bench_cpu_s: f64,
     /// Cores on this machine.
     pub cores: usize,
+    /// Seconds measured (after the ramp).
+    #[serde(default)]
+    pub measured_s: f64,
+    /// The relays' share of the machine while measured: their CPU seconds over the measured
+    /// seconds times the cores (1.0: every core busy).
+    #[serde(default)]
+    pub relay_share: f64,
+    /// This process's share of the machine while measured, likewise. Near 1.0 less the
+    /// relays' share, the load generator, not the relay, bounds the figures.
+    #[serde(default)]
+    pub bench_share: f64,
     /// WebTransport viewers asked for (`--webtransport`); none of the figures above count
     /// them, except egress and relay memory per viewer.
     #[serde(default)]

@@ -50,6 +50,57 @@ pub struct FanoutArgs {
     /// One JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Record a profile of the relays with `perf record -g` over the measured time (after
+    /// the ramp) into FILE; read it with `perf report -i FILE`. Needs `perf` (Debian's
+    /// `linux-perf`) and the right to trace the relays' processes.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<std::path::PathBuf>,
+}
+
+/// Host pids of the running relays, as the supervisor's status names them.
+async fn relay_pids(supervisor_url: &str) -> Result<Vec<u32>> {
+    let status: api::status::Status = reqwest::get(format!("{supervisor_url}/api/status"))
+        .await
+        .context("asking the supervisor for the relays")?
+        .json()
+        .await
+        .context("reading the supervisor's status")?;
+    Ok(status
+        .services
+        .iter()
+        .filter(|s| s.kind == api::status::Kind::Relay)
+        .filter_map(|s| s.instance.as_ref().and_then(|i| i.pid))
+        .collect())
+}
+
+/// Starts `perf record -g` of `pids` for `duration` into `file`, after `delay`.
+fn record_profile(
+    file: std::path::PathBuf,
+    pids: Vec<u32>,
+    delay: Duration,
+    duration: Duration,
+) -> tokio::task::JoinHandle<Result<()>> {
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+        let out = tokio::process::Command::new("perf")
+            .args(["record", "-g", "--quiet", "-o"])
+            .arg(&file)
+            .args(["-p", &pids.join(","), "--", "sleep"])
+            .arg(format!("{:.3}", duration.as_secs_f64()))
+            .kill_on_drop(true)
+            .output()
+            .await
+            .context("running perf")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "perf record failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    })
 }
 
 /// Which kind of viewer a benchmark task is.
@@ -166,6 +217,28 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
                 peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
             }
         })
+    };
+    let profile = match &args.profile {
+        Some(file) => {
+            let pids = relay_pids(&stack.supervisor_url).await?;
+            if pids.is_empty() {
+                anyhow::bail!("--profile: the supervisor names no relay process to record");
+            }
+            let perf = tokio::process::Command::new("perf")
+                .arg("--version")
+                .output()
+                .await;
+            if !perf.is_ok_and(|o| o.status.success()) {
+                anyhow::bail!("--profile needs perf (Debian: apt-get install linux-perf)");
+            }
+            Some(record_profile(
+                file.clone(),
+                pids,
+                *args.ramp,
+                *args.duration,
+            ))
+        }
+        None => None,
     };
     let started = tokio::time::Instant::now();
     // Figures cover the time after the ramp: joins (TLS handshakes) are not the fan-out.
@@ -295,6 +368,7 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
         }
     }
     let relay_cpu = cpu1 - cpu0;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Memory per viewer counts every viewer the relay held, of either kind.
     let held = admitted + wt.admitted;
     let gb = bytes as f64 / 1e9;
@@ -332,7 +406,10 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
             / (f64::from(args.group) / f64::from(args.fps.max(1)) * 1e3),
         streams: streams.len(),
         bench_cpu_s: bench1.cpu_s - bench_cpu0,
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cores,
+        measured_s: elapsed,
+        relay_share: relay_cpu / (elapsed * cores as f64),
+        bench_share: (bench1.cpu_s - bench_cpu0) / (elapsed * cores as f64),
         webtransport_viewers: args.webtransport,
         webtransport_admitted: wt.admitted,
         webtransport_rejected: wt.rejected,
@@ -397,6 +474,29 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
             report.bench_cpu_s,
             report.cores
         );
+        out!(
+            "machine share     relays {:.0}%, bench {:.0}% of {} cores over {:.1} s{}",
+            report.relay_share * 100.0,
+            report.bench_share * 100.0,
+            report.cores,
+            report.measured_s,
+            if report.relay_share + report.bench_share > 0.9 {
+                " (the machine is full: the bench competes with the relays)"
+            } else {
+                ""
+            }
+        );
+    }
+    if let (Some(recording), Some(file)) = (profile, &args.profile) {
+        match recording.await {
+            Ok(Ok(())) => eprintln!(
+                "relay profile written to {} (perf report -i {})",
+                file.display(),
+                file.display()
+            ),
+            Ok(Err(e)) => eprintln!("ghost: no relay profile: {e:#}"),
+            Err(e) => eprintln!("ghost: no relay profile: {e}"),
+        }
     }
     Ok(exit::OK)
 }
