@@ -437,3 +437,36 @@ async fn swarm_supervisor_crash_is_adopted_then_down_removes_all() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_runtime_outside_a_swarm_says_what_to_do() {
+    if !docker_available().await {
+        return;
+    }
+    // The swarm lock, without making a swarm: this test needs the engine in none.
+    let _one = SWARM.lock().await;
+    if docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]).trim() != "inactive" {
+        eprintln!("skipped: this engine is in a swarm");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = std::process::Command::new(common::GHOST)
+        .arg("--state-dir")
+        .arg(dir.path())
+        .args(["up", "-d", "--runtime", "swarm", "--ephemeral-ports"])
+        .output()
+        .expect("ghost up");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("not a Swarm manager"), "{text}");
+    assert!(text.contains("docker swarm init"), "{text}");
+    assert!(text.contains("--runtime docker"), "{text}");
+    println!(
+        "swarm: outside a swarm, `ghost up --runtime swarm` refuses: {}",
+        text.lines().last().unwrap_or_default()
+    );
+}
