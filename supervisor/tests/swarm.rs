@@ -116,6 +116,27 @@ fn secrets(stack: &Stack) -> Vec<String> {
         .collect()
 }
 
+/// `ghost down`, then nothing of the stack is left: no service, container, secret or network.
+async fn down_leaves_nothing(stack: &Stack) {
+    let down = stack.ghost().arg("down").output().expect("down");
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(services(stack).is_empty(), "services left behind");
+    assert!(containers(stack).await.is_empty(), "containers left behind");
+    assert!(secrets(stack).is_empty(), "secrets left behind");
+    let network = format!("ghost-{}", stack_id(&stack.state));
+    let networks = docker(&["network", "ls", "--format", "{{.Name}}"]);
+    let log =
+        std::fs::read_to_string(stack.state.logs().join("supervisor.log")).unwrap_or_default();
+    assert!(
+        !networks.lines().any(|n| n == network),
+        "network left behind; supervisor log:\n{log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swarm_up_streams_then_down_leaves_nothing() {
     let Some(swarm) = Swarm::up().await else {
@@ -205,26 +226,7 @@ async fn swarm_up_streams_then_down_leaves_nothing() {
         stop.cancel();
         let _ = publisher.await;
 
-        let network = format!("ghost-{id}");
-        let down = stack.ghost().arg("down").output().expect("down");
-        assert!(
-            down.status.success(),
-            "{}",
-            String::from_utf8_lossy(&down.stderr)
-        );
-        assert!(services(&stack).is_empty(), "services left behind");
-        assert!(
-            containers(&stack).await.is_empty(),
-            "containers left behind"
-        );
-        assert!(secrets(&stack).is_empty(), "secrets left behind");
-        let networks = docker(&["network", "ls", "--format", "{{.Name}}"]);
-        let log =
-            std::fs::read_to_string(stack.state.logs().join("supervisor.log")).unwrap_or_default();
-        assert!(
-            !networks.lines().any(|n| n == network),
-            "network left behind; supervisor log:\n{log}"
-        );
+        down_leaves_nothing(&stack).await;
     })
     .await
     .expect("test timed out");
@@ -421,18 +423,7 @@ async fn swarm_supervisor_crash_is_adopted_then_down_removes_all() {
         // secrets, its containers and its network.
         kill_supervisor(&stack);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let down = stack.ghost().arg("down").output().expect("down");
-        assert!(
-            down.status.success(),
-            "{}",
-            String::from_utf8_lossy(&down.stderr)
-        );
-        assert!(services(&stack).is_empty(), "services left behind");
-        assert!(
-            containers(&stack).await.is_empty(),
-            "containers left behind"
-        );
-        assert!(secrets(&stack).is_empty(), "secrets left behind");
+        down_leaves_nothing(&stack).await;
     })
     .await
     .expect("test timed out");

@@ -47,7 +47,7 @@ use crate::stack::StateDir;
 /// Label marking a container or network as a stack's, with the stack's id as value.
 pub const LABEL_STACK: &str = "ghost-stream.stack";
 /// Label naming the service (`relay-2`) a container or Swarm service runs.
-pub(super) const LABEL_SERVICE: &str = "ghost-stream.service";
+const LABEL_SERVICE: &str = "ghost-stream.service";
 /// Label naming which start of the service a container is.
 pub(super) const LABEL_GENERATION: &str = "ghost-stream.generation";
 /// Label Docker puts on the containers of Swarm tasks: those belong to the Swarm runtime's
@@ -56,7 +56,7 @@ const LABEL_SWARM_TASK: &str = "com.docker.swarm.task.id";
 /// Where the state directory's files appear inside containers.
 pub(super) const MOUNT: &str = "/run/ghost";
 /// How long a container may take to announce readiness.
-pub(super) const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// The first wait before asking a lost engine again; it doubles up to [`ENGINE_RETRY_MAX`].
 const ENGINE_RETRY: Duration = Duration::from_millis(250);
 /// The longest wait between two attempts to reach a lost engine: how late, at most, the
@@ -427,10 +427,7 @@ fn host_config(
         pids_limit: Some(i64::from(limits.pids)),
         log_config: Some(HostConfigLogConfig {
             typ: Some("json-file".into()),
-            config: Some(HashMap::from([
-                ("max-size".to_string(), limits.log_max_size.to_string()),
-                ("max-file".to_string(), limits.log_max_files.to_string()),
-            ])),
+            config: Some(log_options(limits)),
         }),
         ..Default::default()
     }
@@ -588,28 +585,60 @@ async fn reconcile(
 }
 
 /// The name of the bridge through which containers on Swarm overlays reach their host.
-pub(super) const SWARM_BRIDGE: &str = "docker_gwbridge";
+const SWARM_BRIDGE: &str = "docker_gwbridge";
 
 /// This host's address on [`SWARM_BRIDGE`], which the engine creates when it joins a swarm.
-pub(super) async fn swarm_bridge_gateway(docker: &Docker) -> Result<IpAddr> {
+async fn swarm_bridge_gateway(docker: &Docker) -> Result<IpAddr> {
     let bridge = docker
         .inspect_network(SWARM_BRIDGE, None)
         .await
         .with_context(|| format!("inspecting {SWARM_BRIDGE}, Swarm's bridge of this node"))?;
-    bridge
+    gateway_of(bridge).with_context(|| format!("{SWARM_BRIDGE} has no gateway address"))
+}
+
+/// The gateway address of a Docker network: the host's address on it.
+fn gateway_of(network: bollard::models::NetworkInspect) -> Option<IpAddr> {
+    network
         .ipam
         .and_then(|i| i.config)
         .and_then(|c| c.into_iter().find_map(|c| c.gateway))
         .and_then(|g| g.parse::<IpAddr>().ok())
-        .with_context(|| format!("{SWARM_BRIDGE} has no gateway address"))
 }
 
-/// `spec`'s command line inside its container on a network whose gateway is `gateway`;
-/// logs as JSON, which `docker logs` keeps.
-fn args(spec: &Spec, gateway: IpAddr) -> Vec<String> {
-    let mut args = services::args(spec, &Network { gateway });
+/// `spec`'s command line inside its container at `site`; logs as JSON, which `docker logs`
+/// (and `docker service logs`) keep.
+pub(super) fn args(spec: &Spec, site: &dyn Site) -> Vec<String> {
+    let mut args = services::args(spec, site);
     args.extend(["--log-format".to_string(), "json".to_string()]);
     args
+}
+
+/// The labels of instance `generation` of service `name` of stack `stack`: what the event
+/// watcher, reconciliation and `ghost down` find it by.
+pub(super) fn labels(stack: &str, name: &str, generation: u64) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_STACK.to_string(), stack.to_string()),
+        (LABEL_SERVICE.to_string(), name.to_string()),
+        (LABEL_GENERATION.to_string(), generation.to_string()),
+    ])
+}
+
+/// The user services run as: the operator's uid and gid, so they read the state directory's
+/// files and own nothing else.
+pub(super) fn user() -> String {
+    format!(
+        "{}:{}",
+        nix::unistd::Uid::current(),
+        nix::unistd::Gid::current()
+    )
+}
+
+/// Options of the json-file log driver: rotated at `limits`' size, so many files kept.
+pub(super) fn log_options(limits: &Limits) -> HashMap<String, String> {
+    HashMap::from([
+        ("max-size".to_string(), limits.log_max_size.to_string()),
+        ("max-file".to_string(), limits.log_max_files.to_string()),
+    ])
 }
 
 /// Where `file` of the state directory appears inside a container.
@@ -730,12 +759,7 @@ impl Runtime for DockerRuntime {
             // the bridge Swarm gives each node for that.
             swarm_bridge_gateway(&self.docker).await?
         } else {
-            network
-                .ipam
-                .and_then(|i| i.config)
-                .and_then(|c| c.into_iter().find_map(|c| c.gateway))
-                .and_then(|g| g.parse::<IpAddr>().ok())
-                .context("the stack's network has no gateway address")?
+            gateway_of(network).context("the stack's network has no gateway address")?
         };
         *self.gateway_ip.lock().unwrap_or_else(|e| e.into_inner()) = gateway;
 
@@ -826,21 +850,14 @@ impl Runtime for DockerRuntime {
             );
         }
         let binds = binds(spec.kind, &self.state_root());
-        let labels = HashMap::from([
-            (LABEL_STACK.to_string(), self.stack.clone()),
-            (LABEL_SERVICE.to_string(), spec.name.clone()),
-            (LABEL_GENERATION.to_string(), generation.to_string()),
-        ]);
-        let user = format!(
-            "{}:{}",
-            nix::unistd::Uid::current(),
-            nix::unistd::Gid::current()
-        );
+        let network = Network {
+            gateway: self.internal_ip(),
+        };
         let body = ContainerCreateBody {
             image: Some(image),
-            cmd: Some(args(&spec, self.internal_ip())),
-            labels: Some(labels),
-            user: Some(user),
+            cmd: Some(args(&spec, &network)),
+            labels: Some(labels(&self.stack, &spec.name, generation)),
+            user: Some(user()),
             exposed_ports: Some(exposed),
             host_config: Some(host_config(spec.kind, &self.limits, bindings, binds)),
             networking_config: Some(NetworkingConfig {
@@ -1013,7 +1030,7 @@ mod tests {
         let gw: IpAddr = "172.18.0.1".parse().expect("addr");
         let control = spec(Kind::Control, 0, &[(Role::Grpc, 7000), (Role::Ops, 9100)]);
         assert_eq!(
-            args(&control, gw),
+            args(&control, &Network { gateway: gw }),
             [
                 &[
                     "--listen",
@@ -1037,7 +1054,7 @@ mod tests {
             &[(Role::Quic, 0), (Role::Rtmp, 0), (Role::Ops, 0)],
         );
         assert_eq!(
-            args(&ingest, gw),
+            args(&ingest, &Network { gateway: gw }),
             [
                 &[
                     "--listen",
@@ -1063,7 +1080,7 @@ mod tests {
         );
         let relay = spec(Kind::Relay, 3, &[(Role::Quic, 40123), (Role::Ops, 40124)]);
         assert_eq!(
-            args(&relay, gw),
+            args(&relay, &Network { gateway: gw }),
             [
                 &[
                     "--listen",
@@ -1093,7 +1110,7 @@ mod tests {
         );
         let gateway = spec(Kind::Gateway, 0, &[(Role::Http, 8080)]);
         assert_eq!(
-            args(&gateway, gw),
+            args(&gateway, &Network { gateway: gw }),
             [
                 &[
                     "--listen",
@@ -1159,7 +1176,10 @@ mod tests {
     fn a_stack_requiring_keys_tells_ingest() {
         let mut ingest = spec(Kind::Ingest, 0, &[(Role::Quic, 0), (Role::Ops, 0)]);
         ingest.require_keys = true;
-        let args = args(&ingest, "172.18.0.1".parse().expect("addr"));
+        let site = Network {
+            gateway: "172.18.0.1".parse().expect("addr"),
+        };
+        let args = args(&ingest, &site);
         assert!(
             args.windows(3)
                 .any(|w| w == ["--keys-dir", "/run/ghost/keys", "--require-keys"]),

@@ -46,7 +46,7 @@ use tokio::sync::mpsc;
 
 use api::status::{Instance, Kind, Usage};
 
-use super::docker::{self, DockerRuntime, LABEL_GENERATION, LABEL_SERVICE, LABEL_STACK};
+use super::docker::{self, DockerRuntime, LABEL_GENERATION, LABEL_STACK};
 use super::{Event, Runtime, Spec};
 use crate::services::{self, Audience, File, Listen, Site, Transport};
 use crate::stack::StateDir;
@@ -391,6 +391,37 @@ pub async fn manager_node(docker: &Docker) -> Result<String> {
         .context("the swarm did not name this node")
 }
 
+/// The Swarm services carrying the stack label `label` (`ghost-stream.stack=<id>`).
+async fn stack_services(
+    docker: &Docker,
+    label: &str,
+) -> Result<Vec<bollard::models::Service>, bollard::errors::Error> {
+    let filters = HashMap::from([("label", vec![label])]);
+    let options = ListServicesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    docker.list_services(Some(options)).await
+}
+
+/// The Swarm secrets carrying the stack label `label`.
+async fn stack_secrets(
+    docker: &Docker,
+    label: &str,
+) -> Result<Vec<bollard::models::Secret>, bollard::errors::Error> {
+    let filters = HashMap::from([("label", vec![label])]);
+    let options = ListSecretsOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    docker.list_secrets(Some(options)).await
+}
+
+/// The tasks of the Swarm services `ids`.
+async fn tasks_of(docker: &Docker, ids: Vec<&str>) -> Result<Vec<Task>, bollard::errors::Error> {
+    let filters = HashMap::from([("service", ids)]);
+    let options = ListTasksOptionsBuilder::default().filters(&filters).build();
+    docker.list_tasks(Some(options)).await
+}
+
 impl SwarmRuntime {
     /// A runtime on the manager `docker` for the stack whose files are in `state`.
     pub fn new(docker: Docker, state: StateDir, bin_dir: PathBuf) -> SwarmRuntime {
@@ -428,14 +459,7 @@ impl SwarmRuntime {
 
     /// Creates the secrets for `files` that do not exist yet; returns their references.
     async fn secrets(&self, files: &[SecretFile]) -> Result<Vec<TaskSpecContainerSpecSecrets>> {
-        let label = self.label();
-        let filters = HashMap::from([("label", vec![label.as_str()])]);
-        let options = ListSecretsOptionsBuilder::default()
-            .filters(&filters)
-            .build();
-        let existing: HashMap<String, String> = self
-            .docker()
-            .list_secrets(Some(options))
+        let existing: HashMap<String, String> = stack_secrets(self.docker(), &self.label())
             .await
             .context("listing the stack's secrets")?
             .into_iter()
@@ -483,12 +507,7 @@ impl SwarmRuntime {
     /// Removes the stack's secrets no service uses any more (earlier certificates); those in
     /// use refuse, which is what keeps them.
     async fn prune_secrets(&self, keep: &[TaskSpecContainerSpecSecrets]) {
-        let label = self.label();
-        let filters = HashMap::from([("label", vec![label.as_str()])]);
-        let options = ListSecretsOptionsBuilder::default()
-            .filters(&filters)
-            .build();
-        let Ok(secrets) = self.docker().list_secrets(Some(options)).await else {
+        let Ok(secrets) = stack_secrets(self.docker(), &self.label()).await else {
             return;
         };
         for id in secrets.into_iter().filter_map(|s| s.id) {
@@ -526,13 +545,7 @@ impl SwarmRuntime {
             },
             viewers_host,
         };
-        let mut args = services::args(spec, &site);
-        args.extend(["--log-format".to_string(), "json".to_string()]);
-        let labels = HashMap::from([
-            (LABEL_STACK.to_string(), self.local.stack.clone()),
-            (LABEL_SERVICE.to_string(), spec.name.clone()),
-            (LABEL_GENERATION.to_string(), generation.to_string()),
-        ]);
+        let labels = docker::labels(&self.local.stack, &spec.name, generation);
         let ports = services::service(spec.kind)
             .listens
             .iter()
@@ -548,11 +561,6 @@ impl SwarmRuntime {
             })
             .collect();
         let limits = &self.local.limits;
-        let user = format!(
-            "{}:{}",
-            nix::unistd::Uid::current(),
-            nix::unistd::Gid::current()
-        );
         ServiceSpec {
             name: Some(self.local.container_name(&spec.name)),
             labels: Some(labels.clone()),
@@ -560,8 +568,8 @@ impl SwarmRuntime {
                 container_spec: Some(TaskSpecContainerSpec {
                     image: Some(image),
                     labels: Some(labels),
-                    args: Some(args),
-                    user: Some(user),
+                    args: Some(docker::args(spec, &site)),
+                    user: Some(docker::user()),
                     read_only: Some(true),
                     capability_drop: Some(vec!["ALL".into()]),
                     secrets: Some(secrets),
@@ -602,10 +610,7 @@ impl SwarmRuntime {
                 }]),
                 log_driver: Some(TaskSpecLogDriver {
                     name: Some("json-file".into()),
-                    options: Some(HashMap::from([
-                        ("max-size".to_string(), limits.log_max_size.to_string()),
-                        ("max-file".to_string(), limits.log_max_files.to_string()),
-                    ])),
+                    options: Some(docker::log_options(limits)),
                 }),
                 ..Default::default()
             }),
@@ -623,10 +628,7 @@ impl SwarmRuntime {
 
     /// The tasks of service `service`.
     async fn tasks_of(&self, service: &str) -> Result<Vec<Task>> {
-        let filters = HashMap::from([("service", vec![service])]);
-        let options = ListTasksOptionsBuilder::default().filters(&filters).build();
-        self.docker()
-            .list_tasks(Some(options))
+        tasks_of(self.docker(), vec![service])
             .await
             .with_context(|| format!("listing the tasks of {service}"))
     }
@@ -860,18 +862,12 @@ async fn poll(docker: Docker, stack: String, shared: Arc<Shared>, events: mpsc::
             .collect();
         let read = async {
             let nodes = docker.list_nodes(None::<ListNodesOptions>).await?;
-            let filters = HashMap::from([("label", vec![label.as_str()])]);
-            let options = ListServicesOptionsBuilder::default()
-                .filters(&filters)
-                .build();
-            let services = docker.list_services(Some(options)).await?;
+            let services = stack_services(&docker, &label).await?;
             let ids: Vec<&str> = watched.iter().map(|(_, p)| p.service.as_str()).collect();
             let tasks = if ids.is_empty() {
                 Vec::new()
             } else {
-                let filters = HashMap::from([("service", ids)]);
-                let options = ListTasksOptionsBuilder::default().filters(&filters).build();
-                docker.list_tasks(Some(options)).await?
+                tasks_of(&docker, ids).await?
             };
             Ok::<_, bollard::errors::Error>((nodes, services, tasks))
         };
@@ -1090,14 +1086,7 @@ impl Runtime for SwarmRuntime {
             p.abort();
         }
         self.shared.relays().clear();
-        let label = self.label();
-        let filters = HashMap::from([("label", vec![label.as_str()])]);
-        let options = ListServicesOptionsBuilder::default()
-            .filters(&filters)
-            .build();
-        let services = self
-            .docker()
-            .list_services(Some(options))
+        let services = stack_services(self.docker(), &self.label())
             .await
             .unwrap_or_default();
         let ids: Vec<String> = services.into_iter().filter_map(|s| s.id).collect();
