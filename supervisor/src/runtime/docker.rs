@@ -993,24 +993,31 @@ impl Runtime for DockerRuntime {
                 self.remove(&id).await;
             }
         }
-        // An overlay's endpoints are released a moment after their containers go.
+        // An overlay's endpoints are released a moment after their containers go, and a
+        // removed overlay stays listed on this node a moment longer: done once the engine
+        // no longer knows it.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
-            match self.docker.remove_network(&self.network).await {
+            let error = match self.docker.remove_network(&self.network).await {
                 Err(bollard::errors::Error::DockerResponseServerError {
                     status_code: 404, ..
-                })
-                | Ok(()) => return Ok(()),
-                Err(e) if tokio::time::Instant::now() >= deadline => {
-                    return Err(
-                        anyhow::Error::new(e).context(format!("removing network {}", self.network))
-                    );
-                }
+                }) => return Ok(()),
+                Ok(()) => match self.docker.inspect_network(&self.network, None).await {
+                    Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404,
+                        ..
+                    }) => return Ok(()),
+                    _ => anyhow::anyhow!("network {} still listed after its removal", self.network),
+                },
                 Err(e) => {
-                    tracing::debug!(error = %e, network = %self.network, "network not removable yet");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    anyhow::Error::new(e).context(format!("removing network {}", self.network))
                 }
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(error);
             }
+            tracing::debug!(error = %format!("{error:#}"), "network not removed yet");
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
