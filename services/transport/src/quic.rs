@@ -44,7 +44,23 @@ pub struct Windows {
     pub send: u64,
     /// Unidirectional streams the peer may have open at once.
     pub uni_streams: u32,
+    /// Ack-eliciting packets the peer may receive before it must acknowledge them, asked of
+    /// it with QUIC's ACK-frequency extension ([`ACK_DELAY`] late at most); `None` leaves the
+    /// peer at QUIC's default, an acknowledgement for every second packet. Peers without the
+    /// extension (browsers) keep their default either way.
+    pub peer_ack_threshold: Option<u32>,
 }
+
+/// How late a peer asked for fewer acknowledgements ([`Windows::peer_ack_threshold`]) may
+/// send one: QUIC's default `max_ack_delay`, below a frame's interval at 30 fps, so a viewer
+/// still acknowledges every frame, once, between frames rather than during the fan-out.
+pub const ACK_DELAY: Duration = Duration::from_millis(25);
+
+/// The threshold media senders ask of their receivers: a 30 fps frame of 8 KB is six
+/// packets, so a receiver acknowledges it once, [`ACK_DELAY`] after it arrived, instead of
+/// at once (when the sender is still fanning the same frame out to other viewers). A gap
+/// still brings an acknowledgement at once, so loss recovery is not delayed.
+pub const MEDIA_ACK_THRESHOLD: u32 = 10;
 
 impl Windows {
     /// Windows of a media receiver (viewer, relay as a subscriber, ingest as a receiver):
@@ -57,6 +73,7 @@ impl Windows {
         receive: 320 * 1024,
         send: 256 * 1024,
         uni_streams: 64,
+        peer_ack_threshold: None,
     };
 
     /// Windows of a media sender (relay, ingest).
@@ -65,6 +82,7 @@ impl Windows {
         receive: 128 * 1024,
         send: 2 * 1024 * 1024,
         uni_streams: 4,
+        peer_ack_threshold: Some(MEDIA_ACK_THRESHOLD),
     };
 
     /// Windows of a publisher's side: it sends, and receives nothing but session messages.
@@ -73,10 +91,12 @@ impl Windows {
         receive: 128 * 1024,
         send: 8 * 1024 * 1024,
         uni_streams: 4,
+        peer_ack_threshold: Some(MEDIA_ACK_THRESHOLD),
     };
 }
 
-/// Transport settings: short idle timeout with keep-alives, and the given windows.
+/// Transport settings: short idle timeout with keep-alives, the given windows, and the
+/// acknowledgement frequency asked of the peer.
 pub fn transport(windows: Windows) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     // IDLE_TIMEOUT is far below the varint maximum.
@@ -87,6 +107,12 @@ pub fn transport(windows: Windows) -> quinn::TransportConfig {
     t.send_window(windows.send);
     t.max_concurrent_uni_streams(VarInt::from_u32(windows.uni_streams));
     t.max_concurrent_bidi_streams(VarInt::from_u32(1));
+    if let Some(threshold) = windows.peer_ack_threshold {
+        let mut acks = quinn::AckFrequencyConfig::default();
+        acks.ack_eliciting_threshold(VarInt::from_u32(threshold))
+            .max_ack_delay(Some(ACK_DELAY));
+        t.ack_frequency_config(Some(acks));
+    }
     t
 }
 
