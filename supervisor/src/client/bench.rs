@@ -84,7 +84,18 @@ fn record_profile(
         tokio::time::sleep(delay).await;
         let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
         let out = tokio::process::Command::new("perf")
-            .args(["record", "-g", "--quiet", "-o"])
+            // DWARF call graphs: release builds keep no frame pointers, so `-g` alone loses
+            // every caller above quinn's and tokio's functions. 499 Hz keeps a 60 s record of
+            // a busy relay near 100 MB.
+            .args([
+                "record",
+                "--call-graph",
+                "dwarf,16384",
+                "-F",
+                "499",
+                "--quiet",
+                "-o",
+            ])
             .arg(&file)
             .args(["-p", &pids.join(","), "--", "sleep"])
             .arg(format!("{:.3}", duration.as_secs_f64()))
