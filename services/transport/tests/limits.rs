@@ -4,62 +4,35 @@
 
 #![allow(missing_docs)]
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use quinn::{VarInt, WriteError};
 use transport::fanout::{self, Metrics};
 use transport::quic::{self, Session, Windows};
-use transport::tls;
 use transport::track::{Limits, Track, TrackInfo};
 use wire::{Frame, GroupHeader, Message, Reset};
+
+use common::{Endpoints, Server};
 
 /// A publisher's connection to a receiver that feeds `track` (as ingest does), both ends.
 struct Pair {
     publisher: quinn::Connection,
     session: Session,
     receiving: tokio::task::JoinHandle<()>,
-    _endpoints: [quinn::Endpoint; 2],
+    _endpoints: Endpoints,
 }
 
 async fn pair(track: Track, metrics: Metrics) -> Pair {
-    let dir = std::env::temp_dir().join(format!(
-        "ghost-limits-test-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    let pki = tls::Pki::new(&dir.join("tls"), &dir.join("ca"));
-    pki.ensure(std::time::SystemTime::now())
-        .expect("certificates");
-    let files = pki.files(tls::Role::Ingest);
-    let identity = files.server_identity().expect("identity");
-    let localhost = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let server = quic::server(
-        localhost,
-        &identity,
-        &[quic::ALPN_PUBLISH],
+    let endpoints = Endpoints::new(
+        Server::Ingest,
+        quic::ALPN_PUBLISH,
         Windows::RECEIVER,
-    )
-    .expect("server");
-    let client = quic::client(&files.ca, quic::ALPN_PUBLISH, Windows::PUBLISHER).expect("client");
-    let addr = server.local_addr().expect("address");
-    let accept = async {
-        server
-            .accept()
-            .await
-            .expect("incoming")
-            .await
-            .expect("handshake")
-    };
-    let connect = async {
-        client
-            .connect(addr, tls::INGEST_NAME)
-            .expect("connect")
-            .await
-            .expect("handshake")
-    };
-    let (conn, publisher) = tokio::join!(accept, connect);
-    let _ = std::fs::remove_dir_all(&dir);
+        Windows::PUBLISHER,
+    );
+    let (conn, publisher) = endpoints.connect().await;
     let mut session = Session::open(&publisher).await.expect("session");
     session
         .send(&Message::Announce {
@@ -79,14 +52,8 @@ async fn pair(track: Track, metrics: Metrics) -> Pair {
         publisher,
         session,
         receiving,
-        _endpoints: [server, client],
+        _endpoints: endpoints,
     }
-}
-
-/// Tells apart the certificate directories of tests running at once in this process.
-fn rand_suffix() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn track(limits: Limits) -> Track {

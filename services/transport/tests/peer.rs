@@ -4,55 +4,41 @@
 
 #![allow(missing_docs)]
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use quinn::{ReadError, VarInt, WriteError};
 use transport::peer::{self, Peer, RecvStream, SendStream};
 use transport::quic::{self, Closed, Windows};
-use transport::tls;
 use wire::{Code, Reset};
+
+use common::{Endpoints, Server};
 
 /// A WebTransport session on 127.0.0.1, both ends, with the endpoints that drive them.
 async fn pair() -> (
     web_transport_quinn::Session,
     web_transport_quinn::Session,
-    [quinn::Endpoint; 2],
+    Endpoints,
 ) {
-    let dir = std::env::temp_dir().join(format!("ghost-peer-test-{}", std::process::id()));
-    let pki = tls::Pki::new(&dir.join("tls"), &dir.join("ca"));
-    pki.ensure(std::time::SystemTime::now())
-        .expect("certificates");
-    let files = pki.files(tls::Role::Relay);
-    let identity = tls::Identity::load(&files.relay_cert, &files.relay_key).expect("identity");
-    let localhost = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let server =
-        quic::server(localhost, &identity, &[quic::ALPN_H3], Windows::SENDER).expect("server");
-    let client = quic::client(&files.ca, quic::ALPN_H3, Windows::RECEIVER).expect("client");
-    let addr = server.local_addr().expect("address");
-    let accept = async {
-        let conn = server
-            .accept()
-            .await
-            .expect("incoming")
-            .await
-            .expect("handshake");
-        peer::accept_webtransport(conn).await.expect("session")
-    };
-    let connect = async {
-        let conn = client
-            .connect(addr, tls::RELAY_NAME)
-            .expect("connect")
-            .await
-            .expect("handshake");
-        let url = url::Url::parse(&format!("https://{addr}/")).expect("url");
-        web_transport_quinn::Session::connect(conn, url)
-            .await
-            .expect("session")
-    };
-    let (server_session, client_session) = tokio::join!(accept, connect);
-    let _ = std::fs::remove_dir_all(&dir);
-    (server_session, client_session, [server, client])
+    let endpoints = Endpoints::new(
+        Server::Relay,
+        quic::ALPN_H3,
+        Windows::SENDER,
+        Windows::RECEIVER,
+    );
+    let (server, client) = endpoints.connect().await;
+    let url = url::Url::parse(&format!("https://{}/", endpoints.addr)).expect("url");
+    let (server_session, client_session) = tokio::join!(
+        peer::accept_webtransport(server),
+        web_transport_quinn::Session::connect(client, url)
+    );
+    (
+        server_session.expect("session"),
+        client_session.expect("session"),
+        endpoints,
+    )
 }
 
 #[tokio::test]
