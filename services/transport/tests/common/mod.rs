@@ -17,12 +17,29 @@ pub enum Server {
     Ingest,
 }
 
+impl Server {
+    fn role(self) -> tls::Role {
+        match self {
+            Server::Relay => tls::Role::Relay,
+            Server::Ingest => tls::Role::Ingest,
+        }
+    }
+
+    /// The TLS server name its certificate carries.
+    fn name(self) -> &'static str {
+        match self {
+            Server::Relay => tls::RELAY_NAME,
+            Server::Ingest => tls::INGEST_NAME,
+        }
+    }
+}
+
 /// A server and a client endpoint, and where the server listens.
 pub struct Endpoints {
     pub server: quinn::Endpoint,
     pub client: quinn::Endpoint,
     pub addr: SocketAddr,
-    name: &'static str,
+    who: Server,
 }
 
 impl Endpoints {
@@ -38,14 +55,11 @@ impl Endpoints {
         let made = (|| {
             let pki = tls::Pki::new(&dir.join("tls"), &dir.join("ca"));
             pki.ensure(std::time::SystemTime::now())?;
+            let files = pki.files(who.role());
             let identity = match who {
-                Server::Relay => {
-                    let files = pki.files(tls::Role::Relay);
-                    tls::Identity::load(&files.relay_cert, &files.relay_key)?
-                }
-                Server::Ingest => pki.files(tls::Role::Ingest).server_identity()?,
+                Server::Relay => tls::Identity::load(&files.relay_cert, &files.relay_key)?,
+                Server::Ingest => files.server_identity()?,
             };
-            let files = pki.files(tls::Role::Relay);
             let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
             let server = quic::server(localhost, &identity, &[alpn], server)?;
             let client = quic::client(&files.ca, alpn, client)?;
@@ -58,10 +72,7 @@ impl Endpoints {
             server,
             client,
             addr,
-            name: match who {
-                Server::Relay => tls::RELAY_NAME,
-                Server::Ingest => tls::INGEST_NAME,
-            },
+            who,
         }
     }
 
@@ -77,7 +88,7 @@ impl Endpoints {
         };
         let connect = async {
             self.client
-                .connect(self.addr, self.name)
+                .connect(self.addr, self.who.name())
                 .expect("connect")
                 .await
                 .expect("handshake")
