@@ -58,8 +58,9 @@ pub const ACK_DELAY: Duration = Duration::from_millis(25);
 
 /// The threshold media senders ask of their receivers: a 30 fps frame of 8 KB is six
 /// packets, so a receiver acknowledges it once, [`ACK_DELAY`] after it arrived, instead of
-/// at once (when the sender is still fanning the same frame out to other viewers). A gap
-/// still brings an acknowledgement at once, so loss recovery is not delayed.
+/// at once (when the sender is still fanning the same frame out to other viewers). Two
+/// packets out of order still bring one at once (the extension's reordering threshold, one
+/// below quinn's loss threshold of three), so loss recovery is not delayed.
 pub const MEDIA_ACK_THRESHOLD: u32 = 10;
 
 impl Windows {
