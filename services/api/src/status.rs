@@ -42,6 +42,8 @@ pub enum Role {
     Quic,
     /// The viewer gateway's HTTP API.
     Http,
+    /// The viewer gateway's HTTPS (a stack reached at a public name or address).
+    Https,
     /// RTMP (TCP) from encoders such as OBS: ingest.
     Rtmp,
     /// The ops listener (`/health`, `/metrics`).
@@ -55,6 +57,7 @@ impl Role {
             Role::Grpc => "grpc",
             Role::Quic => "quic",
             Role::Http => "http",
+            Role::Https => "https",
             Role::Rtmp => "rtmp",
             Role::Ops => "ops",
         }

@@ -17,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod https;
 pub mod limit;
 pub mod web;
 
@@ -52,6 +53,9 @@ pub struct Config {
     /// The gateway's TLS directory: its client certificate for calls to control.
     #[command(flatten)]
     pub tls: server::args::OptionalTls,
+    /// HTTPS at a public name or address, and ACME challenges.
+    #[command(flatten)]
+    pub https: https::Https,
     /// What one client may do.
     #[command(flatten)]
     pub limits: Limits,
@@ -181,10 +185,15 @@ fn api_error(status: tonic::Status, metrics: &Metrics) -> ApiError {
 /// The gateway's routes, apart from serving, so tests call them directly. Joins need the
 /// client's address ([`ConnectInfo`]), which [`serve`] provides.
 pub fn routes(control: ControlClient<Channel>) -> Router {
-    routes_with(control, &Limits::default(), Metrics::default())
+    routes_with(control, &Limits::default(), Metrics::default(), None)
 }
 
-fn routes_with(control: ControlClient<Channel>, limits: &Limits, metrics: Metrics) -> Router {
+fn routes_with(
+    control: ControlClient<Channel>,
+    limits: &Limits,
+    metrics: Metrics,
+    challenges: Option<&std::path::Path>,
+) -> Router {
     let mut registry = Registry::with_prefix("ghost_gateway");
     registry.register(
         "joins",
@@ -221,6 +230,9 @@ fn routes_with(control: ControlClient<Channel>, limits: &Limits, metrics: Metric
         burst: limits.join_burst,
     }));
     let registry = Arc::new(registry);
+    let challenges = challenges.map_or_else(Router::new, |dir| {
+        server::challenge::routes(dir.to_path_buf())
+    });
     Router::new()
         .route("/", get(web::index))
         .route("/watch/{stream}", get(web::watch))
@@ -240,6 +252,7 @@ fn routes_with(control: ControlClient<Channel>, limits: &Limits, metrics: Metric
                 .route("/metrics", get(metrics_text))
                 .with_state(registry),
         )
+        .merge(challenges)
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -345,16 +358,49 @@ pub async fn main(config: Config) -> Result<()> {
         .await
         .with_context(|| format!("binding HTTP on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let mut announced = vec![(Role::Http, addr), (Role::Ops, addr)];
+    let mut public = Public {
+        https: None,
+        https_url: None,
+        acme_challenges: config.https.acme_challenges.clone(),
+    };
+    let mut follow = None;
+    if let Some(https_addr) = config.https.https_listen {
+        let dir = config
+            .tls
+            .dir
+            .as_deref()
+            .context("--https-listen needs --tls-dir, which holds the certificate")?;
+        let certificate = https::certificate(dir)?;
+        let tls = transport::tls::https_server_config(certificate.clone())?;
+        let https = tokio::net::TcpListener::bind(https_addr)
+            .await
+            .with_context(|| format!("binding HTTPS on {https_addr}"))?;
+        let bound = https.local_addr()?;
+        let url = https::public_url(config.https.https_advertise.as_deref(), bound);
+        tracing::info!(https = %bound, %url, sha256 = %certificate.leaf_sha256(), "serving HTTPS");
+        announced.push((Role::Https, bound));
+        public.https_url = Some(url);
+        public.https = Some((https, Arc::new(tls)));
+        follow = Some(https::follow(certificate, *config.https.cert_check));
+    }
     tracing::info!(http = %addr, "viewer gateway listening");
-    server::ready::announce(Kind::Gateway, &[(Role::Http, addr), (Role::Ops, addr)]);
-    serve_with(
+    server::ready::announce(Kind::Gateway, &announced);
+    let serving = serve_public(
         listener,
+        public,
         &config.control.url,
         config.tls.dir.as_deref(),
         &config.limits,
         server::shutdown::on_signal(),
-    )
-    .await
+    );
+    match follow {
+        Some(follow) => tokio::select! {
+            r = serving => r,
+            () = follow => Ok(()),
+        },
+        None => serving.await,
+    }
 }
 
 /// Serves the gateway on a bound listener until `shutdown`, calling control at `control`
@@ -368,13 +414,41 @@ pub async fn serve(
     serve_with(listener, control, tls_dir, &Limits::default(), shutdown).await
 }
 
-/// Serves the gateway on a bound listener until `shutdown`, calling control with the client
-/// certificate in `tls_dir`: one task per connection, at
-/// most `limits.max_connections` at once, each closed when it takes longer than
-/// `limits.header_read_timeout` to send a request's headers. On shutdown, connections
-/// finish the request they are on (bounded).
+/// Serves plain HTTP only, on a bound listener, until `shutdown`: [`serve_public`] without
+/// HTTPS.
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
+    control: &str,
+    tls_dir: Option<&std::path::Path>,
+    limits: &Limits,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let public = Public {
+        https: None,
+        https_url: None,
+        acme_challenges: None,
+    };
+    serve_public(listener, public, control, tls_dir, limits, shutdown).await
+}
+
+/// What a gateway at a public name serves beside plain HTTP.
+pub struct Public {
+    /// A bound HTTPS listener and its TLS configuration.
+    pub https: Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>,
+    /// Where plain HTTP sends strangers: `https://HOST[:PORT]`.
+    pub https_url: Option<String>,
+    /// ACME http-01 challenge responses, one file per token.
+    pub acme_challenges: Option<std::path::PathBuf>,
+}
+
+/// Serves the gateway until `shutdown`, calling control with the client certificate in
+/// `tls_dir`: plain HTTP on `http` and, with `public.https`, HTTPS; one task per
+/// connection, at most `limits.max_connections` at once over both, each closed when it takes
+/// longer than `limits.header_read_timeout` to finish its TLS handshake or to send a
+/// request's headers. On shutdown, connections finish the request they are on (bounded).
+pub async fn serve_public(
+    http: tokio::net::TcpListener,
+    public: Public,
     control: &str,
     tls_dir: Option<&std::path::Path>,
     limits: &Limits,
@@ -385,42 +459,128 @@ pub async fn serve_with(
         server::control::client(control, tls_dir)?,
         limits,
         metrics.clone(),
+        public.acme_challenges.as_deref(),
     );
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let header_timeout: Duration = *limits.header_read_timeout;
-    let tasks = tokio_util::task::TaskTracker::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: wait, never spin.
-                    tracing::warn!(%error, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
+    let plain = match &public.https_url {
+        Some(url) => router.clone().layer(axum::middleware::from_fn_with_state(
+            https::Redirect {
+                url: url.clone(),
+                local: limits.local.local_source,
             },
-            () = shutdown.cancelled() => break,
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics.connections_refused.inc();
-            tracing::debug!(%peer, "HTTP connection refused: too many open");
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let router = router.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            connection(tcp, peer, router, header_timeout, shutdown).await;
-            drop(slot);
-        });
+            https::redirect_strangers,
+        )),
+        None => router.clone(),
+    };
+    let accepting = Accepting {
+        slots: Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1))),
+        header_timeout: *limits.header_read_timeout,
+        metrics,
+        tasks: tokio_util::task::TaskTracker::new(),
+        shutdown: shutdown.clone(),
+    };
+    match public.https {
+        Some((listener, tls)) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            let secure = https::secure(router);
+            tokio::join!(
+                accepting.run(http, plain, None),
+                accepting.run(listener, secure, Some(acceptor)),
+            );
+        }
+        None => accepting.run(http, plain, None).await,
     }
-    tasks.close();
-    let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
+    accepting.tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), accepting.tasks.wait()).await;
     Ok(())
 }
 
-/// Serves one HTTP/1.1 connection to its end.
+/// What the accept loops share: the connection slots, the deadlines, the tasks.
+struct Accepting {
+    slots: Arc<tokio::sync::Semaphore>,
+    header_timeout: Duration,
+    metrics: Metrics,
+    tasks: tokio_util::task::TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Accepting {
+    /// Accepts on `listener` until shutdown, serving each connection with `router`, through
+    /// TLS when `tls` is given.
+    async fn run(
+        &self,
+        listener: tokio::net::TcpListener,
+        router: Router,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors and the like: wait, never spin.
+                        tracing::warn!(%error, "HTTP accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = self.shutdown.cancelled() => break,
+            };
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                self.metrics.connections_refused.inc();
+                tracing::debug!(%peer, "HTTP connection refused: too many open");
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let router = router.clone();
+            let shutdown = self.shutdown.clone();
+            let header_timeout = self.header_timeout;
+            let tls = tls.clone();
+            self.tasks.spawn(async move {
+                match tls {
+                    None => connection(tcp, peer, router, header_timeout, shutdown).await,
+                    Some(acceptor) => {
+                        let handshake =
+                            tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await;
+                        match handshake {
+                            Ok(Ok(stream)) => {
+                                secure_connection(stream, peer, router, header_timeout, shutdown)
+                                    .await;
+                            }
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                            }
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        }
+                    }
+                }
+                drop(slot);
+            });
+        }
+    }
+}
+
+/// `router` as one connection from `peer` serves it: with the client's address.
+fn service_for(
+    router: Router,
+    peer: SocketAddr,
+) -> hyper_util::service::TowerToHyperService<
+    tower::util::MapRequest<
+        Router,
+        impl FnMut(
+            axum::http::Request<hyper::body::Incoming>,
+        ) -> axum::http::Request<hyper::body::Incoming>
+        + Clone,
+    >,
+> {
+    use tower::ServiceExt;
+    let service = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req
+    });
+    hyper_util::service::TowerToHyperService::new(service)
+}
+
+/// Serves one plain HTTP/1.1 connection to its end.
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -428,19 +588,12 @@ async fn connection(
     header_timeout: Duration,
     shutdown: CancellationToken,
 ) {
-    use tower::ServiceExt;
-    let service = router.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        req
-    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout);
-    let conn = builder.serve_connection(
-        hyper_util::rt::TokioIo::new(tcp),
-        hyper_util::service::TowerToHyperService::new(service),
-    );
+    let conn =
+        builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), service_for(router, peer));
     tokio::pin!(conn);
     let served = tokio::select! {
         r = conn.as_mut() => r,
@@ -455,5 +608,43 @@ async fn connection(
     if let Err(error) = served {
         // A header-read timeout, a client gone mid-request, garbage: this client's affair.
         tracing::debug!(%peer, %error, "HTTP connection ended");
+    }
+}
+
+/// Serves one HTTPS connection, HTTP/2 or HTTP/1.1 as ALPN chose, to its end.
+async fn secure_connection(
+    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    peer: SocketAddr,
+    router: Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(64)
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let conn =
+        builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service_for(router, peer));
+    tokio::pin!(conn);
+    let served = tokio::select! {
+        r = conn.as_mut() => r,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await {
+                Ok(r) => r,
+                Err(_) => Ok(()),
+            }
+        }
+    };
+    if let Err(error) = served {
+        tracing::debug!(%peer, %error, "HTTPS connection ended");
     }
 }

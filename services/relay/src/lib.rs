@@ -54,7 +54,8 @@ pub struct Config {
     /// QUIC (UDP) listen address for viewers.
     #[arg(long, env = "GHOST_RELAY_LISTEN", default_value = "0.0.0.0:4500")]
     pub listen: SocketAddr,
-    /// Address viewers use to reach this relay (defaults to the bound address).
+    /// Address viewers use to reach this relay: `HOST:PORT`, or a bare `HOST` with the bound
+    /// port (defaults to the bound address).
     #[arg(long, env = "GHOST_RELAY_ADVERTISE")]
     pub advertise: Option<String>,
     /// Ops listener (/health, /metrics).
@@ -208,10 +209,7 @@ impl Server {
         let admission = Admission::new(config.quic_limits.limits());
         admission.register(&mut registry);
         Ok(Server {
-            advertise: config
-                .advertise
-                .clone()
-                .unwrap_or_else(|| bound.to_string()),
+            advertise: server::args::advertised(config.advertise.as_deref(), bound),
             certs,
             cert_public,
             files,

@@ -2,6 +2,7 @@
 //! service's `Config` (`#[command(flatten)]`), so a flag keeps one name, one environment
 //! variable and one meaning across the stack.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::telemetry::LogFormat;
@@ -197,4 +198,52 @@ pub struct LocalSource {
     /// is. (Connections from elsewhere keep their own address.)
     #[arg(long, env = "GHOST_LOCAL_SOURCE")]
     pub local_source: Option<std::net::IpAddr>,
+}
+
+/// The address to announce for a listener bound at `bound`: `advertise` as given when it
+/// names a port (`HOST:PORT`, `[V6]:PORT`), `advertise` with the bound port when it is a bare
+/// host (a runtime that learns the port only once the service has bound it), else the bound
+/// address itself. IPv6 hosts come back in brackets.
+pub fn advertised(advertise: Option<&str>, bound: SocketAddr) -> String {
+    let Some(advertise) = advertise.map(str::trim).filter(|a| !a.is_empty()) else {
+        return bound.to_string();
+    };
+    if advertise.parse::<SocketAddr>().is_ok() {
+        return advertise.to_string();
+    }
+    if let Ok(ip) = advertise
+        .trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+    {
+        return SocketAddr::new(ip, bound.port()).to_string();
+    }
+    match advertise.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.parse::<u16>().is_ok() => {
+            advertise.to_string()
+        }
+        _ => format!("{advertise}:{}", bound.port()),
+    }
+}
+
+#[cfg(test)]
+mod advertised_tests {
+    use super::advertised;
+
+    #[test]
+    fn a_bare_host_takes_the_bound_port() {
+        let bound = "0.0.0.0:4501".parse().expect("addr");
+        assert_eq!(advertised(None, bound), "0.0.0.0:4501");
+        assert_eq!(advertised(Some("ghost.test"), bound), "ghost.test:4501");
+        assert_eq!(
+            advertised(Some("ghost.test:4600"), bound),
+            "ghost.test:4600"
+        );
+        assert_eq!(advertised(Some("203.0.113.7"), bound), "203.0.113.7:4501");
+        assert_eq!(advertised(Some("203.0.113.7:9"), bound), "203.0.113.7:9");
+        assert_eq!(advertised(Some("2001:db8::1"), bound), "[2001:db8::1]:4501");
+        assert_eq!(
+            advertised(Some("[2001:db8::1]:9"), bound),
+            "[2001:db8::1]:9"
+        );
+    }
 }

@@ -9,12 +9,14 @@
 //! - [`args`]: the flags several services share;
 //! - [`control`]: the control-plane client and the heartbeat loop;
 //! - [`keys`]: stream keys, their store and the gate ingest asks about each publisher;
-//! - [`clock`]: wall-clock times, as frames and timelines carry them.
+//! - [`clock`]: wall-clock times, as frames and timelines carry them;
+//! - [`challenge`]: ACME http-01 challenge responses, served from files.
 
 #![forbid(unsafe_code)]
 
 pub mod args;
 pub mod binary;
+pub mod challenge;
 pub mod clock;
 pub mod control;
 pub mod keys;

@@ -126,6 +126,11 @@ pub struct Files {
     pub relay_cert: PathBuf,
     /// The relays' private key.
     pub relay_key: PathBuf,
+    /// The certificate chain for the stack's public name (ACME's or the operator's), which
+    /// the viewer gateway serves over HTTPS; absent on a stack without one.
+    pub https_cert: PathBuf,
+    /// Its private key.
+    pub https_key: PathBuf,
     /// The service's client certificate chain, naming its role.
     pub client_cert: PathBuf,
     /// Its private key.
@@ -141,6 +146,8 @@ impl Files {
             key: dir.join("server.key"),
             relay_cert: dir.join("relay.pem"),
             relay_key: dir.join("relay.key"),
+            https_cert: dir.join("https.pem"),
+            https_key: dir.join("https.key"),
             client_cert: dir.join("client.pem"),
             client_key: dir.join("client.key"),
         }
@@ -349,20 +356,72 @@ impl Pki {
         self.files(Role::Relay).relay_cert_is_public()
     }
 
-    /// Puts an operator's certificate chain and key in place of the relays' own, after
-    /// checking that they load and match.
+    /// Puts an operator's certificate chain and key in place of the relays' own and as the
+    /// gateway's HTTPS certificate, after checking that they load and match.
     pub fn install_relay(&self, cert: &Path, key: &Path) -> Result<()> {
-        let identity = Identity::load(cert, key)?;
-        server_config(&identity, &[])
-            .with_context(|| format!("{} and {} do not match", cert.display(), key.display()))?;
-        let key_pem = read_text(key)?;
-        let files = self.files(Role::Relay);
-        create_private_dir(&self.dir(Role::Relay))?;
-        write_private(&files.relay_key, &key_pem)?;
-        std::fs::copy(cert, &files.relay_cert)
-            .with_context(|| format!("copying {}", cert.display()))?;
+        self.install_public(&read_text(cert)?, &read_text(key)?)
+            .with_context(|| format!("{} and {}", cert.display(), key.display()))
+    }
+
+    /// Puts a certificate for the stack's public name (from ACME, or the operator's) where
+    /// the relays and the viewer gateway's HTTPS listener read it, after checking that the
+    /// chain and key load and match. Each file is replaced by a rename, so a service that
+    /// looks meanwhile sees the old pair or the new one, or a mismatch it ignores until the
+    /// next look, never a half-written file.
+    pub fn install_public(&self, cert_pem: &str, key_pem: &str) -> Result<()> {
+        let identity = Identity::from_pem(cert_pem.as_bytes(), key_pem.as_bytes())?;
+        server_config(&identity, &[]).context("the certificate and key do not match")?;
+        let relay = self.files(Role::Relay);
+        let gateway = self.files(Role::Gateway);
+        for role in [Role::Relay, Role::Gateway] {
+            create_private_dir(&self.dir(role))?;
+        }
+        for (cert, key) in [
+            (&relay.relay_cert, &relay.relay_key),
+            (&gateway.https_cert, &gateway.https_key),
+        ] {
+            replace_private(key, key_pem)?;
+            replace_private(cert, cert_pem)?;
+        }
         Ok(())
     }
+
+    /// Goes back to the stack's own certificates: a public one (an operator's, or ACME's)
+    /// leaves the relays' and the gateway's directories, and the relays get one from the
+    /// stack's CA. What `ghost up` without `--tls-cert` or `--acme` means.
+    pub fn use_own(&self, now: SystemTime) -> Result<()> {
+        let relay = self.files(Role::Relay);
+        let gateway = self.files(Role::Gateway);
+        if relay.relay_cert.exists() && relay.relay_cert_is_public()? {
+            for path in [&relay.relay_cert, &relay.relay_key] {
+                remove_if_there(path)?;
+            }
+        }
+        for path in [&gateway.https_cert, &gateway.https_key] {
+            remove_if_there(path)?;
+        }
+        self.ensure_relay(now)?;
+        Ok(())
+    }
+}
+
+fn remove_if_there(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes `path` (mode 0600) through a temporary file beside it and a rename.
+fn replace_private(path: &Path, pem: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    write_private(&tmp, pem)?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("moving {} to {}", tmp.display(), path.display()))
 }
 
 fn read_text(path: &Path) -> Result<String> {
@@ -633,6 +692,18 @@ impl Identity {
         Ok(Identity { chain, key })
     }
 
+    /// Parses a PEM chain and key held in memory.
+    pub fn from_pem(cert: &[u8], key: &[u8]) -> Result<Identity> {
+        let chain = CertificateDer::pem_slice_iter(cert)
+            .collect::<Result<Vec<_>, _>>()
+            .context("parsing the certificate chain")?;
+        if chain.is_empty() {
+            anyhow::bail!("the certificate file holds no certificate");
+        }
+        let key = PrivateKeyDer::from_pem_slice(key).context("parsing the private key")?;
+        Ok(Identity { chain, key })
+    }
+
     /// SHA-256 of the leaf certificate, lower-case hex: what a pinning client compares.
     pub fn leaf_sha256(&self) -> String {
         self.chain
@@ -793,6 +864,17 @@ pub fn reloading_server_config(
         .with_no_client_auth()
         .with_cert_resolver(reloading);
     config.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
+    Ok(config)
+}
+
+/// The viewer gateway's HTTPS config: TLS 1.2 and 1.3 (browsers and every HTTP client of
+/// the last decade), HTTP/2 and HTTP/1.1 by ALPN, the certificate following `reloading`.
+pub fn https_server_config(reloading: Arc<Reloading>) -> Result<rustls::ServerConfig> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(reloading);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 
