@@ -40,6 +40,8 @@ pub struct Endpoints {
     pub rtmp_addr: String,
     /// Control's gRPC URL.
     pub control_url: String,
+    /// The gateway's HTTPS port, on a stack that serves HTTPS.
+    pub https_port: Option<u16>,
 }
 
 /// Hears each step of a long operation (bring-up, image builds), for the user to see.
@@ -78,6 +80,11 @@ pub struct Settings {
     /// Publishers need a stream key from the state directory's `keys/` (`--require-keys`,
     /// implied by `--public`).
     pub require_keys: bool,
+    /// The gateway serves HTTPS with the stack's public certificate (`--acme`,
+    /// `--tls-cert`), and redirects plain HTTP from elsewhere to it.
+    pub https: bool,
+    /// Where the public certificate comes from, which the daemon renews when it is ACME's.
+    pub acme: Option<crate::acme::Settings>,
     /// Default host ports of every service (all 0 with `--ephemeral-ports`).
     pub ports: Ports,
     /// Where the service binaries are.
@@ -277,6 +284,7 @@ impl Supervisor {
             public: settings.public,
             advertise_host: settings.advertise_host.clone(),
             require_keys: settings.require_keys,
+            https: settings.https,
             supervisor: grpc_addr,
             seed: rand::random(),
         });
@@ -384,6 +392,10 @@ impl Supervisor {
             ingest_addr: ingest.to_string(),
             rtmp_addr: rtmp.to_string(),
             control_url: format!("http://{control}"),
+            https_port: self
+                .policy
+                .addr(Kind::Gateway, Role::Https)
+                .map(|a| a.port()),
         })
     }
 
@@ -896,6 +908,8 @@ mod tests {
             public: false,
             advertise_host: None,
             require_keys: false,
+            https: false,
+            acme: None,
             ports: Ports::EPHEMERAL,
             bin_dir: "bin".into(),
             scale_down_after: Duration::from_secs(30),

@@ -148,6 +148,32 @@ pub struct UpArgs {
     /// The key of `--tls-cert` (PEM).
     #[arg(long, requires = "tls_cert", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Obtain a certificate browsers trust for --advertise-host (a DNS name or a bare IP
+    /// address) from an ACME CA by the http-01 challenge on port 80, before the stack starts,
+    /// and renew it with a third of its lifetime left. With --public.
+    #[arg(long, requires = "advertise_host", conflicts_with = "tls_cert")]
+    pub acme: bool,
+    /// The ACME CA's directory URL.
+    #[arg(long, requires = "acme", value_name = "URL", default_value = crate::acme::LETS_ENCRYPT)]
+    pub acme_directory: String,
+    /// A contact e-mail address for the ACME account (expiry notices).
+    #[arg(long, requires = "acme", value_name = "ADDRESS")]
+    pub acme_email: Option<String>,
+    /// The certificate profile to ask for. Default: `shortlived` for an IP address (how Let's
+    /// Encrypt issues those, about 160 hours), the CA's default for a name; "" for none.
+    #[arg(long, requires = "acme", value_name = "NAME")]
+    pub acme_profile: Option<String>,
+    /// An extra root certificate (PEM) to trust for the ACME CA's own API: a test CA.
+    #[arg(long, requires = "acme", value_name = "FILE")]
+    pub acme_root: Option<PathBuf>,
+    /// The viewer gateway's plain-HTTP port. Default 8080; 80 on a public stack with a
+    /// certificate (--acme, --tls-cert), where it answers ACME challenges and sends browsers
+    /// to HTTPS.
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
+    /// The viewer gateway's HTTPS port, on a public stack with a certificate (default 443).
+    #[arg(long, value_name = "PORT")]
+    pub https_port: Option<u16>,
     /// Bounds on containers and logs.
     #[command(flatten)]
     pub limits: LimitArgs,
@@ -272,8 +298,57 @@ impl UpArgs {
         if let Some(b) = &self.bin_dir {
             a.extend(["--bin-dir".into(), b.display().to_string()]);
         }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            a.extend([
+                "--tls-cert".into(),
+                cert.display().to_string(),
+                "--tls-key".into(),
+                key.display().to_string(),
+            ]);
+        }
+        if self.acme {
+            a.extend([
+                "--acme".into(),
+                "--acme-directory".into(),
+                self.acme_directory.clone(),
+            ]);
+            if let Some(e) = &self.acme_email {
+                a.extend(["--acme-email".into(), e.clone()]);
+            }
+            if let Some(p) = &self.acme_profile {
+                a.extend(["--acme-profile".into(), p.clone()]);
+            }
+            if let Some(r) = &self.acme_root {
+                a.extend(["--acme-root".into(), r.display().to_string()]);
+            }
+        }
+        for (flag, port) in [
+            ("--http-port", self.http_port),
+            ("--https-port", self.https_port),
+        ] {
+            if let Some(port) = port {
+                a.extend([flag.into(), port.to_string()]);
+            }
+        }
         a.extend(self.limits.to_args());
         a
+    }
+
+    /// Where the certificate browsers see comes from.
+    pub fn certificate(&self) -> crate::certificate::Source {
+        if self.acme {
+            crate::certificate::Source::Acme(crate::acme::Settings::new(
+                self.advertise_host.as_deref().unwrap_or_default(),
+                Some(&self.acme_directory),
+                self.acme_email.as_deref(),
+                self.acme_profile.as_deref(),
+                self.acme_root.as_deref(),
+            ))
+        } else if self.tls_cert.is_some() {
+            crate::certificate::Source::Operator
+        } else {
+            crate::certificate::Source::Stack
+        }
     }
 }
 
@@ -407,11 +482,11 @@ async fn run(cli: Cli) -> Result<i32> {
     let ca = cli.ca.clone().unwrap_or_else(|| state.ca());
     match cli.command {
         Cmd::Up(args) if args.detach => {
-            install_relay_cert(&state, &args)?;
+            prepare_certificate(&state, &args).await?;
             up_detached(&state, &args).await
         }
         Cmd::Up(args) => {
-            install_relay_cert(&state, &args)?;
+            prepare_certificate(&state, &args).await?;
             server::telemetry::init(Default::default(), "warn");
             daemon(&state, &args, true).await
         }
@@ -488,6 +563,31 @@ fn settings(state: &StateDir, args: &UpArgs) -> Result<Settings> {
     if args.relay_capacity == 0 {
         return Err(Exit::new(exit::USAGE, "--relay-capacity must be at least 1").into());
     }
+    if args.acme && !args.public {
+        return Err(Exit::new(
+            exit::USAGE,
+            "--acme needs --public: the CA must reach this host, and viewers too",
+        )
+        .into());
+    }
+    let certificate = args.certificate();
+    // HTTPS where browsers reach the stack by a name or a public address, with a
+    // certificate they trust; loopback is a secure context already.
+    let https = args.public && certificate.is_public();
+    let mut ports = if args.ephemeral_ports {
+        Ports::EPHEMERAL
+    } else {
+        Ports::DEFAULT
+    };
+    if https && !args.ephemeral_ports {
+        ports.gateway = Ports::PUBLIC_HTTP;
+    }
+    if let Some(p) = args.http_port {
+        ports.gateway = p;
+    }
+    if let Some(p) = args.https_port {
+        ports.https = p;
+    }
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
         None => beside_ghost()?,
@@ -501,11 +601,12 @@ fn settings(state: &StateDir, args: &UpArgs) -> Result<Settings> {
         advertise_host: args.advertise_host.clone(),
         // Strangers reach a public stack: nobody goes live there without a key.
         require_keys: args.require_keys || args.public,
-        ports: if args.ephemeral_ports {
-            Ports::EPHEMERAL
-        } else {
-            Ports::DEFAULT
+        https,
+        acme: match certificate {
+            crate::certificate::Source::Acme(settings) => Some(settings),
+            _ => None,
         },
+        ports,
         bin_dir,
         scale_down_after: *args.scale_down_after,
         limits: args.limits.limits(args.relay_capacity)?,
@@ -534,22 +635,29 @@ async fn daemon(state: &StateDir, args: &UpArgs, foreground: bool) -> Result<i32
     Ok(exit::OK)
 }
 
-/// Puts the operator's relay certificate in the state directory, where every runtime's
-/// relays read it (and where no renewal touches it).
-fn install_relay_cert(state: &StateDir, args: &UpArgs) -> Result<()> {
-    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
-        return Ok(());
-    };
-    state
-        .pki()
-        .install_relay(cert, key)
-        .map_err(|e| Exit::new(exit::USAGE, format!("--tls-cert/--tls-key: {e:#}")).into())
+/// Puts the certificate this `ghost up` names where the relays and the gateway read it,
+/// before anything starts (see [`crate::certificate`]): a stack that is up keeps its own.
+async fn prepare_certificate(state: &StateDir, args: &UpArgs) -> Result<()> {
+    let settings = settings(state, args)?;
+    refuse_if_up(state)?;
+    state.prepare()?;
+    let operator = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
+    let progress = |line: &str| eprintln!("ghost: {line}");
+    crate::certificate::prepare(
+        state,
+        &args.certificate(),
+        operator,
+        args.public,
+        settings.ports.gateway,
+        &progress,
+    )
+    .await?;
+    Ok(())
 }
 
-async fn up_detached(state: &StateDir, args: &UpArgs) -> Result<i32> {
-    settings(state, args)?;
-    state.prepare()?;
-    // A crashed supervisor's stack file stays: the new daemon adopts its services.
+/// A clear error when this state directory's stack is up (a crashed supervisor's stack file
+/// stays: a new daemon adopts its services).
+fn refuse_if_up(state: &StateDir) -> Result<()> {
     if let Ok(stack) = state.read()
         && crate::runtime::process::alive(stack.supervisor_pid)
     {
@@ -558,6 +666,13 @@ async fn up_detached(state: &StateDir, args: &UpArgs) -> Result<i32> {
             stack.supervisor_url
         ));
     }
+    Ok(())
+}
+
+async fn up_detached(state: &StateDir, args: &UpArgs) -> Result<i32> {
+    settings(state, args)?;
+    state.prepare()?;
+    refuse_if_up(state)?;
     let log_path = state.logs().join("supervisor.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -606,6 +721,10 @@ async fn up_detached(state: &StateDir, args: &UpArgs) -> Result<i32> {
             if status.as_ref().is_some_and(|s| s.ready) {
                 out!("stack up ({} runtime)", stack.runtime);
                 out!("  viewer gateway  {}", stack.gateway_url);
+                if let Some(url) = &stack.viewer_url {
+                    out!("  viewers open    {url}");
+                }
+                out!("  certificate     {}", stack.certificate);
                 out!("  ingest (QUIC)   {}", stack.ingest_addr);
                 out!("  ingest (RTMP)   rtmp://{}/live", stack.rtmp_addr);
                 out!("  status page     {}", stack.supervisor_url);

@@ -135,6 +135,15 @@ pub async fn run(
         settings.advertise_host.clone(),
         settings.require_keys,
     );
+    let certificate = match (&settings.acme, settings.https) {
+        (Some(acme), _) => crate::certificate::Source::Acme(acme.clone()),
+        (None, true) => crate::certificate::Source::Operator,
+        (None, false) => crate::certificate::Source::Stack,
+    };
+    let renewals_acme = settings
+        .acme
+        .clone()
+        .map(|acme| crate::certificate::renew(state.clone(), acme, settings.ports.gateway));
     let (mut supervisor, handle) = Supervisor::new(settings, runtime, exits, grpc_addr);
 
     let app = http::routes(handle.clone(), admin_token);
@@ -166,6 +175,7 @@ pub async fn run(
             ingest_addr,
             rtmp_addr,
             control_url,
+            https_port,
         } = supervisor
             .endpoints()
             .context("services announced no addresses")?;
@@ -177,6 +187,17 @@ pub async fn run(
                 http_addr
             }
         );
+        let viewer_url = https_port.map(|port| {
+            let host = advertise_host.as_deref().unwrap_or("localhost");
+            let addr = server::args::advertised(
+                Some(host),
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
+            );
+            match addr.strip_suffix(":443") {
+                Some(host) => format!("https://{host}/"),
+                None => format!("https://{addr}/"),
+            }
+        });
         state.write(&StackFile {
             runtime: runtime_name.into(),
             supervisor_pid: std::process::id(),
@@ -189,6 +210,8 @@ pub async fn run(
             public,
             advertise_host,
             require_keys,
+            viewer_url,
+            certificate: certificate.describe(),
         })?;
         progress(&format!(
             "stack up: viewer gateway {gateway_url}, ingest {ingest_addr} (QUIC) and rtmp://{rtmp_addr}/live, status page {supervisor_url}"
@@ -198,9 +221,16 @@ pub async fn run(
         Ok::<_, anyhow::Error>(())
     };
     let renewals = renew_relay_certificates(stack_state.pki());
+    let renewals_acme = async move {
+        match renewals_acme {
+            Some(renew) => renew.await,
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         r = stack => r,
         () = renewals => Ok(()),
+        () = renewals_acme => Ok(()),
         r = http_server => r.context("status page server failed"),
         r = grpc_server => r.context("capacity API failed"),
     };

@@ -372,6 +372,8 @@ mod tests {
             public: true,
             advertise_host: None,
             require_keys: true,
+            https: false,
+            acme: None,
             ports: Ports::EPHEMERAL,
             bin_dir: std::env::temp_dir(),
             scale_down_after: Duration::from_secs(60),

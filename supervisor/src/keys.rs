@@ -152,6 +152,8 @@ mod tests {
             public,
             advertise_host: advertise_host.map(Into::into),
             require_keys: public,
+            viewer_url: None,
+            certificate: String::new(),
         }
     }
 

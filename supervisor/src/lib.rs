@@ -21,7 +21,9 @@ macro_rules! out {
     }};
 }
 
+pub mod acme;
 pub mod actor;
+pub mod certificate;
 pub mod cli;
 pub mod client;
 pub mod daemon;

@@ -59,10 +59,22 @@ pub struct Config {
     pub advertise_host: Option<String>,
     /// Publishers need a stream key (ingest's `--require-keys`).
     pub require_keys: bool,
+    /// The gateway serves HTTPS with the stack's public certificate.
+    pub https: bool,
     /// The supervisor's capacity API, as the services reach it.
     pub supervisor: SocketAddr,
     /// Seeds the choice of `relay:random`, so tests can repeat it.
     pub seed: u64,
+}
+
+impl Config {
+    /// Whether the stack's setting `when` holds.
+    pub fn holds(&self, when: services::When) -> bool {
+        match when {
+            services::When::KeysRequired => self.require_keys,
+            services::When::Https => self.https,
+        }
+    }
 }
 
 /// Something for the actor to do.
@@ -899,6 +911,7 @@ impl Policy {
         let ports = service
             .listens
             .iter()
+            .filter(|l| l.when.is_none_or(|when| self.config.holds(when)))
             .map(|l| {
                 let port = m
                     .pinned
@@ -931,6 +944,7 @@ impl Policy {
             advertise_host: self.config.advertise_host.clone(),
             relay_capacity: self.config.relay_capacity,
             require_keys: self.config.require_keys,
+            https: self.config.https,
             supervisor: self.config.supervisor,
         }
     }
@@ -962,6 +976,7 @@ mod tests {
             public: false,
             advertise_host: None,
             require_keys: false,
+            https: false,
             supervisor: "127.0.0.1:7071".parse().expect("addr"),
             seed: 7,
         }

@@ -29,8 +29,11 @@ pub struct Ports {
     pub rtmp: u16,
     /// First relay's QUIC/UDP port; relay N uses base + N - 1.
     pub relay_base: u16,
-    /// Viewer gateway HTTP.
+    /// Viewer gateway HTTP: the page and API on a loopback stack; ACME challenges and the
+    /// redirect to HTTPS on a stack with a public certificate.
     pub gateway: u16,
+    /// Viewer gateway HTTPS, on a stack with a public certificate only.
+    pub https: u16,
     /// Supervisor HTTP (status page, API, /metrics).
     pub http: u16,
     /// Supervisor gRPC (capacity requests).
@@ -47,10 +50,15 @@ impl Ports {
         rtmp: 1935,
         relay_base: 4500,
         gateway: 8080,
+        https: 443,
         http: 7070,
         grpc: 7071,
         ops_base: 9100,
     };
+
+    /// The gateway's plain-HTTP port on a stack that serves HTTPS: where a CA looks for
+    /// http-01 challenges and where browsers go for `http://NAME/`.
+    pub const PUBLIC_HTTP: u16 = 80;
 
     /// Every port ephemeral.
     pub const EPHEMERAL: Ports = Ports {
@@ -59,6 +67,7 @@ impl Ports {
         rtmp: 0,
         relay_base: 0,
         gateway: 0,
+        https: 0,
         http: 0,
         grpc: 0,
         ops_base: 0,
@@ -78,6 +87,8 @@ pub enum Base {
     Relay,
     /// [`Ports::gateway`].
     Gateway,
+    /// [`Ports::https`].
+    Https,
     /// [`Ports::ops_base`].
     Ops,
 }
@@ -101,6 +112,7 @@ impl Port {
             Base::Rtmp => ports.rtmp,
             Base::Relay => ports.relay_base,
             Base::Gateway => ports.gateway,
+            Base::Https => ports.https,
             Base::Ops => ports.ops_base,
         };
         if base == 0 {
@@ -145,6 +157,15 @@ pub struct Listen {
     /// Whether `--public` exposes it beyond this host (viewers and streamers reach it);
     /// the others stay on loopback whatever the flag.
     pub public: bool,
+    /// The stack's setting it exists under; `None`: always.
+    pub when: Option<When>,
+}
+
+impl Listen {
+    /// Whether `spec`'s service has this listener.
+    pub fn active(&self, spec: &Spec) -> bool {
+        self.when.is_none_or(|when| spec.holds(when))
+    }
 }
 
 /// A service another one connects to.
@@ -168,6 +189,8 @@ pub enum File {
     /// The stream keys' directory, read by ingest. A directory, so that a key file
     /// replaced by rename is seen through a container's mount.
     KeysDir,
+    /// ACME http-01 challenge responses, read by the gateway.
+    AcmeChallenges,
 }
 
 impl File {
@@ -177,6 +200,7 @@ impl File {
             File::Tls(role) => state.tls_dir_of(role),
             File::TicketKey => state.ticket_key(),
             File::KeysDir => state.keys_dir(),
+            File::AcmeChallenges => crate::acme::Files::of(state).challenges(),
         }
     }
 }
@@ -186,6 +210,8 @@ impl File {
 pub enum When {
     /// Publishers need a stream key (`--require-keys`, implied by `--public`).
     KeysRequired,
+    /// The gateway serves HTTPS with a public certificate (`--acme`, `--tls-cert`).
+    Https,
 }
 
 /// Who uses an advertised address, which decides how it is spelled.
@@ -220,6 +246,8 @@ pub enum Arg {
     /// Where the host's own connections come from besides loopback, if the site has such
     /// an address (exempt from per-source limits).
     LocalSource(&'static str),
+    /// The flag, only when the stack's setting holds.
+    If(When, &'static Arg),
 }
 
 /// One kind of service.
@@ -241,10 +269,16 @@ impl Service {
         self.listens.iter().find(|l| l.role == role)
     }
 
-    /// The files of the state directory it reads, which a container must mount.
+    /// The listeners `spec`'s service has, under the stack's settings.
+    pub fn listens_for<'a>(&self, spec: &'a Spec) -> impl Iterator<Item = &'static Listen> + 'a {
+        self.listens.iter().filter(|l| l.active(spec))
+    }
+
+    /// The files of the state directory it may read, which a container must mount.
     pub fn files(&self) -> impl Iterator<Item = File> + '_ {
         self.args.iter().filter_map(|arg| match *arg {
             Arg::File(_, file) => Some(file),
+            Arg::If(_, Arg::File(_, file)) => Some(*file),
             _ => None,
         })
     }
@@ -274,6 +308,7 @@ const fn listen(
         container_port,
         transport,
         public,
+        when: None,
     }
 }
 
@@ -337,16 +372,21 @@ pub const SERVICES: [Service; 4] = [
     Service {
         kind: Kind::Gateway,
         binary: "ghost-gateway",
-        listens: &[listen(
-            Role::Http,
-            Base::Gateway,
-            0,
-            8080,
-            Transport::Tcp,
-            true,
-        )],
+        listens: &[
+            listen(Role::Http, Base::Gateway, 0, 8080, Transport::Tcp, true),
+            Listen {
+                when: Some(When::Https),
+                ..listen(Role::Https, Base::Https, 0, 8443, Transport::Tcp, true)
+            },
+        ],
         args: &[
             Arg::Listen("--listen", Role::Http),
+            Arg::Listen("--https-listen", Role::Https),
+            Arg::Advertise("--https-advertise", Role::Https, Audience::Viewers),
+            Arg::If(
+                When::Https,
+                &Arg::File("--acme-challenges", File::AcmeChallenges),
+            ),
             Arg::Url("--control", Peer::Service(Kind::Control, Role::Grpc)),
             Arg::File("--tls-dir", File::Tls(TlsRole::Gateway)),
             Arg::LocalSource("--local-source"),
@@ -396,7 +436,16 @@ pub fn args(spec: &Spec, site: &dyn Site) -> Vec<String> {
     let service = service(spec.kind);
     let mut out = Vec::new();
     for arg in service.args {
+        let arg = match *arg {
+            Arg::If(when, _) if !spec.holds(when) => continue,
+            Arg::If(_, inner) => inner,
+            _ => arg,
+        };
+        // A listener the stack's settings leave out takes its flags along.
+        let inactive = |role: Role| service.listen(role).is_none_or(|l| !l.active(spec));
         let (flag, value) = match *arg {
+            Arg::If(..) => continue,
+            Arg::Listen(_, role) | Arg::Advertise(_, role, _) if inactive(role) => continue,
             Arg::Flag(flag, when) => {
                 if spec.holds(when) {
                     out.push(flag.to_string());

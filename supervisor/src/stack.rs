@@ -54,6 +54,12 @@ pub struct StackFile {
     /// Whether publishers need a stream key (`--require-keys`, implied by `--public`).
     #[serde(default)]
     pub require_keys: bool,
+    /// The address browsers open on a stack that serves HTTPS, `https://NAME[:PORT]/`.
+    #[serde(default)]
+    pub viewer_url: Option<String>,
+    /// Which certificate relays (and the gateway's HTTPS) serve, in words.
+    #[serde(default)]
+    pub certificate: String,
 }
 
 /// Paths inside a state directory.
@@ -173,6 +179,8 @@ impl StateDir {
         std::fs::create_dir_all(self.logs())
             .with_context(|| format!("creating {}", self.logs().display()))?;
         self.keys().create_dir()?;
+        // The gateway's container mounts the challenge directory: it must exist.
+        crate::acme::Files::of(self).create()?;
         self.pki().ensure(std::time::SystemTime::now())?;
         let key = self.ticket_key();
         if !key.exists() {

@@ -323,7 +323,7 @@ impl DockerRuntime {
     /// published port before it starts, to advertise it).
     pub(super) fn host_ports(spec: &Spec) -> Result<BTreeMap<Role, u16>> {
         let mut out = BTreeMap::new();
-        for listen in services::service(spec.kind).listens {
+        for listen in services::service(spec.kind).listens_for(spec) {
             let mut port = spec.port(listen.role);
             if port == 0 {
                 port = if listen.transport == Transport::Udp {
@@ -374,7 +374,7 @@ impl DockerRuntime {
             .as_ref()
             .and_then(|n| n.ports.clone())
             .unwrap_or_default();
-        for listen in services::service(spec.kind).listens {
+        for listen in services::service(spec.kind).listens_for(spec) {
             let binding = ports
                 .get(&port_key(listen))
                 .and_then(|b| b.as_ref())
@@ -647,6 +647,7 @@ pub(super) fn mount_point(file: File) -> String {
         File::Tls(_) => format!("{MOUNT}/tls"),
         File::TicketKey => format!("{MOUNT}/ticket.key"),
         File::KeysDir => format!("{MOUNT}/keys"),
+        File::AcmeChallenges => format!("{MOUNT}/acme-challenges"),
     }
 }
 
@@ -1161,7 +1162,10 @@ mod tests {
         );
         assert_eq!(
             binds(Kind::Gateway, root),
-            ["/state/tls/gateway:/run/ghost/tls:ro"]
+            [
+                "/state/acme/challenges:/run/ghost/acme-challenges:ro",
+                "/state/tls/gateway:/run/ghost/tls:ro"
+            ]
         );
     }
 

@@ -38,6 +38,8 @@ pub struct Spec {
     pub relay_capacity: u32,
     /// Publishers need a stream key.
     pub require_keys: bool,
+    /// The gateway serves HTTPS with the stack's public certificate.
+    pub https: bool,
     /// The supervisor's capacity API, as the services reach it.
     pub supervisor: SocketAddr,
 }
@@ -63,6 +65,7 @@ impl Spec {
             advertise_host: None,
             relay_capacity: 50,
             require_keys: false,
+            https: false,
             supervisor,
         }
     }
@@ -83,6 +86,7 @@ impl Spec {
     pub fn holds(&self, when: When) -> bool {
         match when {
             When::KeysRequired => self.require_keys,
+            When::Https => self.https,
         }
     }
 }

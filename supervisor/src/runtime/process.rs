@@ -80,15 +80,16 @@ impl Site for ProcessRuntime {
     }
 
     fn advertise(&self, spec: &Spec, listen: &Listen, audience: Audience) -> Option<String> {
-        // An ephemeral port is only known once bound: the service announces it itself.
-        let port = spec.port(listen.role);
-        if port == 0 {
-            return None;
-        }
         let host = match audience {
             Audience::Services => None,
             Audience::Viewers => spec.advertise_host.as_deref(),
         };
+        // An ephemeral port is only known once bound: the service announces it itself,
+        // with the host viewers use when there is one.
+        let port = spec.port(listen.role);
+        if port == 0 {
+            return host.map(str::to_string);
+        }
         let loopback = Ipv4Addr::LOCALHOST.to_string();
         Some(format!("{}:{port}", host.unwrap_or(&loopback)))
     }
@@ -406,6 +407,41 @@ mod tests {
                 "{kind:?}: {args:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_gateway_serves_https_only_on_a_stack_with_a_public_certificate() {
+        let mut gateway = spec(Kind::Gateway, 0, &[(Role::Http, 80), (Role::Https, 443)]);
+        gateway.public = true;
+        gateway.advertise_host = Some("ghost.example.com".into());
+        let plain = args(&gateway);
+        assert!(
+            !plain
+                .iter()
+                .any(|a| a.contains("https") || a.contains("acme")),
+            "{plain:?}"
+        );
+        gateway.https = true;
+        let secure = args(&gateway);
+        for pair in [
+            ["--https-listen", "0.0.0.0:443"],
+            ["--https-advertise", "ghost.example.com:443"],
+            ["--acme-challenges", "state/acme/challenges"],
+        ] {
+            assert!(
+                secure.windows(2).any(|w| w == pair),
+                "{pair:?} in {secure:?}"
+            );
+        }
+        // An ephemeral HTTPS port: the gateway adds the port it bound to the name.
+        gateway.ports.insert(Role::Https, 0);
+        let ephemeral = args(&gateway);
+        assert!(
+            ephemeral
+                .windows(2)
+                .any(|w| w == ["--https-advertise", "ghost.example.com"]),
+            "{ephemeral:?}"
+        );
     }
 
     #[test]

@@ -547,8 +547,7 @@ impl SwarmRuntime {
         };
         let labels = docker::labels(&self.local.stack, &spec.name, generation);
         let ports = services::service(spec.kind)
-            .listens
-            .iter()
+            .listens_for(spec)
             .map(|listen| EndpointPortConfig {
                 protocol: Some(match listen.transport {
                     Transport::Tcp => EndpointPortConfigProtocolEnum::TCP,
@@ -680,8 +679,7 @@ impl SwarmRuntime {
             .as_ref()
             .and_then(|s| s.container_status.as_ref());
         let addrs = services::service(spec.kind)
-            .listens
-            .iter()
+            .listens_for(spec)
             .map(|listen| (listen.role, SocketAddr::new(host, spec.port(listen.role))))
             .collect();
         Instance {
