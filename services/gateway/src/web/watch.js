@@ -4,16 +4,27 @@
 // measures on `window.ghost` for tests: `state`, `frames` (received), `rendered` (video
 // frames drawn), `audio` (audio frames decoded), `groups`, `setups` (codec setups changed
 // mid-stream and followed), and `delay` {p50, p99}: capture to render, in milliseconds,
-// over the last 3,000 frames or since `ghost.reset()`.
+// over the last 3,000 frames or since `ghost.reset()`. Where nothing can play, `state` is
+// "insecure" (a page over plain http at an address other than the viewer's own machine, with
+// `https`, the address to open instead) or "unsupported" (a browser without what it takes,
+// named in `missing`).
 
 import { parseFragment, parseInit, splitInit } from "/app/mp4.js";
 import { Code, GroupReader, MessageReader, encodeJoin, hexToBytes } from "/app/wire.js";
 
-const key = decodeURIComponent(location.pathname.replace(/^\/watch\//, ""));
+/** The stream a watch page's path names: its id or its name. */
+function streamOf(pathname) {
+  return decodeURIComponent(pathname.replace(/^\/watch\//, ""));
+}
+
+const key = streamOf(location.pathname);
 const stateEl = document.getElementById("state");
 const detailEl = document.getElementById("detail");
 const rejoin = document.getElementById("rejoin");
 const fallback = document.getElementById("fallback");
+const command = document.getElementById("command");
+const secure = document.getElementById("secure");
+const secureLink = document.getElementById("secure-link");
 document.getElementById("title").textContent = key;
 
 const canvas = document.getElementById("picture");
@@ -319,15 +330,97 @@ async function join() {
 
 rejoin.addEventListener("click", join);
 
-if (typeof WebTransport === "undefined") {
-  show(
-    "unsupported",
-    "This browser cannot play Ghost Stream.",
-    "It needs WebTransport, which Chrome, Edge and Firefox have; Safari does not yet. " +
-      "From a terminal, the ghost command line plays any stream:",
-  );
+/** What the page needs of the browser, and who has it, in the words a viewer lacking it reads. */
+const NEEDS = {
+  WebTransport: "WebTransport, which Chrome, Edge and Firefox have (Safari does not yet)",
+  VideoDecoder: "WebCodecs' VideoDecoder, which current Chrome, Edge, Firefox and Safari have",
+};
+
+/** Why nothing can play here, or null when the page can play. Browsers give WebTransport and
+ * WebCodecs to secure pages only (https, or the viewer's own 127.0.0.1 or localhost): over
+ * plain http at any other address both are missing in every browser, which is not the
+ * browser's fault, so that case is told apart before anything is said to be missing. `env`
+ * describes a browser: `secure`, and whether it has each of `NEEDS`. */
+export function obstacle(env) {
+  if (!env.secure) return { kind: "insecure", missing: [] };
+  const missing = Object.keys(NEEDS).filter((need) => !env[need]);
+  return missing.length > 0 ? { kind: "unsupported", missing } : null;
+}
+
+/** The https address of the page at `href`: on the origin `httpsOrigin` names (the gateway's
+ * `<meta name="ghost-https" content="https://host:port">`, where it serves https somewhere
+ * of its own), else on the same host at https's default port, 443, where a public stack
+ * serves it. Path, query and fragment stay as they are. */
+export function httpsAddress(href, httpsOrigin) {
+  const url = new URL(href);
+  let origin = null;
+  try {
+    origin = httpsOrigin ? new URL(httpsOrigin) : null;
+  } catch {
+    origin = null;
+  }
+  url.protocol = "https:";
+  if (origin && origin.protocol === "https:") {
+    url.hostname = origin.hostname;
+    // Set apart from the name: a host without a port would keep the old one.
+    url.port = origin.port;
+  } else {
+    url.port = "";
+  }
+  return url.href;
+}
+
+/** What the page says when nothing can play (`why`, from `obstacle`) at `href`: the state
+ * line, the detail, the https address to open (when that is the way), and the command line
+ * that plays the stream from a terminal. */
+export function message(why, href, httpsOrigin) {
+  const url = new URL(href);
+  const command = `ghost watch ${streamOf(url.pathname)} --gateway ${url.origin} --output - | ffplay -`;
+  if (why.kind === "insecure") {
+    return {
+      text: "This page must be opened over https to play.",
+      detail:
+        "Browsers play live video (WebTransport and WebCodecs) only on pages opened over " +
+        "https, or at the viewer's own 127.0.0.1 or localhost; this one came over plain " +
+        "http. Open it over https:",
+      https: httpsAddress(href, httpsOrigin),
+      command,
+    };
+  }
+  return {
+    text: "This browser cannot play Ghost Stream.",
+    detail: `It needs ${why.missing.map((need) => NEEDS[need]).join(", and ")}.`,
+    https: null,
+    command,
+  };
+}
+
+/** Says why nothing can play, with nothing over the words: the picture's box is hidden. */
+function explain(why) {
+  const httpsOrigin = document.querySelector('meta[name="ghost-https"]')?.content;
+  const said = message(why, location.href, httpsOrigin);
+  canvas.hidden = true;
+  ghost.missing = why.missing;
+  ghost.https = said.https;
+  show(why.kind, said.text, said.detail);
+  if (said.https) {
+    secureLink.href = said.https;
+    secureLink.textContent = said.https;
+    secure.hidden = false;
+  }
+  command.textContent = said.command;
   fallback.hidden = false;
-  fallback.textContent = `ghost watch ${key} --gateway ${location.origin} --output - | ffplay -`;
+}
+
+const why = obstacle({
+  // Only a browser that says it is not secure is taken at its word; one too old to say is
+  // judged by what it has.
+  secure: window.isSecureContext !== false,
+  WebTransport: typeof WebTransport !== "undefined",
+  VideoDecoder: typeof VideoDecoder !== "undefined",
+});
+if (why) {
+  explain(why);
 } else {
   join();
 }
