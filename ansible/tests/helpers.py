@@ -9,6 +9,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import stat
 import sys
 import time
@@ -119,16 +120,35 @@ def group_rule_set(group) -> set:
     }
 
 
-def public_rules(operator_cidr) -> set:
-    """What every deployment opens to address blocks, and nothing more."""
+def public_rules(operator_cidr, gateway="https") -> set:
+    """What every deployment opens to address blocks, and nothing more. The gateway: with its
+    certificate ("https", ACME being on by default), HTTP for the CA's challenges and the
+    redirect and HTTPS for viewers; without one ("http"), plain HTTP on 8080."""
+    gateway_rules = {
+        "https": {("tcp", 80, 80, "0.0.0.0/0"), ("tcp", 443, 443, "0.0.0.0/0")},
+        "http": {("tcp", 8080, 8080, "0.0.0.0/0")},
+    }[gateway]
     return {
         ("udp", 4433, 4433, "0.0.0.0/0"),
         ("tcp", 1935, 1935, "0.0.0.0/0"),
         ("udp", 4500, 4507, "0.0.0.0/0"),
-        ("tcp", 8080, 8080, "0.0.0.0/0"),
         ("tcp", 22, 22, operator_cidr),
         ("tcp", 7070, 7070, operator_cidr),
-    }
+    } | gateway_rules
+
+
+def rules(endpoint, name, operator_cidr, gateway) -> int:
+    """The security group NAME opens exactly the public rules, with the gateway's GATEWAY ports."""
+    groups = groups_named(ec2(endpoint), name)
+    if len(groups) != 1:
+        print("want 1 security group named %s, found %d" % (name, len(groups)))
+        return 1
+    have, want = rule_set(groups[0]), public_rules(operator_cidr, gateway)
+    print("rules: %s" % sorted(have))
+    if have != want:
+        print("  want %s" % sorted(want))
+        return 1
+    return 0
 
 
 # Swarm's ports and the relays' ops range (9201 + 8 max relays - 1): members only.
@@ -364,11 +384,17 @@ def free_port() -> int:
     return 0
 
 
-def wait_http(url, seconds) -> int:
+def tls_context(ca_file):
+    """Certificate validation against CA_FILE alone (a test CA); None: the default context."""
+    return ssl.create_default_context(cafile=ca_file) if ca_file else None
+
+
+def wait_http(url, seconds, ca_file="") -> int:
+    """Something answers at URL (HTTPS verified against CA_FILE when given) within SECONDS."""
     deadline = time.time() + float(seconds)
     while time.time() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2):
+            with urllib.request.urlopen(url, timeout=2, context=tls_context(ca_file)):
                 return 0
         except urllib.error.HTTPError:
             return 0
@@ -378,12 +404,30 @@ def wait_http(url, seconds) -> int:
     return 1
 
 
+def fetch(url, ca_file, out_path) -> int:
+    """Writes what URL answers (HTTPS verified against CA_FILE) to OUT_PATH."""
+    try:
+        with urllib.request.urlopen(url, timeout=10, context=tls_context(ca_file)) as resp:
+            body = resp.read()
+    except OSError as exc:
+        print("%s: %s" % (url, exc))
+        return 1
+    with open(out_path, "wb") as handle:
+        handle.write(body)
+    print("%s: %d bytes" % (url, len(body)))
+    return 0
+
+
 def ports_free(tcp, udp) -> int:
     """The stack's default ports are free (bound on all addresses, as `ghost up --public` does)."""
     taken = []
     for kind, ports in ((socket.SOCK_STREAM, tcp), (socket.SOCK_DGRAM, udp)):
         for port in [int(p) for p in ports.split(",") if p]:
             sock = socket.socket(socket.AF_INET, kind)
+            if kind == socket.SOCK_STREAM:
+                # As a server binds (tokio does): connections of an earlier run in TIME-WAIT
+                # leave the port free; a listener does not.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("0.0.0.0", port))
             except OSError:
@@ -396,9 +440,11 @@ def ports_free(tcp, udp) -> int:
     return 0
 
 
-def healthy(status_port, gateway_port, status_json_path) -> int:
-    """/api/status says ready with every service running; the gateway answers /health; the
-    `ghost status --json` of the installed binary says ready too."""
+def healthy(status_port, gateway_port, status_json_path, https_url="", ca_file="") -> int:
+    """/api/status says ready with every service running; the gateway answers /health on its
+    plain HTTP port (GATEWAY_PORT, from this host) and, when HTTPS_URL is given, there too with
+    a certificate that verifies against CA_FILE for the URL's host; the `ghost status --json` of
+    the installed binary says ready too."""
     problems = []
     try:
         with urllib.request.urlopen("http://127.0.0.1:%s/api/status" % status_port, timeout=5) as resp:
@@ -418,6 +464,13 @@ def healthy(status_port, gateway_port, status_json_path) -> int:
                 problems.append("gateway /health: %s" % resp.status)
     except OSError as exc:
         problems.append("gateway /health: %s" % exc)
+    if https_url:
+        try:
+            with urllib.request.urlopen(https_url, timeout=5, context=tls_context(ca_file)) as resp:
+                if resp.status != 200:
+                    problems.append("%s: %s" % (https_url, resp.status))
+        except OSError as exc:
+            problems.append("%s: %s" % (https_url, exc))
     try:
         with open(status_json_path, encoding="utf-8") as handle:
             cli = json.load(handle)
@@ -444,14 +497,22 @@ def service_pids(status_json_path) -> int:
     return 0 if ids else 1
 
 
-def stopped(status_port) -> int:
-    """Nothing answers on the status port any more."""
+def stopped(status_port, *tcp_ports) -> int:
+    """Nothing answers on the status port any more, nor accepts on TCP_PORTS (the gateway's)."""
     try:
         with urllib.request.urlopen("http://127.0.0.1:%s/api/status" % status_port, timeout=2):
             print("the status page still answers")
             return 1
     except OSError:
-        return 0
+        pass
+    for port in tcp_ports:
+        try:
+            with socket.create_connection(("127.0.0.1", int(port)), timeout=2):
+                print("port %s still accepts connections" % port)
+                return 1
+        except OSError:
+            pass
+    return 0
 
 
 COMMANDS = {
@@ -461,9 +522,11 @@ COMMANDS = {
     "create-key": create_key,
     "inventory": inventory,
     "cluster": cluster,
+    "rules": rules,
     "written-inventory": written_inventory,
     "free-port": free_port,
     "wait-http": wait_http,
+    "fetch": fetch,
     "ports-free": ports_free,
     "healthy": healthy,
     "service-pids": service_pids,

@@ -6,14 +6,16 @@
 #      then a 3-node swarm cluster;
 #   3. the systemd unit, rendered by the role and checked with systemd-analyze verify;
 #   4. deploy.yml for real to this machine (ansible_connection=local, no systemd, binaries and
-#      state under a temporary directory, the stack on its default ports), twice, then health
-#      checks, a restart on a new binary, and teardown.yml's stop step, twice;
+#      state under a temporary directory, the stack on its default ports, its certificate by
+#      ACME from a local Pebble), twice, then health checks over HTTP and HTTPS, a restart on a
+#      new binary, and teardown.yml's stop step, twice;
 #   5. the role's image shipping (docker save / docker load, idempotent) on throw-away images,
 #      when a Docker engine answers;
 #   6. the swarm runtime's node steps on this machine's engine (when it is in no swarm): swarm
 #      init, a second node's join, the node label and the images, twice; then teardown.yml's
 #      swarm leave, twice. The engine leaves the swarm at the end, also on failure.
-# Ends with one line: "ansible: N passed, N failed" and exits non-zero on any failure.
+# Ends with one line: "ansible: N passed, N failed" and exits non-zero on any failure. The stack,
+# moto, Pebble and the swarm are stopped on every exit.
 #
 # Environment:
 #   GHOST_RUNTIME   runtime of the deploy test: docker (default) or process
@@ -39,6 +41,13 @@ mkdir -p "$LOGS"
 MOTO_PID=""
 DEPLOY_PREFIX=$TMP/deploy/prefix
 DEPLOY_STATE=$TMP/deploy/state
+# The deployed gateway's ports (the defaults with a certificate; Pebble's httpPort follows), and
+# Pebble's API and management ports (its own defaults, on loopback).
+DEPLOY_HTTP_PORT=80
+DEPLOY_HTTPS_PORT=443
+PEBBLE_PORT=14000
+PEBBLE_MGMT_PORT=15000
+PEBBLE_PID=""
 TEST_IMAGES=(ghost-stream-ansible-test/a:latest ghost-stream-ansible-test/b:latest)
 IMAGES_MADE=0
 SECTIONS=" ${GHOST_ANSIBLE_TESTS:-lint aws unit deploy images swarm} "
@@ -68,6 +77,11 @@ cleanup() {
     if [ -n "$MOTO_PID" ] && kill -0 "$MOTO_PID" 2>/dev/null; then
         kill "$MOTO_PID" 2>/dev/null
         wait "$MOTO_PID" 2>/dev/null
+    fi
+    # After the stack: it may still be asking Pebble for a renewal while it stops.
+    if [ -n "$PEBBLE_PID" ] && kill -0 "$PEBBLE_PID" 2>/dev/null; then
+        kill "$PEBBLE_PID" 2>/dev/null
+        wait "$PEBBLE_PID" 2>/dev/null
     fi
     if [ "$IMAGES_MADE" = 1 ]; then
         docker rmi -f "${TEST_IMAGES[@]}" >/dev/null 2>&1 || true
@@ -269,12 +283,16 @@ EOF
         "$VENV/bin/python" tests/helpers.py gone "$MOTO" ghost-stream ghost-stream deleted \
         "$TMP/inventory/provisioned.yml"
 
-    # An operator's own key pair: used, never adopted or deleted.
+    # An operator's own key pair: used, never adopted or deleted. Without ACME (and no
+    # certificate of the operator's) the gateway is plain HTTP on 8080, and so is its rule.
     "$VENV/bin/python" tests/helpers.py create-key "$MOTO" operator-key >>"$LOGS/moto.log" 2>&1
     play_refused "provision refuses to take over a key pair it did not create" "was not created here" \
         provision.yml -e "@$AWS_VARS" -e ghost_name=ghost-stream-b -e ghost_key_name=operator-key
-    if play "provision with an existing key pair" some provision.yml -e "@$AWS_VARS" \
-        -e ghost_name=ghost-stream-b -e ghost_key_name=operator-key -e ghost_key_create=false; then
+    if play "provision with an existing key pair, ACME off" some provision.yml -e "@$AWS_VARS" \
+        -e ghost_name=ghost-stream-b -e ghost_key_name=operator-key -e ghost_key_create=false \
+        -e ghost_acme=false; then
+        check "without ACME the security group opens the gateway's 8080/tcp, not 80 and 443" \
+            "$VENV/bin/python" tests/helpers.py rules "$MOTO" ghost-stream-b "$OPERATOR_CIDR" http
         play "teardown with an existing key pair" some teardown.yml -e "@$AWS_VARS" \
             -e ghost_name=ghost-stream-b -e ghost_key_name=operator-key -e ghost_key_create=false
     else
@@ -324,8 +342,13 @@ fi
 # 3. The systemd unit (the deploy test below runs without systemd): rendered by the role for
 #    each runtime, then checked by systemd-analyze verify where systemd is installed.
 # --------------------------------------------------------------------------------------------
+ACME_LE=https://acme-v02.api.letsencrypt.org/directory
+# unit_check RUNTIME WANT [-e ...]: the unit rendered with the given variables; WANT is what
+# ExecStart must pass after `--state-dir DIR up --runtime RUNTIME`.
 unit_check() {
-    local runtime=$1 dir=$TMP/unit/$1 rc
+    local runtime=$1 want=$2 dir rc
+    shift 2
+    dir=$TMP/unit/$runtime-$(printf '%s' "$*" | sha256sum | cut -c1-8)
     local args=(-i "$LOCAL_INVENTORY" -e ghost_runtime="$runtime")
     # The swarm runtime is not named: it must be the default with several nodes, on the manager.
     [ "$runtime" = swarm ] && args=(-i "$LOCAL_MANAGER_INVENTORY" -e ghost_nodes=3)
@@ -333,10 +356,13 @@ unit_check() {
     ln -sf "$BIN_DIR/ghost" "$dir/prefix/bin/ghost"
     "$VENV/bin/ansible-playbook" tests/unit.yml "${args[@]}" \
         -e ghost_prefix="$dir/prefix" -e ghost_systemd_unit_dir="$dir" \
-        -e ghost_advertise_host=stream.example.com || return 1
+        -e ghost_advertise_host=stream.example.com "$@" || return 1
     cat "$dir/ghost-stream.service"
-    grep -qxF "ExecStart=$dir/prefix/bin/ghost --state-dir /var/lib/ghost-stream up --runtime $runtime --relays 2 --max-relays 8 --relay-capacity 200 --public --advertise-host stream.example.com" \
-        "$dir/ghost-stream.service" || { echo "unexpected ExecStart"; return 1; }
+    grep -qxF "ExecStart=$dir/prefix/bin/ghost --state-dir /var/lib/ghost-stream up --runtime $runtime $want" \
+        "$dir/ghost-stream.service" || { echo "unexpected ExecStart, want: ... up --runtime $runtime $want"; return 1; }
+    # The gateway's ports 80 and 443, as the unprivileged service user.
+    grep -qxF "AmbientCapabilities=CAP_NET_BIND_SERVICE" "$dir/ghost-stream.service" ||
+        { echo "missing AmbientCapabilities=CAP_NET_BIND_SERVICE"; return 1; }
     # The supervisor of the docker and swarm runtimes drives the local engine.
     if [ "$runtime" = process ]; then
         ! grep -qE "^(Requires|SupplementaryGroups)=.*docker" "$dir/ghost-stream.service" ||
@@ -356,22 +382,102 @@ unit_check() {
     fi
 }
 unit_tests() {
-    local runtime
+    local runtime base="--relays 2 --max-relays 8 --relay-capacity 200"
+    if [ ! -x "$BIN_DIR/ghost" ]; then
+        fail "systemd unit: $BIN_DIR/ghost is missing (build the workspace, or set GHOST_BIN_DIR)"
+        return
+    fi
+    # The default: a certificate by ACME (Let's Encrypt) for the advertised host, on 80 and 443.
     for runtime in docker process swarm; do
-        if [ -x "$BIN_DIR/ghost" ]; then
-            check "systemd unit ($runtime runtime) renders and passes systemd-analyze verify" unit_check "$runtime"
-        else
-            fail "systemd unit: $BIN_DIR/ghost is missing (build the workspace, or set GHOST_BIN_DIR)"
-        fi
+        check "systemd unit ($runtime runtime, ACME by default) renders and passes systemd-analyze verify" \
+            unit_check "$runtime" "$base --public --advertise-host stream.example.com --http-port 80 --https-port 443 --acme --acme-directory $ACME_LE"
     done
+    check "systemd unit: ghost_domain is the advertised host; every ACME setting is passed" \
+        unit_check docker "$base --public --advertise-host live.example.org --http-port 80 --https-port 443 --acme --acme-directory https://acme.test/dir --acme-email ops@example.org --acme-profile classic --acme-root /etc/ghost/test-ca.pem" \
+        -e ghost_domain=live.example.org -e ghost_acme_directory=https://acme.test/dir \
+        -e ghost_acme_email=ops@example.org -e ghost_acme_profile=classic -e ghost_acme_root=/etc/ghost/test-ca.pem
+    check "systemd unit: the operator's own certificate instead of ACME, on 80 and 443" \
+        unit_check process "$base --public --advertise-host stream.example.com --http-port 80 --https-port 443 --tls-cert /etc/ghost/cert.pem --tls-key /etc/ghost/key.pem" \
+        -e ghost_acme=false -e ghost_tls_cert=/etc/ghost/cert.pem -e ghost_tls_key=/etc/ghost/key.pem
+    check "systemd unit: ACME off and no certificate keeps plain HTTP on 8080" \
+        unit_check docker "$base --public --advertise-host stream.example.com --http-port 8080" -e ghost_acme=false
 }
 section unit && unit_tests
 
 # --------------------------------------------------------------------------------------------
-# 4. deploy.yml for real to this machine
+# 4. deploy.yml for real to this machine, with its certificate from a local ACME server (Pebble)
 # --------------------------------------------------------------------------------------------
+# Pebble validates http-01 for an IP identifier by connecting to that address on its httpPort:
+# the stack advertises 127.0.0.1 and its gateway's HTTP port is Pebble's httpPort. Pebble's API
+# is HTTPS with a certificate made here (Debian's package ships none), from a CA of our own that
+# ghost trusts through --acme-root; the certificates Pebble issues chain to another root, made
+# when Pebble starts and served on its management port, which the checks trust instead.
+start_pebble() {
+    local dir=$1
+    mkdir -p "$dir"
+    cat >"$dir/api.ext" <<EOF
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+EOF
+    {
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -subj "/CN=Ghost Stream test: Pebble API CA" -keyout "$dir/api-ca.key" -out "$dir/api-ca.pem" \
+            -addext "basicConstraints = critical, CA:TRUE" -addext "keyUsage = critical, keyCertSign, cRLSign" &&
+            openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+                -keyout "$dir/api.key" -out "$dir/api.csr" &&
+            openssl x509 -req -in "$dir/api.csr" -CA "$dir/api-ca.pem" -CAkey "$dir/api-ca.key" \
+                -CAcreateserial -days 2 -extfile "$dir/api.ext" -out "$dir/api.pem"
+    } >"$LOGS/pebble-certs.log" 2>&1 || { fail "pebble: openssl could not make its API certificate" "$LOGS/pebble-certs.log"; return 1; }
+    # Both profiles, so a Pebble that knows profiles accepts `shortlived` (ghost's choice for an
+    # IP address); an older one ignores them.
+    cat >"$dir/pebble.json" <<EOF
+{
+  "pebble": {
+    "listenAddress": "127.0.0.1:$PEBBLE_PORT",
+    "managementListenAddress": "127.0.0.1:$PEBBLE_MGMT_PORT",
+    "certificate": "$dir/api.pem",
+    "privateKey": "$dir/api.key",
+    "httpPort": $DEPLOY_HTTP_PORT,
+    "tlsPort": $DEPLOY_HTTPS_PORT,
+    "ocspResponderURL": "",
+    "externalAccountBindingRequired": false,
+    "profiles": {
+      "default": {"description": "Pebble's default", "validityPeriod": 7776000},
+      "shortlived": {"description": "as Let's Encrypt's", "validityPeriod": 518400}
+    }
+  }
+}
+EOF
+    # No random validation delay; no nonce rejected on purpose (a real CA rarely does it, and a
+    # deploy test must not depend on the client's retry).
+    PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 pebble -config "$dir/pebble.json" >"$LOGS/pebble.log" 2>&1 &
+    PEBBLE_PID=$!
+    if ! "$VENV/bin/python" tests/helpers.py wait-http "https://127.0.0.1:$PEBBLE_PORT/dir" 30 "$dir/api-ca.pem" \
+        >>"$LOGS/pebble.log" 2>&1; then
+        fail "pebble did not start" "$LOGS/pebble.log"
+        return 1
+    fi
+    if ! "$VENV/bin/python" tests/helpers.py fetch "https://127.0.0.1:$PEBBLE_MGMT_PORT/roots/0" \
+        "$dir/api-ca.pem" "$dir/issuer-root.pem" >>"$LOGS/pebble.log" 2>&1; then
+        fail "pebble: its issuing root could not be fetched" "$LOGS/pebble.log"
+        return 1
+    fi
+}
+
+stop_pebble() {
+    if [ -n "$PEBBLE_PID" ] && kill -0 "$PEBBLE_PID" 2>/dev/null; then
+        kill "$PEBBLE_PID" 2>/dev/null
+        wait "$PEBBLE_PID" 2>/dev/null
+    fi
+    PEBBLE_PID=""
+}
+
 deploy_tests() {
-    local src=$TMP/src bin before after
+    local src=$TMP/src pebble=$TMP/pebble bin before after first_log
+    # A gateway HTTP port that is not Pebble's httpPort: the CA's validation finds nothing there.
+    local astray_http_port=8081
     # Both runtimes need all five: the process runtime runs the service binaries, the docker
     # runtime builds its images from them (deploy.yml runs `ghost images build`).
     case $RUNTIME in
@@ -384,12 +490,21 @@ deploy_tests() {
             return
         fi
     done
-    # The stack binds its default ports on all addresses (--public): they must be free.
-    if ! "$VENV/bin/python" tests/helpers.py ports-free 7070,7071,7000,8080,9100,9101,9201,9202,1935 \
+    for bin in pebble openssl; do
+        if ! command -v "$bin" >/dev/null; then
+            fail "deploy: $bin is missing (the Debian packages pebble and openssl)"
+            return
+        fi
+    done
+    # The stack binds its ports on all addresses (--public), Pebble its two on loopback: they
+    # must be free.
+    if ! "$VENV/bin/python" tests/helpers.py ports-free \
+        "7070,7071,7000,$DEPLOY_HTTP_PORT,$DEPLOY_HTTPS_PORT,$astray_http_port,9100,9101,9201,9202,1935,$PEBBLE_PORT,$PEBBLE_MGMT_PORT" \
         4433,4500,4501 >"$LOGS/ports.log" 2>&1; then
-        fail "deploy: the stack's default ports are taken on this machine; not deploying" "$LOGS/ports.log"
+        fail "deploy: the stack's or Pebble's ports are taken on this machine; not deploying" "$LOGS/ports.log"
         return
     fi
+    start_pebble "$pebble" || return
 
     # The binaries to ship, staged so the restart check can change one without touching the
     # build output: ghost copied, the service binaries linked.
@@ -397,6 +512,8 @@ deploy_tests() {
     cp "$BIN_DIR/ghost" "$src/ghost"
     for bin in "${bins[@]:1}"; do ln -s "$BIN_DIR/$bin" "$src/$bin"; done
 
+    # ghost_acme is on by default; the advertised host is an IP address, so the certificate is
+    # an IP address certificate, as on EC2 without ghost_domain.
     cat >"$TMP/deploy-vars.yml" <<EOF
 ghost_runtime: $RUNTIME
 ghost_service_manager: none
@@ -406,17 +523,39 @@ ghost_prefix: $DEPLOY_PREFIX
 ghost_state_dir: $DEPLOY_STATE
 ghost_bin_src_dir: $src
 ghost_advertise_host: 127.0.0.1
+ghost_http_port: $DEPLOY_HTTP_PORT
+ghost_https_port: $DEPLOY_HTTPS_PORT
+ghost_acme_directory: https://127.0.0.1:$PEBBLE_PORT/dir
+ghost_acme_root: $pebble/api-ca.pem
+ghost_https_check_ca: $pebble/issuer-root.pem
 ghost_images_tarball: $TMP/build/ghost-stream-images.tar
 ghost_images_remote_tarball: $TMP/deploy/images/ghost-stream-images.tar
 EOF
     local args=(-i "$LOCAL_INVENTORY" -e "@$TMP/deploy-vars.yml")
+    local https_health=https://127.0.0.1:$DEPLOY_HTTPS_PORT/health
+    local viewer_url=https://127.0.0.1/
+    [ "$DEPLOY_HTTPS_PORT" = 443 ] || viewer_url=https://127.0.0.1:$DEPLOY_HTTPS_PORT/
     status_json() { "$DEPLOY_PREFIX/bin/ghost" --state-dir "$DEPLOY_STATE" status --json >"$1" 2>>"$LOGS/status.log"; }
 
-    play "deploy ($RUNTIME runtime), first run" some deploy.yml "${args[@]}" || return
+    # Issuance that fails fails the deploy with ghost's error, and leaves nothing running.
+    play_refused "a certificate the CA cannot validate fails the deploy, naming the http-01 challenge" \
+        "http-01" deploy.yml "${args[@]}" -e ghost_http_port=$astray_http_port
+    check "after the failed issuance nothing is running" \
+        "$VENV/bin/python" tests/helpers.py stopped 7070 "$astray_http_port" "$DEPLOY_HTTPS_PORT"
+
+    first_log=$LOGS/$(printf '%02d' $((PASSED + FAILED + SKIPPED + 1)))-play.log
+    play "deploy ($RUNTIME runtime, its certificate from Pebble by ACME), first run" some deploy.yml "${args[@]}" || return
     play "deploy, second run changes nothing" zero deploy.yml "${args[@]}"
     status_json "$TMP/status1.json"
-    check "the deployed stack is healthy (/api/status ready, gateway /health, ghost status)" \
-        "$VENV/bin/python" tests/helpers.py healthy 7070 8080 "$TMP/status1.json"
+    check "the deployed stack is healthy (/api/status ready, gateway /health over HTTP and HTTPS, ghost status)" \
+        "$VENV/bin/python" tests/helpers.py healthy 7070 "$DEPLOY_HTTP_PORT" "$TMP/status1.json" \
+        "$https_health" "$pebble/issuer-root.pem"
+    check "the play checked the certificate from the control machine and printed $viewer_url" bash -c \
+        'grep -F "Check that the gateway answers HTTPS with a valid certificate" -A 12 "$1" | grep -q "^ok: " &&
+         grep -F "Viewers open:    $2" "$1"' _ "$first_log" "$viewer_url"
+    check "the ACME account key and certificate are in the state directory, the owner's alone" bash -c \
+        'ls -la "$1/acme" && [ -n "$(find "$1/acme" -type f)" ] && [ -z "$(find "$1/acme" -perm /077)" ]' \
+        _ "$DEPLOY_STATE"
 
     # A new ghost binary: the next deploy restarts the stack.
     before=$("$VENV/bin/python" tests/helpers.py service-pids "$TMP/status1.json")
@@ -424,17 +563,22 @@ EOF
     if play "deploy of a new binary" some deploy.yml "${args[@]}"; then
         status_json "$TMP/status2.json"
         after=$("$VENV/bin/python" tests/helpers.py service-pids "$TMP/status2.json" 2>/dev/null)
-        check "a new binary restarted the stack, healthy again" bash -c \
+        check "a new binary restarted the stack, healthy again (HTTPS too)" bash -c \
             'echo "before: $1"; echo "after:  $2"; [ -n "$1" ] && [ -n "$2" ] && [ "$1" != "$2" ] &&
-             "$3/bin/python" tests/helpers.py healthy 7070 8080 "$4"' \
-            _ "$before" "$after" "$VENV" "$TMP/status2.json"
+             "$3/bin/python" tests/helpers.py healthy 7070 "$5" "$4" "$6" "$7"' \
+            _ "$before" "$after" "$VENV" "$TMP/status2.json" "$DEPLOY_HTTP_PORT" "$https_health" \
+            "$pebble/issuer-root.pem"
     fi
 
     play "teardown stops the stack (ghost down)" some teardown.yml "${args[@]}" -e ghost_teardown_aws=false
     play "teardown, second run changes nothing" zero teardown.yml "${args[@]}" -e ghost_teardown_aws=false
-    check "the stack is stopped" "$VENV/bin/python" tests/helpers.py stopped 7070
+    check "the stack is stopped, the gateway's ports closed" \
+        "$VENV/bin/python" tests/helpers.py stopped 7070 "$DEPLOY_HTTP_PORT" "$DEPLOY_HTTPS_PORT"
 }
-section deploy && deploy_tests
+if section deploy; then
+    deploy_tests
+    stop_pebble
+fi
 
 # --------------------------------------------------------------------------------------------
 # 5. Image shipping (docker save on the control machine, docker load on the target)
