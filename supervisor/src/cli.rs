@@ -643,16 +643,40 @@ async fn prepare_certificate(state: &StateDir, args: &UpArgs) -> Result<()> {
     state.prepare()?;
     let operator = args.tls_cert.as_deref().zip(args.tls_key.as_deref());
     let progress = |line: &str| eprintln!("ghost: {line}");
-    crate::certificate::prepare(
-        state,
-        &args.certificate(),
-        operator,
-        args.public,
-        settings.ports.gateway,
-        &progress,
-    )
-    .await?;
-    Ok(())
+    let source = args.certificate();
+    let mut wait = Duration::from_secs(30);
+    loop {
+        let prepared = crate::certificate::prepare(
+            state,
+            &source,
+            operator,
+            args.public,
+            settings.ports.gateway,
+            &progress,
+        )
+        .await;
+        match prepared {
+            Ok(_) => return Ok(()),
+            // In the foreground (a service manager's `ghost up`) a CA that refuses is asked
+            // again with back-off, not every few seconds by restarts: CAs limit failed
+            // validations (Let's Encrypt: 5 an hour per name). `-d` says why and exits.
+            Err(e) if !args.detach && e.downcast_ref::<crate::acme::Error>().is_some() => {
+                eprintln!(
+                    "ghost: {e:#}\nghost: asking again in {} (Ctrl-C to stop)",
+                    humantime::format_duration(wait)
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    r = tokio::signal::ctrl_c() => {
+                        r.context("waiting for Ctrl-C")?;
+                        return Err(e);
+                    }
+                }
+                wait = (wait * 2).min(Duration::from_secs(3600));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// A clear error when this state directory's stack is up (a crashed supervisor's stack file

@@ -185,15 +185,21 @@ fn api_error(status: tonic::Status, metrics: &Metrics) -> ApiError {
 /// The gateway's routes, apart from serving, so tests call them directly. Joins need the
 /// client's address ([`ConnectInfo`]), which [`serve`] provides.
 pub fn routes(control: ControlClient<Channel>) -> Router {
-    routes_with(control, &Limits::default(), Metrics::default(), None)
+    let public = Public {
+        https: None,
+        https_url: None,
+        acme_challenges: None,
+    };
+    routes_with(control, &Limits::default(), Metrics::default(), &public)
 }
 
 fn routes_with(
     control: ControlClient<Channel>,
     limits: &Limits,
     metrics: Metrics,
-    challenges: Option<&std::path::Path>,
+    public: &Public,
 ) -> Router {
+    let challenges = public.acme_challenges.as_deref();
     let mut registry = Registry::with_prefix("ghost_gateway");
     registry.register(
         "joins",
@@ -235,7 +241,13 @@ fn routes_with(
     });
     Router::new()
         .route("/", get(web::index))
-        .route("/watch/{stream}", get(web::watch))
+        .route(
+            "/watch/{stream}",
+            match &public.https_url {
+                Some(url) => web::watch_at(url),
+                None => get(web::watch),
+            },
+        )
         .route("/app/{file}", get(web::asset))
         .route("/streams", get(list))
         .route("/streams/{id}/join", post(join))
@@ -459,7 +471,7 @@ pub async fn serve_public(
         server::control::client(control, tls_dir)?,
         limits,
         metrics.clone(),
-        public.acme_challenges.as_deref(),
+        &public,
     );
     let plain = match &public.https_url {
         Some(url) => router.clone().layer(axum::middleware::from_fn_with_state(

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 const POLICY: &str = "default-src 'self'; connect-src 'self' https:; object-src 'none'; \
                       base-uri 'none'; frame-ancestors 'none'";
 
-fn page(body: &'static str, content_type: &'static str) -> Response {
-    let mut response = body.into_response();
+fn page(body: impl Into<axum::body::Body>, content_type: &'static str) -> Response {
+    let mut response = axum::body::Body::from(body.into()).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     // Small files that change with the binary: always revalidate, never serve stale code.
@@ -39,6 +39,21 @@ pub async fn index() -> Response {
 /// `GET /watch/{id or name}`: the player; the script reads the stream from the path.
 pub async fn watch(Path(_stream): Path<String>) -> Response {
     page(include_str!("web/watch.html"), HTML)
+}
+
+/// The watch route of a gateway that also serves HTTPS at `https_url`: the page names that
+/// address (`<meta name="ghost-https">`), so one opened over plain HTTP links the right
+/// port.
+pub fn watch_at<S: Clone + Send + Sync + 'static>(
+    https_url: &str,
+) -> axum::routing::MethodRouter<S> {
+    let meta = format!(
+        "<meta name=\"ghost-https\" content=\"{}\">\n</head>",
+        https_url.replace(['"', '<', '>', '&'], "")
+    );
+    let html =
+        axum::body::Bytes::from(include_str!("web/watch.html").replacen("</head>", &meta, 1));
+    axum::routing::get(move |Path(_stream): Path<String>| async move { page(html, HTML) })
 }
 
 /// `GET /app/{file}`: the scripts and the style sheet, and nothing else.
