@@ -116,7 +116,7 @@ async fn an_operators_certificate_is_served_and_not_pinned_by_browsers() {
         );
         std::fs::write(&cert, &operator.cert).expect("cert");
         std::fs::write(&key, &operator.key).expect("key");
-        let stack = Stack::up(&[
+        let mut stack = Stack::up(&[
             "--relays",
             "1",
             "--tls-cert",
@@ -163,6 +163,43 @@ async fn an_operators_certificate_is_served_and_not_pinned_by_browsers() {
                 .expect("check"),
             RelayCert::Operator
         );
+        stop.cancel();
+        let _ = publisher.await;
+
+        // The next `ghost up` without --tls-cert serves the stack's own certificate again:
+        // which certificate a stack uses is what its `up` said.
+        let down = stack.ghost().arg("down").output().expect("ghost down");
+        assert!(down.status.success(), "{down:?}");
+        let again = stack
+            .ghost()
+            .args([
+                "up",
+                "-d",
+                "--runtime",
+                "process",
+                "--ephemeral-ports",
+                "--relays",
+                "1",
+            ])
+            .output()
+            .expect("ghost up");
+        assert!(again.status.success(), "{again:?}");
+        let said = String::from_utf8_lossy(&again.stdout);
+        assert!(
+            said.contains("certificate     the stack's own CA"),
+            "{said}"
+        );
+        stack.file = stack.state.read().expect("stack file");
+        let stop = CancellationToken::new();
+        let (id, publisher) = stack.publish("own", 30, 2000, 30, None, stop.clone()).await;
+        let join = watch::join(&stack.http, &stack.file.gateway_url, &id)
+            .await
+            .expect("join");
+        assert!(
+            !join.cert_public,
+            "the operator's certificate stayed: {join:?}"
+        );
+        assert_ne!(join.cert_sha256, leaf);
         stop.cancel();
         let _ = publisher.await;
     })

@@ -13,7 +13,8 @@ const POLICY: &str = "default-src 'self'; connect-src 'self' https:; object-src 
                       base-uri 'none'; frame-ancestors 'none'";
 
 fn page(body: impl Into<axum::body::Body>, content_type: &'static str) -> Response {
-    let mut response = axum::body::Body::from(body.into()).into_response();
+    let body: axum::body::Body = body.into();
+    let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     // Small files that change with the binary: always revalidate, never serve stale code.

@@ -1,6 +1,7 @@
 //! Headless Chromium driven over the DevTools protocol (one WebSocket, flattened sessions),
 //! for tests that watch a page for a while and read what it measured.
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -12,11 +13,27 @@ use tokio_tungstenite::tungstenite::Message;
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A running browser; killed on drop.
+/// A running browser; killed on drop, with the processes it started.
 pub struct Browser {
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
     socket: Socket,
     next_id: u64,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        kill_group(&self.child);
+    }
+}
+
+/// Kills the process group that `child` leads (it was spawned with `process_group(0)`).
+pub(super) fn kill_group(child: &tokio::process::Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
 }
 
 /// A page (tab) of the browser.
@@ -24,10 +41,52 @@ pub struct Page {
     session: String,
 }
 
+/// How a test's browser reaches a stack at a public name and trusts its certificate, as a
+/// user's would: by name resolution and a root in the browser's NSS database, never by
+/// turning certificate checks off. [`super::firefox::Firefox`] takes the same.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Names the browser resolves to 127.0.0.1 whatever DNS says (`ghost.test`), for TCP
+    /// and QUIC (HTTP/3, WebTransport) alike.
+    pub loopback_names: Vec<String>,
+    /// A root certificate (PEM) the browser trusts to issue TLS server certificates.
+    pub trusted_root: Option<PathBuf>,
+}
+
+/// The nickname of [`Options::trusted_root`] in a browser's NSS database.
+pub const ROOT_NICKNAME: &str = "ghost-test-root";
+
 impl Browser {
     /// Starts `binary` headless with a profile in `profile`.
-    pub async fn start(binary: &str, profile: &std::path::Path) -> Browser {
-        let mut child = tokio::process::Command::new(binary)
+    pub async fn start(binary: &str, profile: &Path) -> Browser {
+        Browser::start_with(binary, profile, &Options::default()).await
+    }
+
+    /// Starts `binary` headless with a profile in `profile` and `options`. Chromium on Linux
+    /// reads the user's NSS database at `$HOME/.pki/nssdb`, so with a trusted root it runs
+    /// with `HOME` at `profile/home`, which holds a database of its own with that root.
+    pub async fn start_with(binary: &str, profile: &Path, options: &Options) -> Browser {
+        let mut command = tokio::process::Command::new(binary);
+        if let Some(root) = &options.trusted_root {
+            let home = profile.join("home");
+            super::trust::trust_root(&home.join(".pki/nssdb"), ROOT_NICKNAME, root);
+            // Chromium verifies a QUIC server's chain like any other, then refuses one that
+            // ends at a root outside its built-in store; this lifts that last rule, for
+            // WebTransport alone, and the chain must still reach the trusted root.
+            command
+                .env("HOME", home)
+                .arg("--webtransport-developer-mode");
+        }
+        if !options.loopback_names.is_empty() {
+            // The network service's one resolver serves TCP and QUIC connections alike.
+            let rules: Vec<String> = options
+                .loopback_names
+                .iter()
+                .map(|name| format!("MAP {name} 127.0.0.1"))
+                .collect();
+            command.arg(format!("--host-resolver-rules={}", rules.join(",")));
+        }
+        let mut child = command
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -40,6 +99,9 @@ impl Browser {
             .arg(format!("--user-data-dir={}", profile.display()))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            // A process group of its own, which drop ends whole: a helper left running a
+            // moment after the browser writes into a profile its test is removing.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("start chromium");
@@ -57,11 +119,15 @@ impl Browser {
         .expect("chromium listening in time");
         // Keep draining its stderr so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let (socket, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("DevTools WebSocket");
+        let (socket, _) = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .expect("DevTools WebSocket in time")
+        .expect("DevTools WebSocket");
         Browser {
-            _child: child,
+            child,
             socket,
             next_id: 1,
         }
@@ -112,6 +178,25 @@ impl Browser {
                 .expect("sessionId")
                 .to_string(),
         }
+    }
+
+    /// Loads `url` in `page` and waits for its load event. An error is Chromium's
+    /// (`net::ERR_CERT_AUTHORITY_INVALID` for a certificate from a root it does not trust).
+    pub async fn navigate(&mut self, page: &Page, url: &str) -> Result<(), String> {
+        let navigated = self
+            .call(Some(&page.session), "Page.navigate", json!({"url": url}))
+            .await;
+        if let Some(error) = navigated["errorText"].as_str().filter(|e| !e.is_empty()) {
+            return Err(error.to_string());
+        }
+        // The answer comes once the new document is committed, before it has loaded.
+        self.eval(
+            page,
+            "new Promise(loaded => document.readyState === 'complete' ? loaded() \
+             : addEventListener('load', () => loaded(), {once: true}))",
+        )
+        .await;
+        Ok(())
     }
 
     /// A PNG of what `page` shows now.

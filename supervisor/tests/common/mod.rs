@@ -12,8 +12,10 @@ use supervisor::stack::{StackFile, StateDir};
 use tokio::task::JoinHandle;
 
 pub mod browser;
+pub mod firefox;
 pub mod rtmp;
 pub mod scenarios;
+pub mod trust;
 use tokio_util::sync::CancellationToken;
 
 pub const GHOST: &str = env!("CARGO_BIN_EXE_ghost");
@@ -472,6 +474,25 @@ pub fn chromium() -> Option<&'static str> {
     found
 }
 
+/// Headless Firefox ESR, where installed (Debian's `firefox-esr`); `None` lets a test skip
+/// on a developer machine without it, and CI (which sets `CI`) fails instead.
+pub fn firefox() -> Option<&'static str> {
+    let found = ["firefox-esr", "firefox"].into_iter().find(|b| {
+        std::process::Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs Firefox ESR (the test command installs it)"
+        );
+        eprintln!("skipped: no Firefox installed (the README's test command installs it)");
+    }
+    found
+}
+
 impl Stack {
     /// The DOM of `url` after `budget_ms` of the page's (virtual) time, as headless Chromium
     /// renders it, in a browser profile of this stack's own.
@@ -484,6 +505,35 @@ impl Stack {
                 "--disable-gpu",
                 "--disable-dev-shm-usage",
             ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("--virtual-time-budget={budget_ms}"))
+            .arg("--dump-dom")
+            .arg(url)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("run chromium");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// As `dump_dom`, with `extra_args` for Chromium (`--host-resolver-rules=…` to reach the
+    /// stack at a name other than 127.0.0.1, say).
+    pub async fn dump_dom_with(
+        &self,
+        browser: &str,
+        url: &str,
+        budget_ms: u32,
+        extra_args: &[&str],
+    ) -> String {
+        let profile = self.dir.path().join("browser");
+        let out = tokio::process::Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+            ])
+            .args(extra_args)
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg(format!("--virtual-time-budget={budget_ms}"))
             .arg("--dump-dom")
@@ -522,6 +572,18 @@ impl Stack {
         name: &str,
         audio_codec: &str,
         seconds: Option<u32>,
+    ) -> (String, tokio::process::Child, tokio::process::Child) {
+        self.go_live_with_key(name, audio_codec, seconds, None)
+            .await
+    }
+
+    /// As `go_live`, presenting the stream key `key` (a stack that requires keys).
+    pub async fn go_live_with_key(
+        &self,
+        name: &str,
+        audio_codec: &str,
+        seconds: Option<u32>,
+        key: Option<&str>,
     ) -> (String, tokio::process::Child, tokio::process::Child) {
         use tokio::io::AsyncBufReadExt;
         let limit = seconds
@@ -577,6 +639,7 @@ impl Stack {
         let mut publisher = self
             .tokio_ghost()
             .args(["publish", "--name", name, "--input", "-", "--json"])
+            .args(key.map(|k| ["--key", k]).into_iter().flatten())
             .stdin(media)
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
