@@ -368,6 +368,7 @@ pub async fn main(config: Config) -> Result<()> {
     server::telemetry::init(config.logging.log_format, "info");
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
+        .map_err(|e| privileged(e, config.listen))
         .with_context(|| format!("binding HTTP on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let mut announced = vec![(Role::Http, addr), (Role::Ops, addr)];
@@ -387,6 +388,7 @@ pub async fn main(config: Config) -> Result<()> {
         let tls = transport::tls::https_server_config(certificate.clone())?;
         let https = tokio::net::TcpListener::bind(https_addr)
             .await
+            .map_err(|e| privileged(e, https_addr))
             .with_context(|| format!("binding HTTPS on {https_addr}"))?;
         let bound = https.local_addr()?;
         let url = https::public_url(config.https.https_advertise.as_deref(), bound);
@@ -412,6 +414,19 @@ pub async fn main(config: Config) -> Result<()> {
             () = follow => Ok(()),
         },
         None => serving.await,
+    }
+}
+
+/// A refused bind of a port below 1024, with what grants the right.
+fn privileged(error: std::io::Error, addr: SocketAddr) -> anyhow::Error {
+    if error.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024 {
+        anyhow::anyhow!(
+            "{error}: ports below 1024 need root or the right to bind them (`sudo setcap \
+             cap_net_bind_service=+ep ghost-gateway`, AmbientCapabilities=CAP_NET_BIND_SERVICE \
+             under systemd), or other ports (`ghost up --http-port`, `--https-port`)"
+        )
+    } else {
+        error.into()
     }
 }
 

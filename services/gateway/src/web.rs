@@ -13,16 +13,22 @@ const POLICY: &str = "default-src 'self'; connect-src 'self' https:; object-src 
                       base-uri 'none'; frame-ancestors 'none'";
 
 fn page(body: impl Into<axum::body::Body>, content_type: &'static str) -> Response {
+    page_with(body, content_type, HeaderValue::from_static(POLICY))
+}
+
+/// A page with the content security policy `policy`.
+fn page_with(
+    body: impl Into<axum::body::Body>,
+    content_type: &'static str,
+    policy: HeaderValue,
+) -> Response {
     let body: axum::body::Body = body.into();
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     // Small files that change with the binary: always revalidate, never serve stale code.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(POLICY),
-    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -54,7 +60,29 @@ pub fn watch_at<S: Clone + Send + Sync + 'static>(
     );
     let html =
         axum::body::Bytes::from(include_str!("web/watch.html").replacen("</head>", &meta, 1));
-    axum::routing::get(move |Path(_stream): Path<String>| async move { page(html, HTML) })
+    let policy = HeaderValue::from_str(&relays_only(https_url))
+        .unwrap_or_else(|_| HeaderValue::from_static(POLICY));
+    axum::routing::get(
+        move |Path(_stream): Path<String>| async move { page_with(html, HTML, policy) },
+    )
+}
+
+/// The watch page's policy at a public name: connections to this origin and to the relays,
+/// which are advertised at the same host (any port), and nowhere else. An IPv6 address,
+/// which a policy cannot name, keeps [`POLICY`]'s `https:`.
+fn relays_only(https_url: &str) -> String {
+    let authority = https_url.trim_start_matches("https://");
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    if host.is_empty() || host.contains(['[', ':', ';', ' ', '\'', '"']) {
+        return POLICY.to_string();
+    }
+    POLICY.replace(
+        "connect-src 'self' https:",
+        &format!("connect-src 'self' https://{host}:*"),
+    )
 }
 
 /// `GET /app/{file}`: the scripts and the style sheet, and nothing else.
@@ -67,5 +95,23 @@ pub async fn asset(Path(file): Path<String>) -> Response {
         "mp4.js" => page(include_str!("web/mp4.js"), js),
         "app.css" => page(include_str!("web/app.css"), "text/css; charset=utf-8"),
         _ => (StatusCode::NOT_FOUND, "no such file\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_a_public_name_the_page_may_connect_to_its_relays_only() {
+        assert!(
+            relays_only("https://ghost.test:8443")
+                .contains("connect-src 'self' https://ghost.test:*;")
+        );
+        assert!(
+            relays_only("https://203.0.113.7")
+                .contains("connect-src 'self' https://203.0.113.7:*;")
+        );
+        assert_eq!(relays_only("https://[2001:db8::1]:443"), POLICY);
     }
 }
