@@ -393,6 +393,35 @@ macro_rules! until {
     }};
 }
 
+/// The page at `$url` in `$browser` draws its first picture within `$within`, then at
+/// least 90% of the 150 frames sent in 5 s; prints what it measured, and keeps a screenshot
+/// where `GHOST_BROWSER_SCREENSHOT` names a directory.
+macro_rules! plays {
+    ($browser:expr, $page:expr, $url:expr, $name:expr, $within:expr) => {{
+        let picture = until!($browser, $page, MEASURED, $within, format!("{}: no picture over HTTPS", $name), |v: &Value| rendered(v) > 0.0);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        $browser.eval($page, "window.ghost.reset()").await;
+        let before = $browser.eval($page, MEASURED).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let after = $browser.eval($page, MEASURED).await;
+        let drawn = rendered(&after) - rendered(&before);
+        println!(
+            "acme (name): {} at {}: picture after {:.0} ms; {drawn} of 150 frames drawn in 5 s; delay p50 {} ms, p99 {} ms",
+            $name,
+            $url,
+            common::ms(picture),
+            after["delay"]["p50"],
+            after["delay"]["p99"]
+        );
+        assert!(drawn >= 135.0, "{}: {drawn} of 150 frames drawn: {after}", $name);
+        if let Some(dir) = std::env::var_os("GHOST_BROWSER_SCREENSHOT") {
+            let png = $browser.screenshot($page).await;
+            let file = format!("https-{}.png", $name.to_lowercase());
+            std::fs::write(Path::new(&dir).join(file), png).expect("screenshot");
+        }
+    }};
+}
+
 const MEASURED: &str = "JSON.parse(JSON.stringify(window.ghost || {}))";
 
 fn rendered(v: &Value) -> f64 {
@@ -417,14 +446,27 @@ async fn a_name_gets_a_certificate_and_plays_over_https_in_chromium_and_firefox(
         let api_root = pebble.api_root();
         let (stack, took) = up(
             &[
-                "--relays", "1", "--public", "--advertise-host", "ghost.test", "--acme",
-                "--acme-directory", &pebble.directory,
-                "--acme-root", api_root.to_str().expect("path"),
-                "--http-port", &http, "--https-port", &https,
+                "--relays",
+                "1",
+                "--public",
+                "--advertise-host",
+                "ghost.test",
+                "--acme",
+                "--acme-directory",
+                &pebble.directory,
+                "--acme-root",
+                api_root.to_str().expect("path"),
+                "--http-port",
+                &http,
+                "--https-port",
+                &https,
             ],
             &[],
         );
-        println!("acme (name): `ghost up -d --acme` with a certificate from Pebble ready in {:.2} s", took.as_secs_f64());
+        println!(
+            "acme (name): `ghost up -d --acme` with a certificate from Pebble ready in {:.2} s",
+            took.as_secs_f64()
+        );
         assert_eq!(
             stack.file.viewer_url.as_deref(),
             Some(format!("https://ghost.test:{https}/").as_str())
@@ -436,7 +478,10 @@ async fn a_name_gets_a_certificate_and_plays_over_https_in_chromium_and_firefox(
         let (status, headers, _, leaf) =
             https_get(gateway, "ghost.test", &root, "/health", None).await;
         assert!(status.contains(" 200"), "{status}");
-        assert!(headers.contains("strict-transport-security: max-age="), "{headers}");
+        assert!(
+            headers.contains("strict-transport-security: max-age="),
+            "{headers}"
+        );
         assert_eq!(identities(&leaf), ["ghost.test"]);
         let (status, ..) = https_get(
             gateway,
@@ -448,14 +493,18 @@ async fn a_name_gets_a_certificate_and_plays_over_https_in_chromium_and_firefox(
         .await;
         assert!(status.contains(" 200"), "TLS 1.2: {status}");
         // This host's own tools still reach the API over plain HTTP.
-        let streams = stack.streams().await.expect("streams over plain HTTP from the host");
+        let streams = stack
+            .streams()
+            .await
+            .expect("streams over plain HTTP from the host");
         assert!(streams.is_empty());
 
         // A stream; the join answer names the relay by the certificate's name, and the relay
         // presents the same certificate.
         let key = key(&stack, "demo");
-        let (id, _ffmpeg, _publisher) =
-            stack.go_live_with_key("demo", "libopus", None, Some(&key)).await;
+        let (id, _ffmpeg, _publisher) = stack
+            .go_live_with_key("demo", "libopus", None, Some(&key))
+            .await;
         let joined = join(&stack, &id).await;
         assert!(joined.cert_public, "{joined:?}");
         let port = joined
@@ -471,15 +520,25 @@ async fn a_name_gets_a_certificate_and_plays_over_https_in_chromium_and_firefox(
             trusted_root: Some(root.clone()),
         };
         let url = format!("https://ghost.test:{https}/watch/{id}");
-        let mut browser =
-            common::browser::Browser::start_with(chromium, &stack.dir.path().join("chromium"), &options)
-                .await;
+        let mut browser = common::browser::Browser::start_with(
+            chromium,
+            &stack.dir.path().join("chromium"),
+            &options,
+        )
+        .await;
         // Before the HTTPS visit: once a browser has seen HSTS at the name, it never asks
         // for plain HTTP there again.
         let plain = browser
             .open(&format!("http://ghost.test:{http}/watch/{id}"))
             .await;
-        let said = until!(browser, &plain, "document.body.innerText", Duration::from_secs(10), "the plain-HTTP page at the name", |v: &Value| v.as_str().is_some_and(|t| t.contains("https")));
+        let said = until!(
+            browser,
+            &plain,
+            "document.body.innerText",
+            Duration::from_secs(10),
+            "the plain-HTTP page at the name",
+            |v: &Value| v.as_str().is_some_and(|t| t.contains("https"))
+        );
         let text = browser.eval(&plain, "document.body.innerText").await;
         let link = format!("https://ghost.test:{https}/watch/{id}");
         assert!(
@@ -490,27 +549,13 @@ async fn a_name_gets_a_certificate_and_plays_over_https_in_chromium_and_firefox(
             !text.as_str().unwrap_or_default().contains("cannot play"),
             "the page blames the browser: {text}"
         );
-        println!("acme (name): plain HTTP at the name says, after {:.0} ms: {text}", common::ms(said));
-        let page = browser.open(&url).await;
-        let picture = until!(browser, &page, MEASURED, Duration::from_secs(20), "Chromium: no picture over HTTPS", |v: &Value| rendered(v) > 0.0);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        browser.eval(&page, "window.ghost.reset()").await;
-        let before = browser.eval(&page, MEASURED).await;
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let after = browser.eval(&page, MEASURED).await;
-        let drawn = rendered(&after) - rendered(&before);
         println!(
-            "acme (name): Chromium at {url}: picture after {:.0} ms; {drawn} of 150 frames drawn in 5 s; delay p50 {} ms, p99 {} ms",
-            common::ms(picture),
-            after["delay"]["p50"],
-            after["delay"]["p99"]
+            "acme (name): plain HTTP at the name says, after {:.0} ms: {text}",
+            common::ms(said)
         );
-        assert!(drawn >= 135.0, "{drawn} of 150 frames drawn: {after}");
-        assert_eq!(after["state"], "live", "{after}");
-        if let Some(dir) = std::env::var_os("GHOST_BROWSER_SCREENSHOT") {
-            let png = browser.screenshot(&page).await;
-            std::fs::write(Path::new(&dir).join("https-chromium.png"), png).expect("screenshot");
-        }
+        let page = browser.open(&url).await;
+        plays!(browser, &page, &url, "Chromium", Duration::from_secs(20));
+        assert_eq!(browser.eval(&page, MEASURED).await["state"], "live");
         drop(browser);
 
         // Firefox, over WebDriver BiDi, the same page.
@@ -522,24 +567,7 @@ async fn a_name_gets_a_certificate_and_plays_over_https_in_chromium_and_firefox(
             )
             .await;
             let page = browser.open(&url).await;
-            let picture = until!(browser, &page, MEASURED, Duration::from_secs(30), "Firefox: no picture over HTTPS", |v: &Value| rendered(v) > 0.0);
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            browser.eval(&page, "window.ghost.reset()").await;
-            let before = browser.eval(&page, MEASURED).await;
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            let after = browser.eval(&page, MEASURED).await;
-            let drawn = rendered(&after) - rendered(&before);
-            println!(
-                "acme (name): Firefox at {url}: picture after {:.0} ms; {drawn} of 150 frames drawn in 5 s; delay p50 {} ms, p99 {} ms",
-                common::ms(picture),
-                after["delay"]["p50"],
-                after["delay"]["p99"]
-            );
-            assert!(drawn >= 135.0, "{drawn} of 150 frames drawn: {after}");
-            if let Some(dir) = std::env::var_os("GHOST_BROWSER_SCREENSHOT") {
-                let png = browser.screenshot(&page).await;
-                std::fs::write(Path::new(&dir).join("https-firefox.png"), png).expect("screenshot");
-            }
+            plays!(browser, &page, &url, "Firefox", Duration::from_secs(30));
         }
     })
     .await

@@ -564,14 +564,23 @@ impl Accepting {
             let tls = tls.clone();
             self.tasks.spawn(async move {
                 match tls {
-                    None => connection(tcp, peer, router, header_timeout, shutdown).await,
+                    None => {
+                        serve_connection(tcp, false, peer, router, header_timeout, shutdown).await;
+                    }
                     Some(acceptor) => {
                         let handshake =
                             tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await;
                         match handshake {
                             Ok(Ok(stream)) => {
-                                secure_connection(stream, peer, router, header_timeout, shutdown)
-                                    .await;
+                                serve_connection(
+                                    stream,
+                                    true,
+                                    peer,
+                                    router,
+                                    header_timeout,
+                                    shutdown,
+                                )
+                                .await;
                             }
                             Ok(Err(error)) => {
                                 tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -607,20 +616,33 @@ fn service_for(
     hyper_util::service::TowerToHyperService::new(service)
 }
 
-/// Serves one plain HTTP/1.1 connection to its end.
-async fn connection(
-    tcp: tokio::net::TcpStream,
+/// Serves one connection to its end: HTTP/1.1 only on the plain port, HTTP/2 or HTTP/1.1
+/// as ALPN chose on the HTTPS port.
+async fn serve_connection<I>(
+    io: I,
+    http2: bool,
     peer: SocketAddr,
     router: Router,
     header_timeout: Duration,
     shutdown: CancellationToken,
-) {
-    let mut builder = hyper::server::conn::http1::Builder::new();
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder
+        .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(64)
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let builder = if http2 { builder } else { builder.http1_only() };
     let conn =
-        builder.serve_connection(hyper_util::rt::TokioIo::new(tcp), service_for(router, peer));
+        builder.serve_connection(hyper_util::rt::TokioIo::new(io), service_for(router, peer));
     tokio::pin!(conn);
     let served = tokio::select! {
         r = conn.as_mut() => r,
@@ -635,43 +657,5 @@ async fn connection(
     if let Err(error) = served {
         // A header-read timeout, a client gone mid-request, garbage: this client's affair.
         tracing::debug!(%peer, %error, "HTTP connection ended");
-    }
-}
-
-/// Serves one HTTPS connection, HTTP/2 or HTTP/1.1 as ALPN chose, to its end.
-async fn secure_connection(
-    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    peer: SocketAddr,
-    router: Router,
-    header_timeout: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut builder =
-        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    builder
-        .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(64)
-        .keep_alive_interval(Some(Duration::from_secs(20)))
-        .keep_alive_timeout(Duration::from_secs(10));
-    let conn =
-        builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service_for(router, peer));
-    tokio::pin!(conn);
-    let served = tokio::select! {
-        r = conn.as_mut() => r,
-        () = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            match tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await {
-                Ok(r) => r,
-                Err(_) => Ok(()),
-            }
-        }
-    };
-    if let Err(error) = served {
-        tracing::debug!(%peer, %error, "HTTPS connection ended");
     }
 }

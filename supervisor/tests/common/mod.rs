@@ -497,23 +497,7 @@ impl Stack {
     /// The DOM of `url` after `budget_ms` of the page's (virtual) time, as headless Chromium
     /// renders it, in a browser profile of this stack's own.
     pub async fn dump_dom(&self, browser: &str, url: &str, budget_ms: u32) -> String {
-        let profile = self.dir.path().join("browser");
-        let out = tokio::process::Command::new(browser)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(format!("--virtual-time-budget={budget_ms}"))
-            .arg("--dump-dom")
-            .arg(url)
-            .kill_on_drop(true)
-            .output()
-            .await
-            .expect("run chromium");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.dump_dom_with(browser, url, budget_ms, &[]).await
     }
 
     /// As `dump_dom`, with `extra_args` for Chromium (`--host-resolver-rules=…` to reach the
