@@ -624,3 +624,100 @@ fn cpu_s(pid: u32) -> f64 {
     // Fields 14 and 15 of stat (utime, stime), counted from the state field (3).
     (ticks(11) + ticks(12)) / 100.0
 }
+
+/// Keeps up to `keep` connections from `source` open to `rtmp`, opening new ones as the
+/// server closes them (at most 500 a tenth of a second, 30,000 in all), until `stop`; how
+/// many it opened and how many the server closed.
+async fn idle_flood(
+    source: std::net::IpAddr,
+    rtmp: std::net::SocketAddr,
+    keep: usize,
+    stop: CancellationToken,
+) -> (usize, usize) {
+    let (mut opened, mut closed) = (0usize, 0usize);
+    let mut open: Vec<tokio::net::TcpStream> = Vec::new();
+    while !stop.is_cancelled() && opened < 30_000 {
+        let mut byte = [0u8; 1];
+        let before = open.len();
+        // Closed by the server: end of stream, or any error but "nothing to read yet".
+        open.retain(|s| match s.try_read(&mut byte) {
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            Ok(n) => n > 0,
+        });
+        closed += before - open.len();
+        for _ in 0..500.min(keep.saturating_sub(open.len())) {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind((source, 0).into())
+                .expect("bind the flood's source");
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_secs(1), socket.connect(rtmp)).await
+            {
+                open.push(s);
+                opened += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (opened, closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_one_address_keep_no_streamer_out() {
+    if !common::ffmpeg_available() {
+        return;
+    }
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        // The host's own connections are exempt unless asked: the flood comes from 127.0.0.2,
+        // the streamer from 127.0.0.1, two addresses as two machines would be.
+        let stack = Stack::up_with_env(
+            "process",
+            &["--relays", "1"],
+            &[("GHOST_INGEST_RTMP_LIMIT_LOOPBACK", "1")],
+        );
+        let rtmp = stack.addr("ingest", Role::Rtmp).await;
+        let stop = CancellationToken::new();
+        let flood = tokio::spawn(idle_flood(
+            [127, 0, 0, 2].into(),
+            rtmp,
+            1500,
+            stop.clone(),
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for attempt in 1..=3 {
+            let name = format!("through-the-flood-{attempt}");
+            let started = std::time::Instant::now();
+            let mut ffmpeg = obs_ffmpeg(&format!("rtmp://{rtmp}/live/{name}"), Some(4));
+            let listed = stack.wait_listed(&name, true, Duration::from_secs(10)).await;
+            assert!(listed.is_some(), "attempt {attempt}: {name} never went live");
+            println!(
+                "rtmp flood: attempt {attempt} live {:.0} ms after ffmpeg started",
+                common::ms(started.elapsed())
+            );
+            let _ = ffmpeg.kill().await;
+        }
+        stop.cancel();
+        let (opened, closed) = flood.await.expect("flood");
+        let ops = stack.addr("ingest", Role::Ops).await;
+        let metrics = stack
+            .http
+            .get(format!("http://{ops}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let refused = metrics
+            .lines()
+            .find(|l| l.starts_with("ghost_ingest_rtmp_refused_per_source_total "))
+            .unwrap_or("none");
+        println!(
+            "rtmp flood: one address opened {opened} connections, {closed} closed by ingest; {refused}"
+        );
+        assert!(closed > 1000, "the flood kept its connections: {closed} closed");
+        assert!(refused != "none", "{metrics}");
+    })
+    .await
+    .expect("test timed out");
+}

@@ -49,6 +49,14 @@ pub struct Config {
     /// RTMP connections open at once, at most (publishing or not yet).
     #[arg(long, env = "GHOST_INGEST_MAX_RTMP_CONNECTIONS", default_value_t = 256)]
     pub max_rtmp_connections: usize,
+    /// RTMP connections one client address (an IPv6 /64) may hold at once; past it, new
+    /// ones are closed at once. An encoder holds one.
+    #[arg(long, env = "GHOST_INGEST_RTMP_PER_SOURCE", default_value_t = rtmp::PER_SOURCE)]
+    pub rtmp_per_source: usize,
+    /// Apply the RTMP per-source limit to loopback and the local source too (by default the
+    /// host's own connections are exempt).
+    #[arg(long, env = "GHOST_INGEST_RTMP_LIMIT_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new())]
+    pub rtmp_limit_loopback: bool,
     /// Address relays use to reach this ingest (defaults to the bound address).
     #[arg(long, env = "GHOST_INGEST_ADVERTISE")]
     pub advertise: Option<String>,
@@ -90,6 +98,8 @@ struct Metrics {
     subscribers_refused: Counter,
     rtmp_connections: Gauge,
     rtmp_refused: Counter,
+    rtmp_refused_per_source: Counter,
+    rtmp_handshake_timeouts: Counter,
     fanout: fanout::Metrics,
 }
 
@@ -125,6 +135,16 @@ impl Metrics {
             "rtmp_refused",
             "RTMP connections closed at once: too many open",
             self.rtmp_refused.clone(),
+        );
+        registry.register(
+            "rtmp_refused_per_source",
+            "RTMP connections closed at once: their address held its limit",
+            self.rtmp_refused_per_source.clone(),
+        );
+        registry.register(
+            "rtmp_handshake_timeouts",
+            "RTMP connections closed: no handshake in time, or not RTMP",
+            self.rtmp_handshake_timeouts.clone(),
         );
         self.fanout.register(registry);
     }
@@ -184,7 +204,7 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     admission: Arc<Admission>,
     rtmp: tokio::net::TcpListener,
-    max_rtmp_connections: usize,
+    rtmp_limits: rtmp::Limits,
     ops: tokio::net::TcpListener,
     registry: Registry,
     state: Arc<State>,
@@ -224,7 +244,12 @@ impl Server {
             endpoint,
             admission,
             rtmp,
-            max_rtmp_connections: config.max_rtmp_connections.max(1),
+            rtmp_limits: rtmp::Limits {
+                max_connections: config.max_rtmp_connections.max(1),
+                per_source: config.rtmp_per_source.max(1),
+                limit_loopback: config.rtmp_limit_loopback,
+                local: config.quic_limits.local.local_source.into_iter().collect(),
+            },
             ops,
             registry,
             heartbeat: *config.heartbeat.interval,
@@ -269,7 +294,7 @@ impl Server {
         let rtmp = rtmp::serve(
             self.rtmp,
             self.state.clone(),
-            self.max_rtmp_connections,
+            self.rtmp_limits,
             shutdown.clone(),
         );
         let ops = ops::serve(

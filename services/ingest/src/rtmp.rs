@@ -49,6 +49,94 @@ pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time from TCP connect to a started publish, at most (handshake, connect, publish).
 pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Time from TCP connect to the client's whole handshake opening (C0 and C1, 1,537 bytes),
+/// at most: an encoder sends it at once, so an idle connection is cut in seconds.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// RTMP connections one address may hold at once, by default: an encoder holds one, a
+/// studio a few.
+pub const PER_SOURCE: usize = 8;
+
+/// C0 (the version byte) and C1 (1,536 bytes): what a client sends first.
+const HANDSHAKE_OPENING: usize = 1 + 1536;
+
+/// The RTMP version every encoder speaks (C0).
+const RTMP_VERSION: u8 = 3;
+
+/// What the RTMP listener admits.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// Connections at once, all addresses together.
+    pub max_connections: usize,
+    /// Connections at once from one address (an IPv6 /64).
+    pub per_source: usize,
+    /// Count the host's own connections too.
+    pub limit_loopback: bool,
+    /// The host's own addresses besides loopback.
+    pub local: Vec<std::net::IpAddr>,
+}
+
+/// Connections held per address, and the guard that gives one back.
+#[derive(Debug, Default)]
+struct Sources(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One connection counted against its address, given back when dropped.
+struct Held(Arc<Sources>, std::net::IpAddr);
+
+impl Sources {
+    /// Counts a connection from `ip` unless its address holds `limit` already.
+    fn take(self: &Arc<Sources>, ip: std::net::IpAddr, limit: usize) -> Option<Held> {
+        let key = transport::admit::source_key(ip);
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = held.entry(key).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Held(self.clone(), key))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = (self.0).0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Waits until the client has sent its handshake's opening (C0 and C1) without reading it,
+/// so the protocol crate reads it as ever; `false` when the client closed, sent something
+/// that is not RTMP, or took longer than [`HANDSHAKE_DEADLINE`]. A client that sent part of
+/// it is looked at again every 20 ms, so a trickle costs at most 100 looks.
+async fn handshake_opened(tcp: &TcpStream) -> bool {
+    tokio::time::timeout(HANDSHAKE_DEADLINE, async {
+        let mut first = [0u8; HANDSHAKE_OPENING];
+        loop {
+            if tcp.readable().await.is_err() {
+                return false;
+            }
+            match tcp.peek(&mut first).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if first[0] != RTMP_VERSION => {
+                    tracing::debug!(bytes = n, "not an RTMP handshake");
+                    return false;
+                }
+                Ok(n) if n >= HANDSHAKE_OPENING => return true,
+                // Part of it so far: readiness stays set while bytes wait unread, so wait a
+                // little rather than spin.
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
 /// How often the watchdog looks at a connection's last media.
 const WATCHDOG_TICK: Duration = Duration::from_millis(50);
 
@@ -57,10 +145,11 @@ const WATCHDOG_TICK: Duration = Duration::from_millis(50);
 pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<State>,
-    max_connections: usize,
+    limits: Limits,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let sources = Arc::new(Sources::default());
     let tasks = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -75,6 +164,21 @@ pub(crate) async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
+        // One address cannot hold every slot: past its share it is closed at once, and the
+        // slots it holds free within the handshake deadline unless it publishes.
+        let exempt = !limits.limit_loopback
+            && transport::admit::from_host(peer.ip(), limits.local.as_slice());
+        let held = match exempt {
+            true => None,
+            false => match sources.take(peer.ip(), limits.per_source) {
+                Some(held) => Some(held),
+                None => {
+                    state.metrics.rtmp_refused_per_source.inc();
+                    tracing::debug!(%peer, "RTMP connection refused: too many from this address");
+                    continue;
+                }
+            },
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             state.metrics.rtmp_refused.inc();
             tracing::warn!(%peer, "RTMP connection refused: too many connections");
@@ -86,8 +190,13 @@ pub(crate) async fn serve(
         let span = tracing::info_span!("rtmp", %peer);
         tasks.spawn(tracing::Instrument::instrument(
             async move {
-                connection(state, tcp, shutdown).await;
-                drop(slot);
+                if handshake_opened(&tcp).await {
+                    connection(state, tcp, shutdown).await;
+                } else {
+                    state.metrics.rtmp_handshake_timeouts.inc();
+                    tracing::debug!("RTMP connection dropped: no handshake in time, or not RTMP");
+                }
+                drop((slot, held));
             },
             span,
         ));
