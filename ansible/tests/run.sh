@@ -556,6 +556,11 @@ EOF
     check "the ACME account key and certificate are in the state directory, the owner's alone" bash -c \
         'ls -la "$1/acme" && [ -n "$(find "$1/acme" -type f)" ] && [ -z "$(find "$1/acme" -perm /077)" ]' \
         _ "$DEPLOY_STATE"
+    check "shell completions (bash, zsh, fish) and the manual page are installed under the prefix" bash -c \
+        'grep -q "complete -F _ghost" "$1/share/bash-completion/completions/ghost" &&
+         grep -q "^#compdef ghost" "$1/share/zsh/site-functions/_ghost" &&
+         grep -q "complete -c ghost" "$1/share/fish/vendor_completions.d/ghost.fish" &&
+         grep -q "^.TH ghost 1" "$1/share/man/man1/ghost.1"' _ "$DEPLOY_PREFIX"
 
     # A new ghost binary: the next deploy restarts the stack.
     before=$("$VENV/bin/python" tests/helpers.py service-pids "$TMP/status1.json")

@@ -80,6 +80,15 @@ pub enum Cmd {
     /// Service images.
     #[command(subcommand)]
     Images(ImagesCmd),
+    /// Prints a completion script for SHELL: `ghost completions bash >
+    /// /usr/share/bash-completion/completions/ghost` (zsh: `_ghost` in a directory of
+    /// `$fpath`; fish: `ghost.fish` in `vendor_completions.d`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Prints the manual page (roff): `ghost man > ghost.1 && man ./ghost.1`.
+    Man,
 }
 
 /// What `ghost scale` scales. Relays are the one service with more than one instance.
@@ -531,6 +540,14 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Keys(c) => crate::keys::run(&state, c),
         Cmd::Chaos(c) => chaos(&state, c).await,
         Cmd::Bench(BenchCmd::Fanout(args)) => bench::fanout(&state, args).await,
+        Cmd::Completions { shell } => {
+            print_raw(&completions(shell))?;
+            Ok(exit::OK)
+        }
+        Cmd::Man => {
+            print_raw(&man_page()?)?;
+            Ok(exit::OK)
+        }
         Cmd::Images(ImagesCmd::Build { bin_dir }) => {
             let bin_dir = match bin_dir {
                 Some(d) => d,
@@ -547,6 +564,39 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(exit::OK)
         }
     }
+}
+
+/// `shell`'s completion script for `ghost`, from the command line's own definition.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    use clap::CommandFactory;
+    // Some generators (fish's) offer hidden subcommands: leave the daemon out by hand.
+    let full = Cli::command();
+    let mut shown = clap::Command::new("ghost")
+        .args(full.get_arguments().cloned())
+        .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut shown, "ghost", &mut script);
+    script
+}
+
+/// The manual page, ghost(1), in roff, from the command line's own definition.
+pub fn man_page() -> Result<Vec<u8>> {
+    use clap::CommandFactory;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut page)
+        .context("rendering the manual page")?;
+    Ok(page)
+}
+
+/// Writes `bytes` to standard output as they are; a reader that went away ends quietly.
+fn print_raw(bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(exit::stdout_error)?;
+    Ok(())
 }
 
 fn settings(state: &StateDir, args: &UpArgs) -> Result<Settings> {
@@ -1224,6 +1274,37 @@ mod tests {
             Cmd::Up(up) => Ok(up),
             other => panic!("parsed as {other:?}"),
         }
+    }
+
+    #[test]
+    fn completions_and_the_manual_name_every_command_but_the_hidden_daemon() {
+        let bash = String::from_utf8(completions(clap_complete::Shell::Bash)).expect("utf-8");
+        let fish = String::from_utf8(completions(clap_complete::Shell::Fish)).expect("utf-8");
+        let zsh = String::from_utf8(completions(clap_complete::Shell::Zsh)).expect("utf-8");
+        let man = String::from_utf8(man_page().expect("man page")).expect("utf-8");
+        assert!(bash.contains("complete -F _ghost"), "{bash}");
+        assert!(zsh.starts_with("#compdef ghost"), "{zsh}");
+        for command in [
+            "up", "down", "status", "publish", "watch", "keys", "chaos", "bench",
+        ] {
+            assert!(
+                fish.contains(&format!("-a \"{command}\"")),
+                "fish lacks {command}"
+            );
+            assert!(
+                man.contains(&format!("ghost\\-{command}")),
+                "the manual lacks {command}"
+            );
+        }
+        assert!(
+            !fish.contains("-a \"daemon\""),
+            "the hidden daemon is offered"
+        );
+        assert!(man.contains(".TH ghost 1"), "{man}");
+        assert!(
+            bash.contains("--acme-directory"),
+            "ghost up's flags are completed"
+        );
     }
 
     #[test]
