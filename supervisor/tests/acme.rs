@@ -651,6 +651,35 @@ async fn an_ip_address_gets_a_certificate_renewed_while_a_viewer_watches() {
         let relay: SocketAddr = relay_joined.relay_addr.parse().expect("relay addr");
         assert_eq!(relay_leaf(relay, "127.0.0.1", &root).await, renewed);
 
+        // A viewer from elsewhere joins through the gateway's HTTPS, as `ghost watch
+        // --gateway https://HOST` does, trusting the CA's root as a public one would be.
+        let root_cert = reqwest::Certificate::from_pem(&std::fs::read(&root).expect("root"))
+            .expect("root certificate");
+        let over_https = supervisor::client::watch::Options {
+            gateway: format!("https://127.0.0.1:{https}"),
+            stream: id.clone(),
+            ca: stack.dir.path().join("no-such-ca.pem"),
+            duration: Some(Duration::from_secs(2)),
+            read_delay: None,
+            output: None,
+            transport: supervisor::client::watch::Transport::Native,
+            endpoint: None,
+            http: reqwest::Client::builder()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(root_cert)
+                .build()
+                .expect("client"),
+            measure_from_us: None,
+        };
+        let remote = supervisor::client::watch::watch(over_https, stop.clone())
+            .await
+            .expect("a viewer joined over HTTPS");
+        println!(
+            "acme (IP): a viewer joined through https://127.0.0.1:{https}: {} frames in 2 s",
+            remote.frames
+        );
+        assert!(remote.frames >= 30, "{remote:?}");
+
         let summary = viewer.await.expect("viewer").expect("viewer summary");
         let expected = 30.0 * watching.as_secs_f64();
         println!(
