@@ -52,7 +52,7 @@ pub struct Config {
     /// RTMP connections one client address (an IPv6 /64) may hold at once; past it, new
     /// ones are closed at once. An encoder holds one.
     #[arg(long, env = "GHOST_INGEST_RTMP_PER_SOURCE", default_value_t = rtmp::PER_SOURCE)]
-    pub rtmp_per_source: usize,
+    pub rtmp_per_source: u32,
     /// Apply the RTMP per-source limit to loopback and the local source too (by default the
     /// host's own connections are exempt).
     #[arg(long, env = "GHOST_INGEST_RTMP_LIMIT_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new())]
@@ -98,7 +98,6 @@ struct Metrics {
     subscribers_refused: Counter,
     rtmp_connections: Gauge,
     rtmp_refused: Counter,
-    rtmp_refused_per_source: Counter,
     rtmp_handshake_timeouts: Counter,
     fanout: fanout::Metrics,
 }
@@ -135,11 +134,6 @@ impl Metrics {
             "rtmp_refused",
             "RTMP connections closed at once: too many open",
             self.rtmp_refused.clone(),
-        );
-        registry.register(
-            "rtmp_refused_per_source",
-            "RTMP connections closed at once: their address held its limit",
-            self.rtmp_refused_per_source.clone(),
         );
         registry.register(
             "rtmp_handshake_timeouts",
@@ -204,7 +198,8 @@ pub struct Server {
     endpoint: quinn::Endpoint,
     admission: Arc<Admission>,
     rtmp: tokio::net::TcpListener,
-    rtmp_limits: rtmp::Limits,
+    max_rtmp_connections: usize,
+    rtmp_admission: Arc<Admission>,
     ops: tokio::net::TcpListener,
     registry: Registry,
     state: Arc<State>,
@@ -236,6 +231,19 @@ impl Server {
         metrics.register(&mut registry);
         let admission = Admission::new(config.quic_limits.limits());
         admission.register(&mut registry);
+        // RTMP connections per address, counted as QUIC's are (no Retry: TCP proves the
+        // address).
+        let rtmp_admission = Admission::new(transport::admit::Limits {
+            per_source: config.rtmp_per_source.max(1),
+            retry_above: u32::MAX,
+            local: config.quic_limits.local.local_source.into_iter().collect(),
+            limit_loopback: config.rtmp_limit_loopback,
+        });
+        registry.register(
+            "rtmp_refused_per_source",
+            "RTMP connections closed at once: their address held its limit",
+            rtmp_admission.metrics().refused.clone(),
+        );
         Ok(Server {
             advertise: config
                 .advertise
@@ -244,12 +252,8 @@ impl Server {
             endpoint,
             admission,
             rtmp,
-            rtmp_limits: rtmp::Limits {
-                max_connections: config.max_rtmp_connections.max(1),
-                per_source: config.rtmp_per_source.max(1),
-                limit_loopback: config.rtmp_limit_loopback,
-                local: config.quic_limits.local.local_source.into_iter().collect(),
-            },
+            max_rtmp_connections: config.max_rtmp_connections.max(1),
+            rtmp_admission,
             ops,
             registry,
             heartbeat: *config.heartbeat.interval,
@@ -294,7 +298,8 @@ impl Server {
         let rtmp = rtmp::serve(
             self.rtmp,
             self.state.clone(),
-            self.rtmp_limits,
+            self.max_rtmp_connections,
+            self.rtmp_admission,
             shutdown.clone(),
         );
         let ops = ops::serve(

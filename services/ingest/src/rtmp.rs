@@ -33,6 +33,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use transport::admit::{Admission, Decision};
 use transport::track::{GroupWriter, Track, TrackInfo};
 use wire::{Code, Frame};
 
@@ -55,59 +56,13 @@ pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// RTMP connections one address may hold at once, by default: an encoder holds one, a
 /// studio a few.
-pub const PER_SOURCE: usize = 8;
+pub const PER_SOURCE: u32 = 8;
 
 /// C0 (the version byte) and C1 (1,536 bytes): what a client sends first.
 const HANDSHAKE_OPENING: usize = 1 + 1536;
 
 /// The RTMP version every encoder speaks (C0).
 const RTMP_VERSION: u8 = 3;
-
-/// What the RTMP listener admits.
-#[derive(Debug, Clone)]
-pub(crate) struct Limits {
-    /// Connections at once, all addresses together.
-    pub max_connections: usize,
-    /// Connections at once from one address (an IPv6 /64).
-    pub per_source: usize,
-    /// Count the host's own connections too.
-    pub limit_loopback: bool,
-    /// The host's own addresses besides loopback.
-    pub local: Vec<std::net::IpAddr>,
-}
-
-/// Connections held per address, and the guard that gives one back.
-#[derive(Debug, Default)]
-struct Sources(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
-
-/// One connection counted against its address, given back when dropped.
-struct Held(Arc<Sources>, std::net::IpAddr);
-
-impl Sources {
-    /// Counts a connection from `ip` unless its address holds `limit` already.
-    fn take(self: &Arc<Sources>, ip: std::net::IpAddr, limit: usize) -> Option<Held> {
-        let key = transport::admit::source_key(ip);
-        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = held.entry(key).or_insert(0);
-        if *count >= limit {
-            return None;
-        }
-        *count += 1;
-        Some(Held(self.clone(), key))
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let mut held = (self.0).0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = held.get_mut(&self.1) {
-            *count -= 1;
-            if *count == 0 {
-                held.remove(&self.1);
-            }
-        }
-    }
-}
 
 /// Waits until the client has sent its handshake's opening (C0 and C1) without reading it,
 /// so the protocol crate reads it as ever; `false` when the client closed, sent something
@@ -145,11 +100,11 @@ const WATCHDOG_TICK: Duration = Duration::from_millis(50);
 pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<State>,
-    limits: Limits,
+    max_connections: usize,
+    admission: Arc<Admission>,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let sources = Arc::new(Sources::default());
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     let tasks = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -165,20 +120,16 @@ pub(crate) async fn serve(
             () = shutdown.cancelled() => break,
         };
         // One address cannot hold every slot: past its share it is closed at once, and the
-        // slots it holds free within the handshake deadline unless it publishes.
-        let exempt = !limits.limit_loopback
-            && transport::admit::from_host(peer.ip(), limits.local.as_slice());
-        let held = match exempt {
-            true => None,
-            false => match sources.take(peer.ip(), limits.per_source) {
-                Some(held) => Some(held),
-                None => {
-                    state.metrics.rtmp_refused_per_source.inc();
-                    tracing::debug!(%peer, "RTMP connection refused: too many from this address");
-                    continue;
-                }
-            },
+        // slots it holds free within the handshake deadline unless it publishes. TCP's own
+        // handshake has proved the address, so there is no Retry to ask for.
+        let mut held = match admission.decide(peer.ip(), true) {
+            Decision::Accept(held) => held,
+            Decision::Retry | Decision::Refuse => {
+                tracing::debug!(%peer, "RTMP connection refused: too many from this address");
+                continue;
+            }
         };
+        held.established();
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             state.metrics.rtmp_refused.inc();
             tracing::warn!(%peer, "RTMP connection refused: too many connections");
