@@ -189,14 +189,8 @@ pub async fn run(
         );
         let viewer_url = https_port.map(|port| {
             let host = advertise_host.as_deref().unwrap_or("localhost");
-            let addr = server::args::advertised(
-                Some(host),
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
-            );
-            match addr.strip_suffix(":443") {
-                Some(host) => format!("https://{host}/"),
-                None => format!("https://{addr}/"),
-            }
+            let bound = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+            format!("{}/", server::args::https_url(Some(host), bound))
         });
         state.write(&StackFile {
             runtime: runtime_name.into(),

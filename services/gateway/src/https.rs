@@ -9,9 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
@@ -41,15 +39,6 @@ pub struct Https {
     /// How often the HTTPS certificate's files are checked for a new pair.
     #[arg(long, env = "GHOST_GATEWAY_CERT_CHECK", default_value = "30s")]
     pub cert_check: humantime::Duration,
-}
-
-/// The address viewers open: `https://HOST`, with `:PORT` unless it is 443.
-pub fn public_url(advertise: Option<&str>, bound: SocketAddr) -> String {
-    let addr = server::args::advertised(advertise, bound);
-    match addr.strip_suffix(":443") {
-        Some(host) => format!("https://{host}"),
-        None => format!("https://{addr}"),
-    }
 }
 
 /// Who the plain-HTTP listener serves rather than redirects.
@@ -122,27 +111,6 @@ pub fn certificate(tls_dir: &Path) -> Result<Arc<transport::tls::Reloading>> {
         })
 }
 
-/// Takes a new pair from the certificate's files every `every`, until dropped.
-pub async fn follow(certificate: Arc<transport::tls::Reloading>, every: Duration) {
-    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        match certificate.reload() {
-            Ok(true) => tracing::info!(
-                sha256 = %certificate.leaf_sha256(),
-                "HTTPS certificate renewed: new connections get the new one"
-            ),
-            Ok(false) => {}
-            Err(error) => tracing::debug!(
-                error = %format!("{error:#}"),
-                "HTTPS certificate files unreadable for now; keeping the one in use"
-            ),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,22 +156,5 @@ mod tests {
         // A CA's challenge request is never redirected (an unknown token is a 404).
         let challenge = ask("203.0.113.7:40000", "/.well-known/acme-challenge/abc").await;
         assert_eq!(challenge.status(), StatusCode::NOT_FOUND);
-    }
-
-    #[test]
-    fn the_public_url_names_the_port_unless_it_is_443() {
-        let bound: SocketAddr = "0.0.0.0:8443".parse().expect("addr");
-        assert_eq!(
-            public_url(Some("ghost.test"), bound),
-            "https://ghost.test:8443"
-        );
-        assert_eq!(
-            public_url(Some("ghost.test:443"), bound),
-            "https://ghost.test"
-        );
-        assert_eq!(
-            public_url(Some("2001:db8::7"), "[::]:443".parse().expect("addr")),
-            "https://[2001:db8::7]"
-        );
     }
 }

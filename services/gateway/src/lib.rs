@@ -391,12 +391,22 @@ pub async fn main(config: Config) -> Result<()> {
             .map_err(|e| privileged(e, https_addr))
             .with_context(|| format!("binding HTTPS on {https_addr}"))?;
         let bound = https.local_addr()?;
-        let url = https::public_url(config.https.https_advertise.as_deref(), bound);
+        let url = server::args::https_url(config.https.https_advertise.as_deref(), bound);
         tracing::info!(https = %bound, %url, sha256 = %certificate.leaf_sha256(), "serving HTTPS");
         announced.push((Role::Https, bound));
         public.https_url = Some(url);
         public.https = Some((https, Arc::new(tls)));
-        follow = Some(https::follow(certificate, *config.https.cert_check));
+        let every = *config.https.cert_check;
+        follow = Some(async move {
+            certificate
+                .follow(every, |c| {
+                    tracing::info!(
+                        sha256 = %c.leaf_sha256(),
+                        "HTTPS certificate renewed: new connections get the new one"
+                    );
+                })
+                .await;
+        });
     }
     tracing::info!(http = %addr, "viewer gateway listening");
     server::ready::announce(Kind::Gateway, &announced);

@@ -321,25 +321,16 @@ struct Certificate {
 }
 
 async fn follow_certificate(cert: Certificate, every: Duration, shutdown: CancellationToken) {
-    let certs = &cert.reloading;
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = shutdown.cancelled() => return,
-        }
-        match certs.reload() {
-            Ok(true) => {
-                // An operator may swap their certificate in, or take it out, while we run.
-                let public = cert.files.relay_cert_is_public().unwrap_or(false);
-                cert.public
-                    .store(public, std::sync::atomic::Ordering::Relaxed);
-                tracing::info!(cert_sha256 = %certs.leaf_sha256(), public, "certificate renewed");
-            }
-            Ok(false) => {}
-            Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), "certificate not reloaded; keeping the one in use")
-            }
-        }
+    let follow = cert.reloading.follow(every, |certs| {
+        // An operator may swap their certificate in, or take it out, while we run.
+        let public = cert.files.relay_cert_is_public().unwrap_or(false);
+        cert.public
+            .store(public, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(cert_sha256 = %certs.leaf_sha256(), public, "certificate renewed");
+    });
+    tokio::select! {
+        () = follow => {}
+        () = shutdown.cancelled() => {}
     }
 }
 

@@ -225,9 +225,36 @@ pub fn advertised(advertise: Option<&str>, bound: SocketAddr) -> String {
     }
 }
 
+/// The address viewers open for an HTTPS listener bound at `bound` and announced as
+/// `advertise` (see [`advertised`]): `https://HOST`, with `:PORT` unless it is 443.
+pub fn https_url(advertise: Option<&str>, bound: SocketAddr) -> String {
+    let addr = advertised(advertise, bound);
+    match addr.strip_suffix(":443") {
+        Some(host) => format!("https://{host}"),
+        None => format!("https://{addr}"),
+    }
+}
+
 #[cfg(test)]
 mod advertised_tests {
-    use super::advertised;
+    use super::{SocketAddr, advertised, https_url};
+
+    #[test]
+    fn an_https_url_names_the_port_unless_it_is_443() {
+        let bound: SocketAddr = "0.0.0.0:8443".parse().expect("addr");
+        assert_eq!(
+            https_url(Some("ghost.test"), bound),
+            "https://ghost.test:8443"
+        );
+        assert_eq!(
+            https_url(Some("ghost.test:443"), bound),
+            "https://ghost.test"
+        );
+        assert_eq!(
+            https_url(Some("2001:db8::7"), "[::]:443".parse().expect("addr")),
+            "https://[2001:db8::7]"
+        );
+    }
 
     #[test]
     fn a_bare_host_takes_the_bound_port() {

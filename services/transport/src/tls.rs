@@ -816,6 +816,24 @@ impl Reloading {
         Ok(true)
     }
 
+    /// Looks at the files every `every` (at least 100 ms) and takes a new pair for new
+    /// connections, calling `renewed` after each change; an unreadable pair (a renewal half
+    /// written) keeps the one in use until the next look. Runs until dropped.
+    pub async fn follow(&self, every: Duration, mut renewed: impl FnMut(&Reloading)) {
+        let every = every.max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(every).await;
+            match self.reload() {
+                Ok(true) => renewed(self),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(
+                    error = %format!("{error:#}"),
+                    "certificate not reloaded; keeping the one in use"
+                ),
+            }
+        }
+    }
+
     /// SHA-256 of the leaf certificate in use, hex: what browsers pin.
     pub fn leaf_sha256(&self) -> String {
         self.current
