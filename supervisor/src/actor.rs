@@ -80,11 +80,8 @@ pub struct Settings {
     /// Publishers need a stream key from the state directory's `keys/` (`--require-keys`,
     /// implied by `--public`).
     pub require_keys: bool,
-    /// The gateway serves HTTPS with the stack's public certificate (`--acme`,
-    /// `--tls-cert`), and redirects plain HTTP from elsewhere to it.
-    pub https: bool,
-    /// Where the public certificate comes from, which the daemon renews when it is ACME's.
-    pub acme: Option<crate::acme::Settings>,
+    /// Where the certificate browsers see comes from (the daemon renews ACME's).
+    pub certificate: crate::certificate::Source,
     /// Default host ports of every service (all 0 with `--ephemeral-ports`).
     pub ports: Ports,
     /// Where the service binaries are.
@@ -93,6 +90,15 @@ pub struct Settings {
     pub scale_down_after: Duration,
     /// Bounds on containers and logs.
     pub limits: runtime::Limits,
+}
+
+impl Settings {
+    /// Whether the gateway serves HTTPS: browsers reach a public stack by a name or a public
+    /// address, and need a certificate they trust there (loopback is a secure context
+    /// already); plain HTTP from elsewhere is redirected to it.
+    pub fn https(&self) -> bool {
+        self.public && self.certificate.is_public()
+    }
 }
 
 /// The supervisor's side of the status, as of its last change.
@@ -284,7 +290,7 @@ impl Supervisor {
             public: settings.public,
             advertise_host: settings.advertise_host.clone(),
             require_keys: settings.require_keys,
-            https: settings.https,
+            https: settings.https(),
             supervisor: grpc_addr,
             seed: rand::random(),
         });
@@ -908,8 +914,7 @@ mod tests {
             public: false,
             advertise_host: None,
             require_keys: false,
-            https: false,
-            acme: None,
+            certificate: crate::certificate::Source::Stack,
             ports: Ports::EPHEMERAL,
             bin_dir: "bin".into(),
             scale_down_after: Duration::from_secs(30),

@@ -37,7 +37,7 @@ impl Source {
     pub fn describe(&self) -> String {
         match self {
             Source::Stack => "the stack's own CA (relays verified by hash)".into(),
-            Source::Operator => "the operator's (--tls-cert), for relays and HTTPS".into(),
+            Source::Operator => "the operator's (--tls-cert), verified by name".into(),
             Source::Acme(s) => format!("ACME ({}) for {}", s.directory, s.identifier),
         }
     }

@@ -620,29 +620,11 @@ fn settings(state: &StateDir, args: &UpArgs) -> Result<Settings> {
         )
         .into());
     }
-    let certificate = args.certificate();
-    // HTTPS where browsers reach the stack by a name or a public address, with a
-    // certificate they trust; loopback is a secure context already.
-    let https = args.public && certificate.is_public();
-    let mut ports = if args.ephemeral_ports {
-        Ports::EPHEMERAL
-    } else {
-        Ports::DEFAULT
-    };
-    if https && !args.ephemeral_ports {
-        ports.gateway = Ports::PUBLIC_HTTP;
-    }
-    if let Some(p) = args.http_port {
-        ports.gateway = p;
-    }
-    if let Some(p) = args.https_port {
-        ports.https = p;
-    }
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
         None => beside_ghost()?,
     };
-    Ok(Settings {
+    let mut settings = Settings {
         state: state.clone(),
         relays: args.relays,
         max_relays: args.max_relays,
@@ -651,16 +633,27 @@ fn settings(state: &StateDir, args: &UpArgs) -> Result<Settings> {
         advertise_host: args.advertise_host.clone(),
         // Strangers reach a public stack: nobody goes live there without a key.
         require_keys: args.require_keys || args.public,
-        https,
-        acme: match certificate {
-            crate::certificate::Source::Acme(settings) => Some(settings),
-            _ => None,
+        certificate: args.certificate(),
+        ports: if args.ephemeral_ports {
+            Ports::EPHEMERAL
+        } else {
+            Ports::DEFAULT
         },
-        ports,
         bin_dir,
         scale_down_after: *args.scale_down_after,
         limits: args.limits.limits(args.relay_capacity)?,
-    })
+    };
+    // A gateway serving HTTPS keeps plain HTTP where browsers and CAs look for it.
+    if settings.https() && !args.ephemeral_ports {
+        settings.ports.gateway = Ports::PUBLIC_HTTP;
+    }
+    if let Some(p) = args.http_port {
+        settings.ports.gateway = p;
+    }
+    if let Some(p) = args.https_port {
+        settings.ports.https = p;
+    }
+    Ok(settings)
 }
 
 fn beside_ghost() -> Result<PathBuf> {

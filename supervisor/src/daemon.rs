@@ -135,15 +135,15 @@ pub async fn run(
         settings.advertise_host.clone(),
         settings.require_keys,
     );
-    let certificate = match (&settings.acme, settings.https) {
-        (Some(acme), _) => crate::certificate::Source::Acme(acme.clone()),
-        (None, true) => crate::certificate::Source::Operator,
-        (None, false) => crate::certificate::Source::Stack,
+    let certificate = settings.certificate.clone();
+    let renewals_acme = match &settings.certificate {
+        crate::certificate::Source::Acme(acme) => Some(crate::certificate::renew(
+            state.clone(),
+            acme.clone(),
+            settings.ports.gateway,
+        )),
+        _ => None,
     };
-    let renewals_acme = settings
-        .acme
-        .clone()
-        .map(|acme| crate::certificate::renew(state.clone(), acme, settings.ports.gateway));
     let (mut supervisor, handle) = Supervisor::new(settings, runtime, exits, grpc_addr);
 
     let app = http::routes(handle.clone(), admin_token);

@@ -67,16 +67,6 @@ pub struct Config {
     pub seed: u64,
 }
 
-impl Config {
-    /// Whether the stack's setting `when` holds.
-    pub fn holds(&self, when: services::When) -> bool {
-        match when {
-            services::When::KeysRequired => self.require_keys,
-            services::When::Https => self.https,
-        }
-    }
-}
-
 /// Something for the actor to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -908,18 +898,6 @@ impl Policy {
 
     fn spec(&self, m: &Member) -> Spec {
         let service = services::service(m.kind);
-        let ports = service
-            .listens
-            .iter()
-            .filter(|l| l.when.is_none_or(|when| self.config.holds(when)))
-            .map(|l| {
-                let port = m
-                    .pinned
-                    .get(&l.role)
-                    .map_or_else(|| l.port.resolve(&self.config.ports, m.index), |a| a.port());
-                (l.role, port)
-            })
-            .collect();
         let peer_ports = service
             .peers()
             .map(|(kind, role)| {
@@ -934,11 +912,11 @@ impl Policy {
                 (kind, port)
             })
             .collect();
-        Spec {
+        let mut spec = Spec {
             name: m.name.clone(),
             kind: m.kind,
             index: m.index,
-            ports,
+            ports: BTreeMap::new(),
             peer_ports,
             public: self.config.public,
             advertise_host: self.config.advertise_host.clone(),
@@ -946,7 +924,19 @@ impl Policy {
             require_keys: self.config.require_keys,
             https: self.config.https,
             supervisor: self.config.supervisor,
-        }
+        };
+        // The listeners the stack's settings give this service, as the runtimes see them.
+        spec.ports = service
+            .listens_for(&spec)
+            .map(|l| {
+                let port = m
+                    .pinned
+                    .get(&l.role)
+                    .map_or_else(|| l.port.resolve(&self.config.ports, m.index), |a| a.port());
+                (l.role, port)
+            })
+            .collect();
+        spec
     }
 
     /// A number below `n` (xorshift64*: enough to spread chaos kills, and repeatable).

@@ -132,6 +132,11 @@ async fn an_operators_certificate_is_served_and_not_pinned_by_browsers() {
             .await
             .expect("join");
         assert!(join.cert_public, "{join:?}");
+        assert!(
+            stack.file.certificate.starts_with("the operator's"),
+            "stack.json says {}",
+            stack.file.certificate
+        );
         let leaf = tls::Identity::load(&cert, &key)
             .expect("load")
             .leaf_sha256();
