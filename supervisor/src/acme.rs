@@ -141,13 +141,13 @@ impl Files {
     }
 
     fn store(&self, settings: &Settings, certificate: &Certificate) -> Result<()> {
-        write_private(&self.key(), &certificate.key_pem)?;
-        write_private(&self.cert(), &certificate.cert_pem)?;
+        transport::tls::replace_private(&self.key(), &certificate.key_pem)?;
+        transport::tls::replace_private(&self.cert(), &certificate.cert_pem)?;
         let meta = Meta {
             identifier: settings.identifier.clone(),
             directory: settings.directory.clone(),
         };
-        write_private(&self.meta(), &serde_json::to_string_pretty(&meta)?)
+        transport::tls::replace_private(&self.meta(), &serde_json::to_string_pretty(&meta)?)
     }
 }
 
@@ -224,23 +224,6 @@ fn validity(pem: &str) -> Result<(SystemTime, SystemTime)> {
         at(cert.validity().not_before),
         at(cert.validity().not_after),
     ))
-}
-
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("new");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Why issuance failed, in words an operator acts on.
@@ -378,7 +361,7 @@ async fn issue(
             return Err(Error::Other(format!("the CA sent a malformed token {token:?}")).into());
         }
         let path = files.challenges().join(&token);
-        write_private(&path, challenge.key_authorization().as_str())?;
+        transport::tls::replace_private(&path, challenge.key_authorization().as_str())?;
         written.push(path);
         paths.push(format!("{}{token}", server::challenge::PREFIX));
         challenge
@@ -484,7 +467,7 @@ async fn account(settings: &Settings, files: &Files) -> Result<Account> {
         directory: settings.directory.clone(),
         credentials,
     };
-    write_private(&files.account(), &serde_json::to_string(&stored)?)?;
+    transport::tls::replace_private(&files.account(), &serde_json::to_string(&stored)?)?;
     Ok(account)
 }
 

@@ -185,12 +185,12 @@ fn api_error(status: tonic::Status, metrics: &Metrics) -> ApiError {
 /// The gateway's routes, apart from serving, so tests call them directly. Joins need the
 /// client's address ([`ConnectInfo`]), which [`serve`] provides.
 pub fn routes(control: ControlClient<Channel>) -> Router {
-    let public = Public {
-        https: None,
-        https_url: None,
-        acme_challenges: None,
-    };
-    routes_with(control, &Limits::default(), Metrics::default(), &public)
+    routes_with(
+        control,
+        &Limits::default(),
+        Metrics::default(),
+        &Public::default(),
+    )
 }
 
 fn routes_with(
@@ -373,9 +373,8 @@ pub async fn main(config: Config) -> Result<()> {
     let addr = listener.local_addr()?;
     let mut announced = vec![(Role::Http, addr), (Role::Ops, addr)];
     let mut public = Public {
-        https: None,
-        https_url: None,
         acme_challenges: config.https.acme_challenges.clone(),
+        ..Public::default()
     };
     let mut follow = None;
     if let Some(https_addr) = config.https.https_listen {
@@ -460,15 +459,19 @@ pub async fn serve_with(
     limits: &Limits,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let public = Public {
-        https: None,
-        https_url: None,
-        acme_challenges: None,
-    };
-    serve_public(listener, public, control, tls_dir, limits, shutdown).await
+    serve_public(
+        listener,
+        Public::default(),
+        control,
+        tls_dir,
+        limits,
+        shutdown,
+    )
+    .await
 }
 
 /// What a gateway at a public name serves beside plain HTTP.
+#[derive(Default)]
 pub struct Public {
     /// A bound HTTPS listener and its TLS configuration.
     pub https: Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>,

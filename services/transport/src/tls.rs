@@ -414,8 +414,9 @@ fn remove_if_there(path: &Path) -> Result<()> {
     }
 }
 
-/// Writes `path` (mode 0600) through a temporary file beside it and a rename.
-fn replace_private(path: &Path, pem: &str) -> Result<()> {
+/// Writes a secret to `path` (mode 0600) whole, through a temporary file beside it and a
+/// rename: a reader sees the old text or the new one, never a torn file.
+pub fn replace_private(path: &Path, pem: &str) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".new");
     let tmp = PathBuf::from(tmp);
@@ -523,9 +524,7 @@ impl Issued {
     /// Writes the key, then the chain (leaf and CA), each replaced whole: a reader in between
     /// sees an old pair or a mismatched one, which it refuses and retries, never a torn file.
     fn write(&self, cert: &Path, key: &Path, ca_pem: &str) -> Result<()> {
-        let key_new = key.with_extension("key.new");
-        write_private(&key_new, &self.key)?;
-        std::fs::rename(&key_new, key).with_context(|| format!("writing {}", key.display()))?;
+        replace_private(key, &self.key)?;
         let chain = cert.with_extension("pem.new");
         write_public(&chain, &format!("{}{}", self.cert, ca_pem))?;
         std::fs::rename(&chain, cert).with_context(|| format!("writing {}", cert.display()))
@@ -680,16 +679,10 @@ pub struct Identity {
 impl Identity {
     /// Loads a PEM chain and key.
     pub fn load(cert: &Path, key: &Path) -> Result<Identity> {
-        let chain = CertificateDer::pem_file_iter(cert)
-            .with_context(|| format!("reading {}", cert.display()))?
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("parsing {}", cert.display()))?;
-        if chain.is_empty() {
-            anyhow::bail!("{} holds no certificate", cert.display());
-        }
-        let key = PrivateKeyDer::from_pem_file(key)
-            .with_context(|| format!("reading {}", key.display()))?;
-        Ok(Identity { chain, key })
+        let chain = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+        let secret = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+        Identity::from_pem(&chain, &secret)
+            .with_context(|| format!("{} and {}", cert.display(), key.display()))
     }
 
     /// Parses a PEM chain and key held in memory.
