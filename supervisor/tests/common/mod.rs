@@ -453,31 +453,10 @@ pub async fn containers(stack: &Stack) -> Vec<(String, String)> {
 pub static DOCKER: std::sync::LazyLock<tokio::sync::Mutex<()>> =
     std::sync::LazyLock::new(|| tokio::sync::Mutex::new(()));
 
-/// Headless Chromium, where installed (the test command installs Debian's); `None` lets a
-/// test skip on a developer machine without it, and CI (which sets `CI`) fails instead.
-pub fn chromium() -> Option<&'static str> {
-    let found = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            std::process::Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs Chromium (the test command installs it)"
-        );
-        eprintln!("skipped: no Chromium installed (the README's test command installs it)");
-    }
-    found
-}
-
-/// Headless Firefox ESR, where installed (Debian's `firefox-esr`); `None` lets a test skip
-/// on a developer machine without it, and CI (which sets `CI`) fails instead.
-pub fn firefox() -> Option<&'static str> {
-    let found = ["firefox-esr", "firefox"].into_iter().find(|b| {
+/// The first of `names` that runs here; `None` lets a test skip on a developer machine
+/// without it, and CI (which sets `CI`) fails instead, since the test command installs it.
+fn browser(names: &[&'static str], what: &str) -> Option<&'static str> {
+    let found = names.iter().copied().find(|b| {
         std::process::Command::new(b)
             .arg("--version")
             .output()
@@ -486,11 +465,24 @@ pub fn firefox() -> Option<&'static str> {
     if found.is_none() {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI needs Firefox ESR (the test command installs it)"
+            "CI needs {what} (the test command installs it)"
         );
-        eprintln!("skipped: no Firefox installed (the README's test command installs it)");
+        eprintln!("skipped: no {what} installed (the README's test command installs it)");
     }
     found
+}
+
+/// Headless Chromium, where installed (the test command installs Debian's).
+pub fn chromium() -> Option<&'static str> {
+    browser(
+        &["chromium", "chromium-browser", "google-chrome"],
+        "Chromium",
+    )
+}
+
+/// Headless Firefox ESR, where installed (Debian's `firefox-esr`).
+pub fn firefox() -> Option<&'static str> {
+    browser(&["firefox-esr", "firefox"], "Firefox ESR")
 }
 
 impl Stack {
