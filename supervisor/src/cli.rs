@@ -418,12 +418,27 @@ pub struct WatchArgs {
     /// Viewer gateway URL (default: the running stack's).
     #[arg(long, env = "GHOST_GATEWAY")]
     pub gateway: Option<String>,
-    /// Reach the relay over WebTransport (HTTP/3), as a browser does.
-    #[arg(long)]
+    /// How to reach the relay: `quic` (native), `webtransport` (HTTP/3, as a browser does),
+    /// or `websocket` (TCP, as a browser without WebTransport or behind a UDP block does).
+    #[arg(long, value_enum, default_value = "quic")]
+    pub transport: TransportChoice,
+    /// Same as `--transport webtransport` (kept for scripts that use it).
+    #[arg(long, conflicts_with = "transport")]
     pub webtransport: bool,
     /// Sleep this long after each frame: a deliberately slow reader (tests).
     #[arg(long, hide = true)]
     pub read_delay: Option<humantime::Duration>,
+}
+
+/// How `ghost watch` reaches the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportChoice {
+    /// Native QUIC (`ghost-view/1`).
+    Quic,
+    /// WebTransport over HTTP/3.
+    Webtransport,
+    /// WebSocket over TCP (`ghost-ws.1`).
+    Websocket,
 }
 
 /// `ghost chaos` subcommands.
@@ -1167,10 +1182,10 @@ async fn watch_cmd(state: &StateDir, ca: PathBuf, args: WatchArgs) -> Result<i32
             duration: args.duration.map(Into::into),
             read_delay: args.read_delay.map(Into::into),
             output,
-            transport: if args.webtransport {
-                watch::Transport::WebTransport
-            } else {
-                watch::Transport::Native
+            transport: match (args.transport, args.webtransport) {
+                (_, true) | (TransportChoice::Webtransport, _) => watch::Transport::WebTransport,
+                (TransportChoice::Websocket, false) => watch::Transport::WebSocket,
+                (TransportChoice::Quic, false) => watch::Transport::Native,
             },
             endpoint: None,
             http: reqwest::Client::new(),

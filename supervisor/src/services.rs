@@ -130,14 +130,17 @@ pub enum Transport {
     Tcp,
     /// UDP (QUIC).
     Udp,
+    /// UDP and TCP on the same port number: a relay's QUIC and its WebSocket carrier.
+    UdpAndTcp,
 }
 
 impl Transport {
-    /// As in Docker's port keys (`4433/udp`).
-    pub fn as_str(self) -> &'static str {
+    /// The protocols it needs published, as in Docker's port keys (`4500/udp`).
+    pub fn protocols(self) -> &'static [&'static str] {
         match self {
-            Transport::Tcp => "tcp",
-            Transport::Udp => "udp",
+            Transport::Tcp => &["tcp"],
+            Transport::Udp => &["udp"],
+            Transport::UdpAndTcp => &["udp", "tcp"],
         }
     }
 }
@@ -353,7 +356,7 @@ pub const SERVICES: [Service; 4] = [
         kind: Kind::Relay,
         binary: "ghost-relay",
         listens: &[
-            listen(Role::Quic, Base::Relay, 0, 4500, Transport::Udp, true),
+            listen(Role::Quic, Base::Relay, 0, 4500, Transport::UdpAndTcp, true),
             listen(Role::Ops, Base::Ops, 101, 9200, Transport::Tcp, false),
         ],
         args: &[

@@ -625,43 +625,6 @@ fn cpu_s(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Keeps up to `keep` connections from `source` open to `rtmp`, opening new ones as the
-/// server closes them (at most 500 a tenth of a second, 30,000 in all), until `stop`; how
-/// many it opened and how many the server closed.
-async fn idle_flood(
-    source: std::net::IpAddr,
-    rtmp: std::net::SocketAddr,
-    keep: usize,
-    stop: CancellationToken,
-) -> (usize, usize) {
-    let (mut opened, mut closed) = (0usize, 0usize);
-    let mut open: Vec<tokio::net::TcpStream> = Vec::new();
-    while !stop.is_cancelled() && opened < 30_000 {
-        let mut byte = [0u8; 1];
-        let before = open.len();
-        // Closed by the server: end of stream, or any error but "nothing to read yet".
-        open.retain(|s| match s.try_read(&mut byte) {
-            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-            Ok(n) => n > 0,
-        });
-        closed += before - open.len();
-        for _ in 0..500.min(keep.saturating_sub(open.len())) {
-            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-            socket
-                .bind((source, 0).into())
-                .expect("bind the flood's source");
-            if let Ok(Ok(s)) =
-                tokio::time::timeout(Duration::from_secs(1), socket.connect(rtmp)).await
-            {
-                open.push(s);
-                opened += 1;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (opened, closed)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_from_one_address_keep_no_streamer_out() {
     if !common::ffmpeg_available() {
@@ -677,7 +640,7 @@ async fn idle_connections_from_one_address_keep_no_streamer_out() {
         );
         let rtmp = stack.addr("ingest", Role::Rtmp).await;
         let stop = CancellationToken::new();
-        let flood = tokio::spawn(idle_flood(
+        let flood = tokio::spawn(common::idle_flood(
             [127, 0, 0, 2].into(),
             rtmp,
             1500,

@@ -7,7 +7,13 @@
 //!   (any path), then the session stream is the session's first bidirectional stream.
 //!   HTTP/3 itself is left to `web_transport_quinn`.
 //!
-//! Both get exactly the same service and the same close codes (a browser reads them as the
+//! - WebSocket (RFC 6455), the TCP carrier, on the TCP port of the same number: for browsers
+//!   without WebTransport (Safari) and networks that block UDP. `ws://HOST:PORT/` on a
+//!   loopback stack, `wss://` (told apart by the first byte, a TLS handshake's) with the
+//!   relay's certificate; the subprotocol `ghost-ws.1` carries the same streams
+//!   ([`transport::ws`]).
+//!
+//! All three get exactly the same service and the same close codes (a browser reads them as the
 //! session's `closeCode`; group streams are reset with the same `group_skipped` code). A
 //! connection takes a seat only once its `Join` carries a valid ticket that was not used
 //! before (each ticket seats one viewer); idle or ticketless connections hold none and are
@@ -87,9 +93,19 @@ pub struct Config {
     /// Reports to control.
     #[command(flatten)]
     pub heartbeat: server::args::Heartbeat,
-    /// Per-source limits on QUIC connections.
+    /// Per-source limits on QUIC connections (WebSocket connections count toward the same
+    /// per-source cap).
     #[command(flatten)]
     pub quic_limits: server::args::QuicLimits,
+    /// Web origins besides the relay's own host whose pages may open its WebSocket
+    /// (`https://example.com`); repeatable, or comma-separated in the environment.
+    #[arg(
+        long = "websocket-origin",
+        env = "GHOST_RELAY_WEBSOCKET_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub websocket_origins: Vec<String>,
     /// Log output.
     #[command(flatten)]
     pub logging: server::args::Logging,
@@ -100,6 +116,13 @@ struct Metrics {
     viewers: Gauge,
     /// The part of `viewers` on WebTransport: how many are browsers.
     webtransport_viewers: Gauge,
+    /// The part of `viewers` on WebSocket, the TCP carrier.
+    websocket_viewers: Gauge,
+    /// WebSocket connections that never completed their handshake (timeout, not a
+    /// WebSocket, refused origin or subprotocol).
+    websocket_handshake_failures: Counter,
+    /// WebSocket connections refused at the connection cap.
+    websocket_refused: Counter,
     streams: Gauge,
     rejections: Counter,
     joins: Counter,
@@ -115,6 +138,21 @@ impl Metrics {
             "webtransport_viewers",
             "Viewers connected over WebTransport (included in viewers)",
             self.webtransport_viewers.clone(),
+        );
+        registry.register(
+            "websocket_viewers",
+            "Viewers connected over WebSocket (included in viewers)",
+            self.websocket_viewers.clone(),
+        );
+        registry.register(
+            "websocket_handshake_failures",
+            "WebSocket connections closed before a complete handshake",
+            self.websocket_handshake_failures.clone(),
+        );
+        registry.register(
+            "websocket_refused",
+            "WebSocket connections refused: too many from one address, or in all",
+            self.websocket_refused.clone(),
         );
         registry.register("streams", "Streams carried", self.streams.clone());
         registry.register(
@@ -160,6 +198,8 @@ impl State {
 /// The relay with its sockets bound, ready to run.
 pub struct Server {
     endpoint: quinn::Endpoint,
+    websocket: tokio::net::TcpListener,
+    origins: transport::ws::Origins,
     admission: Arc<Admission>,
     ops: tokio::net::TcpListener,
     registry: Registry,
@@ -181,12 +221,7 @@ impl Server {
         let cert_public = Arc::new(std::sync::atomic::AtomicBool::new(
             files.relay_cert_is_public()?,
         ));
-        let endpoint = quic::server_reloading(
-            config.listen,
-            certs.clone(),
-            &[quic::ALPN_VIEW, quic::ALPN_H3],
-            Windows::SENDER,
-        )?;
+        let (endpoint, websocket) = bind_carriers(config.listen, &certs).await?;
         // Ingest serves subscriptions only to a relay's client certificate.
         let upstream = quic::client_as(
             &files.ca,
@@ -208,8 +243,14 @@ impl Server {
         metrics.register(&mut registry);
         let admission = Admission::new(config.quic_limits.limits());
         admission.register(&mut registry);
+        let advertise = server::args::advertised(config.advertise.as_deref(), bound);
         Ok(Server {
-            advertise: server::args::advertised(config.advertise.as_deref(), bound),
+            origins: transport::ws::Origins {
+                host: host_of(&advertise).to_string(),
+                extra: config.websocket_origins.clone(),
+            },
+            websocket,
+            advertise,
             certs,
             cert_public,
             files,
@@ -244,6 +285,13 @@ impl Server {
             .context("reading the QUIC address")
     }
 
+    /// The bound WebSocket (TCP) address: the QUIC port's number.
+    pub fn websocket_addr(&self) -> Result<SocketAddr> {
+        self.websocket
+            .local_addr()
+            .context("reading the WebSocket address")
+    }
+
     /// The bound ops address.
     pub fn ops_addr(&self) -> Result<SocketAddr> {
         ops::local(&self.ops)
@@ -252,6 +300,18 @@ impl Server {
     /// Serves until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         let state = self.state.clone();
+        let websocket = websocket_loop(
+            self.websocket,
+            Carriage {
+                state: self.state.clone(),
+                admission: self.admission.clone(),
+                tls: tokio_rustls::TlsAcceptor::from(Arc::new(tls::websocket_server_config(
+                    self.certs.clone(),
+                )?)),
+                origins: Arc::new(self.origins),
+            },
+            shutdown.clone(),
+        );
         let accept = quic::accept_loop(
             self.endpoint,
             self.admission,
@@ -296,6 +356,7 @@ impl Server {
             });
         let result = tokio::select! {
             () = accept => Ok(()),
+            () = websocket => Ok(()),
             r = ops => r,
             () = heartbeat => Ok(()),
             () = renewals => Ok(()),
@@ -386,15 +447,37 @@ struct Refusal {
     reason: String,
 }
 
+/// How a viewer reached the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carrier {
+    /// QUIC, `ghost-view/1`.
+    Native,
+    /// WebTransport over HTTP/3.
+    WebTransport,
+    /// WebSocket over TCP.
+    WebSocket,
+}
+
+impl Carrier {
+    /// The gauge counting this carrier's part of the viewers, if it has one.
+    fn gauge(self, metrics: &Metrics) -> Option<&Gauge> {
+        match self {
+            Carrier::Native => None,
+            Carrier::WebTransport => Some(&metrics.webtransport_viewers),
+            Carrier::WebSocket => Some(&metrics.websocket_viewers),
+        }
+    }
+}
+
 async fn viewer(state: Arc<State>, conn: Connection) {
     // A connection holds no seat until it presents a valid ticket: idle or ticketless
     // connections cannot lock viewers out, nor count as viewers (and so as demand).
     if quic::alpn(&conn).as_deref() != Some(quic::ALPN_H3) {
-        return viewer_on(&state, &conn, false).await;
+        return viewer_on(&state, &conn, Carrier::Native).await;
     }
     let handshake = peer::accept_webtransport(conn.clone());
     match tokio::time::timeout(quic::SESSION_TIMEOUT, handshake).await {
-        Ok(Ok(session)) => viewer_on(&state, &session, true).await,
+        Ok(Ok(session)) => viewer_on(&state, &session, Carrier::WebTransport).await,
         Ok(Err(error)) => {
             // No session yet, so no capsule to carry our code in: a plain QUIC close.
             tracing::info!(%error, "WebTransport handshake failed");
@@ -420,8 +503,8 @@ fn admit(state: &State) -> Result<tokio::sync::OwnedSemaphorePermit, Refusal> {
     })
 }
 
-async fn viewer_on<P: Peer>(state: &Arc<State>, conn: &P, webtransport: bool) {
-    if let Err(refusal) = serve_viewer(state, conn, webtransport).await {
+async fn viewer_on<P: Peer>(state: &Arc<State>, conn: &P, carrier: Carrier) {
+    if let Err(refusal) = serve_viewer(state, conn, carrier).await {
         state.metrics.rejections.inc();
         tracing::info!(code = refusal.code.name(), reason = %refusal.reason, "viewer refused");
         quic::close(conn, refusal.code, &refusal.reason);
@@ -431,7 +514,7 @@ async fn viewer_on<P: Peer>(state: &Arc<State>, conn: &P, webtransport: bool) {
 async fn serve_viewer<P: Peer>(
     state: &Arc<State>,
     conn: &P,
-    webtransport: bool,
+    carrier: Carrier,
 ) -> Result<(), Refusal> {
     let join = async {
         let mut session = Session::accept(conn).await?;
@@ -462,8 +545,8 @@ async fn serve_viewer<P: Peer>(
     let _seat = admit(state)?;
     state.metrics.seated.inc();
     state.metrics.viewers.inc();
-    if webtransport {
-        state.metrics.webtransport_viewers.inc();
+    if let Some(gauge) = carrier.gauge(&state.metrics) {
+        gauge.inc();
     }
     let served = async {
         let track = track(state, &stream_id).await?;
@@ -477,10 +560,155 @@ async fn serve_viewer<P: Peer>(
     }
     .await;
     state.metrics.viewers.dec();
-    if webtransport {
-        state.metrics.webtransport_viewers.dec();
+    if let Some(gauge) = carrier.gauge(&state.metrics) {
+        gauge.dec();
     }
     served
+}
+
+/// Binds QUIC (UDP) and the WebSocket carrier (TCP) on one port number, so a firewall or a
+/// port mapping names each relay once. With port 0, the number the UDP socket got is tried
+/// for TCP, and another pair is drawn while that one is taken.
+async fn bind_carriers(
+    listen: SocketAddr,
+    certs: &Arc<tls::Reloading>,
+) -> Result<(quinn::Endpoint, tokio::net::TcpListener)> {
+    let mut attempts = 0;
+    loop {
+        let endpoint = quic::server_reloading(
+            listen,
+            certs.clone(),
+            &[quic::ALPN_VIEW, quic::ALPN_H3],
+            Windows::SENDER,
+        )?;
+        let bound = endpoint.local_addr().context("reading the QUIC address")?;
+        match tokio::net::TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((endpoint, tcp)),
+            Err(e) if listen.port() == 0 && attempts < 32 => {
+                tracing::debug!(%bound, error = %e, "TCP port of the QUIC port's number taken; drawing another");
+                attempts += 1;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("binding the WebSocket carrier on {bound}/tcp (the QUIC port's number)")
+                });
+            }
+        }
+    }
+}
+
+/// The host part of `HOST:PORT` (brackets of an IPv6 address kept off).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// What the WebSocket listener needs to seat viewers.
+struct Carriage {
+    state: Arc<State>,
+    admission: Arc<Admission>,
+    tls: tokio_rustls::TlsAcceptor,
+    origins: Arc<transport::ws::Origins>,
+}
+
+/// The first byte of a TLS handshake record: a `wss://` client.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Accepts WebSocket viewers until `shutdown`. Each address may hold as many connections as
+/// the QUIC per-source cap allows, counted together with its QUIC ones; the listener holds
+/// at most twice the relay's capacity plus 256 at once; a connection must complete its
+/// handshake (TLS included) within [`transport::ws::HANDSHAKE_TIMEOUT`] and present its
+/// ticket within [`quic::SESSION_TIMEOUT`], as over QUIC.
+async fn websocket_loop(
+    listener: tokio::net::TcpListener,
+    carriage: Carriage,
+    shutdown: CancellationToken,
+) {
+    let carriage = Arc::new(carriage);
+    let most = (carriage.state.capacity as usize)
+        .saturating_mul(2)
+        .saturating_add(256);
+    let slots = Arc::new(tokio::sync::Semaphore::new(most));
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: wait, never spin.
+                    tracing::warn!(%error, "WebSocket accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        let held = match carriage.admission.decide(peer.ip(), true) {
+            transport::admit::Decision::Accept(held) => held,
+            _ => {
+                carriage.state.metrics.websocket_refused.inc();
+                tracing::debug!(%peer, "WebSocket connection refused: too many from this address");
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            carriage.state.metrics.websocket_refused.inc();
+            tracing::warn!(%peer, "WebSocket connection refused: too many connections");
+            continue;
+        };
+        let carriage = carriage.clone();
+        let span = tracing::info_span!("websocket", %peer);
+        carriage
+            .state
+            .tasks
+            .clone()
+            .spawn(tracing::Instrument::instrument(
+                async move {
+                    websocket_viewer(&carriage, tcp, held).await;
+                    drop(slot);
+                },
+                span,
+            ));
+    }
+}
+
+async fn websocket_viewer(
+    carriage: &Carriage,
+    tcp: tokio::net::TcpStream,
+    mut held: transport::admit::Slot,
+) {
+    if let Err(error) = transport::ws::tune(&tcp) {
+        tracing::debug!(%error, "cannot tune the socket");
+    }
+    let mut first = [0u8; 1];
+    let peeked = tokio::time::timeout(transport::ws::HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await;
+    let handshake = match peeked {
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE => {
+            let opened =
+                tokio::time::timeout(transport::ws::HANDSHAKE_TIMEOUT, carriage.tls.accept(tcp))
+                    .await;
+            match opened {
+                Ok(Ok(tls)) => transport::ws::accept(tls, &carriage.origins)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+                Err(_) => Err("no TLS handshake in time".to_string()),
+            }
+        }
+        Ok(Ok(1)) => transport::ws::accept(tcp, &carriage.origins)
+            .await
+            .map_err(|e| e.to_string()),
+        Ok(_) => Err("closed before its handshake".to_string()),
+        Err(_) => Err("nothing sent in time".to_string()),
+    };
+    held.established();
+    match handshake {
+        Ok(session) => viewer_on(&carriage.state, &session, Carrier::WebSocket).await,
+        Err(error) => {
+            carriage.state.metrics.websocket_handshake_failures.inc();
+            tracing::debug!(%error, "WebSocket handshake failed");
+        }
+    }
+    drop(held);
 }
 
 /// Tickets already taken, until they expire: each one seats a single viewer.
@@ -638,6 +866,7 @@ pub async fn main(config: Config) -> Result<()> {
     let quic_addr = server.quic_addr()?;
     let ops_addr = server.ops_addr()?;
     tracing::info!(quic = %quic_addr, ops = %ops_addr, id = %config.id, capacity = config.capacity, "relay listening");
+    tracing::info!(websocket = %server.websocket_addr()?, "WebSocket carrier listening");
     server::ready::announce(
         Kind::Relay,
         &[(Role::Quic, quic_addr), (Role::Ops, ops_addr)],

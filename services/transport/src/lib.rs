@@ -5,7 +5,8 @@
 //! - [`peer`]: what the data path needs of a connection, native QUIC or WebTransport;
 //! - [`tls`]: the stack's certificates (made once by `ghost up`) and rustls configs;
 //! - [`track`]: the in-memory live buffer of one stream, holding only its newest group;
-//! - [`fanout`]: sending a track to one subscriber with group skipping, and receiving one.
+//! - [`fanout`]: sending a track to one subscriber with group skipping, and receiving one;
+//! - [`ws`]: the TCP carrier, QUIC-style streams over one WebSocket for viewers without UDP.
 
 #![forbid(unsafe_code)]
 
@@ -15,3 +16,4 @@ pub mod peer;
 pub mod quic;
 pub mod tls;
 pub mod track;
+pub mod ws;

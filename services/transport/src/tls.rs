@@ -881,11 +881,21 @@ pub fn reloading_server_config(
 /// The viewer gateway's HTTPS config: TLS 1.2 and 1.3 (browsers and every HTTP client of
 /// the last decade), HTTP/2 and HTTP/1.1 by ALPN, the certificate following `reloading`.
 pub fn https_server_config(reloading: Arc<Reloading>) -> Result<rustls::ServerConfig> {
+    web_server_config(reloading, &[b"h2", b"http/1.1"])
+}
+
+/// A relay's `wss://` config: as [`https_server_config`], HTTP/1.1 only (a WebSocket's
+/// upgrade is an HTTP/1.1 request).
+pub fn websocket_server_config(reloading: Arc<Reloading>) -> Result<rustls::ServerConfig> {
+    web_server_config(reloading, &[b"http/1.1"])
+}
+
+fn web_server_config(reloading: Arc<Reloading>, alpns: &[&[u8]]) -> Result<rustls::ServerConfig> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(reloading);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
     Ok(config)
 }
 

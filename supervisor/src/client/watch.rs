@@ -138,6 +138,10 @@ pub enum Transport {
     Native,
     /// WebTransport over HTTP/3 (ALPN `h3`), as a browser does.
     WebTransport,
+    /// WebSocket over TCP (subprotocol `ghost-ws.1`), as a browser without WebTransport or
+    /// behind a network that blocks UDP does: `wss://` when the gateway is reached over
+    /// https, `ws://` otherwise.
+    WebSocket,
 }
 
 impl Transport {
@@ -145,7 +149,45 @@ impl Transport {
         match self {
             Transport::Native => quic::ALPN_VIEW,
             Transport::WebTransport => quic::ALPN_H3,
+            Transport::WebSocket => b"http/1.1",
         }
+    }
+}
+
+/// Opens the relay's WebSocket for `assignment`: TLS, pinned to the certificate hash the
+/// gateway gave, when the gateway itself was reached over https (as a page served over
+/// https must use `wss://`).
+async fn websocket(gateway: &str, assignment: &Join) -> Result<transport::ws::Session> {
+    let lost = |e: &dyn std::fmt::Display| {
+        Exit::new(
+            exit::LOST,
+            format!(
+                "cannot connect to relay {} over WebSocket: {e}",
+                assignment.relay_addr
+            ),
+        )
+    };
+    let tcp = tokio::net::TcpStream::connect(&assignment.relay_addr)
+        .await
+        .map_err(|e| lost(&e))?;
+    let _ = tcp.set_nodelay(true);
+    if gateway.starts_with("https://") {
+        let config = transport::tls::pinned_client_config(&assignment.cert_sha256, b"http/1.1")?;
+        let name = rustls_pki_types::ServerName::try_from(assignment.server_name.clone())
+            .with_context(|| format!("server name {:?}", assignment.server_name))?;
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| lost(&e))?;
+        let url = format!("wss://{}/", assignment.relay_addr);
+        transport::ws::connect(tls, &url)
+            .await
+            .map_err(|e| lost(&e).into())
+    } else {
+        let url = format!("ws://{}/", assignment.relay_addr);
+        transport::ws::connect(tcp, &url)
+            .await
+            .map_err(|e| lost(&e).into())
     }
 }
 
@@ -166,6 +208,14 @@ enum Event {
 pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<WatchSummary> {
     let started = tokio::time::Instant::now();
     let assignment = join(&options.http, &options.gateway, &options.stream).await?;
+    let webtransport = match options.transport {
+        Transport::WebSocket => {
+            let session = websocket(&options.gateway, &assignment).await?;
+            return receive(session, options, assignment, started, stop).await;
+        }
+        Transport::Native => false,
+        Transport::WebTransport => true,
+    };
     let endpoint = match options.endpoint.take() {
         Some(e) => e,
         None if options.ca.exists() && !assignment.cert_public => {
@@ -191,33 +241,32 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Watc
                 format!("cannot connect to relay {}: {e}", assignment.relay_addr),
             )
         })?;
-    match options.transport {
-        Transport::Native => receive(conn, options, assignment, started, stop).await,
-        Transport::WebTransport => {
-            // Any path will do: the relay serves one thing. The ticket travels in `Join`, as
-            // for a native viewer.
-            let url = url::Url::parse(&format!("https://{}/", assignment.relay_addr))
-                .with_context(|| format!("relay address {}", assignment.relay_addr))?;
-            let session = tokio::time::timeout(
-                quic::SESSION_TIMEOUT,
-                web_transport_quinn::Session::connect(conn.clone(), url),
+    if !webtransport {
+        receive(conn, options, assignment, started, stop).await
+    } else {
+        // Any path will do: the relay serves one thing. The ticket travels in `Join`, as
+        // for a native viewer.
+        let url = url::Url::parse(&format!("https://{}/", assignment.relay_addr))
+            .with_context(|| format!("relay address {}", assignment.relay_addr))?;
+        let session = tokio::time::timeout(
+            quic::SESSION_TIMEOUT,
+            web_transport_quinn::Session::connect(conn.clone(), url),
+        )
+        .await
+        .map_err(|_| {
+            Exit::new(
+                exit::LOST,
+                format!("relay {} did not answer WebTransport", assignment.relay_id),
             )
-            .await
-            .map_err(|_| {
-                Exit::new(
-                    exit::LOST,
-                    format!("relay {} did not answer WebTransport", assignment.relay_id),
-                )
-            })?
-            .map_err(|e| {
-                let closed = conn.close_reason().map(|c| Closed::from(&c));
-                match closed {
-                    Some(closed) => refused(Some(closed), &assignment),
-                    None => Exit::new(exit::LOST, format!("WebTransport session refused: {e}")),
-                }
-            })?;
-            receive(session, options, assignment, started, stop).await
-        }
+        })?
+        .map_err(|e| {
+            let closed = conn.close_reason().map(|c| Closed::from(&c));
+            match closed {
+                Some(closed) => refused(Some(closed), &assignment),
+                None => Exit::new(exit::LOST, format!("WebTransport session refused: {e}")),
+            }
+        })?;
+        receive(session, options, assignment, started, stop).await
     }
 }
 

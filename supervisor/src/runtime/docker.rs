@@ -72,9 +72,38 @@ fn dockerfile(kind: Kind) -> &'static str {
     }
 }
 
-/// Docker's key for a listener's port inside the container (`4433/udp`).
-fn port_key(listen: &Listen) -> String {
-    format!("{}/{}", listen.container_port, listen.transport.as_str())
+/// Docker's keys for a listener's port inside the container (`4433/udp`; a relay's port
+/// both as `4500/udp` and `4500/tcp`).
+fn port_keys(listen: &Listen) -> impl Iterator<Item = String> + '_ {
+    listen
+        .transport
+        .protocols()
+        .iter()
+        .map(|protocol| format!("{}/{protocol}", listen.container_port))
+}
+
+/// A host port free for every protocol of `transport`.
+fn free_port(transport: Transport) -> std::io::Result<u16> {
+    let mut last = None;
+    for _ in 0..32 {
+        let port = match transport {
+            Transport::Tcp => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
+            Transport::Udp => std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port(),
+            Transport::UdpAndTcp => {
+                let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
+                let port = udp.local_addr()?.port();
+                match std::net::TcpListener::bind(("127.0.0.1", port)) {
+                    Ok(_) => port,
+                    Err(e) => {
+                        last = Some(e);
+                        continue;
+                    }
+                }
+            }
+        };
+        return Ok(port);
+    }
+    Err(last.unwrap_or_else(|| std::io::ErrorKind::AddrInUse.into()))
 }
 
 /// Connects to the local engine (`DOCKER_HOST` or the default socket) and checks it answers.
@@ -326,15 +355,7 @@ impl DockerRuntime {
         for listen in services::service(spec.kind).listens_for(spec) {
             let mut port = spec.port(listen.role);
             if port == 0 {
-                port = if listen.transport == Transport::Udp {
-                    std::net::UdpSocket::bind("127.0.0.1:0")?
-                        .local_addr()?
-                        .port()
-                } else {
-                    std::net::TcpListener::bind("127.0.0.1:0")?
-                        .local_addr()?
-                        .port()
-                };
+                port = free_port(listen.transport)?;
             }
             out.insert(listen.role, port);
         }
@@ -376,7 +397,7 @@ impl DockerRuntime {
             .unwrap_or_default();
         for listen in services::service(spec.kind).listens_for(spec) {
             let binding = ports
-                .get(&port_key(listen))
+                .get(&port_keys(listen).next().unwrap_or_default())
                 .and_then(|b| b.as_ref())
                 .and_then(|b| b.first())
                 .and_then(|b| b.host_port.as_deref())
@@ -840,15 +861,16 @@ impl Runtime for DockerRuntime {
                 continue;
             };
             let public = spec.public && listen.public;
-            let key = port_key(listen);
-            exposed.push(key.clone());
-            bindings.insert(
-                key,
-                Some(vec![PortBinding {
-                    host_ip: Some(if public { "0.0.0.0" } else { "127.0.0.1" }.to_string()),
-                    host_port: Some(port.to_string()),
-                }]),
-            );
+            for key in port_keys(listen) {
+                exposed.push(key.clone());
+                bindings.insert(
+                    key,
+                    Some(vec![PortBinding {
+                        host_ip: Some(if public { "0.0.0.0" } else { "127.0.0.1" }.to_string()),
+                        host_port: Some(port.to_string()),
+                    }]),
+                );
+            }
         }
         let binds = binds(spec.kind, &self.state_root());
         let network = Network {
@@ -1242,7 +1264,7 @@ mod tests {
     #[test]
     fn ports_are_keyed_as_docker_spells_them() {
         let relay = services::service(Kind::Relay);
-        let keys: Vec<String> = relay.listens.iter().map(port_key).collect();
-        assert_eq!(keys, ["4500/udp", "9200/tcp"]);
+        let keys: Vec<String> = relay.listens.iter().flat_map(port_keys).collect();
+        assert_eq!(keys, ["4500/udp", "4500/tcp", "9200/tcp"]);
     }
 }

@@ -48,7 +48,7 @@ use api::status::{Instance, Kind, Usage};
 
 use super::docker::{self, DockerRuntime, LABEL_GENERATION, LABEL_STACK};
 use super::{Event, Runtime, Spec};
-use crate::services::{self, Audience, File, Listen, Site, Transport};
+use crate::services::{self, Audience, File, Listen, Site};
 use crate::stack::StateDir;
 
 /// How often the swarm's tasks and nodes are read.
@@ -548,15 +548,22 @@ impl SwarmRuntime {
         let labels = docker::labels(&self.local.stack, &spec.name, generation);
         let ports = services::service(spec.kind)
             .listens_for(spec)
-            .map(|listen| EndpointPortConfig {
-                protocol: Some(match listen.transport {
-                    Transport::Tcp => EndpointPortConfigProtocolEnum::TCP,
-                    Transport::Udp => EndpointPortConfigProtocolEnum::UDP,
-                }),
-                target_port: Some(i64::from(listen.container_port)),
-                published_port: Some(i64::from(spec.port(listen.role))),
-                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
-                ..Default::default()
+            .flat_map(|listen| {
+                listen
+                    .transport
+                    .protocols()
+                    .iter()
+                    .map(|protocol| EndpointPortConfig {
+                        protocol: Some(if *protocol == "udp" {
+                            EndpointPortConfigProtocolEnum::UDP
+                        } else {
+                            EndpointPortConfigProtocolEnum::TCP
+                        }),
+                        target_port: Some(i64::from(listen.container_port)),
+                        published_port: Some(i64::from(spec.port(listen.role))),
+                        publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+                        ..Default::default()
+                    })
             })
             .collect();
         let limits = &self.local.limits;

@@ -628,3 +628,40 @@ impl Stack {
         (live.stream_id, ffmpeg, publisher)
     }
 }
+
+/// Keeps up to `keep` connections from `source` open to `server`, opening new ones as the
+/// server closes them (at most 500 a tenth of a second, 30,000 in all), until `stop`; how
+/// many it opened and how many the server closed.
+pub async fn idle_flood(
+    source: std::net::IpAddr,
+    server: std::net::SocketAddr,
+    keep: usize,
+    stop: CancellationToken,
+) -> (usize, usize) {
+    let (mut opened, mut closed) = (0usize, 0usize);
+    let mut open: Vec<tokio::net::TcpStream> = Vec::new();
+    while !stop.is_cancelled() && opened < 30_000 {
+        let mut byte = [0u8; 1];
+        let before = open.len();
+        // Closed by the server: end of stream, or any error but "nothing to read yet".
+        open.retain(|s| match s.try_read(&mut byte) {
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            Ok(n) => n > 0,
+        });
+        closed += before - open.len();
+        for _ in 0..500.min(keep.saturating_sub(open.len())) {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind((source, 0).into())
+                .expect("bind the flood's source");
+            if let Ok(Ok(s)) =
+                tokio::time::timeout(Duration::from_secs(1), socket.connect(server)).await
+            {
+                open.push(s);
+                opened += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (opened, closed)
+}
