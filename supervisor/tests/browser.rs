@@ -1,6 +1,6 @@
 //! A viewer in a real browser: headless Chromium opens the watch page, which joins through
 //! the gateway, connects to the relay over WebTransport (pinning the relay's certificate by
-//! its hash), and decodes real ffmpeg output (H.264 with Opus, or with AAC) with WebCodecs.
+//! its hash) or over WebSocket (the TCP carrier), and decodes real ffmpeg output (H.264 with Opus, or with AAC) with WebCodecs.
 //! Apart from a stack: the page's MP4 module splits an init segment carried inline off the
 //! fragment after it, and takes garbage for no init segment.
 
@@ -44,7 +44,9 @@ fn n(v: &Value, field: &str) -> f64 {
     v[field].as_f64().unwrap_or(0.0)
 }
 
-async fn plays(audio_codec: &str, label: &str) {
+/// The page plays real ffmpeg media with `audio_codec` over `carrier` ("webtransport", the
+/// page's first choice; "websocket", as a page that remembers WebSocket winning goes).
+async fn plays(audio_codec: &str, label: &str, carrier: &str) {
     let Some(binary) = common::chromium() else {
         return;
     };
@@ -55,9 +57,24 @@ async fn plays(audio_codec: &str, label: &str) {
         let stack = Stack::up(&["--relays", "1"]);
         let (id, mut ffmpeg, mut publisher) = stack.go_live(label, audio_codec, None).await;
         let mut browser = Browser::start(binary, &stack.dir.path().join("browser")).await;
-        let page = browser
-            .open(&format!("{}/watch/{id}", stack.file.gateway_url))
-            .await;
+        let page = browser.open("about:blank").await;
+        browser
+            .navigate(&page, &format!("{}/", stack.file.gateway_url))
+            .await
+            .expect("home page");
+        if carrier == "websocket" {
+            browser
+                .eval(
+                    &page,
+                    "localStorage.setItem('ghost-carrier', `websocket ${Date.now()}`)",
+                )
+                .await;
+        }
+        let started = Instant::now();
+        browser
+            .navigate(&page, &format!("{}/watch/{id}", stack.file.gateway_url))
+            .await
+            .expect("watch page");
         let joined = until(
             &mut browser,
             &page,
@@ -65,7 +82,13 @@ async fn plays(audio_codec: &str, label: &str) {
             "no picture",
             |v| n(v, "rendered") > 0.0,
         )
-        .await;
+        .await
+        .max(started.elapsed());
+        assert_eq!(
+            measured(&mut browser, &page).await["carrier"],
+            carrier,
+            "the page took another carrier"
+        );
 
         // Ten seconds of watching: frames sent, frames drawn, sound decoded, delay; a native
         // viewer on the same relay meanwhile, to tell the browser's delay from the stream's.
@@ -93,7 +116,7 @@ async fn plays(audio_codec: &str, label: &str) {
         let sent = 10.0 * f64::from(FPS);
         let audio = n(&after, "audio") - n(&before, "audio");
         println!(
-            "browser ({label}): picture after {:.0} ms; {drawn} of {sent} video frames drawn in \
+            "browser ({label}, {carrier}): picture after {:.0} ms; {drawn} of {sent} video frames drawn in \
              10 s, {audio} audio frames decoded; capture-to-render delay p50 {} ms, p99 {} ms",
             common::ms(joined),
             after["delay"]["p50"],
@@ -138,12 +161,17 @@ async fn plays(audio_codec: &str, label: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_plays_h264_with_opus() {
-    plays("libopus", "h264-opus").await;
+    plays("libopus", "h264-opus", "webtransport").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_plays_over_websocket() {
+    plays("aac", "h264-aac-websocket", "websocket").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_plays_h264_with_aac() {
-    plays("aac", "h264-aac").await;
+    plays("aac", "h264-aac", "webtransport").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -231,9 +231,14 @@ async fn the_watch_page_names_what_a_browser_lacks_and_where_https_is() {
                        return {{
                          both: said({{ secure: true }}),
                          transport: said({{ secure: true, VideoDecoder: true }}),
-                         decoder: said({{ secure: true, WebTransport: true }}),
-                         insecure: said({{ secure: false, WebTransport: true, VideoDecoder: true }}),
-                         plays: m.obstacle({{ secure: true, WebTransport: true, VideoDecoder: true }}),
+                         decoder: said({{ secure: true, WebSocket: true }}),
+                         insecure: said({{ secure: false, WebSocket: true, VideoDecoder: true }}),
+                         plays: m.obstacle({{ secure: true, WebSocket: true, VideoDecoder: true }}),
+                         // Without WebTransport, or on Safari, the page goes to WebSocket.
+                         bothCarriers: m.carriers({{ WebTransport: true }}),
+                         noWebTransport: m.carriers({{ WebTransport: false }}),
+                         safari: m.carriers({{ WebTransport: true, stalls: true }}),
+                         rememberedWebSocket: m.carriers({{ WebTransport: true, remembered: 'websocket' }}),
                          meta: m.httpsAddress(at, 'https://watch.example.com:8443'),
                          metaDefaultPort: m.httpsAddress(at, 'https://watch.example.com'),
                          metaNotHttps: m.httpsAddress(at, 'http://watch.example.com:81'),
@@ -259,14 +264,14 @@ async fn the_watch_page_names_what_a_browser_lacks_and_where_https_is() {
                 "{said:#}"
             );
         }
-        let webtransport = "WebTransport, which Chrome, Edge and Firefox have (Safari does not yet)";
+        let websocket = "WebSocket, which every browser of the last decade has";
         let decoder = "WebCodecs' VideoDecoder, which current Chrome, Edge, Firefox and Safari have";
         assert_eq!(
             text("both", "detail"),
-            format!("It needs {webtransport}, and {decoder}."),
+            format!("It needs {websocket}, and {decoder}."),
             "{said:#}"
         );
-        assert_eq!(text("transport", "detail"), format!("It needs {webtransport}."));
+        assert_eq!(text("transport", "detail"), format!("It needs {websocket}."));
         assert_eq!(text("decoder", "detail"), format!("It needs {decoder}."));
         assert_eq!(
             text("insecure", "text"),
@@ -278,6 +283,10 @@ async fn the_watch_page_names_what_a_browser_lacks_and_where_https_is() {
             "https://ghost.test/watch/a%20show?at=1"
         );
         assert_eq!(said["plays"], Value::Null, "{said:#}");
+        assert_eq!(said["bothCarriers"], json!(["webtransport", "websocket"]));
+        for case in ["noWebTransport", "safari", "rememberedWebSocket"] {
+            assert_eq!(said[case], json!(["websocket"]), "{case}: {said:#}");
+        }
         // The gateway's `ghost-https` origin, when it names one, else port 443.
         for (case, want) in [
             ("meta", "https://watch.example.com:8443/watch/a%20show?at=1"),

@@ -7,9 +7,9 @@ use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-/// Scripts load from this origin only; media comes from relays over WebTransport, which
-/// `connect-src` governs.
-const POLICY: &str = "default-src 'self'; connect-src 'self' https:; object-src 'none'; \
+/// Scripts load from this origin only; media comes from relays over WebTransport or
+/// WebSocket, which `connect-src` governs.
+const POLICY: &str = "default-src 'self'; connect-src 'self' https: wss: ws:; object-src 'none'; \
                       base-uri 'none'; frame-ancestors 'none'";
 
 fn page(body: impl Into<axum::body::Body>, content_type: &'static str) -> Response {
@@ -80,8 +80,8 @@ fn relays_only(https_url: &str) -> String {
         return POLICY.to_string();
     }
     POLICY.replace(
-        "connect-src 'self' https:",
-        &format!("connect-src 'self' https://{host}:*"),
+        "connect-src 'self' https: wss: ws:",
+        &format!("connect-src 'self' https://{host}:* wss://{host}:*"),
     )
 }
 
@@ -92,6 +92,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
         "list.js" => page(include_str!("web/list.js"), js),
         "watch.js" => page(include_str!("web/watch.js"), js),
         "wire.js" => page(include_str!("web/wire.js"), js),
+        "ws.js" => page(include_str!("web/ws.js"), js),
         "mp4.js" => page(include_str!("web/mp4.js"), js),
         "app.css" => page(include_str!("web/app.css"), "text/css; charset=utf-8"),
         _ => (StatusCode::NOT_FOUND, "no such file\n").into_response(),
@@ -106,11 +107,11 @@ mod tests {
     fn at_a_public_name_the_page_may_connect_to_its_relays_only() {
         assert!(
             relays_only("https://ghost.test:8443")
-                .contains("connect-src 'self' https://ghost.test:*;")
+                .contains("connect-src 'self' https://ghost.test:* wss://ghost.test:*;")
         );
         assert!(
             relays_only("https://203.0.113.7")
-                .contains("connect-src 'self' https://203.0.113.7:*;")
+                .contains("connect-src 'self' https://203.0.113.7:* wss://203.0.113.7:*;")
         );
         assert_eq!(relays_only("https://[2001:db8::1]:443"), POLICY);
     }

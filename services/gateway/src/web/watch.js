@@ -1,16 +1,19 @@
-// The watch page: joins through the viewer gateway, connects to the relay over WebTransport,
+// The watch page: joins through the viewer gateway, connects to the relay over WebTransport
+// or, where that is missing, blocked or known to stall, over WebSocket (the TCP carrier),
 // decodes the picture and the sound with WebCodecs as they arrive (no buffer beyond the
 // decoders' own), and tells the viewer, in plain words, where things stand. Exposes what it
 // measures on `window.ghost` for tests: `state`, `frames` (received), `rendered` (video
 // frames drawn), `audio` (audio frames decoded), `groups`, `setups` (codec setups changed
 // mid-stream and followed), and `delay` {p50, p99}: capture to render, in milliseconds,
-// over the last 3,000 frames or since `ghost.reset()`. Where nothing can play, `state` is
+// over the last 3,000 frames or since `ghost.reset()`; `carrier`, "webtransport" or
+// "websocket", the one in use. Where nothing can play, `state` is
 // "insecure" (a page over plain http at an address other than the viewer's own machine, with
 // `https`, the address to open instead) or "unsupported" (a browser without what it takes,
 // named in `missing`).
 
 import { parseFragment, parseInit, splitInit } from "/app/mp4.js";
 import { Code, GroupReader, MessageReader, encodeJoin, hexToBytes } from "/app/wire.js";
+import { WebSocketTransport } from "/app/ws.js";
 
 /** The stream a watch page's path names: its id or its name. */
 function streamOf(pathname) {
@@ -30,7 +33,7 @@ document.getElementById("title").textContent = key;
 const canvas = document.getElementById("picture");
 const sound = document.getElementById("sound");
 const ghost = {
-  state: "connecting", frames: 0, rendered: 0, audio: 0, groups: 0, setups: 0,
+  state: "connecting", carrier: null, frames: 0, rendered: 0, audio: 0, groups: 0, setups: 0,
   delay: { p50: null, p99: null },
 };
 window.ghost = ghost;
@@ -65,7 +68,8 @@ function rendered(captureUs) {
     ghost.delay = { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99) };
     document.body.dataset.delayP50 = ghost.delay.p50.toFixed(1);
     document.body.dataset.delayP99 = ghost.delay.p99.toFixed(1);
-    show("live", `Live, ${Math.max(0, Math.round(ghost.delay.p50))} ms behind the streamer`);
+    show("live", `Live, ${Math.max(0, Math.round(ghost.delay.p50))} ms behind the streamer`,
+      `Over ${CARRIERS[ghost.carrier] || ghost.carrier}.`);
   }
 }
 
@@ -267,14 +271,105 @@ async function readGroups(transport) {
   }
 }
 
-async function watch(join) {
-  show("connecting", "Connecting…", `Relay ${join.relay_id}.`);
+/** The carriers' names as the page shows them. */
+const CARRIERS = { webtransport: "WebTransport", websocket: "WebSocket" };
+/** How long WebTransport has to itself before WebSocket joins the race. */
+const HEAD_START_MS = 300;
+/** How long a carrier that won is tried first on the next visits. */
+const REMEMBER_MS = 24 * 3600 * 1000;
+const REMEMBERED = "ghost-carrier";
+
+/** Safari's WebTransport stalls for good after some thousands of incoming streams (one per
+ * group here): Safari goes straight to WebSocket. */
+function stallsOnWebTransport(ua) {
+  return /Safari\//.test(ua) && !/Chrome\/|Chromium\/|Edg\/|Firefox\/|Android/.test(ua);
+}
+
+/** The carrier a recent visit settled on, if any. */
+function remembered() {
+  try {
+    const [name, at] = (localStorage.getItem(REMEMBERED) || "").split(" ");
+    return CARRIERS[name] && Date.now() - Number(at) < REMEMBER_MS ? name : null;
+  } catch {
+    return null;
+  }
+}
+
+function remember(name) {
+  try { localStorage.setItem(REMEMBERED, `${name} ${Date.now()}`); } catch { /* private mode */ }
+}
+
+/** Which carriers to try, first first: WebTransport then WebSocket after a head start, or
+ * WebSocket alone where WebTransport is missing, stalls, or lost the last race. */
+export function carriers(env) {
+  if (!env.WebTransport || env.stalls || env.remembered === "websocket") return ["websocket"];
+  return ["webtransport", "websocket"];
+}
+
+function openCarrier(name, join) {
+  if (name === "websocket") {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    return new WebSocketTransport(`${scheme}://${join.relay_addr}/`);
+  }
   // The stack's own relay certificates are short-lived and pinned by hash; an operator's
   // certificate from a public CA is verified by name, as for any web site.
   const options = join.cert_public
     ? {}
     : { serverCertificateHashes: [{ algorithm: "sha-256", value: hexToBytes(join.cert_sha256) }] };
-  const transport = new WebTransport(`https://${join.relay_addr}/`, options);
+  return new WebTransport(`https://${join.relay_addr}/`, options);
+}
+
+/** Races the carriers to the relay: the first connected is kept and the other closed before
+ * it joins (a ticket seats one viewer). WebSocket starts after WebTransport's head start, or
+ * at once when WebTransport fails first. */
+function race(join) {
+  const order = carriers({
+    WebTransport: typeof WebTransport !== "undefined",
+    stalls: stallsOnWebTransport(navigator.userAgent),
+    remembered: remembered(),
+  });
+  return new Promise((resolve, reject) => {
+    const open = [];
+    let failed = 0;
+    let won = false;
+    let next = 0;
+    let timer = null;
+    const launch = () => {
+      clearTimeout(timer);
+      if (next >= order.length || won) return;
+      const name = order[next++];
+      let transport;
+      try {
+        transport = openCarrier(name, join);
+      } catch (e) {
+        return lose(e);
+      }
+      open.push(transport);
+      transport.ready.then(() => {
+        if (won) return transport.close();
+        won = true;
+        clearTimeout(timer);
+        for (const other of open) if (other !== transport) try { other.close(); } catch { /* gone */ }
+        resolve({ name, transport });
+      }, lose);
+      if (next < order.length) timer = setTimeout(launch, HEAD_START_MS);
+    };
+    const lose = (e) => {
+      failed += 1;
+      if (won) return;
+      if (next < order.length) launch();
+      else if (failed >= order.length) reject(e || new Error("no carrier reached the relay"));
+    };
+    launch();
+  });
+}
+
+async function watch(join) {
+  show("connecting", "Connecting…", `Relay ${join.relay_id}.`);
+  const { name, transport } = await race(join);
+  ghost.carrier = name;
+  document.body.dataset.carrier = name;
+  remember(name);
   transport.closed.then(
     (info) => closed(info.closeCode),
     (e) => closed(e && typeof e.streamErrorCode === "number" ? e.streamErrorCode : null),
@@ -332,7 +427,7 @@ rejoin.addEventListener("click", join);
 
 /** What the page needs of the browser, and who has it, in the words a viewer lacking it reads. */
 const NEEDS = {
-  WebTransport: "WebTransport, which Chrome, Edge and Firefox have (Safari does not yet)",
+  WebSocket: "WebSocket, which every browser of the last decade has",
   VideoDecoder: "WebCodecs' VideoDecoder, which current Chrome, Edge, Firefox and Safari have",
 };
 
@@ -416,7 +511,7 @@ const why = obstacle({
   // Only a browser that says it is not secure is taken at its word; one too old to say is
   // judged by what it has.
   secure: window.isSecureContext !== false,
-  WebTransport: typeof WebTransport !== "undefined",
+  WebSocket: typeof WebSocket !== "undefined",
   VideoDecoder: typeof VideoDecoder !== "undefined",
 });
 if (why) {
