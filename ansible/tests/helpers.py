@@ -132,6 +132,7 @@ def public_rules(operator_cidr, gateway="https") -> set:
         ("udp", 4433, 4433, "0.0.0.0/0"),
         ("tcp", 1935, 1935, "0.0.0.0/0"),
         ("udp", 4500, 4507, "0.0.0.0/0"),
+        ("tcp", 4500, 4507, "0.0.0.0/0"),
         ("tcp", 22, 22, operator_cidr),
         ("tcp", 7070, 7070, operator_cidr),
     } | gateway_rules
