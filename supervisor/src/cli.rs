@@ -56,6 +56,8 @@ pub enum Cmd {
         #[arg(long, env = "GHOST_GATEWAY")]
         gateway: Option<String>,
     },
+    /// Every service's log, whatever the runtime, prefixed by service (-f follows).
+    Logs(crate::logs::Args),
     /// Goes live.
     Publish(PublishArgs),
     /// Watches a stream.
@@ -536,6 +538,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Down => down(&state).await,
         Cmd::Status { json } => status(&state, json).await,
         Cmd::Streams { json, gateway } => streams(&state, json, gateway).await,
+        Cmd::Logs(args) => crate::logs::run(&state, args).await,
         Cmd::Publish(args) => publish_cmd(&state, ca, args).await,
         Cmd::Watch(args) => watch_cmd(&state, ca, args).await,
         Cmd::Scale {

@@ -7,6 +7,7 @@
 //! - [`client`]: the streamer, viewer and load generator;
 //! - [`keys`]: `ghost keys`, the operator's stream keys;
 //! - [`logfile`]: log files rotated by size (the process runtime's and the daemon's);
+//! - [`logs`]: `ghost logs`, every service's log whatever the runtime;
 //! - [`cli`]: the command line, a stable interface ([`exit`] lists its exit codes).
 
 #![forbid(unsafe_code)]
@@ -31,6 +32,7 @@ pub mod exit;
 pub mod http;
 pub mod keys;
 pub mod logfile;
+pub mod logs;
 pub mod policy;
 pub mod runtime;
 pub mod services;

@@ -143,7 +143,8 @@ impl LogFile {
     }
 }
 
-fn rotated(path: &Path, n: u32) -> PathBuf {
+/// The `n`th rotated file of the log at `path` (`NAME.log.N`); `path` itself for 0.
+pub fn rotated(path: &Path, n: u32) -> PathBuf {
     if n == 0 {
         return path.to_path_buf();
     }

@@ -128,6 +128,12 @@ pub fn stack_id(state: &StateDir) -> String {
     hash[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The name of the container (or, under Swarm, of the service) that runs `service` of stack
+/// `stack`: `ghost-<stack>-relay-2`.
+pub fn object_name(stack: &str, service: &str) -> String {
+    format!("ghost-{stack}-{service}")
+}
+
 /// Builds (where missing) the four service images from the binaries in `bin_dir`, reporting
 /// each step. Returns the image reference to run for each kind.
 pub async fn build_images(
@@ -336,7 +342,7 @@ impl DockerRuntime {
     }
 
     pub(super) fn container_name(&self, service: &str) -> String {
-        format!("ghost-{}-{service}", self.stack)
+        object_name(&self.stack, service)
     }
 
     /// The container of `instance`: by id when known, since a stop still under way must not

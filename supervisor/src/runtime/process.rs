@@ -95,6 +95,12 @@ impl Site for ProcessRuntime {
     }
 }
 
+/// Where the output of `service` goes (`logs/relay-2.log`, rotated into `relay-2.log.1` and
+/// on, see [`logfile`]); `supervisor` names the daemon's own log.
+pub fn log_path(state: &StateDir, service: &str) -> PathBuf {
+    state.logs().join(format!("{service}.log"))
+}
+
 fn signal(pid: u32, sig: Signal) -> Result<()> {
     let pid = i32::try_from(pid).context("pid out of range")?;
     kill(Pid::from_raw(pid), sig).with_context(|| format!("sending {sig} to {pid}"))
@@ -180,7 +186,7 @@ impl Runtime for ProcessRuntime {
         }
         // The service's output goes through the supervisor into a log rotated by size; its
         // stderr (the log lines) is copied from the start, its stdout once it is ready.
-        let log_path = self.state.logs().join(format!("{}.log", spec.name));
+        let log_path = log_path(&self.state, &spec.name);
         let log = Log::new(
             LogFile::open(&log_path, self.rotation)
                 .with_context(|| format!("opening {}", log_path.display()))?,
