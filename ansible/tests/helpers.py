@@ -516,6 +516,21 @@ def stopped(status_port, *tcp_ports) -> int:
     return 0
 
 
+def same_settings(file_json, flags_json) -> int:
+    """Two `ghost config show --json` outputs hold the same values for every key (ghost.toml
+    gives what the flags gave)."""
+
+    def values(path):
+        with open(path, encoding="utf-8") as f:
+            return {s["key"]: s["value"] for s in json.load(f)["settings"]}
+
+    from_file, from_flags = values(file_json), values(flags_json)
+    differ = sorted(k for k in from_file.keys() | from_flags.keys() if from_file.get(k) != from_flags.get(k))
+    for key in differ:
+        print("%s: file %r, flags %r" % (key, from_file.get(key), from_flags.get(key)))
+    return 1 if differ else 0
+
+
 COMMANDS = {
     "recap": recap,
     "provisioned": provisioned,
@@ -532,6 +547,7 @@ COMMANDS = {
     "healthy": healthy,
     "service-pids": service_pids,
     "stopped": stopped,
+    "same-settings": same_settings,
 }
 
 if __name__ == "__main__":

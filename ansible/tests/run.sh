@@ -4,7 +4,8 @@
 #   2. provision.yml and teardown.yml against a local EC2 emulator (moto, on loopback), each
 #      twice (the second run must change nothing), checking what they leave behind: one host,
 #      then a 3-node swarm cluster;
-#   3. the systemd unit, rendered by the role and checked with systemd-analyze verify;
+#   3. the systemd unit and ghost.toml, rendered by the role, the unit checked with systemd-analyze
+#      verify, the file with `ghost config show`;
 #   4. deploy.yml for real to this machine (ansible_connection=local, no systemd, binaries and
 #      state under a temporary directory, the stack on its default ports, its certificate by
 #      ACME from a local Pebble), twice, then health checks over HTTP and HTTPS, a restart on a
@@ -30,6 +31,8 @@ ANSIBLE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REPO_ROOT=$(cd "$ANSIBLE_DIR/.." && pwd)
 VENV=${GHOST_ANSIBLE_VENV:-$ANSIBLE_DIR/.venv}
 RUNTIME=${GHOST_RUNTIME:-docker}
+# `ghost` reads GHOST_RUNTIME as its --runtime: the plays' ghost must take it from ghost.toml.
+unset GHOST_RUNTIME
 cd "$ANSIBLE_DIR" || exit 1
 
 PASSED=0
@@ -339,12 +342,14 @@ if section aws; then
 fi
 
 # --------------------------------------------------------------------------------------------
-# 3. The systemd unit (the deploy test below runs without systemd): rendered by the role for
-#    each runtime, then checked by systemd-analyze verify where systemd is installed.
+# 3. The systemd unit (the deploy test below runs without systemd) and ghost.toml: rendered by the
+#    role for each runtime, the unit then checked by systemd-analyze verify where systemd is
+#    installed, the file by `ghost config show` against the flags it replaces.
 # --------------------------------------------------------------------------------------------
 ACME_LE=https://acme-v02.api.letsencrypt.org/directory
-# unit_check RUNTIME WANT [-e ...]: the unit rendered with the given variables; WANT is what
-# ExecStart must pass after `--state-dir DIR up --runtime RUNTIME`.
+# unit_check RUNTIME WANT [-e ...]: the unit and ghost.toml rendered with the given variables;
+# ExecStart must run `ghost --state-dir DIR up --config FILE`, and FILE must give the settings the
+# flags `--runtime RUNTIME WANT` give.
 unit_check() {
     local runtime=$1 want=$2 dir rc
     shift 2
@@ -355,11 +360,15 @@ unit_check() {
     mkdir -p "$dir/prefix/bin"
     ln -sf "$BIN_DIR/ghost" "$dir/prefix/bin/ghost"
     "$VENV/bin/ansible-playbook" tests/unit.yml "${args[@]}" \
-        -e ghost_prefix="$dir/prefix" -e ghost_systemd_unit_dir="$dir" \
+        -e ghost_prefix="$dir/prefix" -e ghost_systemd_unit_dir="$dir" -e ghost_config_file="$dir/ghost.toml" \
         -e ghost_advertise_host=stream.example.com "$@" || return 1
-    cat "$dir/ghost-stream.service"
-    grep -qxF "ExecStart=$dir/prefix/bin/ghost --state-dir /var/lib/ghost-stream up --runtime $runtime $want" \
-        "$dir/ghost-stream.service" || { echo "unexpected ExecStart, want: ... up --runtime $runtime $want"; return 1; }
+    cat "$dir/ghost-stream.service" "$dir/ghost.toml"
+    grep -qxF "ExecStart=$dir/prefix/bin/ghost --state-dir /var/lib/ghost-stream up --config $dir/ghost.toml" \
+        "$dir/ghost-stream.service" || { echo "unexpected ExecStart, want: ... up --config $dir/ghost.toml"; return 1; }
+    "$BIN_DIR/ghost" --state-dir "$dir/none" config show --json --config "$dir/ghost.toml" >"$dir/file.json" &&
+        "$BIN_DIR/ghost" --state-dir "$dir/none" config show --json --runtime "$runtime" $want >"$dir/flags.json" &&
+        "$VENV/bin/python" tests/helpers.py same-settings "$dir/file.json" "$dir/flags.json" ||
+        { echo "ghost.toml does not give: --runtime $runtime $want"; return 1; }
     # The gateway's ports 80 and 443, as the unprivileged service user.
     grep -qxF "AmbientCapabilities=CAP_NET_BIND_SERVICE" "$dir/ghost-stream.service" ||
         { echo "missing AmbientCapabilities=CAP_NET_BIND_SERVICE"; return 1; }

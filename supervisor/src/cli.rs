@@ -91,6 +91,9 @@ pub enum Cmd {
     },
     /// Prints the manual page (roff): `ghost man > ghost.1 && man ./ghost.1`.
     Man,
+    /// ghost.toml: the settings `ghost up` runs with, and a file of the defaults.
+    #[command(subcommand)]
+    Config(crate::config::ConfigCmd),
 }
 
 /// What `ghost scale` scales. Relays are the one service with more than one instance.
@@ -118,6 +121,11 @@ pub struct UpArgs {
     /// Return once the stack is ready (the supervisor keeps running in the background).
     #[arg(short = 'd', long)]
     pub detach: bool,
+    /// The settings file (default: ghost.toml in the state directory, where there is one).
+    /// Every flag below is also a key there, and a GHOST_* variable; flags win over
+    /// variables, variables over the file.
+    #[arg(short = 'c', long, env = "GHOST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Where services run: Docker containers when an engine answers (auto), or local
     /// processes.
     #[arg(long, value_enum, default_value = "auto")]
@@ -477,7 +485,10 @@ pub enum BenchCmd {
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match crate::config::parse(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(e) => return e.report(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -566,6 +577,7 @@ async fn run(cli: Cli) -> Result<i32> {
             print_raw(&man_page()?)?;
             Ok(exit::OK)
         }
+        Cmd::Config(c) => crate::config::run(&state, c),
         Cmd::Images(ImagesCmd::Build { bin_dir }) => {
             let bin_dir = match bin_dir {
                 Some(d) => d,
@@ -586,9 +598,8 @@ async fn run(cli: Cli) -> Result<i32> {
 
 /// `shell`'s completion script for `ghost`, from the command line's own definition.
 pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
-    use clap::CommandFactory;
     // Some generators (fish's) offer hidden subcommands: leave the daemon out by hand.
-    let full = Cli::command();
+    let full = crate::config::command();
     let mut shown = clap::Command::new("ghost")
         .args(full.get_arguments().cloned())
         .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
@@ -599,9 +610,8 @@ pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
 
 /// The manual page, ghost(1), in roff, from the command line's own definition.
 pub fn man_page() -> Result<Vec<u8>> {
-    use clap::CommandFactory;
     let mut page = Vec::new();
-    clap_mangen::Man::new(Cli::command())
+    clap_mangen::Man::new(crate::config::command())
         .render(&mut page)
         .context("rendering the manual page")?;
     Ok(page)
@@ -617,7 +627,7 @@ fn print_raw(bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn settings(state: &StateDir, args: &UpArgs) -> Result<Settings> {
+pub(crate) fn settings(state: &StateDir, args: &UpArgs) -> Result<Settings> {
     if args.relays == 0 || args.relays > args.max_relays {
         return Err(Exit::new(
             exit::USAGE,

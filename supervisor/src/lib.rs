@@ -6,6 +6,7 @@
 //!   status page and APIs ([`http`]);
 //! - [`client`]: the streamer, viewer and load generator;
 //! - [`keys`]: `ghost keys`, the operator's stream keys;
+//! - [`config`]: ghost.toml and `GHOST_*`, the settings of `ghost up` beside its flags;
 //! - [`logfile`]: log files rotated by size (the process runtime's and the daemon's);
 //! - [`logs`]: `ghost logs`, every service's log whatever the runtime;
 //! - [`cli`]: the command line, a stable interface ([`exit`] lists its exit codes).
@@ -27,6 +28,7 @@ pub mod actor;
 pub mod certificate;
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod daemon;
 pub mod exit;
 pub mod http;
