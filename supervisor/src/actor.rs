@@ -152,12 +152,23 @@ pub struct Handle {
     commands: mpsc::Sender<Command>,
     snapshot: watch::Receiver<Snapshot>,
     runtime: Arc<dyn Runtime>,
+    settings: Arc<Settings>,
 }
 
 impl Handle {
     /// The latest snapshot.
     pub fn snapshot(&self) -> Snapshot {
         self.snapshot.borrow().clone()
+    }
+
+    /// Every snapshot from now on, for a task that follows the stack's changes.
+    pub fn snapshots(&self) -> watch::Receiver<Snapshot> {
+        self.snapshot.clone()
+    }
+
+    /// What the supervisor was started with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     async fn ask<T>(
@@ -280,6 +291,7 @@ impl Supervisor {
             commands: commands_tx,
             snapshot: snapshot_rx,
             runtime: runtime.clone(),
+            settings: Arc::new(settings.clone()),
         };
         let policy = Policy::new(policy::Config {
             relays: settings.relays,

@@ -94,6 +94,10 @@ pub enum Cmd {
     /// ghost.toml: the settings `ghost up` runs with, and a file of the defaults.
     #[command(subcommand)]
     Config(crate::config::ConfigCmd),
+    /// Monitoring: a Prometheus scrape configuration for the stack, alert rules, a Grafana
+    /// dashboard.
+    #[command(subcommand)]
+    Monitoring(crate::monitoring::MonitoringCmd),
 }
 
 /// What `ghost scale` scales. Relays are the one service with more than one instance.
@@ -578,6 +582,7 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(exit::OK)
         }
         Cmd::Config(c) => crate::config::run(&state, c),
+        Cmd::Monitoring(c) => crate::monitoring::run(&state, c),
         Cmd::Images(ImagesCmd::Build { bin_dir }) => {
             let bin_dir = match bin_dir {
                 Some(d) => d,

@@ -145,6 +145,16 @@ pub async fn run(
         _ => None,
     };
     let (mut supervisor, handle) = Supervisor::new(settings, runtime, exits, grpc_addr);
+    // Prometheus' targets follow the stack for as long as the supervisor runs.
+    let targets_file = crate::monitoring::targets_file(&stack_state);
+    let targets = {
+        let follow =
+            crate::monitoring::keep_targets(targets_file.clone(), http_addr, handle.snapshots());
+        async move {
+            follow.await;
+            std::future::pending::<()>().await
+        }
+    };
 
     let app = http::routes(handle.clone(), admin_token);
     let http_server = axum::serve(
@@ -225,10 +235,15 @@ pub async fn run(
         r = stack => r,
         () = renewals => Ok(()),
         () = renewals_acme => Ok(()),
+        () = targets => Ok(()),
         r = http_server => r.context("status page server failed"),
         r = grpc_server => r.context("capacity API failed"),
     };
     shutdown.cancel();
+    // Nothing is left to scrape.
+    if let Err(error) = crate::monitoring::write_targets(&targets_file, &[]) {
+        tracing::warn!(error = %format!("{error:#}"), "clearing the Prometheus targets failed");
+    }
     if stack_state
         .read()
         .is_ok_and(|s| s.supervisor_pid == std::process::id())

@@ -248,27 +248,7 @@ async fn status(State(state): State<AppState>) -> Json<Status> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    use prometheus_client::metrics::gauge::Gauge;
-    let snap = state.handle.snapshot().status;
-    let mut registry = prometheus_client::registry::Registry::with_prefix("ghost_supervisor");
-    let up = Gauge::<i64>::default();
-    up.set(snap.services.iter().filter(|s| s.healthy).count() as i64);
-    registry.register("services_healthy", "Services up and healthy", up);
-    let restarts = Gauge::<i64>::default();
-    restarts.set(snap.services.iter().map(|s| s.restarts as i64).sum());
-    registry.register(
-        "restarts",
-        "Service restarts since the stack came up",
-        restarts,
-    );
-    let relays = Gauge::<i64>::default();
-    relays.set(i64::from(snap.relays_wanted));
-    registry.register(
-        "relays_wanted",
-        "Relays the supervisor keeps running",
-        relays,
-    );
-    server::ops::metrics_response(&registry)
+    server::ops::metrics_response(&crate::metrics::registry(&state.handle).await)
 }
 
 async fn scale(State(state): State<AppState>, Body(body): Body<Scale>) -> Response {

@@ -9,6 +9,8 @@
 //! - [`config`]: ghost.toml and `GHOST_*`, the settings of `ghost up` beside its flags;
 //! - [`logfile`]: log files rotated by size (the process runtime's and the daemon's);
 //! - [`logs`]: `ghost logs`, every service's log whatever the runtime;
+//! - [`monitoring`]: `ghost monitoring`, Prometheus targets, alert rules and a Grafana
+//!   dashboard ([`metrics`] is the supervisor's own /metrics);
 //! - [`cli`]: the command line, a stable interface ([`exit`] lists its exit codes).
 
 #![forbid(unsafe_code)]
@@ -35,6 +37,8 @@ pub mod http;
 pub mod keys;
 pub mod logfile;
 pub mod logs;
+pub mod metrics;
+pub mod monitoring;
 pub mod policy;
 pub mod runtime;
 pub mod services;

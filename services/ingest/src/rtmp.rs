@@ -371,10 +371,18 @@ impl Publish {
                 *slot = Some(anchor);
                 let capture_us = u64::try_from(anchor + dts).unwrap_or(0);
                 let frame = Frame::new(capture_us, &payload).map_err(|e| e.to_string())?;
+                // Counted as a QUIC publisher's frames are, so ingest's received figures
+                // (its bitrate) cover every protocol.
+                let fanout = &self.state.metrics.fanout;
+                fanout.frames_received.inc();
+                fanout.bytes_received.inc_by(frame.encoded().len() as u64);
                 if keyframe {
                     // Dropping the previous writer completes that group.
                     live.group = track.start_group(live.next_group);
                     live.next_group += 1;
+                    if live.group.is_some() {
+                        fanout.groups_received.inc();
+                    }
                 }
                 // Frames before the first keyframe have no group to join and are dropped.
                 if let Some(group) = &mut live.group
