@@ -87,8 +87,12 @@ fn free_port(transport: Transport) -> std::io::Result<u16> {
     let mut last = None;
     for _ in 0..32 {
         let port = match transport {
-            Transport::Tcp => std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port(),
-            Transport::Udp => std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port(),
+            Transport::Tcp => std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port(),
+            Transport::Udp => std::net::UdpSocket::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port(),
             Transport::UdpAndTcp => {
                 let udp = std::net::UdpSocket::bind("127.0.0.1:0")?;
                 let port = udp.local_addr()?.port();
