@@ -1208,6 +1208,7 @@ async fn watch_cmd(state: &StateDir, ca: PathBuf, args: WatchArgs) -> Result<i32
             endpoint: None,
             http: reqwest::Client::new(),
             measure_from_us: None,
+            clock_skew_us: 0,
         },
         stop,
     )

@@ -670,6 +670,7 @@ async fn an_ip_address_gets_a_certificate_renewed_while_a_viewer_watches() {
                 .build()
                 .expect("client"),
             measure_from_us: None,
+            clock_skew_us: 0,
         };
         let remote = supervisor::client::watch::watch(over_https, stop.clone())
             .await

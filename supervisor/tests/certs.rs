@@ -75,6 +75,7 @@ async fn a_renewed_relay_certificate_reaches_new_viewers_and_spares_the_others()
             endpoint: None,
             http: stack.http.clone(),
             measure_from_us: None,
+            clock_skew_us: 0,
             transport: watch::Transport::Native,
         };
         let s = watch::watch(pinned, stop.clone())

@@ -323,6 +323,7 @@ async fn keep_watching(
             endpoint: None,
             http: reqwest::Client::new(),
             measure_from_us: None,
+            clock_skew_us: 0,
         };
         match watch::watch(options, stop.clone()).await {
             Ok(s) => {

@@ -402,3 +402,54 @@ async fn strangers_on_the_websocket_port_take_no_seat_and_disturb_nobody() {
     .await
     .expect("test timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_whose_clock_is_off_still_reads_its_true_delay() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let stack = Stack::up(&["--relays", "1"]);
+        let stop = CancellationToken::new();
+        let (id, publisher) = stack
+            .publish("skewed", FPS, 2000, GROUP, None, stop.clone())
+            .await;
+        // Two viewers whose clocks are 2 s off either way (a phone set by hand), on two
+        // carriers; without the relay's clock, one would read 2 s of delay, the other none.
+        let skewed = |transport, skew_us: i64| {
+            let options = supervisor::client::watch::Options {
+                gateway: stack.file.gateway_url.clone(),
+                stream: id.clone(),
+                ca: stack.state.ca(),
+                duration: Some(Duration::from_secs(3)),
+                read_delay: None,
+                output: None,
+                transport,
+                endpoint: None,
+                http: stack.http.clone(),
+                measure_from_us: None,
+                clock_skew_us: skew_us,
+            };
+            tokio::spawn(supervisor::client::watch::watch(options, stop.clone()))
+        };
+        let ahead = skewed(Transport::WebSocket, 2_000_000);
+        let behind = skewed(Transport::Native, -2_000_000);
+        let ahead = ahead.await.expect("join").expect("viewer ahead");
+        let behind = behind.await.expect("join").expect("viewer behind");
+        for (who, s, want) in [("2 s ahead", &ahead, -2000.0), ("2 s behind", &behind, 2000.0)] {
+            let offset = s.clock_offset_ms.expect("a clock offset");
+            println!(
+                "viewer {who}: clock offset {offset:.1} ms, delay p50 {:.1} ms p99 {:.1} ms over {} frames",
+                s.latency_ms.p50, s.latency_ms.p99, s.frames
+            );
+            assert!((offset - want).abs() < 100.0, "{who}: offset {offset} ms");
+            assert!(s.frames >= u64::from(FPS), "{who}: {s:?}");
+            assert!(
+                s.latency_ms.p50 > 0.0 && s.latency_ms.p50 < 500.0,
+                "{who}: delay {:?}",
+                s.latency_ms
+            );
+        }
+        stop.cancel();
+        let _ = publisher.await;
+    })
+    .await
+    .expect("test timed out");
+}

@@ -68,6 +68,12 @@ pub struct WatchSummary {
     pub ended_at_us: u64,
     /// How the connection ended, when the relay was lost.
     pub detail: String,
+    /// How far the viewer's clock is off the relay's (the stack's), milliseconds, positive
+    /// when behind: estimated from `Ping`/`Pong` on the session stream (the answer with the
+    /// shortest round trip, its half taken as the one-way time, as NTP does) and added to
+    /// the viewer's clock before any delay is measured. `None` when no answer came.
+    #[serde(default)]
+    pub clock_offset_ms: Option<f64>,
 }
 
 /// Why `ghost watch` could not watch at all.

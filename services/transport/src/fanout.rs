@@ -250,7 +250,29 @@ pub async fn serve<P: Peer>(
             init: info.init.clone(),
         })
         .await?;
-    let last_group = send_track(conn, reader, metrics).await?;
+    let track = send_track(conn, reader, metrics);
+    tokio::pin!(track);
+    // The subscriber may ask for our clock meanwhile (`Ping`), to read its delay right on a
+    // clock of its own that is off; anything else from it ends our listening, not the stream.
+    let mut listening = true;
+    let last_group = loop {
+        tokio::select! {
+            sent = &mut track => break sent?,
+            msg = session.recv(), if listening => match msg {
+                Ok(Some(Message::Ping { sent_us })) => {
+                    let relay_us = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+                    session.send(&Message::Pong { sent_us, relay_us }).await?;
+                }
+                Ok(Some(other)) => {
+                    tracing::debug!(message = other.name(), "unexpected message from a subscriber");
+                    listening = false;
+                }
+                Ok(None) | Err(_) => listening = false,
+            },
+        }
+    };
     session.send(&Message::End { last_group }).await?;
     session.finish();
     let _ = tokio::time::timeout(END_LINGER, conn.closed()).await;

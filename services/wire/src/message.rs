@@ -73,6 +73,19 @@ pub enum Message {
         /// Why.
         reason: String,
     },
+    /// A viewer asks for the relay's clock (on the session stream, after `Init`), to tell
+    /// how far its own clock is off: a frame's capture time is on the stack's clock.
+    Ping {
+        /// The viewer's clock when it sent this, Unix microseconds (echoed back).
+        sent_us: u64,
+    },
+    /// The relay's answer to `Ping`, at once.
+    Pong {
+        /// The `Ping`'s `sent_us`.
+        sent_us: u64,
+        /// The relay's clock when it answered, Unix microseconds.
+        relay_us: u64,
+    },
 }
 
 mod kind {
@@ -83,9 +96,26 @@ mod kind {
     pub const INIT: u8 = 5;
     pub const END: u8 = 6;
     pub const ERROR: u8 = 7;
+    pub const PING: u8 = 8;
+    pub const PONG: u8 = 9;
 }
 
 impl Message {
+    /// Its kind's name, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Announce { .. } => "announce",
+            Message::Announced { .. } => "announced",
+            Message::Subscribe { .. } => "subscribe",
+            Message::Join { .. } => "join",
+            Message::Init { .. } => "init",
+            Message::End { .. } => "end",
+            Message::Error { .. } => "error",
+            Message::Ping { .. } => "ping",
+            Message::Pong { .. } => "pong",
+        }
+    }
+
     /// Appends the encoded message to `out`.
     ///
     /// Fields longer than their maximum are cut to it (the encoder is used for our own
@@ -131,6 +161,15 @@ impl Message {
                 put_str(&mut body, reason, MAX_REASON);
                 kind::ERROR
             }
+            Message::Ping { sent_us } => {
+                body.put_u64(*sent_us);
+                kind::PING
+            }
+            Message::Pong { sent_us, relay_us } => {
+                body.put_u64(*sent_us);
+                body.put_u64(*relay_us);
+                kind::PONG
+            }
         };
         out.reserve(HEADER + body.len());
         out.put_u8(kind);
@@ -155,7 +194,7 @@ impl Message {
             return Ok(None);
         }
         let kind = buf[0];
-        if !(kind::ANNOUNCE..=kind::ERROR).contains(&kind) {
+        if !(kind::ANNOUNCE..=kind::PONG).contains(&kind) {
             return Err(WireError::UnknownMessage(kind));
         }
         let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
@@ -216,6 +255,23 @@ impl Message {
                 Message::Error {
                     code: Code::from(body.get_u32()),
                     reason: get_str(body, "reason", MAX_REASON)?,
+                }
+            }
+            kind::PING => {
+                if body.remaining() < 8 {
+                    return Err(WireError::Malformed("ping message"));
+                }
+                Message::Ping {
+                    sent_us: body.get_u64(),
+                }
+            }
+            kind::PONG => {
+                if body.remaining() < 16 {
+                    return Err(WireError::Malformed("pong message"));
+                }
+                Message::Pong {
+                    sent_us: body.get_u64(),
+                    relay_us: body.get_u64(),
                 }
             }
             other => return Err(WireError::UnknownMessage(other)),
@@ -290,6 +346,11 @@ mod tests {
             },
             Message::Subscribe {
                 stream_id: "abc".into(),
+            },
+            Message::Ping { sent_us: 17 },
+            Message::Pong {
+                sent_us: 17,
+                relay_us: u64::MAX - 1,
             },
             Message::Join {
                 stream_id: "abc".into(),

@@ -309,6 +309,7 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
             endpoint: Some(endpoint),
             http: http.clone(),
             measure_from_us: Some(measure_from_us),
+            clock_skew_us: 0,
         };
         let vstop = stop.clone();
         tasks.spawn(async move {

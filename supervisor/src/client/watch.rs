@@ -128,6 +128,51 @@ pub struct Options {
     /// Count delay and `measured_bytes` only from this wall-clock time on (Unix
     /// microseconds): load tests leave their ramp out of the figures.
     pub measure_from_us: Option<u64>,
+    /// Microseconds added to this machine's clock: a viewer whose clock is off, on purpose
+    /// (tests). The relay's clock, asked by `Ping`, corrects it back.
+    pub clock_skew_us: i64,
+}
+
+/// How often the relay's clock is asked: three times in the first second, for an estimate
+/// as soon as the picture starts, then now and then to follow a clock that drifts.
+fn ping_after(sent: u32) -> Duration {
+    if sent < 3 {
+        Duration::from_millis(300)
+    } else {
+        Duration::from_secs(10)
+    }
+}
+
+/// The viewer's clock against the relay's, from `Ping`/`Pong` exchanges: the offset of the
+/// exchange with the shortest round trip, whose one-way times are closest to its half.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ClockOffset {
+    best: Option<(u64, i64)>,
+}
+
+impl ClockOffset {
+    /// One answer: the ping left at `sent_us` and came back at `received_us` (viewer's
+    /// clock) carrying the relay's `relay_us`.
+    pub fn sample(&mut self, sent_us: u64, relay_us: u64, received_us: u64) {
+        let Some(rtt) = received_us.checked_sub(sent_us) else {
+            return;
+        };
+        let midpoint = i128::from(sent_us) + i128::from(rtt / 2);
+        let offset = i64::try_from(i128::from(relay_us) - midpoint).unwrap_or(0);
+        if self.best.is_none_or(|(best, _)| rtt <= best) {
+            self.best = Some((rtt, offset));
+        }
+    }
+
+    /// Microseconds to add to the viewer's clock to read the relay's; 0 before any answer.
+    pub fn us(&self) -> i64 {
+        self.best.map_or(0, |(_, offset)| offset)
+    }
+
+    /// The estimate, if any answer came.
+    pub fn ms(&self) -> Option<f64> {
+        self.best.map(|(_, offset)| offset as f64 / 1e3)
+    }
 }
 
 /// How a viewer reaches its relay.
@@ -300,8 +345,16 @@ async fn receive<P: Peer>(
         measured_bytes: 0,
         ended_at_us: 0,
         detail: String::new(),
+        clock_offset_ms: None,
     };
-    let joined_us = clock::now_us();
+    // This machine's clock as the viewer lives by it (skewed in tests), and its offset to
+    // the relay's, which frames' capture times are on.
+    let skew = options.clock_skew_us;
+    let viewer_now = move || clock::now_us().saturating_add_signed(skew);
+    let mut offset = ClockOffset::default();
+    let mut pings_sent = 0u32;
+    let mut next_ping = tokio::time::Instant::now();
+    let joined_us = viewer_now();
     let init = match tokio::time::timeout(quic::SESSION_TIMEOUT, session.recv()).await {
         Ok(Ok(Some(Message::Init { init, .. }))) => init,
         Ok(Ok(_)) => anyhow::bail!("the relay answered the join with something else"),
@@ -400,7 +453,16 @@ async fn receive<P: Peer>(
                 break;
             }
         }
+        if end_last.is_none() && tokio::time::Instant::now() >= next_ping {
+            // Small and rare: sent here rather than raced against the reads below.
+            let sent_us = viewer_now();
+            if session.send(&Message::Ping { sent_us }).await.is_ok() {
+                pings_sent += 1;
+            }
+            next_ping = tokio::time::Instant::now() + ping_after(pings_sent);
+        }
         tokio::select! {
+            () = tokio::time::sleep_until(next_ping), if end_last.is_none() => {}
             stream = conn.accept_uni() => match stream {
                 Ok(recv) => { readers.spawn(read_group(recv, tx.clone(), options.read_delay)); }
                 Err(e) => {
@@ -437,11 +499,15 @@ async fn receive<P: Peer>(
                     if last_done.is_some_and(|l| seq <= l) {
                         continue;
                     }
-                    let now = clock::now_us();
+                    // The stack's clock, as well as this viewer can tell it.
+                    let now = viewer_now().saturating_add_signed(offset.us());
                     let measuring = options.measure_from_us.is_none_or(|t| now >= t);
-                    if frame.capture_us() < joined_us {
+                    // Delay is read on the stack's clock once the relay has told it (a relay
+                    // that never answers is taken to share ours after three pings).
+                    let clock_known = offset.ms().is_some() || pings_sent >= 3;
+                    if frame.capture_us() < joined_us.saturating_add_signed(offset.us()) {
                         summary.catch_up_frames += 1;
-                    } else if measuring {
+                    } else if measuring && clock_known {
                         let _ = hist.record(now.saturating_sub(frame.capture_us()).max(1));
                     }
                     if measuring {
@@ -477,6 +543,9 @@ async fn receive<P: Peer>(
                     end_last = Some(last_group);
                     drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
+                Ok(Some(Message::Pong { sent_us, relay_us })) => {
+                    offset.sample(sent_us, relay_us, viewer_now());
+                }
                 Ok(_) => {
                     end_last = Some(None);
                     drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
@@ -505,6 +574,7 @@ async fn receive<P: Peer>(
         }
     }
     summary.ended_at_us = clock::now_us();
+    summary.clock_offset_ms = offset.ms();
     readers.abort_all();
     if let Some(out) = output.as_mut() {
         out.flush().await.context("writing the output")?;
@@ -717,6 +787,25 @@ mod tests {
         );
         // An init and nothing after it: an empty fragment, not a panic.
         assert_eq!(split_inline_init(&init), Some((&init[..], &[][..])));
+    }
+
+    #[test]
+    fn the_clock_offset_is_the_shortest_round_trips() {
+        let mut offset = ClockOffset::default();
+        assert_eq!((offset.us(), offset.ms()), (0, None));
+        // The viewer is 2 s behind the relay; one-way times 10 ms each way.
+        offset.sample(1_000_000, 3_010_000, 1_020_000);
+        assert_eq!(offset.us(), 2_000_000);
+        // A slower exchange, its two legs unequal, says less: it is not taken.
+        offset.sample(2_000_000, 4_300_000, 2_400_000);
+        assert_eq!(offset.us(), 2_000_000);
+        // A faster one is: a viewer 2 s ahead, read from a 2 ms round trip.
+        offset.sample(5_000_000, 3_001_000, 5_002_000);
+        assert_eq!(offset.us(), -2_000_000);
+        assert_eq!(offset.ms(), Some(-2000.0));
+        // An answer from before its question (a clock stepped back meanwhile) is dropped.
+        offset.sample(9_000_000, 1, 8_000_000);
+        assert_eq!(offset.us(), -2_000_000);
     }
 
     #[test]

@@ -232,6 +232,7 @@ impl Stack {
             endpoint: None,
             http: self.http.clone(),
             measure_from_us: None,
+            clock_skew_us: 0,
         };
         tokio::spawn(watch::watch(options, stop))
     }

@@ -193,6 +193,7 @@ pub async fn spike(stack: &Stack) {
                     endpoint: None,
                     http: reqwest::Client::new(),
                     measure_from_us: None,
+                    clock_skew_us: 0,
                 };
                 let asked = Instant::now();
                 match supervisor::client::watch::watch(options, stop.clone()).await {
