@@ -28,7 +28,7 @@ async fn bench_fanout_reports_every_field() {
         }
         let out = bench
             .args(["--viewers", "6", "--slow-viewers", "1"])
-            .args(["--webtransport", "2"])
+            .args(["--webtransport", "2", "--websocket", "2"])
             .args([
                 "--frame-size",
                 "2000",
@@ -85,6 +85,9 @@ async fn bench_fanout_reports_every_field() {
         assert_eq!(v.webtransport_viewers, 2);
         assert_eq!(v.webtransport_admitted, 2, "{v:?}");
         assert!(v.webtransport_delivered_ratio > 0.99, "{v:?}");
+        assert_eq!(v.websocket_viewers, 2);
+        assert_eq!(v.websocket_admitted, 2, "{v:?}");
+        assert!(v.websocket_delivered_ratio > 0.99, "{v:?}");
     })
     .await
     .expect("test timed out");

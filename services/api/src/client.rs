@@ -169,4 +169,22 @@ pub struct FanoutReport {
     /// Delay of the WebTransport viewers: the worst viewer's percentiles.
     #[serde(default)]
     pub webtransport_latency_ms: Latency,
+    /// WebSocket viewers asked for (`--websocket`), counted as the WebTransport ones are.
+    #[serde(default)]
+    pub websocket_viewers: usize,
+    /// WebSocket viewers admitted.
+    #[serde(default)]
+    pub websocket_admitted: usize,
+    /// WebSocket viewers refused for capacity.
+    #[serde(default)]
+    pub websocket_rejected: usize,
+    /// Frames the WebSocket viewers got, over frames they should have got.
+    #[serde(default)]
+    pub websocket_delivered_ratio: f64,
+    /// Groups skipped, WebSocket viewers.
+    #[serde(default)]
+    pub websocket_skipped_groups: u64,
+    /// Delay of the WebSocket viewers: the worst viewer's percentiles.
+    #[serde(default)]
+    pub websocket_latency_ms: Latency,
 }

@@ -32,6 +32,9 @@ pub struct FanoutArgs {
     /// Extra viewers over WebTransport (as browsers), reported apart from the others.
     #[arg(long, default_value_t = 0)]
     pub webtransport: usize,
+    /// Extra viewers over WebSocket (the TCP carrier), reported apart from the others.
+    #[arg(long, default_value_t = 0)]
+    pub websocket: usize,
     /// Frames per second of the synthetic stream.
     #[arg(long, default_value_t = 30)]
     pub fps: u32,
@@ -120,9 +123,10 @@ enum Kind {
     Normal,
     Slow,
     WebTransport,
+    WebSocket,
 }
 
-/// The WebTransport viewers' figures, apart from the native ones so the two compare.
+/// A browser carrier's viewers' figures, apart from the native ones so the two compare.
 #[derive(Debug, Default)]
 struct Tally {
     admitted: usize,
@@ -265,7 +269,8 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
     };
 
     let native = args.viewers + args.slow_viewers;
-    let total = native + args.webtransport;
+    let browsers = native + args.webtransport;
+    let total = browsers + args.websocket;
     // An endpoint offers one ALPN, so each transport has its own.
     let mut endpoints = Vec::new();
     for _ in 0..native.div_ceil(VIEWERS_PER_ENDPOINT).max(1) {
@@ -284,17 +289,21 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
             Kind::Normal
         } else if i < native {
             Kind::Slow
-        } else {
+        } else if i < browsers {
             Kind::WebTransport
+        } else {
+            Kind::WebSocket
         };
         let (transport, endpoint) = match kind {
             Kind::WebTransport => (
                 watch::Transport::WebTransport,
-                wt_endpoints[(i - native) / VIEWERS_PER_ENDPOINT].clone(),
+                Some(wt_endpoints[(i - native) / VIEWERS_PER_ENDPOINT].clone()),
             ),
-            _ => (
+            // A TCP connection of its own each, as each browser has.
+            Kind::WebSocket => (watch::Transport::WebSocket, None),
+            Kind::Normal | Kind::Slow => (
                 watch::Transport::Native,
-                endpoints[i / VIEWERS_PER_ENDPOINT].clone(),
+                Some(endpoints[i / VIEWERS_PER_ENDPOINT].clone()),
             ),
         };
         let join_at = started + Duration::from_secs_f64(ramp_step * i as f64);
@@ -306,7 +315,7 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
             read_delay: (kind == Kind::Slow).then_some(slow_delay),
             output: None,
             transport,
-            endpoint: Some(endpoint),
+            endpoint,
             http: http.clone(),
             measure_from_us: Some(measure_from_us),
             clock_skew_us: 0,
@@ -337,18 +346,24 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let (mut admitted, mut rejected) = (0, 0);
     let mut wt = Tally::default();
+    let mut ws = Tally::default();
     let (mut frames, mut expected, mut bytes, mut skipped, mut slow_skipped) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut max_delay_ms: f64 = 0.0;
     for (kind, r) in &results {
-        if *kind == Kind::WebTransport {
+        let browser = match kind {
+            Kind::WebTransport => Some((&mut wt, "WebTransport")),
+            Kind::WebSocket => Some((&mut ws, "WebSocket")),
+            Kind::Normal | Kind::Slow => None,
+        };
+        if let Some((tally, carrier)) = browser {
             match r {
                 Ok(s) => {
                     bytes += s.measured_bytes;
-                    wt.add(s, args.group);
+                    tally.add(s, args.group);
                 }
-                Err(e) if exit::code_of(e) == exit::REJECTED => wt.rejected += 1,
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "WebTransport viewer failed"),
+                Err(e) if exit::code_of(e) == exit::REJECTED => tally.rejected += 1,
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "{carrier} viewer failed"),
             }
             continue;
         }
@@ -382,7 +397,7 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
     let relay_cpu = cpu1 - cpu0;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Memory per viewer counts every viewer the relay held, of either kind.
-    let held = admitted + wt.admitted;
+    let held = admitted + wt.admitted + ws.admitted;
     let gb = bytes as f64 / 1e9;
     let report = FanoutReport {
         viewers: args.viewers,
@@ -432,6 +447,16 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
             p99: wt.p99_ms,
             max: wt.max_ms,
         },
+        websocket_viewers: args.websocket,
+        websocket_admitted: ws.admitted,
+        websocket_rejected: ws.rejected,
+        websocket_delivered_ratio: ws.delivered_ratio(),
+        websocket_skipped_groups: ws.skipped,
+        websocket_latency_ms: api::client::Latency {
+            p50: ws.p50_ms,
+            p99: ws.p99_ms,
+            max: ws.max_ms,
+        },
     };
     if args.json {
         out!("{}", serde_json::to_string(&report)?);
@@ -454,6 +479,20 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
                 report.webtransport_latency_ms.p50,
                 report.webtransport_latency_ms.p99,
                 report.webtransport_latency_ms.max
+            );
+        }
+        if report.websocket_viewers > 0 {
+            out!(
+                "WebSocket         {} viewers, {}/{} admitted/rejected, delivered {:.5}, \
+                 {} groups skipped, latency ms p50 {:.1}  p99 {:.1}  max {:.1}",
+                report.websocket_viewers,
+                report.websocket_admitted,
+                report.websocket_rejected,
+                report.websocket_delivered_ratio,
+                report.websocket_skipped_groups,
+                report.websocket_latency_ms.p50,
+                report.websocket_latency_ms.p99,
+                report.websocket_latency_ms.max
             );
         }
         out!("delivered ratio   {:.5}", report.delivered_ratio);
