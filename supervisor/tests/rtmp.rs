@@ -646,6 +646,7 @@ async fn idle_connections_from_one_address_keep_no_streamer_out() {
             1500,
             stop.clone(),
         ));
+        let flooding = std::time::Instant::now();
         tokio::time::sleep(Duration::from_secs(1)).await;
         for attempt in 1..=3 {
             let name = format!("through-the-flood-{attempt}");
@@ -659,6 +660,9 @@ async fn idle_connections_from_one_address_keep_no_streamer_out() {
             );
             let _ = ffmpeg.kill().await;
         }
+        // Streamers get in within a quarter second: let the flood go on for a few seconds
+        // whatever they took, so that what it was refused is counted over its whole length.
+        tokio::time::sleep(Duration::from_secs(4).saturating_sub(flooding.elapsed())).await;
         stop.cancel();
         let (opened, closed) = flood.await.expect("flood");
         let ops = stack.addr("ingest", Role::Ops).await;
@@ -673,13 +677,66 @@ async fn idle_connections_from_one_address_keep_no_streamer_out() {
             .expect("metrics text");
         let refused = metrics
             .lines()
-            .find(|l| l.starts_with("ghost_ingest_rtmp_refused_per_source_total "))
-            .unwrap_or("none");
+            .find_map(|l| l.strip_prefix("ghost_ingest_rtmp_refused_per_source_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
         println!(
-            "rtmp flood: one address opened {opened} connections, {closed} closed by ingest; {refused}"
+            "rtmp flood: one address opened {opened} connections, {closed} closed by ingest, \
+             {refused} refused at once"
         );
+        // It may hold 8 at a time: every other connection it opened was refused or cut.
         assert!(closed > 1000, "the flood kept its connections: {closed} closed");
-        assert!(refused != "none", "{metrics}");
+        assert!(refused > 1000.0, "{metrics}");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_many_addresses_keep_no_streamer_out() {
+    if !common::ffmpeg_available() {
+        return;
+    }
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        // 40 addresses each keep their 8 connections open (320, past the 256 slots): only
+        // the reserve, for addresses holding no other connection, lets a streamer in.
+        let stack = Stack::up_with_env(
+            "process",
+            &["--relays", "1"],
+            &[("GHOST_INGEST_RTMP_LIMIT_LOOPBACK", "1")],
+        );
+        let rtmp = stack.addr("ingest", Role::Rtmp).await;
+        let stop = CancellationToken::new();
+        let floods: Vec<_> = (2..42u8)
+            .map(|host| {
+                tokio::spawn(common::idle_flood(
+                    [127, 0, 0, host].into(),
+                    rtmp,
+                    8,
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for attempt in 1..=2 {
+            let name = format!("through-the-crowd-{attempt}");
+            let started = std::time::Instant::now();
+            let mut ffmpeg = obs_ffmpeg(&format!("rtmp://{rtmp}/live/{name}"), Some(4));
+            let listed = stack.wait_listed(&name, true, Duration::from_secs(10)).await;
+            assert!(listed.is_some(), "attempt {attempt}: {name} never went live");
+            println!(
+                "rtmp crowd: attempt {attempt} live {:.0} ms after ffmpeg started",
+                common::ms(started.elapsed())
+            );
+            let _ = ffmpeg.kill().await;
+        }
+        stop.cancel();
+        let mut opened = 0;
+        for flood in floods {
+            opened += flood.await.expect("flood").0;
+        }
+        println!("rtmp crowd: 40 addresses opened {opened} connections");
+        assert!(opened > 256, "the crowd never filled the slots: {opened}");
     })
     .await
     .expect("test timed out");

@@ -92,6 +92,10 @@ async fn handshake_opened(tcp: &TcpStream) -> bool {
     .unwrap_or(false)
 }
 
+/// RTMP connection slots kept for addresses holding no other connection (at most half of
+/// all).
+const RESERVE: usize = 32;
+
 /// How often the watchdog looks at a connection's last media.
 const WATCHDOG_TICK: Duration = Duration::from_millis(50);
 
@@ -104,7 +108,12 @@ pub(crate) async fn serve(
     admission: Arc<Admission>,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    // A reserve of the slots goes only to an address holding no other connection: addresses
+    // that each keep idle connections open, up to their cap, fill the rest and no more, so
+    // a streamer from anywhere else still gets in.
+    let reserve_size = RESERVE.min(max_connections / 2);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections - reserve_size));
+    let reserve = Arc::new(tokio::sync::Semaphore::new(reserve_size));
     let tasks = TaskTracker::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -130,7 +139,14 @@ pub(crate) async fn serve(
             }
         };
         held.established();
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let slot = slots.clone().try_acquire_owned().or_else(|full| {
+            if held.alone() {
+                reserve.clone().try_acquire_owned()
+            } else {
+                Err(full)
+            }
+        });
+        let Ok(slot) = slot else {
             state.metrics.rtmp_refused.inc();
             tracing::warn!(%peer, "RTMP connection refused: too many connections");
             continue;

@@ -152,7 +152,7 @@ impl Admission {
     pub fn decide(self: &Arc<Self>, source: IpAddr, validated: bool) -> Decision {
         let busy = self.handshakes.load(Ordering::Relaxed) >= self.limits.retry_above;
         if self.limits.exempt(source) {
-            return Decision::Accept(self.slot(None));
+            return Decision::Accept(self.slot(None, true));
         }
         let key = source_key(source);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
@@ -167,16 +167,17 @@ impl Admission {
         }
         open.insert(key, held + 1);
         drop(open);
-        Decision::Accept(self.slot(Some(key)))
+        Decision::Accept(self.slot(Some(key), held == 0))
     }
 
-    fn slot(self: &Arc<Self>, key: Option<IpAddr>) -> Slot {
+    fn slot(self: &Arc<Self>, key: Option<IpAddr>, alone: bool) -> Slot {
         self.handshakes.fetch_add(1, Ordering::Relaxed);
         self.metrics.handshakes.inc();
         Slot {
             admission: self.clone(),
             key,
             handshaking: true,
+            alone,
         }
     }
 }
@@ -188,9 +189,17 @@ pub struct Slot {
     admission: Arc<Admission>,
     key: Option<IpAddr>,
     handshaking: bool,
+    alone: bool,
 }
 
 impl Slot {
+    /// Whether its source held no other connection when it was admitted (the host's own
+    /// connections always count as alone): a server may keep a reserve for such sources,
+    /// which a flood from a few addresses cannot take.
+    pub fn alone(&self) -> bool {
+        self.alone
+    }
+
     /// The handshake is over (either way).
     pub fn established(&mut self) {
         if std::mem::take(&mut self.handshaking) {
@@ -232,6 +241,25 @@ mod tests {
             retry_above,
             ..Limits::default()
         }
+    }
+
+    #[test]
+    fn a_slot_knows_whether_its_source_held_another() {
+        let a = Admission::new(limits(4, 100));
+        let accept = |d| match d {
+            Decision::Accept(slot) => slot,
+            other => panic!("refused: {other:?}"),
+        };
+        let first = accept(a.decide(ip("203.0.113.5"), true));
+        let second = accept(a.decide(ip("203.0.113.5"), true));
+        let elsewhere = accept(a.decide(ip("198.51.100.1"), true));
+        assert!(first.alone() && !second.alone() && elsewhere.alone());
+        drop((first, second));
+        assert!(accept(a.decide(ip("203.0.113.5"), true)).alone());
+        // The host's own connections are exempt, and count as alone.
+        let own = accept(a.decide(ip("127.0.0.1"), true));
+        let own_again = accept(a.decide(ip("127.0.0.1"), true));
+        assert!(own.alone() && own_again.alone());
     }
 
     #[test]
