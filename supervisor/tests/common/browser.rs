@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::netns::Namespace;
+
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -34,6 +36,29 @@ pub(super) fn kill_group(child: &tokio::process::Child) {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
+}
+
+/// Connects to the DevTools WebSocket at `url`, from inside `namespace` where the browser runs
+/// in one (its DevTools listener is on that namespace's loopback).
+async fn devtools(url: &str, namespace: Option<&Namespace>) -> Socket {
+    let Some(namespace) = namespace else {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("DevTools WebSocket");
+        return socket;
+    };
+    let parsed = url::Url::parse(url).expect("DevTools URL");
+    let addrs = parsed.socket_addrs(|| None).expect("DevTools address");
+    let tcp = namespace
+        .run(|| std::net::TcpStream::connect(&addrs[..]))
+        .expect("connect to DevTools in the namespace");
+    tcp.set_nonblocking(true).expect("non-blocking");
+    let tcp = tokio::net::TcpStream::from_std(tcp).expect("tokio stream");
+    let (socket, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .expect("DevTools WebSocket");
+    socket
 }
 
 /// A page (tab) of the browser.
@@ -66,6 +91,26 @@ impl Browser {
     /// reads the user's NSS database at `$HOME/.pki/nssdb`, so with a trusted root it runs
     /// with `HOME` at `profile/home`, which holds a database of its own with that root.
     pub async fn start_with(binary: &str, profile: &Path, options: &Options) -> Browser {
+        Browser::launch(binary, profile, options, None).await
+    }
+
+    /// As [`Browser::start_with`], with the browser inside `namespace`: it reaches only what
+    /// the test forwards into that network namespace, and the test reaches it there.
+    pub async fn start_in(
+        binary: &str,
+        profile: &Path,
+        options: &Options,
+        namespace: &Namespace,
+    ) -> Browser {
+        Browser::launch(binary, profile, options, Some(namespace)).await
+    }
+
+    async fn launch(
+        binary: &str,
+        profile: &Path,
+        options: &Options,
+        namespace: Option<&Namespace>,
+    ) -> Browser {
         let mut command = tokio::process::Command::new(binary);
         if let Some(root) = &options.trusted_root {
             let home = profile.join("home");
@@ -86,7 +131,7 @@ impl Browser {
                 .collect();
             command.arg(format!("--host-resolver-rules={}", rules.join(",")));
         }
-        let mut child = command
+        command
             .args([
                 "--headless",
                 "--no-sandbox",
@@ -102,9 +147,19 @@ impl Browser {
             // A process group of its own, which drop ends whole: a helper left running a
             // moment after the browser writes into a profile its test is removing.
             .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start chromium");
+            .kill_on_drop(true);
+        let mut child = match namespace {
+            // A process starts in the network namespace of the thread that starts it.
+            Some(namespace) => {
+                let runtime = tokio::runtime::Handle::current();
+                namespace.run(|| {
+                    let _entered = runtime.enter();
+                    command.spawn()
+                })
+            }
+            None => command.spawn(),
+        }
+        .expect("start chromium");
         let stderr = child.stderr.take().expect("stderr");
         let mut lines = BufReader::new(stderr).lines();
         let url = tokio::time::timeout(Duration::from_secs(20), async {
@@ -119,13 +174,9 @@ impl Browser {
         .expect("chromium listening in time");
         // Keep draining its stderr so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let (socket, _) = tokio::time::timeout(
-            Duration::from_secs(20),
-            tokio_tungstenite::connect_async(url),
-        )
-        .await
-        .expect("DevTools WebSocket in time")
-        .expect("DevTools WebSocket");
+        let socket = tokio::time::timeout(Duration::from_secs(20), devtools(&url, namespace))
+            .await
+            .expect("DevTools WebSocket in time");
         Browser {
             child,
             socket,

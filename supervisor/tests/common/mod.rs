@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 pub mod browser;
 pub mod firefox;
+pub mod netns;
 pub mod rtmp;
 pub mod scenarios;
 pub mod trust;
