@@ -45,8 +45,10 @@ fn n(v: &Value, field: &str) -> f64 {
 }
 
 /// The page plays real ffmpeg media with `audio_codec` over `carrier` ("webtransport", the
-/// page's first choice; "websocket", as a page that remembers WebSocket winning goes).
-async fn plays(audio_codec: &str, label: &str, carrier: &str) {
+/// page's first choice; "websocket", as a page that remembers WebSocket winning goes), on a
+/// device whose clock is `skew_ms` off (its `Date.now()` shifted): the delay it shows is
+/// still the true one.
+async fn plays(audio_codec: &str, label: &str, carrier: &str, skew_ms: i64) {
     let Some(binary) = common::chromium() else {
         return;
     };
@@ -62,6 +64,17 @@ async fn plays(audio_codec: &str, label: &str, carrier: &str) {
             .navigate(&page, &format!("{}/", stack.file.gateway_url))
             .await
             .expect("home page");
+        if skew_ms != 0 {
+            browser
+                .on_new_document(
+                    &page,
+                    &format!(
+                        "(() => {{ const now = Date.now.bind(Date); \
+                         Date.now = () => now() + ({skew_ms}); }})()"
+                    ),
+                )
+                .await;
+        }
         if carrier == "websocket" {
             browser
                 .eval(
@@ -106,6 +119,17 @@ async fn plays(audio_codec: &str, label: &str, carrier: &str) {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let after = measured(&mut browser, &page).await;
         let native = native.await.expect("join").expect("native viewer");
+        let offset = after["clockOffset"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "browser ({label}): the page's clock {skew_ms} ms off; the offset it read from the \
+             relay: {offset:.1} ms"
+        );
+        assert!(
+            (offset + skew_ms as f64).abs() < 100.0,
+            "clock offset {offset} ms for a clock {skew_ms} ms off: {after}"
+        );
+        let p50 = after["delay"]["p50"].as_f64().unwrap_or(f64::NAN);
+        assert!((0.0..500.0).contains(&p50), "delay p50 {p50} ms: {after}");
         // GHOST_BROWSER_SCREENSHOT=DIR keeps a picture of the page playing, for people.
         if let Some(dir) = std::env::var_os("GHOST_BROWSER_SCREENSHOT") {
             let png = browser.screenshot(&page).await;
@@ -161,17 +185,19 @@ async fn plays(audio_codec: &str, label: &str, carrier: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_plays_h264_with_opus() {
-    plays("libopus", "h264-opus", "webtransport").await;
+    plays("libopus", "h264-opus", "webtransport", 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_plays_over_websocket() {
-    plays("aac", "h264-aac-websocket", "websocket").await;
+    // A phone whose clock is 3 s fast.
+    plays("aac", "h264-aac-websocket", "websocket", 3000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_plays_h264_with_aac() {
-    plays("aac", "h264-aac", "webtransport").await;
+    // And one 2 s slow.
+    plays("aac", "h264-aac", "webtransport", -2000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -250,6 +250,19 @@ impl Browser {
         Ok(())
     }
 
+    /// Runs `source` in every document `page` loads from now on, before the page's own
+    /// scripts (a clock shifted on purpose, say).
+    pub async fn on_new_document(&mut self, page: &Page, source: &str) {
+        self.call(Some(&page.session), "Page.enable", json!({}))
+            .await;
+        self.call(
+            Some(&page.session),
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": source}),
+        )
+        .await;
+    }
+
     /// A PNG of what `page` shows now.
     pub async fn screenshot(&mut self, page: &Page) -> Vec<u8> {
         use base64::Engine;

@@ -17,6 +17,7 @@ pub mod netns;
 pub mod rtmp;
 pub mod scenarios;
 pub mod trust;
+pub mod webkit;
 use tokio_util::sync::CancellationToken;
 
 pub const GHOST: &str = env!("CARGO_BIN_EXE_ghost");

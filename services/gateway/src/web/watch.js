@@ -6,13 +6,15 @@
 // frames drawn), `audio` (audio frames decoded), `groups`, `setups` (codec setups changed
 // mid-stream and followed), and `delay` {p50, p99}: capture to render, in milliseconds,
 // over the last 3,000 frames or since `ghost.reset()`; `carrier`, "webtransport" or
-// "websocket", the one in use. Where nothing can play, `state` is
+// "websocket", the one in use; `clockOffset`, milliseconds to add to this device's clock to
+// read the stack's (a phone's clock may be seconds off; the delay is read on the stack's).
+// Where nothing can play, `state` is
 // "insecure" (a page over plain http at an address other than the viewer's own machine, with
 // `https`, the address to open instead) or "unsupported" (a browser without what it takes,
 // named in `missing`).
 
 import { parseFragment, parseInit, splitInit } from "/app/mp4.js";
-import { Code, GroupReader, MessageReader, encodeJoin, hexToBytes } from "/app/wire.js";
+import { Code, GroupReader, MessageReader, encodeJoin, encodePing, hexToBytes } from "/app/wire.js";
 import { WebSocketTransport } from "/app/ws.js";
 
 /** The stream a watch page's path names: its id or its name. */
@@ -33,7 +35,8 @@ document.getElementById("title").textContent = key;
 const canvas = document.getElementById("picture");
 const sound = document.getElementById("sound");
 const ghost = {
-  state: "connecting", carrier: null, frames: 0, rendered: 0, audio: 0, groups: 0, setups: 0,
+  state: "connecting", carrier: null, clockOffset: null,
+  frames: 0, rendered: 0, audio: 0, groups: 0, setups: 0,
   delay: { p50: null, p99: null },
 };
 window.ghost = ghost;
@@ -50,6 +53,43 @@ function show(kind, text, detail = "") {
   document.body.dataset.state = kind;
 }
 
+/** This device's clock against the relay's, on which frames' capture times are: the relay
+ * answers each Ping with its clock, and the answer with the shortest round trip, taken to
+ * have spent half of it each way (as NTP does), gives the offset. */
+const clock = { offsetMs: 0, bestRttMs: Infinity, pings: 0, timer: null };
+
+/** The stack's clock, in milliseconds, as well as this page can tell it. */
+function stackNow() {
+  return Date.now() + clock.offsetMs;
+}
+
+/** Whether delays can be read yet: an answer came, or the relay (an older one) never
+ * answers and its clock is taken to be ours. */
+function clockKnown() {
+  return clock.bestRttMs !== Infinity || clock.pings >= 3;
+}
+
+function pong(m) {
+  const receivedUs = Date.now() * 1000;
+  const rttUs = receivedUs - m.sentUs;
+  if (rttUs < 0 || rttUs / 1000 > clock.bestRttMs) return;
+  clock.bestRttMs = rttUs / 1000;
+  clock.offsetMs = (m.relayUs - (m.sentUs + rttUs / 2)) / 1000;
+  ghost.clockOffset = clock.offsetMs;
+}
+
+/** Asks the relay's clock three times in the first second, then every 10 s. */
+function startPings(writer) {
+  clearTimeout(clock.timer);
+  Object.assign(clock, { offsetMs: 0, bestRttMs: Infinity, pings: 0 });
+  const ping = () => {
+    writer.write(encodePing(Date.now() * 1000)).catch(() => clearTimeout(clock.timer));
+    clock.pings += 1;
+    clock.timer = setTimeout(ping, clock.pings < 3 ? 300 : 10000);
+  };
+  ping();
+}
+
 function percentile(sorted, p) {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : null;
 }
@@ -60,8 +100,9 @@ function percentile(sorted, p) {
 function rendered(captureUs) {
   ghost.rendered += 1;
   document.body.dataset.rendered = String(ghost.rendered);
-  if (captureUs / 1000 < joinedAt) return;
-  delays.push(Date.now() - captureUs / 1000);
+  // `joinedAt` is on this device's clock; the offset may have come in since.
+  if (captureUs / 1000 < joinedAt + clock.offsetMs || !clockKnown()) return;
+  delays.push(stackNow() - captureUs / 1000);
   if (delays.length > 3000) delays.splice(0, delays.length - 3000);
   if (delays.length % 15 === 1) {
     const sorted = [...delays].sort((a, b) => a - b);
@@ -71,6 +112,33 @@ function rendered(captureUs) {
     show("live", `Live, ${Math.max(0, Math.round(ghost.delay.p50))} ms behind the streamer`,
       `Over ${CARRIERS[ghost.carrier] || ghost.carrier}.`);
   }
+}
+
+/** Whether sound decoded as 32-bit floats is copied out as s32-planar (see `floatPlane`);
+ * off for good once the browser says it cannot convert to that (the standard requires
+ * conversion to f32-planar only). */
+let floatsAsS32 = true;
+
+/** Plane `c` of decoded sound `data` as 32-bit floats. A copy in f32-planar, the one
+ * conversion every browser has, except from samples that are f32 already: WebKitGTK 2.50
+ * on GLib older than 2.76 (Debian 12's) crashes the page on a copy that converts nothing
+ * (it frees GLib slice memory with free()), so those go through s32-planar where the browser
+ * converts to that, which loses nothing a listener hears. */
+function floatPlane(data, c) {
+  const plane = new Float32Array(data.numberOfFrames);
+  if (floatsAsS32 && data.format.startsWith("f32")) {
+    const ints = new Int32Array(data.numberOfFrames);
+    try {
+      data.copyTo(ints, { planeIndex: c, format: "s32-planar" });
+      for (let i = 0; i < ints.length; i++) plane[i] = ints[i] / 2147483648;
+      return plane;
+    } catch (e) {
+      if (e.name !== "NotSupportedError") throw e;
+      floatsAsS32 = false;
+    }
+  }
+  data.copyTo(plane, { planeIndex: c, format: "f32-planar" });
+  return plane;
 }
 
 /** The decoders of one codec setup: made from an init segment, fed each fragment. */
@@ -142,9 +210,7 @@ class Player {
     const ctx = this.context;
     const buffer = ctx.createBuffer(data.numberOfChannels, data.numberOfFrames, data.sampleRate);
     for (let c = 0; c < data.numberOfChannels; c++) {
-      const plane = new Float32Array(data.numberOfFrames);
-      data.copyTo(plane, { planeIndex: c, format: "f32-planar" });
-      buffer.copyToChannel(plane, c);
+      buffer.copyToChannel(floatPlane(data, c), c);
     }
     data.close();
     // Play on arrival; more than a quarter second queued means we fell behind: start over.
@@ -217,6 +283,7 @@ async function readSession(stream) {
     if (done) return;
     messages.push(value);
     for (let m = messages.next(); m; m = messages.next()) {
+      if (m.type === "pong") pong(m);
       if (m.type === "init") {
         joinedAt = Date.now();
         document.getElementById("title").textContent = m.name;
@@ -378,11 +445,13 @@ async function watch(join) {
   const session = await transport.createBidirectionalStream();
   const writer = session.writable.getWriter();
   await writer.write(encodeJoin(join.stream_id, hexToBytes(join.ticket)));
+  startPings(writer);
   readGroups(transport).catch(() => {});
   await readSession(session.readable);
 }
 
 function closed(code) {
+  clearTimeout(clock.timer);
   if (ghost.state === "ended" || code === Code.ENDED) {
     show("ended", "The stream has ended.");
   } else if (code === Code.CAPACITY) {

@@ -10,7 +10,7 @@ export const Code = Object.freeze({
   UNAUTHORIZED: 7, INTERNAL: 8, UNAVAILABLE: 9, NAME_IN_USE: 10, TIMEOUT: 11,
 });
 
-const JOIN = 4, INIT = 5, END = 6, ERROR = 7;
+const JOIN = 4, INIT = 5, END = 6, ERROR = 7, PING = 8, PONG = 9;
 const GROUP_MAGIC = 0x47;
 
 export function hexToBytes(hex) {
@@ -33,6 +33,17 @@ export function encodeJoin(streamId, ticket) {
   out[0] = JOIN;
   new DataView(out.buffer).setUint32(1, body.length);
   out.set(body, 5);
+  return out;
+}
+
+/** The Ping message: asks the relay for its clock; `sentUs` (the page's clock, in
+ * microseconds) comes back in the Pong. */
+export function encodePing(sentUs) {
+  const out = new Uint8Array(5 + 8);
+  const view = new DataView(out.buffer);
+  out[0] = PING;
+  view.setUint32(1, 8);
+  view.setBigUint64(5, BigInt(Math.max(0, Math.round(sentUs))));
   return out;
 }
 
@@ -83,7 +94,7 @@ function reader(bytes) {
   };
 }
 
-/** Session-stream messages from the relay: Init, End or Error. */
+/** Session-stream messages from the relay: Init, End, Error or Pong. */
 export class MessageReader {
   constructor() { this.buffer = new Buffer(); }
   push(chunk) { this.buffer.push(chunk); }
@@ -100,6 +111,7 @@ export class MessageReader {
       case INIT: return { type: "init", streamId: r.str(), name: r.str(), init: r.blob() };
       case END: { const last = r.u64(); return { type: "end", lastGroup: last === 0xffffffffffffffffn ? null : Number(last) }; }
       case ERROR: return { type: "error", code: r.u32(), reason: r.str() };
+      case PONG: return { type: "pong", sentUs: Number(r.u64()), relayUs: Number(r.u64()) };
       default: throw new Error(`unexpected message type ${type}`);
     }
   }
