@@ -652,8 +652,13 @@ async fn idle_connections_from_one_address_keep_no_streamer_out() {
             let name = format!("through-the-flood-{attempt}");
             let started = std::time::Instant::now();
             let mut ffmpeg = obs_ffmpeg(&format!("rtmp://{rtmp}/live/{name}"), Some(4));
-            let listed = stack.wait_listed(&name, true, Duration::from_secs(10)).await;
-            assert!(listed.is_some(), "attempt {attempt}: {name} never went live");
+            let listed = stack
+                .wait_listed(&name, true, Duration::from_secs(10))
+                .await;
+            assert!(
+                listed.is_some(),
+                "attempt {attempt}: {name} never went live"
+            );
             println!(
                 "rtmp flood: attempt {attempt} live {:.0} ms after ffmpeg started",
                 common::ms(started.elapsed())
@@ -685,7 +690,10 @@ async fn idle_connections_from_one_address_keep_no_streamer_out() {
              {refused} refused at once"
         );
         // It may hold 8 at a time: every other connection it opened was refused or cut.
-        assert!(closed > 1000, "the flood kept its connections: {closed} closed");
+        assert!(
+            closed > 1000,
+            "the flood kept its connections: {closed} closed"
+        );
         assert!(refused > 1000.0, "{metrics}");
     })
     .await
@@ -722,8 +730,13 @@ async fn idle_connections_from_many_addresses_keep_no_streamer_out() {
             let name = format!("through-the-crowd-{attempt}");
             let started = std::time::Instant::now();
             let mut ffmpeg = obs_ffmpeg(&format!("rtmp://{rtmp}/live/{name}"), Some(4));
-            let listed = stack.wait_listed(&name, true, Duration::from_secs(10)).await;
-            assert!(listed.is_some(), "attempt {attempt}: {name} never went live");
+            let listed = stack
+                .wait_listed(&name, true, Duration::from_secs(10))
+                .await;
+            assert!(
+                listed.is_some(),
+                "attempt {attempt}: {name} never went live"
+            );
             println!(
                 "rtmp crowd: attempt {attempt} live {:.0} ms after ffmpeg started",
                 common::ms(started.elapsed())
