@@ -265,7 +265,8 @@ async fn the_watch_page_names_what_a_browser_lacks_and_where_https_is() {
             );
         }
         let websocket = "WebSocket, which every browser of the last decade has";
-        let decoder = "WebCodecs' VideoDecoder, which current Chrome, Edge, Firefox and Safari have";
+        let decoder = "WebCodecs' VideoDecoder or Media Source Extensions, which current Chrome, \
+                       Edge, Firefox and Safari have";
         assert_eq!(
             text("both", "detail"),
             format!("It needs {websocket}, and {decoder}."),

@@ -8,8 +8,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// Scripts load from this origin only; media comes from relays over WebTransport or
-/// WebSocket, which `connect-src` governs.
-const POLICY: &str = "default-src 'self'; connect-src 'self' https: wss: ws:; object-src 'none'; \
+/// WebSocket, which `connect-src` governs, and reaches a `<video>` element (the Media Source
+/// Extensions decoder) as a `blob:` URL, which `media-src` does.
+const POLICY: &str = "default-src 'self'; connect-src 'self' https: wss: ws:; media-src 'self' blob:; object-src 'none'; \
                       base-uri 'none'; frame-ancestors 'none'";
 
 fn page(body: impl Into<axum::body::Body>, content_type: &'static str) -> Response {
@@ -93,6 +94,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
         "watch.js" => page(include_str!("web/watch.js"), js),
         "wire.js" => page(include_str!("web/wire.js"), js),
         "ws.js" => page(include_str!("web/ws.js"), js),
+        "mse.js" => page(include_str!("web/mse.js"), js),
         "mp4.js" => page(include_str!("web/mp4.js"), js),
         "app.css" => page(include_str!("web/app.css"), "text/css; charset=utf-8"),
         _ => (StatusCode::NOT_FOUND, "no such file\n").into_response(),

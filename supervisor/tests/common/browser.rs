@@ -263,6 +263,13 @@ impl Browser {
         .await;
     }
 
+    /// Makes `page` the visible tab, as a viewer's is: Chromium defers loading media (a
+    /// `<video>`'s source) in a page that was never shown.
+    pub async fn bring_to_front(&mut self, page: &Page) {
+        self.call(Some(&page.session), "Page.bringToFront", json!({}))
+            .await;
+    }
+
     /// A PNG of what `page` shows now.
     pub async fn screenshot(&mut self, page: &Page) -> Vec<u8> {
         use base64::Engine;

@@ -7,7 +7,9 @@
 // mid-stream and followed), and `delay` {p50, p99}: capture to render, in milliseconds,
 // over the last 3,000 frames or since `ghost.reset()`; `carrier`, "webtransport" or
 // "websocket", the one in use; `clockOffset`, milliseconds to add to this device's clock to
-// read the stack's (a phone's clock may be seconds off; the delay is read on the stack's).
+// read the stack's (a phone's clock may be seconds off; the delay is read on the stack's);
+// `decoder`, "webcodecs" or "mse" (Media Source Extensions, where WebCodecs is missing, or
+// asked for with `?decoder=mse`).
 // Where nothing can play, `state` is
 // "insecure" (a page over plain http at an address other than the viewer's own machine, with
 // `https`, the address to open instead) or "unsupported" (a browser without what it takes,
@@ -16,6 +18,7 @@
 import { parseFragment, parseInit, splitInit } from "/app/mp4.js";
 import { Code, GroupReader, MessageReader, encodeJoin, encodePing, hexToBytes } from "/app/wire.js";
 import { WebSocketTransport } from "/app/ws.js";
+import { MsePlayer, mediaSource } from "/app/mse.js";
 
 /** The stream a watch page's path names: its id or its name. */
 function streamOf(pathname) {
@@ -33,9 +36,10 @@ const secureLink = document.getElementById("secure-link");
 document.getElementById("title").textContent = key;
 
 const canvas = document.getElementById("picture");
+const video = document.getElementById("video");
 const sound = document.getElementById("sound");
 const ghost = {
-  state: "connecting", carrier: null, clockOffset: null,
+  state: "connecting", carrier: null, clockOffset: null, decoder: null,
   frames: 0, rendered: 0, audio: 0, groups: 0, setups: 0,
   delay: { p50: null, p99: null },
 };
@@ -231,6 +235,29 @@ class Player {
   }
 }
 
+/** The decoder this page uses: WebCodecs where the browser has it (the picture drawn as each
+ * frame decodes), else Media Source Extensions (a <video> element kept at the live edge). */
+const decoder =
+  typeof VideoDecoder === "undefined" || new URLSearchParams(location.search).get("decoder") === "mse"
+    ? "mse"
+    : "webcodecs";
+ghost.decoder = decoder;
+
+/** A player for the codec setup in `init`, with the page's decoder. */
+function makePlayer(init) {
+  if (decoder === "webcodecs") return new Player(init);
+  canvas.hidden = true;
+  video.hidden = false;
+  if (video.muted) {
+    sound.hidden = false;
+    sound.onclick = () => { video.muted = false; sound.hidden = true; };
+  }
+  return new MsePlayer(init, video, {
+    rendered,
+    failed: (e) => show("lost", "The picture cannot be decoded.", String(e && e.message ? e.message : e)),
+  });
+}
+
 let player = null;
 let newestGroup = -1;
 let joinedAt = Infinity;
@@ -250,7 +277,7 @@ function followInit(payload) {
   if (player) player.close();
   player = null;
   try {
-    player = new Player(init.slice());
+    player = makePlayer(init.slice());
     ghost.setups += 1;
   } catch (e) {
     show("lost", "The picture cannot be decoded.", String(e));
@@ -289,7 +316,7 @@ async function readSession(stream) {
         document.getElementById("title").textContent = m.name;
         document.title = `${m.name}: Ghost Stream`;
         if (player) player.close();
-        player = m.init.length > 0 ? new Player(m.init) : null;
+        player = m.init.length > 0 ? makePlayer(m.init) : null;
         show("live", "Live", `Joined ${m.name}.`);
       }
       if (m.type === "end") show("ended", "The stream has ended.");
@@ -497,7 +524,9 @@ rejoin.addEventListener("click", join);
 /** What the page needs of the browser, and who has it, in the words a viewer lacking it reads. */
 const NEEDS = {
   WebSocket: "WebSocket, which every browser of the last decade has",
-  VideoDecoder: "WebCodecs' VideoDecoder, which current Chrome, Edge, Firefox and Safari have",
+  VideoDecoder:
+    "WebCodecs' VideoDecoder or Media Source Extensions, which current Chrome, Edge, Firefox " +
+    "and Safari have",
 };
 
 /** Why nothing can play here, or null when the page can play. Browsers give WebTransport and
@@ -564,6 +593,7 @@ function explain(why) {
   const httpsOrigin = document.querySelector('meta[name="ghost-https"]')?.content;
   const said = message(why, location.href, httpsOrigin);
   canvas.hidden = true;
+  video.hidden = true;
   ghost.missing = why.missing;
   ghost.https = said.https;
   show(why.kind, said.text, said.detail);
@@ -581,7 +611,7 @@ const why = obstacle({
   // judged by what it has.
   secure: window.isSecureContext !== false,
   WebSocket: typeof WebSocket !== "undefined",
-  VideoDecoder: typeof VideoDecoder !== "undefined",
+  VideoDecoder: typeof VideoDecoder !== "undefined" || mediaSource() !== null,
 });
 if (why) {
   explain(why);
