@@ -37,6 +37,36 @@ async fn docker_up_then_down_leaves_nothing() {
             .expect("docker");
         assert!(docker.inspect_network(&network, None).await.is_ok());
 
+        // Viewers reach a relay's container over QUIC and over WebSocket: its port is
+        // published for UDP and TCP alike.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (id, publisher) = stack
+            .publish("docker-carriers", 30, 2000, 30, None, stop.clone())
+            .await;
+        for transport in [
+            supervisor::client::watch::Transport::Native,
+            supervisor::client::watch::Transport::WebSocket,
+        ] {
+            let watched = stack
+                .watch_on(
+                    transport,
+                    &id,
+                    Some(Duration::from_secs(2)),
+                    None,
+                    stop.clone(),
+                )
+                .await
+                .expect("viewer task")
+                .expect("viewer");
+            println!(
+                "docker: a {transport:?} viewer got {} frames in 2 s, delay p50 {:.1} ms",
+                watched.frames, watched.latency_ms.p50
+            );
+            assert!(watched.frames >= 30, "{transport:?}: {watched:?}");
+        }
+        stop.cancel();
+        let _ = publisher.await;
+
         let down = stack.ghost().arg("down").output().expect("down");
         assert!(
             down.status.success(),

@@ -91,6 +91,9 @@ pub struct Limits {
     /// The connection is lost after this long without hearing from the peer, or with a
     /// write stuck this long.
     pub idle_timeout: Duration,
+    /// The socket is read this much at a time (the WebSocket library's buffer, held for the
+    /// connection's life).
+    pub read_buffer: usize,
 }
 
 impl Limits {
@@ -104,6 +107,9 @@ impl Limits {
         peer_uni: 0,
         keep_alive: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(5),
+        // A viewer sends its join, pongs and the odd ping: 128 KiB (the library's default)
+        // per viewer would be most of what a viewer costs the relay.
+        read_buffer: 4 << 10,
     };
     /// A viewer's side: groups arrive on streams of their own.
     pub const CLIENT: Limits = Limits {
@@ -114,6 +120,7 @@ impl Limits {
         peer_uni: 64,
         keep_alive: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(5),
+        read_buffer: 128 << 10,
     };
 }
 
@@ -122,6 +129,7 @@ pub fn config(limits: &Limits) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(limits.max_message))
         .max_frame_size(Some(limits.max_message))
+        .read_buffer_size(limits.read_buffer)
         .write_buffer_size(0)
         .max_write_buffer_size(limits.send_buffer.max(MAX_DATA * 2))
 }
