@@ -94,6 +94,40 @@ async fn bench_fanout_reports_every_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bench_whose_viewers_cannot_watch_says_why_and_fails() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let stack = Stack::up(&["--relays", "1"]);
+        let out = stack
+            .tokio_ghost()
+            .args([
+                "bench",
+                "fanout",
+                "--stream",
+                "no-such-stream",
+                "--viewers",
+                "2",
+            ])
+            .args(["--duration", "1s", "--ramp", "0s"])
+            .output()
+            .await
+            .expect("bench");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!(
+            "bench with no stream to watch: {:?}; {stderr}",
+            out.status.code()
+        );
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("2 failed: viewer: no such stream"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("no viewer was admitted"), "{stderr}");
+    })
+    .await
+    .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_serves_health_and_metrics() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let stack = Stack::up(&["--relays", "1"]);

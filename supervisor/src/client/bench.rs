@@ -1,6 +1,7 @@
 //! `ghost bench fanout`: many viewers on one stream, in this one process, against the
 //! running stack. Prints delivery, delay and the relays' CPU and memory per delivered GB.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -8,7 +9,7 @@ use api::client::FanoutReport;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{publish, watch};
-use crate::exit;
+use crate::exit::{self, Exit};
 use crate::stack::StateDir;
 
 /// Viewers per shared QUIC endpoint (one UDP socket and driver task each).
@@ -347,6 +348,9 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
     let (mut admitted, mut rejected) = (0, 0);
     let mut wt = Tally::default();
     let mut ws = Tally::default();
+    // Why viewers failed, other than a full relay (which an overload run asks for): each
+    // reason once, with how many it struck.
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
     let (mut frames, mut expected, mut bytes, mut skipped, mut slow_skipped) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut max_delay_ms: f64 = 0.0;
@@ -363,7 +367,7 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
                     tally.add(s, args.group);
                 }
                 Err(e) if exit::code_of(e) == exit::REJECTED => tally.rejected += 1,
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "{carrier} viewer failed"),
+                Err(e) => *failures.entry(format!("{carrier} viewer: {e:#}")).or_default() += 1,
             }
             continue;
         }
@@ -391,7 +395,7 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
                 }
             }
             Err(e) if exit::code_of(e) == exit::REJECTED => rejected += 1,
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "viewer failed"),
+            Err(e) => *failures.entry(format!("viewer: {e:#}")).or_default() += 1,
         }
     }
     let relay_cpu = cpu1 - cpu0;
@@ -538,6 +542,10 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
             }
         );
     }
+    let admitted_any = report.admitted + report.webtransport_admitted + report.websocket_admitted;
+    for (why, count) in &failures {
+        eprintln!("ghost: {count} failed: {why}");
+    }
     if let (Some(recording), Some(file)) = (profile, &args.profile) {
         match recording.await {
             Ok(Ok(())) => eprintln!(
@@ -548,6 +556,24 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
             Ok(Err(e)) => eprintln!("ghost: no relay profile: {e:#}"),
             Err(e) => eprintln!("ghost: no relay profile: {e}"),
         }
+    }
+    // Figures of viewers that never watched are no figures: say so, and fail.
+    if admitted_any == 0 {
+        return Err(Exit::new(
+            exit::FAILURE,
+            "no viewer was admitted: the figures above measure nothing (see why above)",
+        )
+        .into());
+    }
+    if !failures.is_empty() {
+        return Err(Exit::new(
+            exit::FAILURE,
+            format!(
+                "{} viewers failed (see why above): the figures count only the others",
+                failures.values().sum::<usize>()
+            ),
+        )
+        .into());
     }
     Ok(exit::OK)
 }
