@@ -367,7 +367,11 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
                     tally.add(s, args.group);
                 }
                 Err(e) if exit::code_of(e) == exit::REJECTED => tally.rejected += 1,
-                Err(e) => *failures.entry(format!("{carrier} viewer: {e:#}")).or_default() += 1,
+                Err(e) => {
+                    *failures
+                        .entry(format!("{carrier} viewer: {e:#}"))
+                        .or_default() += 1
+                }
             }
             continue;
         }
