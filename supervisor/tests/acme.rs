@@ -653,33 +653,41 @@ async fn an_ip_address_gets_a_certificate_renewed_while_a_viewer_watches() {
 
         // A viewer from elsewhere joins through the gateway's HTTPS, as `ghost watch
         // --gateway https://HOST` does, trusting the CA's root as a public one would be.
+        // Over QUIC, and over WebSocket, which is `wss://` to the relay (with its ACME
+        // certificate, pinned by the hash the gateway gave) since the gateway is https.
         let root_cert = reqwest::Certificate::from_pem(&std::fs::read(&root).expect("root"))
             .expect("root certificate");
-        let over_https = supervisor::client::watch::Options {
-            gateway: format!("https://127.0.0.1:{https}"),
-            stream: id.clone(),
-            ca: stack.dir.path().join("no-such-ca.pem"),
-            duration: Some(Duration::from_secs(2)),
-            read_delay: None,
-            output: None,
-            transport: supervisor::client::watch::Transport::Native,
-            endpoint: None,
-            http: reqwest::Client::builder()
-                .tls_built_in_root_certs(false)
-                .add_root_certificate(root_cert)
-                .build()
-                .expect("client"),
-            measure_from_us: None,
-            clock_skew_us: 0,
-        };
-        let remote = supervisor::client::watch::watch(over_https, stop.clone())
-            .await
-            .expect("a viewer joined over HTTPS");
-        println!(
-            "acme (IP): a viewer joined through https://127.0.0.1:{https}: {} frames in 2 s",
-            remote.frames
-        );
-        assert!(remote.frames >= 30, "{remote:?}");
+        let http = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(root_cert)
+            .build()
+            .expect("client");
+        for transport in [
+            supervisor::client::watch::Transport::Native,
+            supervisor::client::watch::Transport::WebSocket,
+        ] {
+            let over_https = supervisor::client::watch::Options {
+                gateway: format!("https://127.0.0.1:{https}"),
+                stream: id.clone(),
+                ca: stack.dir.path().join("no-such-ca.pem"),
+                duration: Some(Duration::from_secs(2)),
+                read_delay: None,
+                output: None,
+                transport,
+                endpoint: None,
+                http: http.clone(),
+                measure_from_us: None,
+                clock_skew_us: 0,
+            };
+            let remote = supervisor::client::watch::watch(over_https, stop.clone())
+                .await
+                .expect("a viewer joined over HTTPS");
+            println!(
+                "acme (IP): a {transport:?} viewer joined through https://127.0.0.1:{https}: {} frames in 2 s",
+                remote.frames
+            );
+            assert!(remote.frames >= 30, "{transport:?}: {remote:?}");
+        }
 
         let summary = viewer.await.expect("viewer").expect("viewer summary");
         let expected = 30.0 * watching.as_secs_f64();
