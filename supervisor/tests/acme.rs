@@ -555,7 +555,27 @@ async fn a_name_gets_a_certificate_and_plays_over_https_in_chromium_and_firefox(
         );
         let page = browser.open(&url).await;
         plays!(browser, &page, &url, "Chromium", Duration::from_secs(20));
-        assert_eq!(browser.eval(&page, MEASURED).await["state"], "live");
+        let measured = browser.eval(&page, MEASURED).await;
+        assert_eq!(measured["state"], "live");
+        assert_eq!(measured["carrier"], "webtransport", "{measured}");
+        // The same page over WebSocket, as on a network without UDP (the page remembers
+        // WebSocket won): `wss://` to the relay, its ACME certificate verified by name.
+        browser
+            .eval(
+                &page,
+                "localStorage.setItem('ghost-carrier', `websocket ${Date.now()}`)",
+            )
+            .await;
+        let over_tcp = browser.open(&url).await;
+        plays!(
+            browser,
+            &over_tcp,
+            &url,
+            "Chromium over wss",
+            Duration::from_secs(20)
+        );
+        let measured = browser.eval(&over_tcp, MEASURED).await;
+        assert_eq!(measured["carrier"], "websocket", "{measured}");
         drop(browser);
 
         // Firefox, over WebDriver BiDi, the same page.
