@@ -448,22 +448,8 @@ impl Directory {
 }
 
 fn validate_name(name: &str) -> Result<(), Refusal> {
-    if name.is_empty() {
-        return Err(Refusal::Invalid("stream name is empty".into()));
-    }
-    if name.len() > wire::limits::MAX_NAME {
-        return Err(Refusal::Invalid(format!(
-            "stream name is {} bytes, at most {} allowed",
-            name.len(),
-            wire::limits::MAX_NAME
-        )));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(Refusal::Invalid(
-            "stream name holds control characters".into(),
-        ));
-    }
-    Ok(())
+    wire::limits::check_stream_name(name)
+        .map_err(|bad| Refusal::Invalid(format!("stream name {bad}")))
 }
 
 fn parse_protocol(name: &str) -> Result<Protocol, Refusal> {

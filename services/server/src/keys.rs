@@ -305,20 +305,7 @@ impl KeyStore {
 /// Checks `name` as control checks stream names, so a key is never made for a name no
 /// stream can have.
 fn validate_name(name: &str) -> Result<(), Error> {
-    if name.is_empty() {
-        return Err(Error::InvalidName("it is empty".into()));
-    }
-    if name.len() > wire::limits::MAX_NAME {
-        return Err(Error::InvalidName(format!(
-            "it is {} bytes, at most {} allowed",
-            name.len(),
-            wire::limits::MAX_NAME
-        )));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(Error::InvalidName("it holds control characters".into()));
-    }
-    Ok(())
+    wire::limits::check_stream_name(name).map_err(|bad| Error::InvalidName(format!("it {bad}")))
 }
 
 /// A new random key: the prefix and 160 bits from the operating system's generator, as

@@ -15,6 +15,35 @@ pub const MAX_STREAM: usize = 2 * MAX_GROUP + 4 * MAX_FRAME;
 pub const MAX_INIT: usize = 1 << 20;
 /// Largest stream name, in bytes.
 pub const MAX_NAME: usize = 128;
+/// What makes a stream name invalid: the one rule control (which lists streams) and the
+/// stream-key store (which must never make a key for a name no stream can have) both apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadName {
+    /// No characters at all.
+    #[error("is empty")]
+    Empty,
+    /// Longer than [`MAX_NAME`] bytes.
+    #[error("is {0} bytes, at most {MAX_NAME} allowed")]
+    TooLong(usize),
+    /// A control character (a newline, say), which would break logs and pages.
+    #[error("holds control characters")]
+    ControlCharacters,
+}
+
+/// Checks a stream name: not empty, at most [`MAX_NAME`] bytes, no control characters.
+pub fn check_stream_name(name: &str) -> Result<(), BadName> {
+    if name.is_empty() {
+        return Err(BadName::Empty);
+    }
+    if name.len() > MAX_NAME {
+        return Err(BadName::TooLong(name.len()));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(BadName::ControlCharacters);
+    }
+    Ok(())
+}
+
 /// Largest stream key a publisher presents, in bytes (the keys `ghost keys add` makes are
 /// far shorter; the cap bounds what a stranger can make ingest hash).
 pub const MAX_KEY: usize = 128;
@@ -26,3 +55,29 @@ pub const MAX_TICKET: usize = 512;
 pub const MAX_REASON: usize = 1024;
 /// Largest session message, all fields included.
 pub const MAX_MESSAGE: usize = MAX_INIT + 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_rule_for_stream_names() {
+        assert_eq!(check_stream_name("cats live"), Ok(()));
+        assert_eq!(check_stream_name("ünïcödé 🐈"), Ok(()));
+        assert_eq!(check_stream_name(""), Err(BadName::Empty));
+        let long = "x".repeat(MAX_NAME + 1);
+        assert_eq!(
+            check_stream_name(&long),
+            Err(BadName::TooLong(MAX_NAME + 1))
+        );
+        assert_eq!(check_stream_name(&long[..MAX_NAME]), Ok(()));
+        assert_eq!(
+            check_stream_name("two\nlines"),
+            Err(BadName::ControlCharacters)
+        );
+        assert_eq!(
+            BadName::TooLong(200).to_string(),
+            "is 200 bytes, at most 128 allowed"
+        );
+    }
+}
