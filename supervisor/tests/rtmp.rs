@@ -625,6 +625,28 @@ fn cpu_s(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// `attempts` real ffmpeg publishes in turn, each live within 10 s of ffmpeg starting, while
+/// `what` (a flood, a crowd) goes on: each one's time to live printed.
+async fn streamers_get_in(stack: &Stack, rtmp: std::net::SocketAddr, what: &str, attempts: u32) {
+    for attempt in 1..=attempts {
+        let name = format!("through-the-{what}-{attempt}");
+        let started = std::time::Instant::now();
+        let mut ffmpeg = obs_ffmpeg(&format!("rtmp://{rtmp}/live/{name}"), Some(4));
+        let listed = stack
+            .wait_listed(&name, true, Duration::from_secs(10))
+            .await;
+        assert!(
+            listed.is_some(),
+            "attempt {attempt}: {name} never went live"
+        );
+        println!(
+            "rtmp {what}: attempt {attempt} live {:.0} ms after ffmpeg started",
+            common::ms(started.elapsed())
+        );
+        let _ = ffmpeg.kill().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_from_one_address_keep_no_streamer_out() {
     if !common::ffmpeg_available() {
@@ -648,42 +670,15 @@ async fn idle_connections_from_one_address_keep_no_streamer_out() {
         ));
         let flooding = std::time::Instant::now();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        for attempt in 1..=3 {
-            let name = format!("through-the-flood-{attempt}");
-            let started = std::time::Instant::now();
-            let mut ffmpeg = obs_ffmpeg(&format!("rtmp://{rtmp}/live/{name}"), Some(4));
-            let listed = stack
-                .wait_listed(&name, true, Duration::from_secs(10))
-                .await;
-            assert!(
-                listed.is_some(),
-                "attempt {attempt}: {name} never went live"
-            );
-            println!(
-                "rtmp flood: attempt {attempt} live {:.0} ms after ffmpeg started",
-                common::ms(started.elapsed())
-            );
-            let _ = ffmpeg.kill().await;
-        }
+        streamers_get_in(&stack, rtmp, "flood", 3).await;
         // Streamers get in within a quarter second: let the flood go on for a few seconds
         // whatever they took, so that what it was refused is counted over its whole length.
         tokio::time::sleep(Duration::from_secs(4).saturating_sub(flooding.elapsed())).await;
         stop.cancel();
         let (opened, closed) = flood.await.expect("flood");
-        let ops = stack.addr("ingest", Role::Ops).await;
-        let metrics = stack
-            .http
-            .get(format!("http://{ops}/metrics"))
-            .send()
+        let refused = stack
+            .metric("ingest", "ghost_ingest_rtmp_refused_per_source_total")
             .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        let refused = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("ghost_ingest_rtmp_refused_per_source_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
             .unwrap_or(0.0);
         println!(
             "rtmp flood: one address opened {opened} connections, {closed} closed by ingest, \
@@ -694,7 +689,7 @@ async fn idle_connections_from_one_address_keep_no_streamer_out() {
             closed > 1000,
             "the flood kept its connections: {closed} closed"
         );
-        assert!(refused > 1000.0, "{metrics}");
+        assert!(refused > 1000.0, "{refused} refused at once");
     })
     .await
     .expect("test timed out");
@@ -726,23 +721,7 @@ async fn idle_connections_from_many_addresses_keep_no_streamer_out() {
             })
             .collect();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        for attempt in 1..=2 {
-            let name = format!("through-the-crowd-{attempt}");
-            let started = std::time::Instant::now();
-            let mut ffmpeg = obs_ffmpeg(&format!("rtmp://{rtmp}/live/{name}"), Some(4));
-            let listed = stack
-                .wait_listed(&name, true, Duration::from_secs(10))
-                .await;
-            assert!(
-                listed.is_some(),
-                "attempt {attempt}: {name} never went live"
-            );
-            println!(
-                "rtmp crowd: attempt {attempt} live {:.0} ms after ffmpeg started",
-                common::ms(started.elapsed())
-            );
-            let _ = ffmpeg.kill().await;
-        }
+        streamers_get_in(&stack, rtmp, "crowd", 2).await;
         stop.cancel();
         let mut opened = 0;
         for flood in floods {

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use api::client::{EndReason, WatchSummary};
+use api::client::EndReason;
 use api::status::Role;
 use common::{Stack, TEST_TIMEOUT};
 use futures_util::{SinkExt, StreamExt};
@@ -16,22 +16,27 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 use transport::peer::Peer;
 use transport::quic::{Closed, Session};
-use wire::{Code, Message};
+use wire::Code;
 
 const FPS: u32 = 30;
 const GROUP: u32 = 15;
 
-/// A join ticket for `stream` on relay-1, signed with the stack's key (see webtransport.rs:
-/// a placement through the gateway would reserve a seat the test does not want).
-fn ticket(stack: &Stack, stream: &str) -> Vec<u8> {
-    let key = std::fs::read(stack.state.ticket_key()).expect("ticket key");
-    let expires_ms = server::clock::now_ms() + 60_000;
-    wire::ticket::issue(&key, stream, "relay-1", expires_ms, rand::random()).to_vec()
-}
-
 /// Relay-1's WebSocket address: its QUIC port's number, over TCP.
 async fn websocket_addr(stack: &Stack) -> std::net::SocketAddr {
     stack.addr("relay-1", Role::Quic).await
+}
+
+/// A WebSocket request to `addr` asking for the relay's subprotocol, as a viewer's is, for
+/// a raw client that then misbehaves.
+fn ghost_ws_request(addr: std::net::SocketAddr) -> tungstenite::handshake::client::Request {
+    let mut request =
+        tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{addr}/"))
+            .expect("request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        transport::ws::PROTOCOL.parse().expect("header"),
+    );
+    request
 }
 
 /// A hand-driven WebSocket viewer presenting `ticket` for `stream`: how the relay closed it.
@@ -41,59 +46,23 @@ async fn websocket_join(stack: &Stack, stream: &str, ticket: Vec<u8>) -> Closed 
     let session = transport::ws::connect(tcp, &format!("ws://{addr}/"))
         .await
         .expect("WebSocket handshake");
-    if let Ok(mut messages) = Session::open(&session).await {
-        let _ = messages
-            .send(&Message::Join {
-                stream_id: stream.to_string(),
-                ticket: ticket.into(),
-            })
-            .await;
-    }
-    let lost = tokio::time::timeout(Duration::from_secs(8), Peer::closed(&session))
-        .await
-        .expect("closed in time");
-    Closed::from(&lost)
+    common::join_until_closed(&session, stream, ticket, Duration::from_secs(8)).await
 }
 
-/// The relay's metric `name` (a gauge or counter's value), 0 when absent.
+/// The relay's metric `ghost_relay_{name}` (a gauge or counter's value), 0 when absent.
 async fn metric(stack: &Stack, name: &str) -> u64 {
-    let ops = stack.addr("relay-1", Role::Ops).await;
-    let text = stack
-        .http
-        .get(format!("http://{ops}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let prefix = format!("ghost_relay_{name} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    let value = stack
+        .metric("relay-1", &format!("ghost_relay_{name}"))
+        .await;
+    value.map_or(0, |v| v as u64)
 }
 
-/// Polls the relay's `metric` until it reads `want`.
+/// Polls the relay's `ghost_relay_{name}` until it reads `want`.
 async fn wait_metric(stack: &Stack, name: &str, want: u64) {
-    tokio::time::timeout(Duration::from_secs(8), async {
-        while metric(stack, name).await != want {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("relay's {name} never read {want}"));
-}
-
-/// Every frame from the viewer's first group on arrived: nothing skipped, nothing short.
-fn lost_nothing(who: &str, s: &WatchSummary, published: u64) {
-    let first = s.first_group.expect("a first group");
-    assert_eq!(s.skipped_groups, 0, "{who} skipped groups: {s:?}");
-    assert_eq!(
-        s.frames + first * u64::from(GROUP),
-        published,
-        "{who} lost frames: {s:?}"
-    );
+    let name = format!("ghost_relay_{name}");
+    stack
+        .wait_metric("relay-1", &name, want as f64, Duration::from_secs(8))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +80,7 @@ async fn a_websocket_viewer_gets_what_the_other_carriers_get() {
                 stop.clone(),
             )
             .await;
-        let mut forged = ticket(&stack, &id);
+        let mut forged = stack.relay_ticket(&id);
         if let Some(last) = forged.last_mut() {
             *last ^= 1;
         }
@@ -135,7 +104,7 @@ async fn a_websocket_viewer_gets_what_the_other_carriers_get() {
         wait_metric(&stack, "viewers", 3).await;
         wait_metric(&stack, "websocket_viewers", 1).await;
         // The cap counts every carrier: a fourth viewer, over WebSocket, is refused.
-        let full = websocket_join(&stack, &id, ticket(&stack, &id)).await;
+        let full = websocket_join(&stack, &id, stack.relay_ticket(&id)).await;
         println!("relay full: fourth (WebSocket) viewer closed: {full:?}");
         assert!(
             matches!(
@@ -158,7 +127,7 @@ async fn a_websocket_viewer_gets_what_the_other_carriers_get() {
                 s.frames, s.groups, s.first_group, s.latency_ms.p50, s.latency_ms.p99, s.end_reason
             );
             assert_eq!(s.end_reason, EndReason::Ended, "{who}: {s:?}");
-            lost_nothing(who, s, report.frames);
+            common::lost_nothing(who, s, report.frames, GROUP);
         }
         wait_metric(&stack, "websocket_viewers", 0).await;
     })
@@ -262,13 +231,7 @@ async fn strangers_on_the_websocket_port_take_no_seat_and_disturb_nobody() {
         );
 
         // A page of another site may not open the relay's WebSocket.
-        let mut request =
-            tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{addr}/"))
-                .expect("request");
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            transport::ws::PROTOCOL.parse().expect("header"),
-        );
+        let mut request = ghost_ws_request(addr);
         request
             .headers_mut()
             .insert("Origin", "https://evil.example".parse().expect("header"));
@@ -287,13 +250,7 @@ async fn strangers_on_the_websocket_port_take_no_seat_and_disturb_nobody() {
         );
 
         // An oversized message (1 MiB where a join is a few hundred bytes): closed.
-        let mut request =
-            tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{addr}/"))
-                .expect("request");
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            transport::ws::PROTOCOL.parse().expect("header"),
-        );
+        let request = ghost_ws_request(addr);
         let (mut big, _) = tokio_tungstenite::connect_async(request.clone())
             .await
             .expect("handshake");

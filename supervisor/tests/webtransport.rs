@@ -5,26 +5,16 @@ mod common;
 
 use std::time::Duration;
 
-use api::client::{EndReason, WatchSummary};
+use api::client::EndReason;
 use api::status::Role;
 use common::{Stack, TEST_TIMEOUT};
 use supervisor::client::watch::Transport;
 use tokio_util::sync::CancellationToken;
-use transport::peer::Peer;
-use transport::quic::{self, Closed, Session, Windows};
-use wire::{Code, Message};
+use transport::quic::{self, Closed, Windows};
+use wire::Code;
 
 const FPS: u32 = 30;
 const GROUP: u32 = 15;
-
-/// A join ticket for `stream` on relay-1, signed with the stack's key. Hand-driven viewers
-/// take theirs here rather than from the gateway: a placement reserves a seat in control's
-/// directory until the next heartbeat, which would refuse the viewers under test.
-fn ticket(stack: &Stack, stream: &str) -> Vec<u8> {
-    let key = std::fs::read(stack.state.ticket_key()).expect("ticket key");
-    let expires_ms = server::clock::now_ms() + 60_000;
-    wire::ticket::issue(&key, stream, "relay-1", expires_ms, rand::random()).to_vec()
-}
 
 /// A hand-driven WebTransport viewer: connects to relay-1, opens the session stream and
 /// presents `ticket` for `stream`. Returns how the relay closed the session.
@@ -41,56 +31,15 @@ async fn webtransport_join(stack: &Stack, stream: &str, ticket: Vec<u8>) -> Clos
     let session = web_transport_quinn::Session::connect(conn, url)
         .await
         .expect("WebTransport session");
-    // A refused viewer may be closed before its session stream gets anywhere: only the
-    // close code matters here.
-    if let Ok(mut messages) = Session::open(&session).await {
-        let _ = messages
-            .send(&Message::Join {
-                stream_id: stream.to_string(),
-                ticket: ticket.into(),
-            })
-            .await;
-    }
-    let lost = tokio::time::timeout(Duration::from_secs(3), Peer::closed(&session))
-        .await
-        .expect("closed in time");
-    Closed::from(&lost)
+    common::join_until_closed(&session, stream, ticket, Duration::from_secs(3)).await
 }
 
 /// Polls the relay's gauge `metric` until it reads `want`.
 async fn wait_gauge(stack: &Stack, metric: &str, want: u32) {
-    let ops = stack.addr("relay-1", Role::Ops).await;
-    let line = format!("ghost_relay_{metric} {want}\n");
-    tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let text = stack
-                .http
-                .get(format!("http://{ops}/metrics"))
-                .send()
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .expect("text");
-            if text.contains(&line) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("relay's {metric} never read {want}"));
-}
-
-/// Every frame from the viewer's first group on arrived: nothing skipped, nothing short.
-fn lost_nothing(who: &str, s: &WatchSummary, published: u64) {
-    let first = s.first_group.expect("a first group");
-    assert_eq!(s.skipped_groups, 0, "{who} skipped groups: {s:?}");
-    assert_eq!(
-        s.frames + first * u64::from(GROUP),
-        published,
-        "{who} lost frames: {s:?}"
-    );
+    let name = format!("ghost_relay_{metric}");
+    stack
+        .wait_metric("relay-1", &name, f64::from(want), Duration::from_secs(5))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +57,7 @@ async fn a_webtransport_viewer_gets_what_a_native_one_gets() {
                 stop.clone(),
             )
             .await;
-        let mut forged = ticket(&stack, &id);
+        let mut forged = stack.relay_ticket(&id);
         if let Some(last) = forged.last_mut() {
             *last ^= 1;
         }
@@ -134,7 +83,7 @@ async fn a_webtransport_viewer_gets_what_a_native_one_gets() {
         let asked = std::time::Instant::now();
         // With the relay full the gateway would refuse (and ask for another relay); the
         // relay's own cap is what is under test.
-        let full = webtransport_join(&stack, &id, ticket(&stack, &id)).await;
+        let full = webtransport_join(&stack, &id, stack.relay_ticket(&id)).await;
         println!(
             "relay full: third (WebTransport) viewer closed after {:.1} ms: {full:?}",
             common::ms(asked.elapsed())
@@ -173,8 +122,8 @@ async fn a_webtransport_viewer_gets_what_a_native_one_gets() {
         assert_eq!(browser.end_reason, EndReason::Ended, "{browser:?}");
         assert!(browser.groups >= 2, "{browser:?}");
         assert_eq!(native.end_reason, EndReason::Ended, "{native:?}");
-        lost_nothing("native", &native, report.frames);
-        lost_nothing("WebTransport", &browser, report.frames);
+        common::lost_nothing("native", &native, report.frames, GROUP);
+        common::lost_nothing("WebTransport", &browser, report.frames, GROUP);
     })
     .await
     .expect("test timed out");

@@ -355,6 +355,45 @@ impl Stack {
     }
 
     /// Address a service announced for `role`.
+    /// A join ticket for `stream` on relay-1, signed with the stack's key. Hand-driven viewers
+    /// take theirs here rather than from the gateway: a placement reserves a seat in control's
+    /// directory until the next heartbeat, which would refuse the viewers under test.
+    pub fn relay_ticket(&self, stream: &str) -> Vec<u8> {
+        let key = std::fs::read(self.state.ticket_key()).expect("ticket key");
+        let expires_ms = server::clock::now_ms() + 60_000;
+        wire::ticket::issue(&key, stream, "relay-1", expires_ms, rand::random()).to_vec()
+    }
+
+    /// The value of the metric `name` (its full name) on `service`'s `/metrics`, `None`
+    /// where it has none.
+    pub async fn metric(&self, service: &str, name: &str) -> Option<f64> {
+        let ops = self.addr(service, api::status::Role::Ops).await;
+        let text = self
+            .http
+            .get(format!("http://{ops}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Polls `service`'s metric `name` until it reads `want`; panics after `within`.
+    pub async fn wait_metric(&self, service: &str, name: &str, want: f64, within: Duration) {
+        tokio::time::timeout(within, async {
+            while self.metric(service, name).await != Some(want) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{service}'s {name} never read {want}"));
+    }
+
     pub async fn addr(&self, service: &str, role: api::status::Role) -> std::net::SocketAddr {
         let status = self.status().await;
         let svc = status
@@ -667,4 +706,40 @@ pub async fn idle_flood(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     (opened, closed)
+}
+
+/// Every frame from the viewer's first group on arrived (groups of `group` frames): nothing
+/// skipped, nothing short.
+pub fn lost_nothing(who: &str, s: &api::client::WatchSummary, published: u64, group: u32) {
+    let first = s.first_group.expect("a first group");
+    assert_eq!(s.skipped_groups, 0, "{who} skipped groups: {s:?}");
+    assert_eq!(
+        s.frames + first * u64::from(group),
+        published,
+        "{who} lost frames: {s:?}"
+    );
+}
+
+/// A hand-driven viewer on `conn`, over any carrier: opens the session stream, presents
+/// `ticket` for `stream`, and returns how the relay closed the connection (within `within`).
+/// A refused viewer may be closed before its session stream gets anywhere: only the close
+/// code matters.
+pub async fn join_until_closed<P: transport::peer::Peer>(
+    conn: &P,
+    stream: &str,
+    ticket: Vec<u8>,
+    within: Duration,
+) -> transport::quic::Closed {
+    if let Ok(mut messages) = transport::quic::Session::open(conn).await {
+        let _ = messages
+            .send(&wire::Message::Join {
+                stream_id: stream.to_string(),
+                ticket: ticket.into(),
+            })
+            .await;
+    }
+    let lost = tokio::time::timeout(within, conn.closed())
+        .await
+        .expect("closed in time");
+    transport::quic::Closed::from(&lost)
 }
