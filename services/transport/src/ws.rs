@@ -213,6 +213,7 @@ struct State {
     peer_open: [usize; 2],
 }
 
+#[derive(Default)]
 struct Outgoing {
     priority: i32,
     frames: VecDeque<Bytes>,
@@ -375,15 +376,7 @@ impl Shared {
         state.peer_open[dir] += 1;
         state.recvs.insert(id, Incoming::default());
         if dir == 0 {
-            state.sends.insert(
-                id,
-                Outgoing {
-                    priority: 0,
-                    frames: VecDeque::new(),
-                    done: false,
-                    stopped: None,
-                },
-            );
+            state.sends.insert(id, Outgoing::default());
             state.accept_bidi.push_back(id);
         } else {
             state.accept_uni.push_back(id);
@@ -476,15 +469,7 @@ impl Session {
             .checked_add(1)
             .filter(|n| *n < 1 << 30)
             .ok_or_else(|| protocol_violation("stream ids used up"))?;
-        state.sends.insert(
-            id,
-            Outgoing {
-                priority: 0,
-                frames: VecDeque::new(),
-                done: false,
-                stopped: None,
-            },
-        );
+        state.sends.insert(id, Outgoing::default());
         if !uni {
             state.recvs.insert(id, Incoming::default());
         }
