@@ -30,11 +30,10 @@ use anyhow::{Context, Result};
 use clap::builder::{BoolishValueParser, Resettable};
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches};
-use serde::{Deserialize, Serialize};
 
-use crate::cli::{Cli, Cmd, UpArgs};
+use crate::args::{Cli, Cmd, ConfigCmd, Effective, Setting, ShowArgs, Source};
 use crate::exit;
-use crate::stack::{StateDir, default_state_dir};
+use orchestrator::stack::{StateDir, default_state_dir};
 
 /// The file's name in the state directory.
 pub const FILE_NAME: &str = "ghost.toml";
@@ -46,83 +45,6 @@ pub const PER_INVOCATION: &[&str] = &["detach", "config"];
 
 /// Columns of `ghost config init`'s comments.
 const WIDTH: usize = 96;
-
-/// `ghost config` subcommands.
-#[derive(Debug, clap::Subcommand)]
-pub enum ConfigCmd {
-    /// Prints the settings `ghost up` would run with (given the same flags, environment and
-    /// file), and where each value came from: default, file PATH:LINE, env GHOST_X or flag.
-    Show(Box<ShowArgs>),
-    /// Writes a ghost.toml of the defaults, every key with its help (default: the state
-    /// directory's).
-    Init {
-        /// Where to write it; `-` for standard output.
-        #[arg(short = 'c', long, env = "GHOST_CONFIG", value_name = "FILE")]
-        config: Option<PathBuf>,
-        /// Replace an existing file.
-        #[arg(long)]
-        force: bool,
-    },
-}
-
-/// `ghost config show` flags: `ghost up`'s, and `--json`.
-#[derive(Debug, clap::Args)]
-pub struct ShowArgs {
-    /// One JSON object: `file`, and `settings` as `[{"key","value","source"}]`.
-    #[arg(long)]
-    pub json: bool,
-    /// The settings, as `ghost up` takes them.
-    #[command(flatten)]
-    pub up: UpArgs,
-    /// Where each value came from, filled in by [`parse`].
-    #[arg(skip)]
-    pub effective: Effective,
-}
-
-/// The settings in effect and where each came from: what `ghost config show --json` prints.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Effective {
-    /// The file that was read, if any.
-    pub file: Option<PathBuf>,
-    /// Every key, in the order of `ghost up --help`.
-    pub settings: Vec<Setting>,
-}
-
-/// One setting in effect.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Setting {
-    /// The key, as in ghost.toml (`relay_capacity`).
-    pub key: String,
-    /// The value as `ghost up` parses it (`200`, `256MiB`, `true`); none when unset.
-    pub value: Option<String>,
-    /// Where it came from.
-    pub source: Source,
-}
-
-/// Where a setting's value came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "from", rename_all = "snake_case")]
-pub enum Source {
-    /// Nothing set it: `ghost up`'s default (or unset).
-    Default,
-    /// The config file, at this line.
-    File {
-        /// The file.
-        path: PathBuf,
-        /// Its line (from 1).
-        line: usize,
-    },
-    /// An environment variable.
-    Env {
-        /// Its name, `GHOST_…`.
-        var: String,
-    },
-    /// A flag on the command line.
-    Flag {
-        /// Its name, `--…`.
-        flag: String,
-    },
-}
 
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -774,7 +696,7 @@ fn show(state: &StateDir, args: &ShowArgs) -> Result<i32> {
         }
     }
     // What `ghost up` would refuse beyond one flag's own value.
-    crate::cli::settings(state, &args.up)?;
+    crate::args::settings(state, &args.up)?;
     Ok(exit::OK)
 }
 

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 
-use crate::actor::{Settings, Supervisor};
 use crate::http;
-use crate::runtime::Runtime;
-use crate::runtime::docker::{self, DockerRuntime};
-use crate::runtime::process::ProcessRuntime;
-use crate::runtime::swarm::SwarmRuntime;
-use crate::stack::StackFile;
+use orchestrator::actor::{Settings, Supervisor};
+use orchestrator::runtime::Runtime;
+use orchestrator::runtime::docker::{self, DockerRuntime};
+use orchestrator::runtime::process::ProcessRuntime;
+use orchestrator::runtime::swarm::SwarmRuntime;
+use orchestrator::stack::StackFile;
 
 /// Which runtime to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -32,7 +32,7 @@ pub enum RuntimeChoice {
 async fn runtime(
     choice: RuntimeChoice,
     settings: &Settings,
-    progress: &crate::actor::Progress,
+    progress: &orchestrator::runtime::Progress,
 ) -> Result<Arc<dyn Runtime>> {
     let process = || -> Arc<dyn Runtime> {
         Arc::new(
@@ -53,7 +53,7 @@ async fn runtime(
             let engine = docker::connect()
                 .await
                 .context("the Swarm runtime needs a Docker Engine that manages a swarm")?;
-            crate::runtime::swarm::manager_node(&engine).await?;
+            orchestrator::runtime::swarm::manager_node(&engine).await?;
             Ok(Arc::new(
                 SwarmRuntime::new(engine, settings.state.clone(), settings.bin_dir.clone())
                     .with_limits(settings.limits),
@@ -80,13 +80,13 @@ pub async fn run(
     settings: Settings,
     choice: RuntimeChoice,
     shutdown: CancellationToken,
-    progress: &crate::actor::Progress,
+    progress: &orchestrator::runtime::Progress,
 ) -> Result<()> {
     let mut settings = settings;
     let state = settings.state.clone();
     let stack_state = state.clone();
     if let Ok(existing) = state.read() {
-        if crate::runtime::process::alive(existing.supervisor_pid)
+        if orchestrator::runtime::process::alive(existing.supervisor_pid)
             && existing.supervisor_pid != std::process::id()
         {
             anyhow::bail!(
@@ -137,7 +137,7 @@ pub async fn run(
     );
     let certificate = settings.certificate.clone();
     let renewals_acme = match &settings.certificate {
-        crate::certificate::Source::Acme(acme) => Some(crate::certificate::renew(
+        orchestrator::certificate::Source::Acme(acme) => Some(orchestrator::certificate::renew(
             state.clone(),
             acme.clone(),
             settings.ports.gateway,
@@ -180,7 +180,7 @@ pub async fn run(
     let stop = shutdown.clone();
     let stack = async move {
         supervisor.bring_up(progress).await?;
-        let crate::actor::Endpoints {
+        let orchestrator::actor::Endpoints {
             gateway_url,
             ingest_addr,
             rtmp_addr,

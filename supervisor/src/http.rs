@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use proto::control as pb;
 use proto::supervisor as sup;
 
-use crate::actor::{Error, Handle};
+use orchestrator::actor::{Error, Handle};
 
 #[derive(Clone)]
 struct AppState {
@@ -248,7 +248,7 @@ async fn status(State(state): State<AppState>) -> Json<Status> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    server::ops::metrics_response(&crate::metrics::registry(&state.handle).await)
+    server::ops::metrics_response(&orchestrator::metrics::registry(&state.handle).await)
 }
 
 async fn scale(State(state): State<AppState>, Body(body): Body<Scale>) -> Response {
@@ -335,10 +335,10 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::actor::{Settings, Supervisor};
-    use crate::runtime::process::ProcessRuntime;
-    use crate::services::Ports;
-    use crate::stack::StateDir;
+    use orchestrator::actor::{Settings, Supervisor};
+    use orchestrator::runtime::process::ProcessRuntime;
+    use orchestrator::services::Ports;
+    use orchestrator::stack::StateDir;
 
     /// The routes of a supervisor whose actor is not running: requests that get past the
     /// checks reach a handle with nobody behind it, and say so.
@@ -352,11 +352,11 @@ mod tests {
             public: true,
             advertise_host: None,
             require_keys: true,
-            certificate: crate::certificate::Source::Stack,
+            certificate: orchestrator::certificate::Source::Stack,
             ports: Ports::EPHEMERAL,
             bin_dir: std::env::temp_dir(),
             scale_down_after: Duration::from_secs(60),
-            limits: crate::runtime::Limits::for_capacity(10),
+            limits: orchestrator::runtime::Limits::for_capacity(10),
         };
         let runtime = Arc::new(ProcessRuntime::new(std::env::temp_dir(), state));
         let (_exits_tx, exits) = tokio::sync::mpsc::channel(1);

@@ -6,7 +6,7 @@ use anyhow::Result;
 use server::keys::{self, KeyStore, shell_word};
 
 use crate::exit::{self, Exit};
-use crate::stack::{StackFile, StateDir};
+use orchestrator::stack::{StackFile, StateDir};
 
 /// Ingest's RTMP port by default; stack.json does not name the RTMP listener's address.
 const RTMP_PORT: u16 = 1935;

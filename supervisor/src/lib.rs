@@ -1,17 +1,15 @@
 //! The `ghost` CLI and supervisor daemon.
 //!
-//! - [`daemon`]: the supervisor, which brings the stack up through a [`runtime`] (local
-//!   processes, or Docker), health-checks, restarts and scales it ([`actor`] applies what
-//!   [`policy`] decides; [`services`] is the table of services and ports), and serves the
-//!   status page and APIs ([`http`]);
-//! - [`client`]: the streamer, viewer and load generator;
+//! - [`daemon`]: the supervisor daemon's entry: it runs the [`orchestrator`] (policy, actor,
+//!   runtimes, the service table) and serves the status page and APIs ([`http`]);
+//! - the streamer, viewer and load generator are the [`clients`] package;
 //! - [`keys`]: `ghost keys`, the operator's stream keys;
 //! - [`config`]: ghost.toml and `GHOST_*`, the settings of `ghost up` beside its flags;
-//! - [`logfile`]: log files rotated by size (the process runtime's and the daemon's);
 //! - [`logs`]: `ghost logs`, every service's log whatever the runtime;
 //! - [`monitoring`]: `ghost monitoring`, Prometheus targets, alert rules and a Grafana
-//!   dashboard ([`metrics`] is the supervisor's own /metrics);
-//! - [`cli`]: the command line, a stable interface ([`exit`] lists its exit codes).
+//!   dashboard;
+//! - [`cli`]: the command line, a stable interface ([`args`] are its flags, [`exit`] lists its
+//!   exit codes).
 
 #![forbid(unsafe_code)]
 
@@ -25,21 +23,12 @@ macro_rules! out {
     }};
 }
 
-pub mod acme;
-pub mod actor;
-pub mod certificate;
+pub mod args;
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod exit;
 pub mod http;
 pub mod keys;
-pub mod logfile;
 pub mod logs;
-pub mod metrics;
 pub mod monitoring;
-pub mod policy;
-pub mod runtime;
-pub mod services;
-pub mod stack;

@@ -3,7 +3,7 @@
 //!
 //! Where the lines come from:
 //! - the process runtime: each service's rotated files in the state directory's `logs/`
-//!   (`relay-1.log`, `relay-1.log.1`, ...; see [`crate::logfile`]), read by [`file`], which
+//!   (`relay-1.log`, `relay-1.log.1`, ...; see [`orchestrator::logfile`]), read by [`file`], which
 //!   follows a file by polling it and notices a rotated or new file by its inode;
 //! - Docker: each container's json-file log through the Engine API, by container id, so a
 //!   relay replaced under the same name is a new source ([`engine`]);
@@ -37,8 +37,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::exit::{self, Exit};
-use crate::runtime::{docker, process};
-use crate::stack::StateDir;
+use orchestrator::runtime::{docker, process};
+use orchestrator::stack::StateDir;
 use render::Printer;
 
 /// How often the stack is asked which instances run, while following.

@@ -20,10 +20,10 @@ use clap::Subcommand;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::actor::Snapshot;
 use crate::exit;
-use crate::services::loopback_if_unspecified;
-use crate::stack::StateDir;
+use orchestrator::actor::Snapshot;
+use orchestrator::services::loopback_if_unspecified;
+use orchestrator::stack::StateDir;
 
 /// The alert rules, as `ghost monitoring rules` prints them.
 pub const ALERTS: &str = include_str!("../monitoring/alerts.yml");

@@ -624,12 +624,12 @@ async fn an_ip_address_gets_a_certificate_renewed_while_a_viewer_watches() {
         // A viewer watches across the renewal.
         let key = key(&stack, "renewal");
         let stop = tokio_util::sync::CancellationToken::new();
-        let options = supervisor::client::publish::Options {
+        let options = clients::publish::Options {
             ingest: stack.file.ingest_addr.clone(),
             ca: stack.state.ca(),
             name: "renewal".into(),
             key: Some(key),
-            source: supervisor::client::publish::Source::Synthetic {
+            source: clients::publish::Source::Synthetic {
                 fps: 30,
                 frame_size: 2000,
                 group: 30,
@@ -637,7 +637,7 @@ async fn an_ip_address_gets_a_certificate_renewed_while_a_viewer_watches() {
             },
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let publisher = tokio::spawn(supervisor::client::publish::publish(options, stop.clone(), move |id| {
+        let publisher = tokio::spawn(clients::publish::publish(options, stop.clone(), move |id| {
             let _ = tx.send(id.to_string());
         }));
         let id = rx.await.expect("live");
@@ -683,10 +683,10 @@ async fn an_ip_address_gets_a_certificate_renewed_while_a_viewer_watches() {
             .build()
             .expect("client");
         for transport in [
-            supervisor::client::watch::Transport::Native,
-            supervisor::client::watch::Transport::WebSocket,
+            clients::watch::Transport::Native,
+            clients::watch::Transport::WebSocket,
         ] {
-            let over_https = supervisor::client::watch::Options {
+            let over_https = clients::watch::Options {
                 gateway: format!("https://127.0.0.1:{https}"),
                 stream: id.clone(),
                 ca: stack.dir.path().join("no-such-ca.pem"),
@@ -699,7 +699,7 @@ async fn an_ip_address_gets_a_certificate_renewed_while_a_viewer_watches() {
                 measure_from_us: None,
                 clock_skew_us: 0,
             };
-            let remote = supervisor::client::watch::watch(over_https, stop.clone())
+            let remote = clients::watch::watch(over_https, stop.clone())
                 .await
                 .expect("a viewer joined over HTTPS");
             println!(
@@ -808,7 +808,7 @@ async fn issuance_that_cannot_succeed_says_why_and_leaves_nothing() {
             );
         }
         // Nothing half-made: no stack, no certificate, no challenge left, the port free.
-        let state = supervisor::stack::StateDir::new(dir.path());
+        let state = orchestrator::stack::StateDir::new(dir.path());
         assert!(state.read().is_err(), "{what}: a stack file was left");
         assert!(
             !dir.path().join("acme/cert.pem").exists(),

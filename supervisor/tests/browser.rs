@@ -333,7 +333,7 @@ async fn a_page_keeps_playing_through_a_certificate_renewal_and_a_new_page_pins_
             |v| v["state"] == "live" && n(v, "frames") > 0.0,
         )
         .await;
-        let old = supervisor::client::watch::join(&stack.http, &stack.file.gateway_url, &id)
+        let old = clients::watch::join(&stack.http, &stack.file.gateway_url, &id)
             .await
             .expect("join")
             .cert_sha256;
@@ -345,7 +345,7 @@ async fn a_page_keeps_playing_through_a_certificate_renewal_and_a_new_page_pins_
             .expect("renew");
         let renewed = Instant::now();
         loop {
-            let hash = supervisor::client::watch::join(&stack.http, &stack.file.gateway_url, &id)
+            let hash = clients::watch::join(&stack.http, &stack.file.gateway_url, &id)
                 .await
                 .expect("join")
                 .cert_sha256;

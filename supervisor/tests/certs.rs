@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant, SystemTime};
 
 use api::client::EndReason;
+use clients::watch;
 use common::{Stack, TEST_TIMEOUT};
-use supervisor::client::watch;
 use tokio_util::sync::CancellationToken;
 use transport::tls::{self, RelayCert};
 

@@ -7,7 +7,8 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use supervisor::config::{Effective, FILE_NAME, Setting, Source};
+use supervisor::args::{Effective, Setting, Source};
+use supervisor::config::FILE_NAME;
 
 use common::{GHOST, Stack};
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use api::client::EndReason;
 use api::status::EventKind;
 use common::{DOCKER, Stack, containers, docker_available};
-use supervisor::runtime::docker::stack_id;
+use orchestrator::runtime::docker::stack_id;
 use tokio_util::sync::CancellationToken;
 
 const LONG: Duration = Duration::from_secs(240);
@@ -32,7 +32,7 @@ async fn docker_up_then_down_leaves_nothing() {
         assert!(status.ready, "{status:?}");
         assert_eq!(containers(&stack).await.len(), 5);
         let network = format!("ghost-{}", stack_id(&stack.state));
-        let docker = supervisor::runtime::docker::connect()
+        let docker = orchestrator::runtime::docker::connect()
             .await
             .expect("docker");
         assert!(docker.inspect_network(&network, None).await.is_ok());
@@ -44,8 +44,8 @@ async fn docker_up_then_down_leaves_nothing() {
             .publish("docker-carriers", 30, 2000, 30, None, stop.clone())
             .await;
         for transport in [
-            supervisor::client::watch::Transport::Native,
-            supervisor::client::watch::Transport::WebSocket,
+            clients::watch::Transport::Native,
+            clients::watch::Transport::WebSocket,
         ] {
             let watched = stack
                 .watch_on(

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use api::client::{EndReason, WatchSummary};
 use bollard::query_parameters::{KillContainerOptionsBuilder, UploadToContainerOptionsBuilder};
+use clients::watch;
 use common::{DOCKER, Stack, containers, docker_available, ms};
-use supervisor::client::watch;
+use orchestrator::runtime::docker::{LABEL_STACK, stack_id};
 use supervisor::exit;
-use supervisor::runtime::docker::{LABEL_STACK, stack_id};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch as signal;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +58,7 @@ async fn containers_run_read_only_without_capabilities_within_limits() {
                 "2",
             ],
         );
-        let docker = supervisor::runtime::docker::connect()
+        let docker = orchestrator::runtime::docker::connect()
             .await
             .expect("docker");
         let found = containers(&stack).await;
@@ -373,7 +373,7 @@ async fn the_stack_outlives_an_engine_outage_and_replaces_what_died_meanwhile() 
     );
     let result = tokio::time::timeout(LONG, async {
         let stack = outage.stack.as_ref().expect("stack");
-        let docker = supervisor::runtime::docker::connect()
+        let docker = orchestrator::runtime::docker::connect()
             .await
             .expect("docker");
         let stop = CancellationToken::new();
@@ -607,7 +607,7 @@ async fn a_death_whose_event_is_lost_is_found_by_the_probes_and_replaced() {
     let outage = Outage::up(Proxy::start_with(dir.path(), true), &["--relays", "1"]);
     let result = tokio::time::timeout(LONG, async {
         let stack = outage.stack.as_ref().expect("stack");
-        let docker = supervisor::runtime::docker::connect()
+        let docker = orchestrator::runtime::docker::connect()
             .await
             .expect("docker");
         let container = format!("ghost-{}-relay-1", stack_id(&stack.state));

@@ -405,10 +405,10 @@ async fn docker_each_container_sees_only_its_own_secrets_and_never_the_ca_key() 
     let _one = DOCKER.lock().await;
     tokio::time::timeout(Duration::from_secs(240), async {
         let stack = Stack::up_on("docker", &["--relays", "1"]);
-        let docker = supervisor::runtime::docker::connect()
+        let docker = orchestrator::runtime::docker::connect()
             .await
             .expect("docker");
-        let stack_id = supervisor::runtime::docker::stack_id(&stack.state);
+        let stack_id = orchestrator::runtime::docker::stack_id(&stack.state);
         let ca_key = std::fs::read(stack.state.pki().ca_key()).expect("the CA key");
         let tls = |names: &[&str]| -> Vec<String> {
             names

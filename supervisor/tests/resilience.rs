@@ -353,7 +353,7 @@ async fn up_then_down_leaves_nothing_behind() {
         );
         for pid in pids {
             assert!(
-                !supervisor::runtime::process::alive(pid),
+                !orchestrator::runtime::process::alive(pid),
                 "pid {pid} still alive after down"
             );
         }

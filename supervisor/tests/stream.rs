@@ -106,7 +106,7 @@ async fn slow_viewer_skips_groups_and_nobody_else_notices() {
             base_p99 = base_p99.max(s.latency_ms.p99);
         }
         // The same with a viewer reading at a tenth of the rate.
-        let rss_before = supervisor::runtime::process::proc_usage(stack.pid("relay-1").await.expect("pid"))
+        let rss_before = orchestrator::runtime::process::proc_usage(stack.pid("relay-1").await.expect("pid"))
             .expect("usage")
             .rss_bytes;
         let slow_delay = Duration::from_secs_f64(10.0 / f64::from(fps));
@@ -119,7 +119,7 @@ async fn slow_viewer_skips_groups_and_nobody_else_notices() {
             p99 = p99.max(s.latency_ms.p99);
         }
         let slow = slow.await.expect("join").expect("slow viewer");
-        let rss_after = supervisor::runtime::process::proc_usage(stack.pid("relay-1").await.expect("pid"))
+        let rss_after = orchestrator::runtime::process::proc_usage(stack.pid("relay-1").await.expect("pid"))
             .expect("usage")
             .rss_bytes;
         let group_s = f64::from(group) / f64::from(fps);
@@ -223,7 +223,7 @@ async fn the_relay_enforces_its_own_cap() {
         // The seat through the gateway, then a second ticket signed with the stack's key for the
         // same relay: control (which would refuse it) is bypassed, and the relay still counts.
         let http = reqwest::Client::new();
-        let a = supervisor::client::watch::join(&http, &stack.file.gateway_url, &id)
+        let a = clients::watch::join(&http, &stack.file.gateway_url, &id)
             .await
             .expect("room");
         let ticket: Vec<u8> = (0..a.ticket.len())

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use api::status::{EventKind, Kind, State};
 use common::{Stack, containers, docker_available, ms};
-use supervisor::runtime::docker::{LABEL_STACK, stack_id};
+use orchestrator::runtime::docker::{LABEL_STACK, stack_id};
 
 const LONG: Duration = Duration::from_secs(240);
 

@@ -148,7 +148,7 @@ async fn with_udp_to_the_relay_blocked_the_page_falls_back_to_websocket_and_play
             .expect("gateway URL")
             .port()
             .expect("gateway port");
-        let join = supervisor::client::watch::join(&stack.http, &stack.file.gateway_url, &id)
+        let join = clients::watch::join(&stack.http, &stack.file.gateway_url, &id)
             .await
             .expect("join");
         let relay: SocketAddr = join.relay_addr.parse().unwrap_or_else(|e| {

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use api::client::EndReason;
 use api::status::Role;
+use clients::watch::Transport;
 use common::{Stack, TEST_TIMEOUT};
 use futures_util::{SinkExt, StreamExt};
-use supervisor::client::watch::Transport;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
@@ -371,7 +371,7 @@ async fn a_viewer_whose_clock_is_off_still_reads_its_true_delay() {
         // Two viewers whose clocks are 2 s off either way (a phone set by hand), on two
         // carriers; without the relay's clock, one would read 2 s of delay, the other none.
         let skewed = |transport, skew_us: i64| {
-            let options = supervisor::client::watch::Options {
+            let options = clients::watch::Options {
                 gateway: stack.file.gateway_url.clone(),
                 stream: id.clone(),
                 ca: stack.state.ca(),
@@ -384,7 +384,7 @@ async fn a_viewer_whose_clock_is_off_still_reads_its_true_delay() {
                 measure_from_us: None,
                 clock_skew_us: skew_us,
             };
-            tokio::spawn(supervisor::client::watch::watch(options, stop.clone()))
+            tokio::spawn(clients::watch::watch(options, stop.clone()))
         };
         let ahead = skewed(Transport::WebSocket, 2_000_000);
         let behind = skewed(Transport::Native, -2_000_000);

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use api::client::EndReason;
 use api::status::Role;
+use clients::watch::Transport;
 use common::{Stack, TEST_TIMEOUT};
-use supervisor::client::watch::Transport;
 use tokio_util::sync::CancellationToken;
 use transport::quic::{self, Closed, Windows};
 use wire::Code;

@@ -106,6 +106,9 @@ pub struct WatchFailure {
 pub struct FanoutReport {
     /// Normal viewers asked for.
     pub viewers: usize,
+    /// Slow viewers asked for (`--slow-viewers`), reading at a tenth of the rate.
+    #[serde(default)]
+    pub slow_viewers: usize,
     /// Viewers admitted (normal and slow).
     pub admitted: usize,
     /// Viewers refused for capacity.

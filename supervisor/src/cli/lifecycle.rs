@@ -3,14 +3,6 @@
 
 use super::*;
 
-pub(super) fn beside_ghost() -> Result<PathBuf> {
-    Ok(std::env::current_exe()
-        .context("locating the ghost binary")?
-        .parent()
-        .context("ghost binary has no directory")?
-        .to_path_buf())
-}
-
 pub(super) async fn daemon(state: &StateDir, args: &UpArgs, foreground: bool) -> Result<i32> {
     let settings = settings(state, args)?;
     let shutdown = server::shutdown::on_signal();
@@ -26,7 +18,7 @@ pub(super) async fn daemon(state: &StateDir, args: &UpArgs, foreground: bool) ->
 }
 
 /// Puts the certificate this `ghost up` names where the relays and the gateway read it,
-/// before anything starts (see [`crate::certificate`]): a stack that is up keeps its own.
+/// before anything starts (see [`orchestrator::certificate`]): a stack that is up keeps its own.
 pub(super) async fn prepare_certificate(state: &StateDir, args: &UpArgs) -> Result<()> {
     let settings = settings(state, args)?;
     refuse_if_up(state)?;
@@ -36,7 +28,7 @@ pub(super) async fn prepare_certificate(state: &StateDir, args: &UpArgs) -> Resu
     let source = args.certificate();
     let mut wait = Duration::from_secs(30);
     loop {
-        let prepared = crate::certificate::prepare(
+        let prepared = orchestrator::certificate::prepare(
             state,
             &source,
             operator,
@@ -50,7 +42,7 @@ pub(super) async fn prepare_certificate(state: &StateDir, args: &UpArgs) -> Resu
             // In the foreground (a service manager's `ghost up`) a CA that refuses is asked
             // again with back-off, not every few seconds by restarts: CAs limit failed
             // validations (Let's Encrypt: 5 an hour per name). `-d` says why and exits.
-            Err(e) if !args.detach && e.downcast_ref::<crate::acme::Error>().is_some() => {
+            Err(e) if !args.detach && e.downcast_ref::<orchestrator::acme::Error>().is_some() => {
                 eprintln!(
                     "ghost: {e:#}\nghost: asking again in {} (Ctrl-C to stop)",
                     humantime::format_duration(wait)
@@ -73,7 +65,7 @@ pub(super) async fn prepare_certificate(state: &StateDir, args: &UpArgs) -> Resu
 /// stays: a new daemon adopts its services).
 pub(super) fn refuse_if_up(state: &StateDir) -> Result<()> {
     if let Ok(stack) = state.read()
-        && crate::runtime::process::alive(stack.supervisor_pid)
+        && orchestrator::runtime::process::alive(stack.supervisor_pid)
     {
         return Err(anyhow::anyhow!(
             "a stack is already up (status page {}); run `ghost down` first",
@@ -175,7 +167,7 @@ pub(super) async fn down(state: &StateDir) -> Result<i32> {
         out!("no stack running");
         return Ok(exit::OK);
     };
-    let alive = crate::runtime::process::alive(stack.supervisor_pid);
+    let alive = orchestrator::runtime::process::alive(stack.supervisor_pid);
     let token = match state.read_admin_token() {
         Ok(token) => token,
         // Only a supervisor that is gone may be cleaned up after without its token.
@@ -198,7 +190,7 @@ pub(super) async fn down(state: &StateDir) -> Result<i32> {
         }
         other => other,
     };
-    if asked.is_err() && crate::runtime::process::alive(stack.supervisor_pid) {
+    if asked.is_err() && orchestrator::runtime::process::alive(stack.supervisor_pid) {
         // API unreachable: ask the process itself.
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(stack.supervisor_pid as i32),
@@ -206,7 +198,7 @@ pub(super) async fn down(state: &StateDir) -> Result<i32> {
         );
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while crate::runtime::process::alive(stack.supervisor_pid) {
+    while orchestrator::runtime::process::alive(stack.supervisor_pid) {
         if tokio::time::Instant::now() > deadline {
             anyhow::bail!(
                 "the supervisor (pid {}) did not stop within 20 s",
@@ -225,17 +217,25 @@ pub(super) async fn down(state: &StateDir) -> Result<i32> {
         // Its containers outlive it: remove them (and the network) by the stack's label.
         match stack.runtime.as_str() {
             "docker" => {
-                let engine = crate::runtime::docker::connect().await?;
-                crate::runtime::docker::DockerRuntime::new(engine, state.clone(), beside_ghost()?)
-                    .cleanup()
-                    .await?;
+                let engine = orchestrator::runtime::docker::connect().await?;
+                orchestrator::runtime::docker::DockerRuntime::new(
+                    engine,
+                    state.clone(),
+                    beside_ghost()?,
+                )
+                .cleanup()
+                .await?;
             }
             // Its relay services and secrets too.
             "swarm" => {
-                let engine = crate::runtime::docker::connect().await?;
-                crate::runtime::swarm::SwarmRuntime::new(engine, state.clone(), beside_ghost()?)
-                    .cleanup()
-                    .await?;
+                let engine = orchestrator::runtime::docker::connect().await?;
+                orchestrator::runtime::swarm::SwarmRuntime::new(
+                    engine,
+                    state.clone(),
+                    beside_ghost()?,
+                )
+                .cleanup()
+                .await?;
             }
             _ => {}
         }

@@ -1,5 +1,5 @@
 //! A log on this host: `NAME.log` and the files it was rotated into (`NAME.log.1` the
-//! newest of those; see [`crate::logfile`]).
+//! newest of those; see [`orchestrator::logfile`]).
 //!
 //! What is asked for first is read whole ([`open`]); then the file is followed by polling
 //! ([`Follower::poll`]). Polling is simpler than inotify and as sure across rotation: the
@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::{Line, Stamper, Window};
-use crate::logfile::{self, MAX_LINE};
+use orchestrator::logfile::{self, MAX_LINE};
 
 /// Rotated files looked for at most (the supervisor keeps a few).
 const MAX_FILES: u32 = 1000;
@@ -228,7 +228,7 @@ mod tests {
     use std::io::Write;
 
     use super::*;
-    use crate::logfile::{LogFile, Rotation};
+    use orchestrator::logfile::{LogFile, Rotation};
 
     fn texts(lines: &[Line]) -> Vec<&str> {
         lines.iter().map(|l| l.text.as_str()).collect()

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use supervisor::client::{publish, watch};
-use supervisor::stack::{StackFile, StateDir};
+use clients::{publish, watch};
+use orchestrator::stack::{StackFile, StateDir};
 use tokio::task::JoinHandle;
 
 pub mod browser;
@@ -448,7 +448,7 @@ pub fn ms(d: Duration) -> f64 {
 /// Whether a Docker Engine answers. In CI its absence fails the test; elsewhere the test is
 /// skipped with a message.
 pub async fn docker_available() -> bool {
-    match supervisor::runtime::docker::connect().await {
+    match orchestrator::runtime::docker::connect().await {
         Ok(_) => true,
         Err(e) => {
             if std::env::var_os("CI").is_some() {
@@ -463,8 +463,8 @@ pub async fn docker_available() -> bool {
 /// The stack's containers, running or not: (name without the leading `/`, id).
 pub async fn containers(stack: &Stack) -> Vec<(String, String)> {
     use bollard::query_parameters::ListContainersOptionsBuilder;
-    use supervisor::runtime::docker::{LABEL_STACK, stack_id};
-    let docker = supervisor::runtime::docker::connect()
+    use orchestrator::runtime::docker::{LABEL_STACK, stack_id};
+    let docker = orchestrator::runtime::docker::connect()
         .await
         .expect("docker");
     let label = format!("{LABEL_STACK}={}", stack_id(&stack.state));

@@ -182,21 +182,21 @@ pub async fn spike(stack: &Stack) {
         viewers.spawn(async move {
             let mut refused_at = None;
             loop {
-                let options = supervisor::client::watch::Options {
+                let options = clients::watch::Options {
                     gateway: gateway.clone(),
                     stream: id.clone(),
                     ca: ca.clone(),
                     duration: Some(Duration::from_secs(3)),
                     read_delay: None,
                     output: None,
-                    transport: supervisor::client::watch::Transport::Native,
+                    transport: clients::watch::Transport::Native,
                     endpoint: None,
                     http: reqwest::Client::new(),
                     measure_from_us: None,
                     clock_skew_us: 0,
                 };
                 let asked = Instant::now();
-                match supervisor::client::watch::watch(options, stop.clone()).await {
+                match clients::watch::watch(options, stop.clone()).await {
                     Ok(s) => return (refused_at, s, asked),
                     Err(e) if exit::code_of(&e) == exit::REJECTED => {
                         refused_at.get_or_insert((Instant::now(), ms(asked.elapsed())));

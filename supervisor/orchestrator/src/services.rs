@@ -6,6 +6,7 @@
 //! them (loopback addresses and state paths for processes, service names and mounts inside a
 //! container network for Docker) is a [`Site`]. A flag changes here, once, for both.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -14,7 +15,6 @@ use serde::Serialize;
 
 use transport::tls::Role as TlsRole;
 
-use crate::runtime::Spec;
 use crate::stack::StateDir;
 
 /// Host ports of the stack; 0 everywhere gives ephemeral ports (tests), pinned after the
@@ -203,7 +203,7 @@ impl File {
             File::Tls(role) => state.tls_dir_of(role),
             File::TicketKey => state.ticket_key(),
             File::KeysDir => state.keys_dir(),
-            File::AcmeChallenges => crate::acme::Files::of(state).challenges(),
+            File::AcmeChallenges => state.acme().challenges(),
         }
     }
 }
@@ -494,6 +494,82 @@ pub fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
         SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
     } else {
         addr
+    }
+}
+
+/// Everything needed to start one service instance. Each runtime turns it into a command
+/// line through [`args`]: host addresses for processes, service names
+/// inside a container network for Docker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    /// Unique name in the stack: `control`, `ingest`, `gateway`, `relay-1`, ...
+    pub name: String,
+    /// What it is.
+    pub kind: Kind,
+    /// Relay number (1-based), 0 for the others.
+    pub index: u32,
+    /// Host port wanted for each role it listens on; 0 for any free port.
+    pub ports: BTreeMap<Role, u16>,
+    /// Host port of each service it connects to, at the role it connects to.
+    pub peer_ports: BTreeMap<Kind, u16>,
+    /// Publish the public roles (QUIC, the gateway's HTTP) on all addresses, not loopback.
+    pub public: bool,
+    /// Host name viewers use to reach relays.
+    pub advertise_host: Option<String>,
+    /// Viewers a relay admits.
+    pub relay_capacity: u32,
+    /// Publishers need a stream key.
+    pub require_keys: bool,
+    /// The gateway serves HTTPS with the stack's public certificate.
+    pub https: bool,
+    /// The supervisor's capacity API, as the services reach it.
+    pub supervisor: SocketAddr,
+}
+
+impl Spec {
+    /// A spec for the runtimes' command-line tests: control on 7000 and ingest on 4433,
+    /// a relay capacity of 50.
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        kind: Kind,
+        index: u32,
+        ports: &[(Role, u16)],
+        public: bool,
+        supervisor: SocketAddr,
+    ) -> Spec {
+        Spec {
+            name: name(kind, index),
+            kind,
+            index,
+            ports: ports.iter().copied().collect(),
+            peer_ports: BTreeMap::from([(Kind::Control, 7000), (Kind::Ingest, 4433)]),
+            public,
+            advertise_host: None,
+            relay_capacity: 50,
+            require_keys: false,
+            https: false,
+            supervisor,
+        }
+    }
+}
+
+impl Spec {
+    /// The host port wanted for `role` (0 when unset: any free port).
+    pub fn port(&self, role: Role) -> u16 {
+        self.ports.get(&role).copied().unwrap_or(0)
+    }
+
+    /// The host port of peer `kind` (0 when unknown).
+    pub fn peer_port(&self, kind: Kind) -> u16 {
+        self.peer_ports.get(&kind).copied().unwrap_or(0)
+    }
+
+    /// Whether the stack's setting `when` holds, which turns its flag on.
+    pub fn holds(&self, when: When) -> bool {
+        match when {
+            When::KeysRequired => self.require_keys,
+            When::Https => self.https,
+        }
     }
 }
 

@@ -167,6 +167,11 @@ impl StateDir {
         self.root.join("logs")
     }
 
+    /// ACME's account, certificate and challenge responses.
+    pub fn acme(&self) -> crate::acme::Files {
+        crate::acme::Files::in_dir(self.root.join("acme"))
+    }
+
     /// `stack.json`: where every `ghost` command finds the running stack.
     pub fn stack_file(&self) -> PathBuf {
         self.root.join("stack.json")
@@ -180,7 +185,7 @@ impl StateDir {
             .with_context(|| format!("creating {}", self.logs().display()))?;
         self.keys().create_dir()?;
         // The gateway's container mounts the challenge directory: it must exist.
-        crate::acme::Files::of(self).create()?;
+        self.acme().create()?;
         self.pki().ensure(std::time::SystemTime::now())?;
         let key = self.ticket_key();
         if !key.exists() {

@@ -11,8 +11,13 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::acme;
-use crate::exit::{self, Exit};
 use crate::stack::StateDir;
+
+/// The operator's certificate files (`--tls-cert`, `--tls-key`) cannot be used: a usage
+/// error, not a failure of the stack.
+#[derive(Debug, thiserror::Error)]
+#[error("--tls-cert/--tls-key: {0:#}")]
+pub struct OperatorFiles(anyhow::Error);
 
 /// Where the certificate browsers see comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,12 +69,11 @@ pub async fn prepare(
         }
         Source::Operator => {
             let (cert, key) = operator.context("an operator's certificate needs its files")?;
-            pki.install_relay(cert, key)
-                .map_err(|e| Exit::new(exit::USAGE, format!("--tls-cert/--tls-key: {e:#}")))?;
+            pki.install_relay(cert, key).map_err(OperatorFiles)?;
             Ok(None)
         }
         Source::Acme(settings) => {
-            let files = acme::Files::of(state);
+            let files = state.acme();
             let held = files
                 .current(settings)
                 .filter(|c| !c.due(SystemTime::now()));
@@ -140,7 +144,7 @@ async fn bind_challenge_port(ip: IpAddr, port: u16) -> Result<tokio::net::TcpLis
 /// pair goes to the relays and the gateway, which take it for new connections while those
 /// open go on. A failure is retried with back-off, long before the certificate ends.
 pub async fn renew(state: StateDir, settings: acme::Settings, http_port: u16) {
-    let files = acme::Files::of(&state);
+    let files = state.acme();
     let mut failures = 0u32;
     loop {
         let now = SystemTime::now();

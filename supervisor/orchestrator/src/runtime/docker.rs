@@ -40,7 +40,8 @@ use tokio::sync::mpsc;
 use api::ready::Ready;
 use api::status::{Instance, Kind, Role, Usage};
 
-use super::{Event, Limits, Runtime, Spec};
+use super::{Event, Limits, Runtime};
+use crate::services::Spec;
 use crate::services::{self, Audience, File, Listen, Site, Transport};
 use crate::stack::StateDir;
 
@@ -309,7 +310,7 @@ impl Runtime for DockerRuntime {
     async fn prepare(
         &self,
         events: mpsc::Sender<Event>,
-        progress: &crate::actor::Progress,
+        progress: &crate::runtime::Progress,
     ) -> Result<()> {
         let images = build_images(&self.docker, &self.bin_dir, progress).await?;
         *self.images.lock().unwrap_or_else(|e| e.into_inner()) = images;

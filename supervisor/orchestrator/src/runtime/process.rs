@@ -16,8 +16,9 @@ use tokio::sync::mpsc;
 use api::ready::Ready;
 use api::status::{Instance, Kind, Usage};
 
-use super::{Event, Limits, Runtime, Spec};
+use super::{Event, Limits, Runtime};
 use crate::logfile::{self, Log, LogFile, Rotation};
+use crate::services::Spec;
 use crate::services::{self, Audience, File, Listen, Site};
 use crate::stack::StateDir;
 
@@ -152,7 +153,7 @@ impl Runtime for ProcessRuntime {
     async fn prepare(
         &self,
         events: mpsc::Sender<Event>,
-        _progress: &crate::actor::Progress,
+        _progress: &crate::runtime::Progress,
     ) -> Result<()> {
         let logs = self.state.logs();
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;

@@ -5,10 +5,10 @@ use super::*;
 
 pub(super) fn dockerfile(kind: Kind) -> &'static str {
     match kind {
-        Kind::Control => include_str!("../../../../images/control.Dockerfile"),
-        Kind::Ingest => include_str!("../../../../images/ingest.Dockerfile"),
-        Kind::Relay => include_str!("../../../../images/relay.Dockerfile"),
-        Kind::Gateway => include_str!("../../../../images/gateway.Dockerfile"),
+        Kind::Control => include_str!("../../../../../images/control.Dockerfile"),
+        Kind::Ingest => include_str!("../../../../../images/ingest.Dockerfile"),
+        Kind::Relay => include_str!("../../../../../images/relay.Dockerfile"),
+        Kind::Gateway => include_str!("../../../../../images/gateway.Dockerfile"),
     }
 }
 
@@ -17,7 +17,7 @@ pub(super) fn dockerfile(kind: Kind) -> &'static str {
 pub async fn build_images(
     docker: &Docker,
     bin_dir: &std::path::Path,
-    progress: &crate::actor::Progress,
+    progress: &crate::runtime::Progress,
 ) -> Result<HashMap<Kind, String>> {
     let mut images = HashMap::new();
     for service in &services::SERVICES {

@@ -8,9 +8,8 @@ use anyhow::{Context, Result};
 use api::client::FanoutReport;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{publish, watch};
 use crate::exit::{self, Exit};
-use crate::stack::StateDir;
+use crate::{publish, watch};
 
 /// Viewers per shared QUIC endpoint (one UDP socket and driver task each).
 const VIEWERS_PER_ENDPOINT: usize = 25;
@@ -176,11 +175,33 @@ async fn relay_usage(supervisor_url: &str) -> (f64, u64) {
         .fold((0.0, 0), |(cpu, rss), u| (cpu + u.cpu_s, rss + u.rss_bytes))
 }
 
+/// The running stack a benchmark measures: where its streamer, viewers and supervisor
+/// connect, and the CA its certificates chain to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Ingest's QUIC address.
+    pub ingest_addr: String,
+    /// The viewer gateway's URL.
+    pub gateway_url: String,
+    /// The supervisor's URL, which reports the relays' usage.
+    pub supervisor_url: String,
+    /// The stack's CA certificate (PEM).
+    pub ca: std::path::PathBuf,
+}
+
+/// CPU time this process has used so far, seconds (the bench's own cost).
+fn own_cpu_s() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        seconds(u.user_time()) + seconds(u.system_time())
+    })
+}
+
 /// Runs the fan-out benchmark.
-pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
-    let stack = state.read()?;
+pub async fn fanout(stack: &Target, args: FanoutArgs) -> Result<Fanout> {
     let stop = CancellationToken::new();
-    let ca = state.ca();
+    let ca = stack.ca.clone();
     let total_time: Duration = *args.ramp + *args.duration;
 
     let mut publishers = Vec::new();
@@ -264,8 +285,7 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
         let ramp: Duration = *args.ramp;
         tokio::spawn(async move {
             tokio::time::sleep(ramp).await;
-            let bench = crate::runtime::process::proc_usage(std::process::id()).unwrap_or_default();
-            (relay_usage(&url).await.0, bench.cpu_s)
+            (relay_usage(&url).await.0, own_cpu_s())
         })
     };
 
@@ -338,7 +358,7 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
     let (cpu1, _) = relay_usage(&stack.supervisor_url).await;
     sampler.abort();
     let rss = peak.load(std::sync::atomic::Ordering::Relaxed);
-    let bench1 = crate::runtime::process::proc_usage(std::process::id()).unwrap_or_default();
+    let bench_cpu_s = own_cpu_s();
     stop.cancel();
     for p in publishers {
         let _ = p.await;
@@ -409,6 +429,7 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
     let gb = bytes as f64 / 1e9;
     let report = FanoutReport {
         viewers: args.viewers,
+        slow_viewers: args.slow_viewers,
         admitted,
         rejected,
         delivered_ratio: if expected == 0 {
@@ -440,11 +461,11 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
         max_behind_groups: max_delay_ms
             / (f64::from(args.group) / f64::from(args.fps.max(1)) * 1e3),
         streams: streams.len(),
-        bench_cpu_s: bench1.cpu_s - bench_cpu0,
+        bench_cpu_s: bench_cpu_s - bench_cpu0,
         cores,
         measured_s: elapsed,
         relay_share: relay_cpu / (elapsed * cores as f64),
-        bench_share: (bench1.cpu_s - bench_cpu0) / (elapsed * cores as f64),
+        bench_share: (bench_cpu_s - bench_cpu0) / (elapsed * cores as f64),
         webtransport_viewers: args.webtransport,
         webtransport_admitted: wt.admitted,
         webtransport_rejected: wt.rejected,
@@ -466,118 +487,140 @@ pub async fn fanout(state: &StateDir, args: FanoutArgs) -> Result<i32> {
             max: ws.max_ms,
         },
     };
-    if args.json {
-        out!("{}", serde_json::to_string(&report)?);
-    } else {
-        out!(
-            "viewers           {} (+{} slow)",
-            report.viewers,
-            args.slow_viewers
-        );
-        out!("admitted/rejected {}/{}", report.admitted, report.rejected);
-        if report.webtransport_viewers > 0 {
-            out!(
-                "WebTransport      {} viewers, {}/{} admitted/rejected, delivered {:.5}, \
-                 {} groups skipped, latency ms p50 {:.1}  p99 {:.1}  max {:.1}",
-                report.webtransport_viewers,
-                report.webtransport_admitted,
-                report.webtransport_rejected,
-                report.webtransport_delivered_ratio,
-                report.webtransport_skipped_groups,
-                report.webtransport_latency_ms.p50,
-                report.webtransport_latency_ms.p99,
-                report.webtransport_latency_ms.max
-            );
+    let profile = match (profile, &args.profile) {
+        (Some(recording), Some(file)) => Some(match recording.await {
+            Ok(Ok(())) => Ok(file.clone()),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(e) => Err(e.to_string()),
+        }),
+        _ => None,
+    };
+    Ok(Fanout {
+        report,
+        failures,
+        profile,
+    })
+}
+
+/// What a fan-out run measured, and what went wrong on the way.
+#[derive(Debug)]
+pub struct Fanout {
+    /// The figures.
+    pub report: FanoutReport,
+    /// Viewers that failed for a reason other than capacity, counted by reason.
+    pub failures: BTreeMap<String, usize>,
+    /// The relays' profile (`--profile`): the file written, or why there is none.
+    pub profile: Option<Result<std::path::PathBuf, String>>,
+}
+
+impl Fanout {
+    /// The run's verdict: figures of viewers that never watched are no figures, and figures
+    /// that leave failed viewers out are not the whole story; both are failures.
+    pub fn verdict(&self) -> Result<(), Exit> {
+        let r = &self.report;
+        if r.admitted + r.webtransport_admitted + r.websocket_admitted == 0 {
+            return Err(Exit::new(
+                exit::FAILURE,
+                "no viewer was admitted: the figures above measure nothing (see why above)",
+            ));
         }
-        if report.websocket_viewers > 0 {
-            out!(
-                "WebSocket         {} viewers, {}/{} admitted/rejected, delivered {:.5}, \
-                 {} groups skipped, latency ms p50 {:.1}  p99 {:.1}  max {:.1}",
-                report.websocket_viewers,
-                report.websocket_admitted,
-                report.websocket_rejected,
-                report.websocket_delivered_ratio,
-                report.websocket_skipped_groups,
-                report.websocket_latency_ms.p50,
-                report.websocket_latency_ms.p99,
-                report.websocket_latency_ms.max
-            );
+        if !self.failures.is_empty() {
+            return Err(Exit::new(
+                exit::FAILURE,
+                format!(
+                    "{} viewers failed (see why above): the figures count only the others",
+                    self.failures.values().sum::<usize>()
+                ),
+            ));
         }
-        out!("delivered ratio   {:.5}", report.delivered_ratio);
-        out!(
-            "skipped groups    {} (slow viewers: {})",
-            report.skipped_groups,
-            report.slow_skipped_groups
-        );
-        out!(
-            "latency ms        p50 {:.1}  p99 {:.1}  max {:.1}",
-            report.latency_ms.p50,
-            report.latency_ms.p99,
-            report.latency_ms.max
-        );
-        out!("egress            {:.1} Mbit/s", report.egress_mbps);
-        out!(
-            "relay CPU         {:.2} s ({:.2} s per GB)",
-            report.relay_cpu_s,
-            report.relay_cpu_s_per_gb
-        );
-        out!(
-            "relay RSS         {:.1} MB peak, {:.0} KiB per viewer all included ({:.0} KiB added)",
-            report.relay_rss_mb,
-            report.relay_rss_kib_per_viewer,
-            report.relay_rss_added_kib_per_viewer
-        );
-        out!("furthest behind   {:.2} groups", report.max_behind_groups);
-        out!(
-            "bench CPU         {:.2} s on {} cores",
-            report.bench_cpu_s,
-            report.cores
-        );
-        out!(
-            "machine share     relays {:.0}%, bench {:.0}% of {} cores over {:.1} s{}",
-            report.relay_share * 100.0,
-            report.bench_share * 100.0,
-            report.cores,
-            report.measured_s,
-            if report.relay_share + report.bench_share > 0.9 {
-                " (the machine is full: the bench competes with the relays)"
-            } else {
-                ""
-            }
+        Ok(())
+    }
+}
+
+/// The report as a table, a line per figure.
+pub fn table(report: &FanoutReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    macro_rules! line {
+        ($($arg:tt)*) => {{
+            let _ = writeln!(out, $($arg)*);
+        }};
+    }
+    line!(
+        "viewers           {} (+{} slow)",
+        report.viewers,
+        report.slow_viewers
+    );
+    line!("admitted/rejected {}/{}", report.admitted, report.rejected);
+    if report.webtransport_viewers > 0 {
+        line!(
+            "WebTransport      {} viewers, {}/{} admitted/rejected, delivered {:.5}, \
+             {} groups skipped, latency ms p50 {:.1}  p99 {:.1}  max {:.1}",
+            report.webtransport_viewers,
+            report.webtransport_admitted,
+            report.webtransport_rejected,
+            report.webtransport_delivered_ratio,
+            report.webtransport_skipped_groups,
+            report.webtransport_latency_ms.p50,
+            report.webtransport_latency_ms.p99,
+            report.webtransport_latency_ms.max
         );
     }
-    let admitted_any = report.admitted + report.webtransport_admitted + report.websocket_admitted;
-    for (why, count) in &failures {
-        eprintln!("ghost: {count} failed: {why}");
+    if report.websocket_viewers > 0 {
+        line!(
+            "WebSocket         {} viewers, {}/{} admitted/rejected, delivered {:.5}, \
+             {} groups skipped, latency ms p50 {:.1}  p99 {:.1}  max {:.1}",
+            report.websocket_viewers,
+            report.websocket_admitted,
+            report.websocket_rejected,
+            report.websocket_delivered_ratio,
+            report.websocket_skipped_groups,
+            report.websocket_latency_ms.p50,
+            report.websocket_latency_ms.p99,
+            report.websocket_latency_ms.max
+        );
     }
-    if let (Some(recording), Some(file)) = (profile, &args.profile) {
-        match recording.await {
-            Ok(Ok(())) => eprintln!(
-                "relay profile written to {} (perf report -i {})",
-                file.display(),
-                file.display()
-            ),
-            Ok(Err(e)) => eprintln!("ghost: no relay profile: {e:#}"),
-            Err(e) => eprintln!("ghost: no relay profile: {e}"),
+    line!("delivered ratio   {:.5}", report.delivered_ratio);
+    line!(
+        "skipped groups    {} (slow viewers: {})",
+        report.skipped_groups,
+        report.slow_skipped_groups
+    );
+    line!(
+        "latency ms        p50 {:.1}  p99 {:.1}  max {:.1}",
+        report.latency_ms.p50,
+        report.latency_ms.p99,
+        report.latency_ms.max
+    );
+    line!("egress            {:.1} Mbit/s", report.egress_mbps);
+    line!(
+        "relay CPU         {:.2} s ({:.2} s per GB)",
+        report.relay_cpu_s,
+        report.relay_cpu_s_per_gb
+    );
+    line!(
+        "relay RSS         {:.1} MB peak, {:.0} KiB per viewer all included ({:.0} KiB added)",
+        report.relay_rss_mb,
+        report.relay_rss_kib_per_viewer,
+        report.relay_rss_added_kib_per_viewer
+    );
+    line!("furthest behind   {:.2} groups", report.max_behind_groups);
+    line!(
+        "bench CPU         {:.2} s on {} cores",
+        report.bench_cpu_s,
+        report.cores
+    );
+    line!(
+        "machine share     relays {:.0}%, bench {:.0}% of {} cores over {:.1} s{}",
+        report.relay_share * 100.0,
+        report.bench_share * 100.0,
+        report.cores,
+        report.measured_s,
+        if report.relay_share + report.bench_share > 0.9 {
+            " (the machine is full: the bench competes with the relays)"
+        } else {
+            ""
         }
-    }
-    // Figures of viewers that never watched are no figures: say so, and fail.
-    if admitted_any == 0 {
-        return Err(Exit::new(
-            exit::FAILURE,
-            "no viewer was admitted: the figures above measure nothing (see why above)",
-        )
-        .into());
-    }
-    if !failures.is_empty() {
-        return Err(Exit::new(
-            exit::FAILURE,
-            format!(
-                "{} viewers failed (see why above): the figures count only the others",
-                failures.values().sum::<usize>()
-            ),
-        )
-        .into());
-    }
-    Ok(exit::OK)
+    );
+    out
 }

@@ -47,7 +47,8 @@ use tokio::sync::mpsc;
 use api::status::{Instance, Kind, Usage};
 
 use super::docker::{self, DockerRuntime, LABEL_GENERATION, LABEL_STACK};
-use super::{Event, Runtime, Spec};
+use super::{Event, Runtime};
+use crate::services::Spec;
 use crate::services::{self, Audience, File, Listen, Site};
 use crate::stack::StateDir;
 
@@ -687,7 +688,7 @@ impl Runtime for SwarmRuntime {
     async fn prepare(
         &self,
         events: mpsc::Sender<Event>,
-        progress: &crate::actor::Progress,
+        progress: &crate::runtime::Progress,
     ) -> Result<()> {
         let self_id = manager_node(self.docker()).await?;
         *self

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use api::admin::Target;
 use api::status::{EventKind, Instance, Kind, Role, Service, State};
 
-use crate::runtime::Spec;
+use crate::services::Spec;
 use crate::services::{self, Ports, loopback_if_unspecified};
 
 mod scaling;

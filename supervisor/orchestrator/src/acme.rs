@@ -21,8 +21,6 @@ use instant_acme::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::stack::StateDir;
-
 /// Let's Encrypt's production directory: the default CA.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
@@ -87,11 +85,9 @@ pub struct Files {
 }
 
 impl Files {
-    /// The files of `state`.
-    pub fn of(state: &StateDir) -> Files {
-        Files {
-            dir: state.root().join("acme"),
-        }
+    /// The files in `dir` (the state directory's `acme/`).
+    pub fn in_dir(dir: PathBuf) -> Files {
+        Files { dir }
     }
 
     /// Where challenge responses are written, one file per token.

@@ -25,7 +25,7 @@ use tonic::transport::Channel;
 
 use crate::policy::{self, Action, Policy, Probe, Record};
 pub use crate::policy::{Capacity, Refused};
-use crate::runtime::{self, Runtime};
+use crate::runtime::{self, Progress, Runtime};
 pub use crate::services::Ports;
 use crate::stack::StateDir;
 
@@ -43,9 +43,6 @@ pub struct Endpoints {
     /// The gateway's HTTPS port, on a stack that serves HTTPS.
     pub https_port: Option<u16>,
 }
-
-/// Hears each step of a long operation (bring-up, image builds), for the user to see.
-pub type Progress = dyn Fn(&str) + Send + Sync;
 
 /// Health probe interval.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -854,11 +851,15 @@ mod tests {
             std::net::Ipv4Addr::LOCALHOST.into()
         }
 
-        async fn adopt(&self, _spec: &runtime::Spec, _generation: u64) -> Result<Option<Instance>> {
+        async fn adopt(
+            &self,
+            _spec: &crate::services::Spec,
+            _generation: u64,
+        ) -> Result<Option<Instance>> {
             Ok(None)
         }
 
-        async fn start(&self, spec: &runtime::Spec, generation: u64) -> Result<Instance> {
+        async fn start(&self, spec: &crate::services::Spec, generation: u64) -> Result<Instance> {
             self.call(Call::Start(name(&spec.name), generation));
             let delay = self.slow.lock().expect("lock").get(&spec.name).copied();
             if let Some(delay) = delay {

@@ -6,90 +6,14 @@ pub mod docker;
 pub mod process;
 pub mod swarm;
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-
 use anyhow::Result;
-use api::status::{Instance, Kind, Role, Usage};
+use api::status::{Instance, Kind, Usage};
 use tokio::sync::mpsc;
 
-use crate::services::When;
+use crate::services::Spec;
 
-/// Everything needed to start one service instance. Each runtime turns it into a command
-/// line through [`crate::services::args`]: host addresses for processes, service names
-/// inside a container network for Docker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Spec {
-    /// Unique name in the stack: `control`, `ingest`, `gateway`, `relay-1`, ...
-    pub name: String,
-    /// What it is.
-    pub kind: Kind,
-    /// Relay number (1-based), 0 for the others.
-    pub index: u32,
-    /// Host port wanted for each role it listens on; 0 for any free port.
-    pub ports: BTreeMap<Role, u16>,
-    /// Host port of each service it connects to, at the role it connects to.
-    pub peer_ports: BTreeMap<Kind, u16>,
-    /// Publish the public roles (QUIC, the gateway's HTTP) on all addresses, not loopback.
-    pub public: bool,
-    /// Host name viewers use to reach relays.
-    pub advertise_host: Option<String>,
-    /// Viewers a relay admits.
-    pub relay_capacity: u32,
-    /// Publishers need a stream key.
-    pub require_keys: bool,
-    /// The gateway serves HTTPS with the stack's public certificate.
-    pub https: bool,
-    /// The supervisor's capacity API, as the services reach it.
-    pub supervisor: SocketAddr,
-}
-
-impl Spec {
-    /// A spec for the runtimes' command-line tests: control on 7000 and ingest on 4433,
-    /// a relay capacity of 50.
-    #[cfg(test)]
-    pub(crate) fn for_tests(
-        kind: Kind,
-        index: u32,
-        ports: &[(Role, u16)],
-        public: bool,
-        supervisor: SocketAddr,
-    ) -> Spec {
-        Spec {
-            name: crate::services::name(kind, index),
-            kind,
-            index,
-            ports: ports.iter().copied().collect(),
-            peer_ports: BTreeMap::from([(Kind::Control, 7000), (Kind::Ingest, 4433)]),
-            public,
-            advertise_host: None,
-            relay_capacity: 50,
-            require_keys: false,
-            https: false,
-            supervisor,
-        }
-    }
-}
-
-impl Spec {
-    /// The host port wanted for `role` (0 when unset: any free port).
-    pub fn port(&self, role: Role) -> u16 {
-        self.ports.get(&role).copied().unwrap_or(0)
-    }
-
-    /// The host port of peer `kind` (0 when unknown).
-    pub fn peer_port(&self, kind: Kind) -> u16 {
-        self.peer_ports.get(&kind).copied().unwrap_or(0)
-    }
-
-    /// Whether the stack's setting `when` holds, which turns its flag on.
-    pub fn holds(&self, when: When) -> bool {
-        match when {
-            When::KeysRequired => self.require_keys,
-            When::Https => self.https,
-        }
-    }
-}
+/// Hears each step of a long operation (bring-up, image builds), for the user to see.
+pub type Progress = dyn Fn(&str) + Send + Sync;
 
 /// Bounds on what the services may take of the host: memory and processes of each
 /// container, and the size of every log. See the README's "Limits" for how the defaults
@@ -186,7 +110,7 @@ pub trait Runtime: Send + Sync {
     async fn prepare(
         &self,
         events: mpsc::Sender<Event>,
-        progress: &crate::actor::Progress,
+        progress: &crate::runtime::Progress,
     ) -> Result<()>;
     /// The address on which the services reach the supervisor's host.
     fn internal_ip(&self) -> std::net::IpAddr;
