@@ -164,7 +164,7 @@ pub async fn run(
     .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     // Mutual TLS: only control, by its client certificate, may ask for relays.
     let grpc_tls =
-        server::control::server_tls(&stack_state.tls_dir_of(transport::tls::Role::Supervisor))?;
+        server::control::server_tls(&stack_state.tls_dir_of(identity::Role::Supervisor))?;
     let grpc_server = tonic::transport::Server::builder()
         .tls_config(grpc_tls)
         .context("setting up the capacity API's TLS")?
@@ -259,11 +259,11 @@ const RENEW_CHECK: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Renews the relays' certificate from the stack's CA before it ends; relays pick the new
 /// files up for their new connections. Runs until the daemon stops.
-async fn renew_relay_certificates(pki: transport::tls::Pki) {
+async fn renew_relay_certificates(pki: identity::Pki) {
     loop {
         tokio::time::sleep(RENEW_CHECK).await;
         match pki.ensure_relay(std::time::SystemTime::now()) {
-            Ok(transport::tls::RelayCert::Issued { not_after }) => tracing::info!(
+            Ok(identity::RelayCert::Issued { not_after }) => tracing::info!(
                 until = %humantime::format_rfc3339_seconds(not_after),
                 "relay certificate renewed"
             ),

@@ -307,7 +307,7 @@ impl sup::supervisor_server::Supervisor for Capacity {
         server::control::authorize(
             &request,
             "RequestCapacity",
-            &[transport::tls::Role::Control],
+            &[identity::Role::Control],
         )
         .map_err(|(role, refused)| {
             tracing::warn!(role = ?role, peer = ?request.remote_addr(), "capacity request refused");

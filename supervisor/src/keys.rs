@@ -1,9 +1,9 @@
 //! `ghost keys`: the operator makes, lists and removes stream keys in the state directory's
-//! `keys/` ([`server::keys::KeyStore`]). Ingest reads that directory on every publish, so
+//! `keys/` ([`streamkeys::KeyStore`]). Ingest reads that directory on every publish, so
 //! these commands need no running daemon, and take effect at once on a running stack.
 
 use anyhow::Result;
-use server::keys::{self, KeyStore, shell_word};
+use streamkeys::{self, KeyStore, shell_word};
 
 use crate::exit::{self, Exit};
 use orchestrator::stack::{StackFile, StateDir};
@@ -61,7 +61,7 @@ fn add(state: &StateDir, store: &KeyStore, name: &str, rotate: bool) -> Result<i
     };
     let key = match made {
         Ok(key) => key,
-        Err(e @ keys::Error::InvalidName(_)) => {
+        Err(e @ streamkeys::Error::InvalidName(_)) => {
             return Err(Exit::new(exit::USAGE, e.to_string()).into());
         }
         Err(e) => return Err(e.into()),

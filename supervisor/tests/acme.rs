@@ -340,7 +340,7 @@ async fn relay_leaf(addr: SocketAddr, name: &str, root: &Path) -> Vec<u8> {
 }
 
 fn sha256(der: &[u8]) -> String {
-    transport::tls::sha256_hex(der)
+    identity::sha256_hex(der)
 }
 
 /// `ghost up -d` with `flags` in a new state directory, timed; the stack and how long its

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use common::browser::{Browser, Options};
 use common::firefox::Firefox;
+use identity::Identity;
 use serde_json::Value;
-use transport::tls::Identity;
 
 /// The made-up public name, resolved to loopback inside the browsers only.
 const NAME: &str = "ghost.test";
@@ -137,7 +137,7 @@ struct Https {
 
 impl Https {
     fn start(identity: &Identity) -> Https {
-        let config = transport::tls::server_config(identity, &[b"http/1.1"]).expect("TLS config");
+        let config = identity::server_config(identity, &[b"http/1.1"]).expect("TLS config");
         let config = Arc::new(config);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind HTTPS");
         let addr = listener.local_addr().expect("HTTPS address");

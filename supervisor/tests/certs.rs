@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime};
 use api::client::EndReason;
 use clients::watch;
 use common::{Stack, TEST_TIMEOUT};
+use identity::RelayCert;
 use tokio_util::sync::CancellationToken;
-use transport::tls::{self, RelayCert};
 
 /// The relay's certificate hash, as the gateway hands it to a joining viewer.
 async fn joined_hash(stack: &Stack, stream: &str) -> String {
@@ -29,8 +29,8 @@ async fn a_renewed_relay_certificate_reaches_new_viewers_and_spares_the_others()
             &[("GHOST_RELAY_CERT_CHECK", "200ms")],
         );
         let pki = stack.state.pki();
-        let files = pki.files(tls::Role::Relay);
-        let in_use = tls::Identity::load(&files.relay_cert, &files.relay_key)
+        let files = pki.files(identity::Role::Relay);
+        let in_use = identity::Identity::load(&files.relay_cert, &files.relay_key)
             .expect("the relay certificate ghost up issued")
             .leaf_sha256();
         // The publisher's stop ends the stream; the viewers are never stopped: they end with it.
@@ -84,7 +84,7 @@ async fn a_renewed_relay_certificate_reaches_new_viewers_and_spares_the_others()
         assert_eq!(s.end_reason, EndReason::Duration, "{s:?}");
         assert!(s.frames >= 30, "{s:?}");
         assert_eq!(
-            tls::Identity::load(&files.relay_cert, &files.relay_key)
+            identity::Identity::load(&files.relay_cert, &files.relay_key)
                 .expect("load")
                 .leaf_sha256(),
             next
@@ -110,7 +110,7 @@ async fn an_operators_certificate_is_served_and_not_pinned_by_browsers() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         // A certificate from a CA that is not the stack's, as a public CA's would be.
         let elsewhere = tempfile::tempdir().expect("temp dir");
-        let operator = tls::generate().expect("certificate");
+        let operator = identity::generate().expect("certificate");
         let (cert, key) = (
             elsewhere.path().join("live.pem"),
             elsewhere.path().join("live.key"),
@@ -138,7 +138,7 @@ async fn an_operators_certificate_is_served_and_not_pinned_by_browsers() {
             "stack.json says {}",
             stack.file.certificate
         );
-        let leaf = tls::Identity::load(&cert, &key)
+        let leaf = identity::Identity::load(&cert, &key)
             .expect("load")
             .leaf_sha256();
         assert_eq!(

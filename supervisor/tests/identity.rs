@@ -11,7 +11,6 @@ use api::status::Role;
 use common::{DOCKER, Stack, TEST_TIMEOUT, docker_available};
 use tokio_util::sync::CancellationToken;
 use transport::quic::{self, Closed, Session, Windows};
-use transport::tls;
 use wire::{Code, Message};
 
 /// What came of a subscription at ingest.
@@ -27,7 +26,11 @@ enum Subscribed {
 
 /// Opens `ghost-subscribe/1` at ingest with `identity` as client certificate (none for
 /// `None`), sends `Subscribe` for `stream` and says what came of it.
-async fn subscribe(stack: &Stack, stream: &str, identity: Option<&tls::Identity>) -> Subscribed {
+async fn subscribe(
+    stack: &Stack,
+    stream: &str,
+    identity: Option<&identity::Identity>,
+) -> Subscribed {
     let ca = stack.state.ca();
     let endpoint = match identity {
         Some(id) => quic::client_as(&ca, quic::ALPN_SUBSCRIBE, id, Windows::RECEIVER),
@@ -36,7 +39,7 @@ async fn subscribe(stack: &Stack, stream: &str, identity: Option<&tls::Identity>
     .expect("endpoint");
     let addr = stack.addr("ingest", Role::Quic).await;
     let conn = match endpoint
-        .connect(addr, tls::INGEST_NAME)
+        .connect(addr, identity::INGEST_NAME)
         .expect("connect")
         .await
     {
@@ -68,8 +71,8 @@ async fn subscribe(stack: &Stack, stream: &str, identity: Option<&tls::Identity>
     }
 }
 
-fn identity(cert: &std::path::Path, key: &std::path::Path) -> tls::Identity {
-    tls::Identity::load(cert, key).expect("identity from the state directory")
+fn identity(cert: &std::path::Path, key: &std::path::Path) -> identity::Identity {
+    identity::Identity::load(cert, key).expect("identity from the state directory")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,9 +87,9 @@ async fn ingest_serves_subscriptions_only_to_a_relay_identity() {
         let viewer = stack.watch(&id, Some(Duration::from_secs(4)), None, stop.clone());
 
         let pki = stack.state.pki();
-        let relay = pki.files(tls::Role::Relay);
-        let gateway = pki.files(tls::Role::Gateway);
-        let ingest = pki.files(tls::Role::Ingest);
+        let relay = pki.files(identity::Role::Relay);
+        let gateway = pki.files(identity::Role::Gateway);
+        let ingest = pki.files(identity::Role::Ingest);
         let strangers = [
             ("no client certificate", None),
             (
@@ -169,7 +172,7 @@ fn control_without_identity(
     stack: &Stack,
     control: std::net::SocketAddr,
 ) -> proto::control::control_client::ControlClient<tonic::transport::Channel> {
-    let endpoint = endpoint_without_identity(stack, control, tls::CONTROL_NAME);
+    let endpoint = endpoint_without_identity(stack, control, identity::CONTROL_NAME);
     proto::control::control_client::ControlClient::new(endpoint.connect_lazy())
 }
 
@@ -196,18 +199,22 @@ async fn the_capacity_api_takes_calls_only_from_control() {
             .await
             .expect_err("plain gRPC refused");
         println!("capacity API, plain: {:?}", err.code());
-        let anonymous = endpoint_without_identity(&stack, addr, tls::SUPERVISOR_NAME);
+        let anonymous = endpoint_without_identity(&stack, addr, identity::SUPERVISOR_NAME);
         let err = client(anonymous)
             .request_capacity(ask())
             .await
             .expect_err("no identity");
         println!("capacity API, TLS without a certificate: {:?}", err.code());
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
-        for role in [tls::Role::Gateway, tls::Role::Relay, tls::Role::Ingest] {
+        for role in [
+            identity::Role::Gateway,
+            identity::Role::Relay,
+            identity::Role::Ingest,
+        ] {
             let endpoint = server::control::endpoint(
                 &url,
                 Some(&stack.state.tls_dir_of(role)),
-                tls::SUPERVISOR_NAME,
+                identity::SUPERVISOR_NAME,
             )
             .expect("endpoint");
             let err = client(endpoint)
@@ -227,8 +234,8 @@ async fn the_capacity_api_takes_calls_only_from_control() {
         // Control's own identity is heard.
         let control = server::control::endpoint(
             &url,
-            Some(&stack.state.tls_dir_of(tls::Role::Control)),
-            tls::SUPERVISOR_NAME,
+            Some(&stack.state.tls_dir_of(identity::Role::Control)),
+            identity::SUPERVISOR_NAME,
         )
         .expect("endpoint");
         let answer = client(control)
@@ -256,7 +263,7 @@ async fn control_takes_heartbeats_and_ends_only_from_the_stacks_services() {
         let heartbeat = || pb::RelayHeartbeatRequest {
             relay_id: "relay-1".into(),
             addr: "203.0.113.9:4500".into(),
-            server_name: tls::RELAY_NAME.into(),
+            server_name: identity::RELAY_NAME.into(),
             cert_sha256: "00".repeat(32),
             capacity: 1000,
             accepting: true,
@@ -321,7 +328,7 @@ async fn control_takes_heartbeats_and_ends_only_from_the_stacks_services() {
         }
 
         // A service of the stack, but not one that may make this call.
-        let as_gateway = stack.control_as(tls::Role::Gateway).await;
+        let as_gateway = stack.control_as(identity::Role::Gateway).await;
         let err = as_gateway
             .clone()
             .relay_heartbeat(heartbeat())
@@ -334,7 +341,7 @@ async fn control_takes_heartbeats_and_ends_only_from_the_stacks_services() {
         );
         assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
         let err = stack
-            .control_as(tls::Role::Relay)
+            .control_as(identity::Role::Relay)
             .await
             .end_stream(end())
             .await
@@ -503,7 +510,7 @@ async fn a_state_directory_of_the_earlier_layout_is_moved_over_and_works() {
             .expect("temp dir");
         let tls_dir = dir.path().join("tls");
         std::fs::create_dir_all(&tls_dir).expect("tls dir");
-        let old = tls::generate().expect("an earlier CA and server certificate");
+        let old = identity::generate().expect("an earlier CA and server certificate");
         for (name, text) in [
             ("ca.pem", old.ca.clone()),
             ("ca.key", old.ca_key.clone()),

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use api::keys::KeyEntry;
-use server::keys::{Gate, KeyStore, Refusal};
+use streamkeys::{Gate, KeyStore, Refusal};
 
 const GHOST: &str = env!("CARGO_BIN_EXE_ghost");
 

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use api::status::EventKind;
 use common::{RawPublisher, Stack, TEST_TIMEOUT};
 use tokio_util::sync::CancellationToken;
-use transport::tls;
 use wire::{Frame, GroupHeader};
 
 /// Resident memory of process `pid`, in bytes.
@@ -149,7 +148,7 @@ async fn a_join_loop_neither_starts_relays_nor_keeps_one_alive() {
 
         // Real demand first, as the gateway would bring it: five viewers for four seats.
         // The fifth refusal makes control ask for a relay.
-        let mut control = stack.control_as(tls::Role::Gateway).await;
+        let mut control = stack.control_as(identity::Role::Gateway).await;
         let mut refused = 0;
         for _ in 0..5 {
             let join = control

@@ -85,7 +85,7 @@ async fn probe(stack: &Stack, relay: &str, marker: &str) {
     let endpoint =
         quic::client(&stack.state.ca(), quic::ALPN_VIEW, Windows::RECEIVER).expect("client");
     let conn = endpoint
-        .connect(addr, transport::tls::RELAY_NAME)
+        .connect(addr, identity::RELAY_NAME)
         .expect("connect")
         .await
         .expect("handshake with the relay");

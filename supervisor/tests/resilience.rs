@@ -12,7 +12,6 @@ use common::{Stack, TEST_TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use transport::quic::{self, Closed, Session, Windows};
-use transport::tls;
 use wire::{Code, Message};
 
 async fn connect(
@@ -24,7 +23,7 @@ async fn connect(
     // Ingest serves subscriptions only to a relay's client certificate: present it, as a
     // relay does.
     let endpoint = if alpn == quic::ALPN_SUBSCRIBE {
-        let relay = stack.state.pki().files(tls::Role::Relay);
+        let relay = stack.state.pki().files(identity::Role::Relay);
         quic::client_as(
             &stack.state.ca(),
             alpn,
@@ -100,13 +99,13 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
 
         // A wrong ALPN does not even get a connection.
         assert!(
-            connect(&stack, ingest, b"nonsense/1", tls::INGEST_NAME)
+            connect(&stack, ingest, b"nonsense/1", identity::INGEST_NAME)
                 .await
                 .is_err()
         );
 
         // Garbage on the session stream: closed with PROTOCOL.
-        let (_e, conn) = connect(&stack, ingest, quic::ALPN_PUBLISH, tls::INGEST_NAME)
+        let (_e, conn) = connect(&stack, ingest, quic::ALPN_PUBLISH, identity::INGEST_NAME)
             .await
             .expect("connect");
         let (mut send, _recv) = conn.open_bi().await.expect("bi");
@@ -116,7 +115,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         assert_eq!(closed_with(&conn).await, Some(Code::Protocol));
 
         // An oversized length: closed with TOO_LARGE, before the body is sent.
-        let (_e, conn) = connect(&stack, ingest, quic::ALPN_PUBLISH, tls::INGEST_NAME)
+        let (_e, conn) = connect(&stack, ingest, quic::ALPN_PUBLISH, identity::INGEST_NAME)
             .await
             .expect("connect");
         let (mut send, _recv) = conn.open_bi().await.expect("bi");
@@ -126,7 +125,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         assert_eq!(closed_with(&conn).await, Some(Code::TooLarge));
 
         // Subscribing to an unknown stream at ingest: NOT_FOUND with a reason.
-        let (_e, conn) = connect(&stack, ingest, quic::ALPN_SUBSCRIBE, tls::INGEST_NAME)
+        let (_e, conn) = connect(&stack, ingest, quic::ALPN_SUBSCRIBE, identity::INGEST_NAME)
             .await
             .expect("connect");
         let mut session = Session::open(&conn).await.expect("session");
@@ -145,7 +144,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         }
 
         // A join without a valid ticket at the relay: UNAUTHORIZED.
-        let (_e, conn) = connect(&stack, relay, quic::ALPN_VIEW, tls::RELAY_NAME)
+        let (_e, conn) = connect(&stack, relay, quic::ALPN_VIEW, identity::RELAY_NAME)
             .await
             .expect("connect");
         let mut session = Session::open(&conn).await.expect("session");
@@ -246,7 +245,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
         .await;
         // As the services that may call these, so that the arguments are what is refused.
         let err = stack
-            .control_as(transport::tls::Role::Ingest)
+            .control_as(identity::Role::Ingest)
             .await
             .create_stream(proto::control::CreateStreamRequest {
                 name: String::new(),
@@ -257,7 +256,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
             .expect_err("empty name refused");
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         let err = stack
-            .control_as(transport::tls::Role::Relay)
+            .control_as(identity::Role::Relay)
             .await
             .relay_heartbeat(proto::control::RelayHeartbeatRequest {
                 relay_id: "r".into(),

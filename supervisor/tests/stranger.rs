@@ -18,7 +18,7 @@ async fn connect(stack: &Stack) -> (quinn::Endpoint, quinn::Connection) {
         quic::client(&stack.state.ca(), quic::ALPN_VIEW, Windows::RECEIVER).expect("endpoint");
     let addr = stack.addr("relay-1", Role::Quic).await;
     let conn = endpoint
-        .connect(addr, transport::tls::RELAY_NAME)
+        .connect(addr, identity::RELAY_NAME)
         .expect("connect")
         .await
         .expect("QUIC handshake");

@@ -23,7 +23,7 @@ async fn webtransport_join(stack: &Stack, stream: &str, ticket: Vec<u8>) -> Clos
         quic::client(&stack.state.ca(), quic::ALPN_H3, Windows::RECEIVER).expect("endpoint");
     let addr = stack.addr("relay-1", Role::Quic).await;
     let conn = endpoint
-        .connect(addr, transport::tls::RELAY_NAME)
+        .connect(addr, identity::RELAY_NAME)
         .expect("connect")
         .await
         .expect("QUIC handshake");

@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use api::status::{Kind, Role};
+use identity::Role as Caller;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -32,7 +32,6 @@ use server::ops;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use transport::tls::Role as Caller;
 
 use directory::{Directory, Refusal, Timeouts};
 
@@ -373,6 +372,41 @@ impl Control for Service {
     }
 }
 
+/// Why control could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The ticket key file cannot be read.
+    #[error("reading the ticket key {}", path.display())]
+    TicketKey {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC address could not be bound.
+    #[error("binding gRPC on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The ops listener failed.
+    #[error(transparent)]
+    Ops(#[from] ops::Error),
+    /// The supervisor's address, or a file of the TLS directory, is unusable.
+    #[error(transparent)]
+    Setup(#[from] server::control::Error),
+    /// tonic refused the TLS settings.
+    #[error("setting up gRPC's TLS")]
+    GrpcTls(#[source] tonic::transport::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server failed")]
+    Grpc(#[source] tonic::transport::Error),
+}
+
 /// Control with its listeners bound, ready to run.
 pub struct Server {
     grpc: tokio::net::TcpListener,
@@ -388,18 +422,22 @@ pub struct Server {
 
 impl Server {
     /// Binds both listeners and loads the ticket key.
-    pub async fn bind(config: &Config) -> Result<Server> {
+    pub async fn bind(config: &Config) -> Result<Server, Error> {
         let ticket_key = match &config.ticket_key.file {
-            Some(path) => {
-                Some(Arc::new(std::fs::read(path).with_context(|| {
-                    format!("reading the ticket key {}", path.display())
-                })?))
-            }
+            Some(path) => Some(Arc::new(std::fs::read(path).map_err(|source| {
+                Error::TicketKey {
+                    path: path.clone(),
+                    source,
+                }
+            })?)),
             None => None,
         };
         let grpc = tokio::net::TcpListener::bind(config.listen)
             .await
-            .with_context(|| format!("binding gRPC on {}", config.listen))?;
+            .map_err(|source| Error::Bind {
+                addr: config.listen,
+                source,
+            })?;
         let ops = ops::bind(config.ops_listen).await?;
         let (capacity, supervisor) = match &config.supervisor {
             Some(url) => {
@@ -408,7 +446,7 @@ impl Server {
                 let endpoint = server::control::endpoint(
                     url,
                     config.tls.dir.as_deref(),
-                    transport::tls::SUPERVISOR_NAME,
+                    identity::SUPERVISOR_NAME,
                 )?
                 .connect_timeout(Duration::from_secs(1))
                 .timeout(Duration::from_secs(2));
@@ -456,24 +494,24 @@ impl Server {
     }
 
     /// The bound gRPC address.
-    pub fn grpc_addr(&self) -> Result<SocketAddr> {
-        ops::local(&self.grpc)
+    pub fn grpc_addr(&self) -> Result<SocketAddr, Error> {
+        Ok(ops::local(&self.grpc)?)
     }
 
     /// The bound ops address.
-    pub fn ops_addr(&self) -> Result<SocketAddr> {
-        ops::local(&self.ops)
+    pub fn ops_addr(&self) -> Result<SocketAddr, Error> {
+        Ok(ops::local(&self.ops)?)
     }
 
     /// Serves until `shutdown`; an error if any part fails.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let incoming = ops::nodelay_incoming(self.grpc);
         let svc = ControlServer::new(self.service.clone())
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(4 * MAX_GRPC_MESSAGE);
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = self.tls {
-            builder = builder.tls_config(tls).context("setting up gRPC's TLS")?;
+            builder = builder.tls_config(tls).map_err(Error::GrpcTls)?;
         }
         let grpc = builder
             .add_service(svc)
@@ -493,8 +531,8 @@ impl Server {
             }
         };
         tokio::select! {
-            r = grpc => r.context("gRPC server failed"),
-            r = ops => r,
+            r = grpc => r.map_err(Error::Grpc),
+            r = ops => Ok(r?),
             () = capacity => Ok(()),
         }
     }
@@ -538,7 +576,7 @@ async fn ask_for_capacity(
 }
 
 /// Runs control with `config` until SIGINT/SIGTERM: the whole `ghost-control` binary.
-pub async fn main(config: Config) -> Result<()> {
+pub async fn main(config: Config) -> Result<(), Error> {
     server::telemetry::init(config.logging.log_format, "info");
     let server = Server::bind(&config).await?;
     let grpc = server.grpc_addr()?;

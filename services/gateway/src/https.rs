@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -60,9 +59,7 @@ pub(crate) async fn redirect_strangers(
     let from_host = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .is_some_and(|ConnectInfo(peer)| {
-            transport::admit::from_host(peer.ip(), to.local.as_slice())
-        });
+        .is_some_and(|ConnectInfo(peer)| identity::peer::from_host(peer.ip(), to.local.as_slice()));
     let path = request.uri().path();
     if from_host || path.starts_with(server::challenge::PREFIX) {
         return next.run(request).await;
@@ -99,15 +96,13 @@ pub(crate) fn secure(router: Router) -> Router {
 }
 
 /// The certificate pair in `tls_dir` the HTTPS listener serves, following its files.
-pub fn certificate(tls_dir: &Path) -> Result<Arc<transport::tls::Reloading>> {
-    let files = transport::tls::Files::in_dir(tls_dir);
-    transport::tls::Reloading::load(&files.https_cert, &files.https_key)
+pub fn certificate(tls_dir: &Path) -> Result<Arc<identity::Reloading>, crate::Error> {
+    let files = identity::Files::in_dir(tls_dir);
+    identity::Reloading::load(&files.https_cert, &files.https_key)
         .map(Arc::new)
-        .with_context(|| {
-            format!(
-                "loading the HTTPS certificate from {} (`ghost up --acme` or --tls-cert puts it there)",
-                tls_dir.display()
-            )
+        .map_err(|source| crate::Error::Certificate {
+            dir: tls_dir.to_path_buf(),
+            source: Box::new(source),
         })
 }
 

@@ -25,7 +25,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
 use api::status::{Kind, Role};
 use axum::Json;
 use axum::Router;
@@ -81,7 +80,7 @@ pub struct Limits {
     pub join_limit_loopback: bool,
     /// The host's own connections besides loopback, exempt from join limits as loopback is.
     #[command(flatten)]
-    pub local: server::args::LocalSource,
+    pub local: identity::peer::LocalSource,
     /// Time a connection has to send a request's headers (the first request's, and each
     /// next one's on a kept-alive connection); past it the connection is closed.
     #[arg(long, env = "GHOST_GATEWAY_HEADER_READ_TIMEOUT", default_value = "5s")]
@@ -97,7 +96,7 @@ impl Default for Limits {
             join_rate: 10.0,
             join_burst: 30,
             join_limit_loopback: false,
-            local: server::args::LocalSource::default(),
+            local: identity::peer::LocalSource::default(),
             header_read_timeout: Duration::from_secs(5).into(),
             max_connections: 1024,
         }
@@ -310,7 +309,7 @@ async fn join(
     Path(id): Path<String>,
 ) -> Result<Json<api::gateway::Join>, ApiError> {
     let ip = client.ip();
-    if (state.limit_loopback || !transport::admit::from_host(ip, state.local.as_slice()))
+    if (state.limit_loopback || !identity::peer::from_host(ip, state.local.as_slice()))
         && let Err(wait) = state.joins.check(ip, Instant::now())
     {
         state.metrics.joins_limited.inc();
@@ -364,12 +363,15 @@ impl AppState {
 }
 
 /// Runs the gateway until SIGINT/SIGTERM: the whole `ghost-gateway` binary.
-pub async fn main(config: Config) -> Result<()> {
+pub async fn main(config: Config) -> Result<(), Error> {
     server::telemetry::init(config.logging.log_format, "info");
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| privileged(e, config.listen))
-        .with_context(|| format!("binding HTTP on {}", config.listen))?;
+        .map_err(|e| Error::Bind {
+            what: "HTTP",
+            addr: config.listen,
+            source: privileged(e, config.listen),
+        })?;
     let addr = listener.local_addr()?;
     let mut announced = vec![(Role::Http, addr), (Role::Ops, addr)];
     let mut public = Public {
@@ -378,17 +380,16 @@ pub async fn main(config: Config) -> Result<()> {
     };
     let mut follow = None;
     if let Some(https_addr) = config.https.https_listen {
-        let dir = config
-            .tls
-            .dir
-            .as_deref()
-            .context("--https-listen needs --tls-dir, which holds the certificate")?;
+        let dir = config.tls.dir.as_deref().ok_or(Error::NoTlsDir)?;
         let certificate = https::certificate(dir)?;
-        let tls = transport::tls::https_server_config(certificate.clone())?;
+        let tls = identity::https_server_config(certificate.clone())?;
         let https = tokio::net::TcpListener::bind(https_addr)
             .await
-            .map_err(|e| privileged(e, https_addr))
-            .with_context(|| format!("binding HTTPS on {https_addr}"))?;
+            .map_err(|e| Error::Bind {
+                what: "HTTPS",
+                addr: https_addr,
+                source: privileged(e, https_addr),
+            })?;
         let bound = https.local_addr()?;
         let url = server::args::https_url(config.https.https_advertise.as_deref(), bound);
         tracing::info!(https = %bound, %url, sha256 = %certificate.leaf_sha256(), "serving HTTPS");
@@ -427,16 +428,67 @@ pub async fn main(config: Config) -> Result<()> {
 }
 
 /// A refused bind of a port below 1024, with what grants the right.
-fn privileged(error: std::io::Error, addr: SocketAddr) -> anyhow::Error {
+fn privileged(error: std::io::Error, addr: SocketAddr) -> BindError {
     if error.kind() == std::io::ErrorKind::PermissionDenied && addr.port() < 1024 {
-        anyhow::anyhow!(
-            "{error}: ports below 1024 need root or the right to bind them (`sudo setcap \
-             cap_net_bind_service=+ep ghost-gateway`, AmbientCapabilities=CAP_NET_BIND_SERVICE \
-             under systemd), or other ports (`ghost up --http-port`, `--https-port`)"
-        )
+        BindError::Privileged(error)
     } else {
-        error.into()
+        BindError::Os(error)
     }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener's address could not be bound.
+    #[error("binding {what} on {addr}")]
+    Bind {
+        /// Which listener: `HTTP` or `HTTPS`.
+        what: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: BindError,
+    },
+    /// HTTPS was asked for without the directory its certificate is in.
+    #[error("--https-listen needs --tls-dir, which holds the certificate")]
+    NoTlsDir,
+    /// The HTTPS certificate is missing or unusable.
+    #[error(
+        "loading the HTTPS certificate from {} (`ghost up --acme` or --tls-cert puts it there)",
+        dir.display()
+    )]
+    Certificate {
+        /// The TLS directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: Box<identity::Error>,
+    },
+    /// The HTTPS configuration was refused.
+    #[error(transparent)]
+    Tls(#[from] identity::Error),
+    /// A bound listener's address could not be read back.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// Control's address, or a file of the TLS directory, is unusable.
+    #[error(transparent)]
+    Setup(#[from] server::control::Error),
+}
+
+/// Why a listener's address could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// A port below 1024 without the right to bind it: the text says what grants it.
+    #[error(
+        "{0}: ports below 1024 need root or the right to bind them (`sudo setcap \
+         cap_net_bind_service=+ep ghost-gateway`, AmbientCapabilities=CAP_NET_BIND_SERVICE \
+         under systemd), or other ports (`ghost up --http-port`, `--https-port`)"
+    )]
+    Privileged(std::io::Error),
+    /// Any other refusal (the port is taken, the address is not this host's).
+    #[error(transparent)]
+    Os(std::io::Error),
 }
 
 /// Serves the gateway on a bound listener until `shutdown`, calling control at `control`
@@ -446,7 +498,7 @@ pub async fn serve(
     control: &str,
     tls_dir: Option<&std::path::Path>,
     shutdown: CancellationToken,
-) -> Result<()> {
+) -> Result<(), Error> {
     serve_with(listener, control, tls_dir, &Limits::default(), shutdown).await
 }
 
@@ -458,7 +510,7 @@ pub async fn serve_with(
     tls_dir: Option<&std::path::Path>,
     limits: &Limits,
     shutdown: CancellationToken,
-) -> Result<()> {
+) -> Result<(), Error> {
     serve_public(
         listener,
         Public::default(),
@@ -493,7 +545,7 @@ pub async fn serve_public(
     tls_dir: Option<&std::path::Path>,
     limits: &Limits,
     shutdown: CancellationToken,
-) -> Result<()> {
+) -> Result<(), Error> {
     let metrics = Metrics::default();
     let router = routes_with(
         server::control::client(control, tls_dir)?,

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use transport::admit::source_key;
+use identity::peer::source_key;
 
 /// Sources tracked at once, at most (about 100 bytes each).
 pub const MAX_SOURCES: usize = 65_536;

@@ -29,14 +29,14 @@ impl Drop for Gateway {
 async fn start() -> Gateway {
     use rustls::pki_types::pem::PemObject;
     let dir = tempfile::tempdir().expect("temp dir");
-    let made = transport::tls::generate().expect("certificate");
-    let files = transport::tls::Files::in_dir(dir.path());
+    let made = identity::generate().expect("certificate");
+    let files = identity::Files::in_dir(dir.path());
     std::fs::write(&files.https_cert, &made.cert).expect("cert");
     std::fs::write(&files.https_key, &made.key).expect("key");
     let challenges = dir.path().join("challenges");
     std::fs::create_dir(&challenges).expect("challenges");
     let certificate = gateway::https::certificate(dir.path()).expect("load");
-    let tls = transport::tls::https_server_config(certificate).expect("config");
+    let tls = identity::https_server_config(certificate).expect("config");
     let http = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -19,7 +19,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use api::Protocol;
 use api::status::{Kind, Role};
 use prometheus_client::metrics::counter::Counter;
@@ -32,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 use transport::admit::Admission;
 use transport::fanout::{self, ReceiveError};
 use transport::quic::{self, Session, Windows};
-use transport::tls;
 use transport::track::{Track, TrackInfo};
 use wire::{Code, Message};
 
@@ -74,7 +72,7 @@ pub struct Config {
     pub tls: server::args::Tls,
     /// Who may publish: stream keys.
     #[command(flatten)]
-    pub keys: server::args::Keys,
+    pub keys: streamkeys::Flags,
     /// Streamers connected at once, at most.
     #[arg(long, env = "GHOST_INGEST_MAX_PUBLISHERS", default_value_t = 64)]
     pub max_publishers: usize,
@@ -83,7 +81,7 @@ pub struct Config {
     pub heartbeat: server::args::Heartbeat,
     /// Per-source limits on QUIC connections.
     #[command(flatten)]
-    pub quic_limits: server::args::QuicLimits,
+    pub quic_limits: transport::admit::QuicLimits,
     /// Log output.
     #[command(flatten)]
     pub logging: server::args::Logging,
@@ -156,7 +154,7 @@ struct State {
     /// Streams created at control whose publisher has not sent its codec setup yet (an RTMP
     /// publish between `publish` and its sequence headers): subscribers wait for the track.
     pending: Mutex<HashMap<String, tokio::sync::watch::Sender<Option<Track>>>>,
-    keys: server::keys::Gate,
+    keys: streamkeys::Gate,
     streams: Mutex<HashMap<String, Listed>>,
     control: proto::control::control_client::ControlClient<tonic::transport::Channel>,
     publishers: Arc<tokio::sync::Semaphore>,
@@ -207,10 +205,50 @@ pub struct Server {
     heartbeat: Duration,
 }
 
+/// Why ingest could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The TLS files are missing or unusable.
+    #[error(transparent)]
+    Identity(#[from] identity::Error),
+    /// A QUIC endpoint could not be set up.
+    #[error(transparent)]
+    Quic(#[from] quic::EndpointError),
+    /// The RTMP address could not be bound.
+    #[error("binding the RTMP listener on {addr}")]
+    BindRtmp {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bound socket's address could not be read back.
+    #[error("reading the {what} address")]
+    Address {
+        /// Which socket.
+        what: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The ops listener failed.
+    #[error(transparent)]
+    Ops(#[from] ops::Error),
+    /// Control's address, or a file of the TLS directory, is unusable.
+    #[error(transparent)]
+    Setup(#[from] server::control::Error),
+}
+
+/// A closure making an [`Error::Address`] for the `what` socket, for `map_err`.
+fn address(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Address { what, source }
+}
+
 impl Server {
     /// Loads the TLS identity and binds the QUIC and ops sockets.
-    pub async fn bind(config: &Config) -> Result<Server> {
-        let files = tls::Files::in_dir(&config.tls.dir);
+    pub async fn bind(config: &Config) -> Result<Server, Error> {
+        let files = identity::Files::in_dir(&config.tls.dir);
         let identity = files.server_identity()?;
         // Publishers present no certificate; relays present theirs, which `handle` requires
         // for a subscription.
@@ -223,9 +261,12 @@ impl Server {
         )?;
         let rtmp = tokio::net::TcpListener::bind(config.rtmp_listen)
             .await
-            .with_context(|| format!("binding the RTMP listener on {}", config.rtmp_listen))?;
+            .map_err(|source| Error::BindRtmp {
+                addr: config.rtmp_listen,
+                source,
+            })?;
         let ops = ops::bind(config.ops_listen).await?;
-        let bound = endpoint.local_addr().context("reading the QUIC address")?;
+        let bound = endpoint.local_addr().map_err(address("QUIC"))?;
         let metrics = Metrics::default();
         let mut registry = Registry::with_prefix("ghost_ingest");
         metrics.register(&mut registry);
@@ -259,7 +300,7 @@ impl Server {
             heartbeat: *config.heartbeat.interval,
             state: Arc::new(State {
                 id: config.id.clone(),
-                keys: server::keys::Gate::from(&config.keys),
+                keys: streamkeys::Gate::from(&config.keys),
                 pending: Mutex::new(HashMap::new()),
                 streams: Mutex::new(HashMap::new()),
                 control: server::control::client(&config.control.url, Some(&config.tls.dir))?,
@@ -270,24 +311,22 @@ impl Server {
     }
 
     /// The bound QUIC address.
-    pub fn quic_addr(&self) -> Result<SocketAddr> {
-        self.endpoint
-            .local_addr()
-            .context("reading the QUIC address")
+    pub fn quic_addr(&self) -> Result<SocketAddr, Error> {
+        self.endpoint.local_addr().map_err(address("QUIC"))
     }
 
     /// The bound RTMP address.
-    pub fn rtmp_addr(&self) -> Result<SocketAddr> {
-        self.rtmp.local_addr().context("reading the RTMP address")
+    pub fn rtmp_addr(&self) -> Result<SocketAddr, Error> {
+        self.rtmp.local_addr().map_err(address("RTMP"))
     }
 
     /// The bound ops address.
-    pub fn ops_addr(&self) -> Result<SocketAddr> {
-        ops::local(&self.ops)
+    pub fn ops_addr(&self) -> Result<SocketAddr, Error> {
+        Ok(ops::local(&self.ops)?)
     }
 
     /// Serves until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let state = self.state.clone();
         let accept = quic::accept_loop(
             self.endpoint,
@@ -318,7 +357,7 @@ impl Server {
         tokio::select! {
             () = accept => Ok(()),
             () = rtmp => Ok(()),
-            r = ops => r,
+            r = ops => Ok(r?),
             () = heartbeat => Ok(()),
         }
     }
@@ -357,7 +396,7 @@ async fn handle(state: Arc<State>, conn: Connection) {
         // Media leaves ingest only for the stack's relays: anyone else would bypass the
         // relays' tickets and admission cap.
         let role = quic::peer_role(&conn);
-        if role != Some(tls::Role::Relay) {
+        if role != Some(identity::Role::Relay) {
             let reason = match role {
                 None => "subscriptions are for the stack's relays: no relay client certificate"
                     .to_string(),
@@ -488,11 +527,11 @@ pub(crate) fn authorize(
     state: &State,
     name: Option<&str>,
     key: Option<&str>,
-) -> Result<String, server::keys::Refusal> {
+) -> Result<String, streamkeys::Refusal> {
     state.keys.authorize(name, key).inspect_err(|refusal| {
         state.metrics.publishers_refused.inc();
         match refusal {
-            server::keys::Refusal::Unavailable(error) => {
+            streamkeys::Refusal::Unavailable(error) => {
                 tracing::error!(%error, "stream keys unreadable: refusing publishers");
             }
             refusal => {
@@ -616,7 +655,7 @@ async fn subscribe(state: Arc<State>, conn: Connection, mut session: Session) {
 }
 
 /// Runs ingest with `config` until SIGINT/SIGTERM: the whole `ghost-ingest` binary.
-pub async fn main(config: Config) -> Result<()> {
+pub async fn main(config: Config) -> Result<(), Error> {
     server::telemetry::init(config.logging.log_format, "info");
     let server = Server::bind(&config).await?;
     let quic_addr = server.quic_addr()?;

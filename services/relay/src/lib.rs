@@ -38,7 +38,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use api::status::{Kind, Role};
 use prometheus_client::registry::Registry;
 use server::ops;
@@ -46,7 +45,6 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use transport::admit::Admission;
 use transport::quic::{self, Windows};
-use transport::tls;
 use transport::track::Track;
 use wire::Code;
 
@@ -99,7 +97,7 @@ pub struct Config {
     /// Per-source limits on QUIC connections (WebSocket connections count toward the same
     /// per-source cap).
     #[command(flatten)]
-    pub quic_limits: server::args::QuicLimits,
+    pub quic_limits: transport::admit::QuicLimits,
     /// Web origins besides the relay's own host whose pages may open its WebSocket
     /// (`https://example.com`); repeatable, or comma-separated in the environment.
     #[arg(
@@ -148,18 +146,70 @@ pub struct Server {
     state: Arc<State>,
     control: proto::control::control_client::ControlClient<tonic::transport::Channel>,
     advertise: String,
-    certs: Arc<tls::Reloading>,
+    certs: Arc<identity::Reloading>,
     cert_public: Arc<std::sync::atomic::AtomicBool>,
-    files: tls::Files,
+    files: identity::Files,
     cert_check: Duration,
     heartbeat: Duration,
 }
 
+/// Why a relay could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The TLS files are missing or unusable.
+    #[error(transparent)]
+    Identity(#[from] identity::Error),
+    /// A QUIC endpoint could not be set up.
+    #[error(transparent)]
+    Quic(#[from] quic::EndpointError),
+    /// The ticket key file cannot be read.
+    #[error("reading the ticket key {}", path.display())]
+    TicketKey {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The WebSocket carrier's TCP port (the QUIC port's number) could not be bound.
+    #[error("binding the WebSocket carrier on {addr}/tcp (the QUIC port's number)")]
+    BindWebSocket {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bound socket's address could not be read back.
+    #[error("reading the {what} address")]
+    Address {
+        /// Which socket.
+        what: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The ops listener failed.
+    #[error(transparent)]
+    Ops(#[from] ops::Error),
+    /// Control's address, or a file of the TLS directory, is unusable.
+    #[error(transparent)]
+    Setup(#[from] server::control::Error),
+}
+
+/// A closure making an [`Error::Address`] for the `what` socket, for `map_err`.
+pub(crate) fn address(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Address { what, source }
+}
+
 impl Server {
     /// Loads TLS files and the ticket key, binds the QUIC and ops sockets.
-    pub async fn bind(config: &Config) -> Result<Server> {
-        let files = tls::Files::in_dir(&config.tls.dir);
-        let certs = Arc::new(tls::Reloading::load(&files.relay_cert, &files.relay_key)?);
+    pub async fn bind(config: &Config) -> Result<Server, Error> {
+        let files = identity::Files::in_dir(&config.tls.dir);
+        let certs = Arc::new(identity::Reloading::load(
+            &files.relay_cert,
+            &files.relay_key,
+        )?);
         let cert_public = Arc::new(std::sync::atomic::AtomicBool::new(
             files.relay_cert_is_public()?,
         ));
@@ -173,13 +223,13 @@ impl Server {
         )?;
         let ops = ops::bind(config.ops_listen).await?;
         let ticket_key = match &config.ticket_key.file {
-            Some(p) => Some(
-                std::fs::read(p)
-                    .with_context(|| format!("reading the ticket key {}", p.display()))?,
-            ),
+            Some(p) => Some(std::fs::read(p).map_err(|source| Error::TicketKey {
+                path: p.clone(),
+                source,
+            })?),
             None => None,
         };
-        let bound = endpoint.local_addr().context("reading the QUIC address")?;
+        let bound = endpoint.local_addr().map_err(address("QUIC"))?;
         let metrics = Metrics::default();
         let mut registry = Registry::with_prefix("ghost_relay");
         metrics.register(&mut registry);
@@ -219,33 +269,29 @@ impl Server {
     }
 
     /// The bound QUIC address.
-    pub fn quic_addr(&self) -> Result<SocketAddr> {
-        self.endpoint
-            .local_addr()
-            .context("reading the QUIC address")
+    pub fn quic_addr(&self) -> Result<SocketAddr, Error> {
+        self.endpoint.local_addr().map_err(address("QUIC"))
     }
 
     /// The bound WebSocket (TCP) address: the QUIC port's number.
-    pub fn websocket_addr(&self) -> Result<SocketAddr> {
-        self.websocket
-            .local_addr()
-            .context("reading the WebSocket address")
+    pub fn websocket_addr(&self) -> Result<SocketAddr, Error> {
+        self.websocket.local_addr().map_err(address("WebSocket"))
     }
 
     /// The bound ops address.
-    pub fn ops_addr(&self) -> Result<SocketAddr> {
-        ops::local(&self.ops)
+    pub fn ops_addr(&self) -> Result<SocketAddr, Error> {
+        Ok(ops::local(&self.ops)?)
     }
 
     /// Serves until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let state = self.state.clone();
         let websocket = websocket_loop(
             self.websocket,
             Carriage {
                 state: self.state.clone(),
                 admission: self.admission.clone(),
-                tls: tokio_rustls::TlsAcceptor::from(Arc::new(tls::websocket_server_config(
+                tls: tokio_rustls::TlsAcceptor::from(Arc::new(identity::websocket_server_config(
                     self.certs.clone(),
                 )?)),
                 origins: Arc::new(self.origins),
@@ -295,7 +341,7 @@ impl Server {
         let result = tokio::select! {
             () = accept => Ok(()),
             () = websocket => Ok(()),
-            r = ops => r,
+            r = ops => r.map_err(Error::from),
             () = heartbeat => Ok(()),
             () = renewals => Ok(()),
         };
@@ -311,7 +357,7 @@ impl Server {
 }
 
 /// Runs the relay with `config` until SIGINT/SIGTERM: the whole `ghost-relay` binary.
-pub async fn main(config: Config) -> Result<()> {
+pub async fn main(config: Config) -> Result<(), Error> {
     server::telemetry::init(config.logging.log_format, "info");
     let server = Server::bind(&config).await?;
     let quic_addr = server.quic_addr()?;

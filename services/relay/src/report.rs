@@ -6,15 +6,14 @@ use std::time::Duration;
 
 use proto::control as pb;
 use tokio_util::sync::CancellationToken;
-use transport::tls;
 
 use crate::State;
 
 /// The certificate a relay serves, and whether it is the operator's (from a public CA).
 pub(crate) struct Certificate {
-    pub(crate) reloading: Arc<tls::Reloading>,
+    pub(crate) reloading: Arc<identity::Reloading>,
     pub(crate) public: Arc<AtomicBool>,
-    pub(crate) files: tls::Files,
+    pub(crate) files: identity::Files,
 }
 
 /// Takes the renewed certificate for new connections (the heartbeat then reports its hash,
@@ -42,7 +41,7 @@ pub(crate) struct Report {
     pub(crate) state: Arc<State>,
     pub(crate) control: proto::control::control_client::ControlClient<tonic::transport::Channel>,
     pub(crate) addr: String,
-    pub(crate) certs: Arc<tls::Reloading>,
+    pub(crate) certs: Arc<identity::Reloading>,
     pub(crate) cert_public: Arc<AtomicBool>,
 }
 
@@ -63,7 +62,7 @@ impl Report {
         let req = pb::RelayHeartbeatRequest {
             relay_id: state.id.clone(),
             addr: self.addr.clone(),
-            server_name: tls::RELAY_NAME.to_string(),
+            server_name: identity::RELAY_NAME.to_string(),
             cert_sha256: self.certs.leaf_sha256(),
             cert_public: self.cert_public.load(std::sync::atomic::Ordering::Relaxed),
             capacity: state.seats.capacity(),

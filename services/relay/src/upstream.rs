@@ -7,7 +7,6 @@ use std::time::Duration;
 use quinn::Connection;
 use transport::fanout;
 use transport::quic::{self, Session};
-use transport::tls;
 use transport::track::{Track, TrackInfo};
 use wire::{Code, Message};
 
@@ -51,7 +50,7 @@ async fn subscribe(state: Arc<State>, stream_id: String) -> Result<Track, Refusa
         .map_err(|e| unavailable("cannot resolve ingest", &e))?;
     let connecting = state
         .upstream
-        .connect(addr, tls::INGEST_NAME)
+        .connect(addr, identity::INGEST_NAME)
         .map_err(|e| unavailable("cannot reach ingest", &e))?;
     let conn = tokio::time::timeout(quic::SESSION_TIMEOUT, connecting)
         .await

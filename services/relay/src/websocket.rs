@@ -5,22 +5,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 use transport::admit::Admission;
 use transport::quic::{self, Windows};
-use transport::tls;
 
-use crate::State;
 use crate::viewer::{Carrier, viewer_on};
+use crate::{Error, State, address};
 
 /// Binds QUIC (UDP) and the WebSocket carrier (TCP) on one port number, so a firewall or a
 /// port mapping names each relay once. With port 0, the number the UDP socket got is tried
 /// for TCP, and another pair is drawn while that one is taken.
 pub(crate) async fn bind_carriers(
     listen: SocketAddr,
-    certs: &Arc<tls::Reloading>,
-) -> Result<(quinn::Endpoint, tokio::net::TcpListener)> {
+    certs: &Arc<identity::Reloading>,
+) -> Result<(quinn::Endpoint, tokio::net::TcpListener), Error> {
     let mut attempts = 0;
     loop {
         let endpoint = quic::server_reloading(
@@ -29,16 +27,17 @@ pub(crate) async fn bind_carriers(
             &[quic::ALPN_VIEW, quic::ALPN_H3],
             Windows::SENDER,
         )?;
-        let bound = endpoint.local_addr().context("reading the QUIC address")?;
+        let bound = endpoint.local_addr().map_err(address("QUIC"))?;
         match tokio::net::TcpListener::bind(bound).await {
             Ok(tcp) => return Ok((endpoint, tcp)),
             Err(e) if listen.port() == 0 && attempts < 32 => {
                 tracing::debug!(%bound, error = %e, "TCP port of the QUIC port's number taken; drawing another");
                 attempts += 1;
             }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("binding the WebSocket carrier on {bound}/tcp (the QUIC port's number)")
+            Err(source) => {
+                return Err(Error::BindWebSocket {
+                    addr: bound,
+                    source,
                 });
             }
         }

@@ -70,34 +70,10 @@ pub struct OptionalTls {
     pub dir: Option<PathBuf>,
 }
 
-/// Stream keys, for the service that takes publishers (ingest); [`crate::keys::Gate`] is
-/// built from it.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Keys {
-    /// Directory of the stream keys (`keys.json`, made by `ghost keys add`). Read on every
-    /// publish, so a key added to a running stack works at once. Without it, there are no
-    /// keys.
-    #[arg(
-        id = "keys_dir",
-        long = "keys-dir",
-        env = "GHOST_INGEST_KEYS_DIR",
-        value_name = "DIR"
-    )]
-    pub dir: Option<PathBuf>,
-    /// Admit only publishers presenting the key of their stream name (`--public` stacks).
-    /// Needs `--keys-dir`.
-    #[arg(
-        id = "require_keys",
-        long = "require-keys",
-        env = "GHOST_INGEST_REQUIRE_KEYS",
-        requires_if("true", "keys_dir")
-    )]
-    pub require: bool,
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use streamkeys::Flags as Keys;
 
     use super::*;
 
@@ -155,49 +131,6 @@ mod tests {
         let err = Config::try_parse_from(["t", "--require-keys"]).expect_err("no dir");
         assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
     }
-}
-
-/// Per-source limits on QUIC connections, for the QUIC servers (ingest and relays).
-#[derive(Debug, Clone, clap::Args)]
-pub struct QuicLimits {
-    /// QUIC connections one client address (an IPv6 /64) may hold at once; past it, new
-    /// ones are refused.
-    #[arg(long, env = "GHOST_QUIC_PER_SOURCE", default_value_t = transport::admit::Limits::PER_SOURCE)]
-    pub quic_per_source: u32,
-    /// Handshakes in flight past which a client must answer a QUIC Retry (prove its
-    /// address) before its connection is set up; 0 asks it of every client.
-    #[arg(long, env = "GHOST_QUIC_RETRY_ABOVE", default_value_t = transport::admit::Limits::RETRY_ABOVE)]
-    pub quic_retry_above: u32,
-    /// Apply the per-source limits to loopback and the local source too (by default the
-    /// host's own connections are exempt, so `ghost bench` can open hundreds).
-    #[arg(long, env = "GHOST_QUIC_LIMIT_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new())]
-    pub quic_limit_loopback: bool,
-    /// The host's own connections besides loopback.
-    #[command(flatten)]
-    pub local: LocalSource,
-}
-
-impl QuicLimits {
-    /// The limits these flags ask for.
-    pub fn limits(&self) -> transport::admit::Limits {
-        transport::admit::Limits {
-            per_source: self.quic_per_source,
-            retry_above: self.quic_retry_above,
-            local: self.local.local_source.into_iter().collect(),
-            limit_loopback: self.quic_limit_loopback,
-        }
-    }
-}
-
-/// Where the host's own connections come from besides loopback.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct LocalSource {
-    /// The address the host's own connections arrive from when they are not loopback: in a
-    /// container, the Docker network's gateway, through which Docker's port proxy forwards
-    /// connections made to the host's 127.0.0.1. Exempt from per-source limits as loopback
-    /// is. (Connections from elsewhere keep their own address.)
-    #[arg(long, env = "GHOST_LOCAL_SOURCE")]
-    pub local_source: Option<std::net::IpAddr>,
 }
 
 /// The address to announce for a listener bound at `bound`: `advertise` as given when it

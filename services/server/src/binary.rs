@@ -4,25 +4,36 @@
 use std::future::Future;
 use std::time::Duration;
 
-use anyhow::Context;
-
 /// Runs a service binary. `health [ADDR]` probes `GET /health` on ADDR, else on `$health_env`,
 /// else on `health_default`, and exits 0 or 1 (an image's HEALTHCHECK: images have no shell
 /// and no curl). Anything else parses `C` from the command line and environment (a bad flag
 /// exits with clap's usage code, 2) and runs `main` until it returns.
-pub fn run<C, F, Fut>(health_env: &str, health_default: &str, main: F) -> anyhow::Result<()>
+pub fn run<C, F, Fut, E>(health_env: &str, health_default: &str, main: F) -> Result<(), Error>
 where
     C: clap::Parser,
     F: FnOnce(C) -> Fut,
-    Fut: Future<Output = anyhow::Result<()>>,
+    Fut: Future<Output = Result<(), E>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     if let Some(code) = health_subcommand(health_env, health_default) {
         std::process::exit(code);
     }
     let config = C::parse();
     tokio::runtime::Runtime::new()
-        .context("starting the async runtime")?
+        .map_err(Error::Runtime)?
         .block_on(main(config))
+        .map_err(|e| Error::Service(e.into()))
+}
+
+/// Why a service binary stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The async runtime could not start.
+    #[error("starting the async runtime")]
+    Runtime(#[source] std::io::Error),
+    /// The service itself failed; its error says why.
+    #[error(transparent)]
+    Service(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Handles `<service> health [ADDR]`, the probe an image's HEALTHCHECK runs (images have no
@@ -54,8 +65,20 @@ fn health_subcommand(env_var: &str, default: &str) -> Option<i32> {
             Some(0)
         }
         Err(e) => {
-            eprintln!("unhealthy: {e:#}");
+            eprintln!("unhealthy: {}", chain(&e));
             Some(1)
         }
     }
+}
+
+/// `error` and its sources, joined by `: `, on one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

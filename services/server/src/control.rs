@@ -9,12 +9,45 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use proto::control::control_client::ControlClient;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{
     Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
 };
+
+/// Why a gRPC client or server of the stack could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The address is not a URL tonic can connect to.
+    #[error("bad address of {name} {url:?} (expected http://host:port)")]
+    Address {
+        /// The server's name.
+        name: String,
+        /// The address given.
+        url: String,
+        /// tonic's error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The TLS settings were refused.
+    #[error("setting up TLS to {name}")]
+    Tls {
+        /// The server's name.
+        name: String,
+        /// tonic's error.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A file of the TLS directory cannot be read.
+    #[error("reading {}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// How long any call to control may take. Control being slow or down must never hold up
 /// the data plane.
@@ -26,8 +59,8 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// speaks TLS whatever scheme `url` spells, verifies control against the stack's CA by its
 /// name, and presents the client certificate; without, plain HTTP/2 (a control started
 /// without TLS, as in control's own tests).
-pub fn client(url: &str, tls_dir: Option<&Path>) -> Result<ControlClient<Channel>> {
-    let endpoint = endpoint(url, tls_dir, transport::tls::CONTROL_NAME)?
+pub fn client(url: &str, tls_dir: Option<&Path>) -> Result<ControlClient<Channel>, Error> {
+    let endpoint = endpoint(url, tls_dir, identity::CONTROL_NAME)?
         .connect_timeout(Duration::from_millis(500))
         .timeout(CALL_TIMEOUT);
     Ok(ControlClient::new(endpoint.connect_lazy()))
@@ -36,17 +69,20 @@ pub fn client(url: &str, tls_dir: Option<&Path>) -> Result<ControlClient<Channel
 /// A gRPC endpoint of the stack's server called `name` at `url`. With `tls_dir` (the
 /// caller's TLS directory) it speaks TLS whatever scheme `url` spells: it verifies the
 /// server against the stack's CA by `name` and presents the caller's client certificate.
-pub fn endpoint(url: &str, tls_dir: Option<&Path>, name: &str) -> Result<Endpoint> {
+pub fn endpoint(url: &str, tls_dir: Option<&Path>, name: &str) -> Result<Endpoint, Error> {
     let url = match (tls_dir, url.strip_prefix("http://")) {
         (Some(_), Some(rest)) => format!("https://{rest}"),
         _ => url.to_string(),
     };
-    let endpoint = Endpoint::from_shared(url.clone())
-        .with_context(|| format!("bad address of {name} {url:?} (expected http://host:port)"))?;
+    let endpoint = Endpoint::from_shared(url.clone()).map_err(|source| Error::Address {
+        name: name.to_string(),
+        url,
+        source,
+    })?;
     let Some(dir) = tls_dir else {
         return Ok(endpoint);
     };
-    let files = transport::tls::Files::in_dir(dir);
+    let files = identity::Files::in_dir(dir);
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read(&files.ca)?))
         .identity(Identity::from_pem(
@@ -54,17 +90,18 @@ pub fn endpoint(url: &str, tls_dir: Option<&Path>, name: &str) -> Result<Endpoin
             read(&files.client_key)?,
         ))
         .domain_name(name);
-    endpoint
-        .tls_config(tls)
-        .with_context(|| format!("setting up TLS to {name}"))
+    endpoint.tls_config(tls).map_err(|source| Error::Tls {
+        name: name.to_string(),
+        source,
+    })
 }
 
 /// Mutual TLS for a gRPC server of the stack from its TLS directory `dir`: its server
 /// certificate, and callers' client certificates verified against the stack's CA. A caller
 /// without one still completes the handshake, so that it is told in words
 /// (`UNAUTHENTICATED`) rather than by a TLS alert; [`caller`] tells who called.
-pub fn server_tls(dir: &Path) -> Result<ServerTlsConfig> {
-    let files = transport::tls::Files::in_dir(dir);
+pub fn server_tls(dir: &Path) -> Result<ServerTlsConfig, Error> {
+    let files = identity::Files::in_dir(dir);
     Ok(ServerTlsConfig::new()
         .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?))
         .client_ca_root(Certificate::from_pem(read(&files.ca)?))
@@ -74,10 +111,10 @@ pub fn server_tls(dir: &Path) -> Result<ServerTlsConfig> {
 
 /// The role of a gRPC request's caller, from the client certificate the stack's CA vouched
 /// for during the handshake; `None` without one (or over plain HTTP/2).
-pub fn caller<T>(request: &tonic::Request<T>) -> Option<transport::tls::Role> {
+pub fn caller<T>(request: &tonic::Request<T>) -> Option<identity::Role> {
     request
         .peer_certs()
-        .and_then(|chain| transport::tls::peer_role(&chain))
+        .and_then(|chain| identity::peer::peer_role(&chain))
 }
 
 /// Lets the call `rpc` through only from a caller whose verified client certificate names
@@ -86,8 +123,8 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Option<transport::tls::Role> {
 pub fn authorize<T>(
     request: &tonic::Request<T>,
     rpc: &str,
-    allowed: &[transport::tls::Role],
-) -> Result<(), (Option<transport::tls::Role>, tonic::Status)> {
+    allowed: &[identity::Role],
+) -> Result<(), (Option<identity::Role>, tonic::Status)> {
     let role = caller(request);
     match role {
         Some(role) if allowed.contains(&role) => Ok(()),
@@ -112,8 +149,11 @@ pub fn authorize<T>(
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// How a stream listed by control is published. Control takes only the names it knows, so

@@ -8,7 +8,6 @@
 //! - [`binary`]: the `main` of every service binary, with the `health` subcommand;
 //! - [`args`]: the flags several services share;
 //! - [`control`]: the control-plane client and the heartbeat loop;
-//! - [`keys`]: stream keys, their store and the gate ingest asks about each publisher;
 //! - [`clock`]: wall-clock times, as frames and timelines carry them;
 //! - [`challenge`]: ACME http-01 challenge responses, served from files.
 
@@ -19,7 +18,6 @@ pub mod binary;
 pub mod challenge;
 pub mod clock;
 pub mod control;
-pub mod keys;
 pub mod ops;
 pub mod ready;
 pub mod shutdown;

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -45,10 +44,10 @@ pub fn metrics_response(registry: &Registry) -> axum::response::Response {
 }
 
 /// Binds the ops listener (before any task is spawned, so tests can use port 0 race-free).
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, Error> {
     tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding the ops listener on {addr}"))
+        .map_err(|source| Error::Bind { addr, source })
 }
 
 /// Serves `router` on `listener` until `shutdown`.
@@ -56,21 +55,24 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: CancellationToken,
-) -> Result<()> {
+) -> Result<(), Error> {
     axum::serve(nodelay(listener), router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
-        .context("ops listener failed")
+        .map_err(Error::Serve)
 }
 
 /// The `health` subcommand of every service binary: GET `/health` on `addr`, for an image's
 /// HEALTHCHECK (images have no shell and no curl). Succeeds on HTTP 200 within `timeout`.
-pub async fn probe(addr: &str, timeout: Duration) -> Result<()> {
+pub async fn probe(addr: &str, timeout: Duration) -> Result<(), ProbeError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let check = async {
         let mut stream = tokio::net::TcpStream::connect(addr)
             .await
-            .with_context(|| format!("connecting to {addr}"))?;
+            .map_err(|source| ProbeError::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
         stream
             .write_all(b"GET /health HTTP/1.0\r\nHost: health\r\n\r\n")
             .await?;
@@ -79,20 +81,80 @@ pub async fn probe(addr: &str, timeout: Duration) -> Result<()> {
         if &head[9..12] == b"200" {
             Ok(())
         } else {
-            anyhow::bail!(
-                "{addr} answered {:?}",
-                String::from_utf8_lossy(&head).trim()
-            )
+            Err(ProbeError::Unhealthy {
+                addr: addr.to_string(),
+                answer: String::from_utf8_lossy(&head).trim().to_string(),
+            })
         }
     };
     tokio::time::timeout(timeout, check)
         .await
-        .with_context(|| format!("{addr} did not answer within {timeout:?}"))?
+        .map_err(|source| ProbeError::Timeout {
+            addr: addr.to_string(),
+            timeout,
+            source,
+        })?
+}
+
+/// Why the ops listener could not be set up or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The address could not be bound (taken, or not this host's).
+    #[error("binding the ops listener on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("ops listener failed")]
+    Serve(#[source] std::io::Error),
+    /// The bound address could not be read back.
+    #[error("reading the bound address")]
+    LocalAddr(#[source] std::io::Error),
+}
+
+/// Why a health probe failed: what `health` prints before it exits 1.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// Nothing answers at the address.
+    #[error("connecting to {addr}")]
+    Connect {
+        /// The address probed.
+        addr: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The connection failed while asking or reading the answer.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The service answered with another status than 200.
+    #[error("{addr} answered {answer:?}")]
+    Unhealthy {
+        /// The address probed.
+        addr: String,
+        /// The start of its answer.
+        answer: String,
+    },
+    /// No answer in time.
+    #[error("{addr} did not answer within {timeout:?}")]
+    Timeout {
+        /// The address probed.
+        addr: String,
+        /// How long it was given.
+        timeout: Duration,
+        /// tokio's timer error.
+        #[source]
+        source: tokio::time::error::Elapsed,
+    },
 }
 
 /// The address a listener actually bound, for the readiness line.
-pub fn local(listener: &tokio::net::TcpListener) -> Result<SocketAddr> {
-    listener.local_addr().context("reading the bound address")
+pub fn local(listener: &tokio::net::TcpListener) -> Result<SocketAddr, Error> {
+    listener.local_addr().map_err(Error::LocalAddr)
 }
 
 /// A listener's accepted connections with Nagle's algorithm off, for tonic servers: small

@@ -11,13 +11,15 @@
 //!
 //! Loopback and the [`Limits::local`] addresses (where the host's own connections come from
 //! through Docker's port proxy) are the operator's own and exempt, unless
-//! [`Limits::limit_loopback`].
+//! [`Limits::limit_loopback`]. Which addresses are the host's, and how a source is counted,
+//! are [`identity::peer`]'s rules, which the viewer gateway's HTTP limits follow too.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use identity::peer::{LocalSource, from_host, source_key};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -61,21 +63,34 @@ impl Default for Limits {
     }
 }
 
-/// Whether a connection from `source` is the host's own: loopback, or one of the `local`
-/// addresses its connections arrive from otherwise (see [`Limits::local`]).
-pub fn from_host(source: IpAddr, local: &[IpAddr]) -> bool {
-    let source = source.to_canonical();
-    source.is_loopback() || local.contains(&source)
+/// Per-source limits on QUIC connections, for the QUIC servers (ingest and relays).
+#[derive(Debug, Clone, clap::Args)]
+pub struct QuicLimits {
+    /// QUIC connections one client address (an IPv6 /64) may hold at once; past it, new
+    /// ones are refused.
+    #[arg(long, env = "GHOST_QUIC_PER_SOURCE", default_value_t = Limits::PER_SOURCE)]
+    pub quic_per_source: u32,
+    /// Handshakes in flight past which a client must answer a QUIC Retry (prove its
+    /// address) before its connection is set up; 0 asks it of every client.
+    #[arg(long, env = "GHOST_QUIC_RETRY_ABOVE", default_value_t = Limits::RETRY_ABOVE)]
+    pub quic_retry_above: u32,
+    /// Apply the per-source limits to loopback and the local source too (by default the
+    /// host's own connections are exempt, so `ghost bench` can open hundreds).
+    #[arg(long, env = "GHOST_QUIC_LIMIT_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new())]
+    pub quic_limit_loopback: bool,
+    /// The host's own connections besides loopback.
+    #[command(flatten)]
+    pub local: LocalSource,
 }
 
-/// The address a source is counted by: IPv4 as it is, IPv6 by its /64 (an IPv4-mapped
-/// address as the IPv4 one).
-pub fn source_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+impl QuicLimits {
+    /// The limits these flags ask for.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            per_source: self.quic_per_source,
+            retry_above: self.quic_retry_above,
+            local: self.local.local_source.into_iter().collect(),
+            limit_loopback: self.quic_limit_loopback,
         }
     }
 }

@@ -6,14 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use bytes::BytesMut;
 use quinn::{Connection, ConnectionError, VarInt};
 use wire::{Code, Message, WireError};
 
 use crate::admit::{Admission, Decision};
 use crate::peer::{self, Peer};
-use crate::tls;
 
 /// ALPN of a publisher's connection to ingest.
 pub const ALPN_PUBLISH: &[u8] = b"ghost-publish/1";
@@ -123,11 +121,58 @@ pub fn transport(windows: Windows) -> quinn::TransportConfig {
 /// timeout of delay. The kernel caps it at `net.core.rmem_max` / `wmem_max`.
 pub const SOCKET_BUFFER: usize = 4 << 20;
 
+/// Why a QUIC endpoint could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// The TLS configuration could not be built (files, keys; see [`identity::Error`]).
+    #[error(transparent)]
+    Tls(#[from] identity::Error),
+    /// The TLS configuration has no cipher suite QUIC can use.
+    #[error("TLS config unusable for QUIC")]
+    Crypto(#[source] quinn::crypto::rustls::NoInitialCipherSuite),
+    /// No UDP socket could be made.
+    #[error("creating a UDP socket")]
+    Socket(#[source] std::io::Error),
+    /// The UDP socket could not be bound (the port is taken, the address is not ours).
+    #[error("binding UDP {addr}")]
+    BindUdp {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Called outside a tokio runtime.
+    #[error("no async runtime for QUIC")]
+    NoRuntime,
+    /// quinn could not start on the socket.
+    #[error("starting QUIC on {addr}")]
+    Start {
+        /// The socket's address.
+        addr: SocketAddr,
+        /// quinn's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A server endpoint could not be set up on its address.
+    #[error("binding QUIC on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: Box<EndpointError>,
+    },
+    /// A client endpoint found no UDP socket, IPv6 or IPv4.
+    #[error("binding a UDP socket for QUIC")]
+    ClientSocket(#[source] Box<EndpointError>),
+}
+
 /// A UDP socket on `addr` with large kernel buffers, for quinn.
-fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
+fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, EndpointError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
-        .context("creating a UDP socket")?;
+        .map_err(EndpointError::Socket)?;
     if addr.is_ipv6() {
         // Dual stack where the address is unspecified: IPv4 peers too.
         let _ = socket.set_only_v6(false);
@@ -137,40 +182,43 @@ fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket> {
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket
         .bind(&addr.into())
-        .with_context(|| format!("binding UDP {addr}"))?;
+        .map_err(|source| EndpointError::BindUdp { addr, source })?;
     Ok(socket.into())
 }
 
-fn endpoint(addr: SocketAddr, server: Option<quinn::ServerConfig>) -> Result<quinn::Endpoint> {
+fn endpoint(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> Result<quinn::Endpoint, EndpointError> {
     let socket = udp_socket(addr)?;
-    let runtime = quinn::default_runtime().context("no async runtime for QUIC")?;
+    let runtime = quinn::default_runtime().ok_or(EndpointError::NoRuntime)?;
     quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
-        .with_context(|| format!("starting QUIC on {addr}"))
+        .map_err(|source| EndpointError::Start { addr, source })
 }
 
 /// A server endpoint on `addr` offering `alpns`.
 pub fn server(
     addr: SocketAddr,
-    identity: &tls::Identity,
+    identity: &identity::Identity,
     alpns: &[&[u8]],
     windows: Windows,
-) -> Result<quinn::Endpoint> {
-    server_with(addr, tls::server_config(identity, alpns)?, windows)
+) -> Result<quinn::Endpoint, EndpointError> {
+    server_with(addr, identity::server_config(identity, alpns)?, windows)
 }
 
 /// A server endpoint on `addr` offering `alpns` that asks clients for a certificate from
-/// the CA in `ca` without requiring one ([`tls::server_config_verifying_clients`]); each
+/// the CA in `ca` without requiring one ([`identity::server_config_verifying_clients`]); each
 /// connection's [`peer_role`] tells who presented which.
 pub fn server_verifying_clients(
     addr: SocketAddr,
-    identity: &tls::Identity,
+    identity: &identity::Identity,
     alpns: &[&[u8]],
     ca: &Path,
     windows: Windows,
-) -> Result<quinn::Endpoint> {
+) -> Result<quinn::Endpoint, EndpointError> {
     server_with(
         addr,
-        tls::server_config_verifying_clients(identity, alpns, ca)?,
+        identity::server_config_verifying_clients(identity, alpns, ca)?,
         windows,
     )
 }
@@ -179,28 +227,35 @@ pub fn server_verifying_clients(
 /// while they run).
 pub fn server_reloading(
     addr: SocketAddr,
-    certs: Arc<tls::Reloading>,
+    certs: Arc<identity::Reloading>,
     alpns: &[&[u8]],
     windows: Windows,
-) -> Result<quinn::Endpoint> {
-    server_with(addr, tls::reloading_server_config(certs, alpns)?, windows)
+) -> Result<quinn::Endpoint, EndpointError> {
+    server_with(
+        addr,
+        identity::reloading_server_config(certs, alpns)?,
+        windows,
+    )
 }
 
 fn server_with(
     addr: SocketAddr,
     crypto: rustls::ServerConfig,
     windows: Windows,
-) -> Result<quinn::Endpoint> {
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)
-        .context("TLS config unusable for QUIC")?;
+) -> Result<quinn::Endpoint, EndpointError> {
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(crypto).map_err(EndpointError::Crypto)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport(windows)));
-    endpoint(addr, Some(config)).with_context(|| format!("binding QUIC on {addr}"))
+    endpoint(addr, Some(config)).map_err(|source| EndpointError::Bind {
+        addr,
+        source: Box::new(source),
+    })
 }
 
 /// A client endpoint that trusts the stack's CA and offers `alpn`.
-pub fn client(ca: &Path, alpn: &[u8], windows: Windows) -> Result<quinn::Endpoint> {
-    client_with(tls::client_config(ca, alpn)?, windows)
+pub fn client(ca: &Path, alpn: &[u8], windows: Windows) -> Result<quinn::Endpoint, EndpointError> {
+    client_with(identity::client_config(ca, alpn)?, windows)
 }
 
 /// A client endpoint that trusts the stack's CA, offers `alpn` and presents `identity` (a
@@ -208,37 +263,64 @@ pub fn client(ca: &Path, alpn: &[u8], windows: Windows) -> Result<quinn::Endpoin
 pub fn client_as(
     ca: &Path,
     alpn: &[u8],
-    identity: &tls::Identity,
+    identity: &identity::Identity,
     windows: Windows,
-) -> Result<quinn::Endpoint> {
-    client_with(tls::client_config_as(ca, alpn, identity)?, windows)
+) -> Result<quinn::Endpoint, EndpointError> {
+    client_with(identity::client_config_as(ca, alpn, identity)?, windows)
 }
 
 /// A client endpoint that trusts only the server certificate with SHA-256 `sha256` (hex).
-pub fn client_pinned(sha256: &str, alpn: &[u8], windows: Windows) -> Result<quinn::Endpoint> {
-    client_with(tls::pinned_client_config(sha256, alpn)?, windows)
+pub fn client_pinned(
+    sha256: &str,
+    alpn: &[u8],
+    windows: Windows,
+) -> Result<quinn::Endpoint, EndpointError> {
+    client_with(identity::pinned_client_config(sha256, alpn)?, windows)
 }
 
-fn client_with(crypto: rustls::ClientConfig, windows: Windows) -> Result<quinn::Endpoint> {
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
-        .context("TLS config unusable for QUIC")?;
+fn client_with(
+    crypto: rustls::ClientConfig,
+    windows: Windows,
+) -> Result<quinn::Endpoint, EndpointError> {
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(EndpointError::Crypto)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport(windows)));
     let bind: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, 0).into();
     let mut endpoint = endpoint(bind, None)
         .or_else(|_| endpoint((std::net::Ipv4Addr::UNSPECIFIED, 0).into(), None))
-        .context("binding a UDP socket for QUIC")?;
+        .map_err(|source| EndpointError::ClientSocket(Box::new(source)))?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
 }
 
 /// Resolves `host:port` (a name or an address) to one socket address.
-pub async fn resolve(addr: &str) -> Result<SocketAddr> {
+pub async fn resolve(addr: &str) -> Result<SocketAddr, ResolveError> {
     tokio::net::lookup_host(addr)
         .await
-        .with_context(|| format!("resolving {addr}"))?
+        .map_err(|source| ResolveError::Lookup {
+            addr: addr.to_string(),
+            source,
+        })?
         .next()
-        .with_context(|| format!("{addr} resolves to no address"))
+        .ok_or_else(|| ResolveError::NoAddress(addr.to_string()))
+}
+
+/// Why a `host:port` did not resolve.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The lookup failed (no such name, no resolver).
+    #[error("resolving {addr}")]
+    Lookup {
+        /// What was looked up.
+        addr: String,
+        /// The resolver's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The name exists and has no address.
+    #[error("{0} resolves to no address")]
+    NoAddress(String),
 }
 
 /// Closes `conn` with an application code and reason.
@@ -385,12 +467,12 @@ pub fn alpn(conn: &Connection) -> Option<Vec<u8>> {
 
 /// The role the peer's client certificate names, verified against the stack's CA during
 /// the handshake; `None` when it presented none, or one naming no role.
-pub fn peer_role(conn: &Connection) -> Option<tls::Role> {
+pub fn peer_role(conn: &Connection) -> Option<identity::Role> {
     let chain = conn
         .peer_identity()?
         .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
         .ok()?;
-    tls::peer_role(&chain)
+    identity::peer::peer_role(&chain)
 }
 
 /// Accepts connections until `shutdown`, running `handle` for each in its own task under a

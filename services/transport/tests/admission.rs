@@ -12,7 +12,6 @@ use quinn::{ConnectionError, TransportErrorCode};
 use tokio_util::sync::CancellationToken;
 use transport::admit::{Admission, Limits};
 use transport::quic::{self, Windows};
-use transport::tls;
 
 /// A server running the accept loop under `limits`, whose connections stay open until the
 /// client closes them. Stops (and removes its files) when dropped.
@@ -38,10 +37,10 @@ fn server(limits: Limits) -> Server {
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    let pki = tls::Pki::new(&dir.join("tls"), &dir.join("ca"));
+    let pki = identity::Pki::new(&dir.join("tls"), &dir.join("ca"));
     pki.ensure(std::time::SystemTime::now())
         .expect("certificates");
-    let files = pki.files(tls::Role::Ingest);
+    let files = pki.files(identity::Role::Ingest);
     let identity = files.server_identity().expect("identity");
     let endpoint = quic::server(
         SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -72,7 +71,7 @@ fn server(limits: Limits) -> Server {
 
 /// A client endpoint bound on `ip`, trusting the test's CA.
 fn client_on(ca: &std::path::Path, ip: [u8; 4]) -> quinn::Endpoint {
-    let crypto = tls::client_config(ca, quic::ALPN_PUBLISH).expect("client TLS");
+    let crypto = identity::client_config(ca, quic::ALPN_PUBLISH).expect("client TLS");
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).expect("QUIC TLS");
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(quic::transport(Windows::PUBLISHER)));
@@ -85,7 +84,7 @@ async fn connect(
     client: &quinn::Endpoint,
     to: SocketAddr,
 ) -> Result<quinn::Connection, ConnectionError> {
-    let connecting = client.connect(to, tls::INGEST_NAME).expect("connect");
+    let connecting = client.connect(to, identity::INGEST_NAME).expect("connect");
     tokio::time::timeout(Duration::from_secs(10), connecting)
         .await
         .expect("the handshake ends within 10 s")

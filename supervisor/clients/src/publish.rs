@@ -13,7 +13,6 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 use transport::fanout;
 use transport::quic::{self, Closed, Session, Windows};
-use transport::tls;
 use transport::track::{GroupWriter, Track, TrackInfo};
 use wire::{Code, Frame, Message};
 
@@ -86,7 +85,7 @@ pub async fn announce(
     let conn = tokio::time::timeout(
         quic::SESSION_TIMEOUT,
         endpoint
-            .connect(addr, tls::INGEST_NAME)
+            .connect(addr, identity::INGEST_NAME)
             .with_context(|| format!("connecting to ingest at {ingest}"))?,
     )
     .await

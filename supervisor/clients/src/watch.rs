@@ -217,7 +217,7 @@ async fn websocket(gateway: &str, assignment: &Join) -> Result<transport::ws::Se
         .map_err(|e| lost(&e))?;
     let _ = tcp.set_nodelay(true);
     if gateway.starts_with("https://") {
-        let config = transport::tls::pinned_client_config(&assignment.cert_sha256, b"http/1.1")?;
+        let config = identity::pinned_client_config(&assignment.cert_sha256, b"http/1.1")?;
         let name = rustls_pki_types::ServerName::try_from(assignment.server_name.clone())
             .with_context(|| format!("server name {:?}", assignment.server_name))?;
         let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
@@ -238,7 +238,7 @@ async fn websocket(gateway: &str, assignment: &Join) -> Result<transport::ws::Se
 
 /// A client endpoint for viewers on `transport`.
 pub fn endpoint(ca: &std::path::Path, transport: Transport) -> Result<quinn::Endpoint> {
-    quic::client(ca, transport.alpn(), Windows::RECEIVER)
+    Ok(quic::client(ca, transport.alpn(), Windows::RECEIVER)?)
 }
 
 enum Event {

@@ -6,7 +6,7 @@
 //! challenge response is a file in `acme/challenges/`, served on the stack's plain-HTTP port
 //! (by the viewer gateway while the stack runs, by [`serve_challenges`] before it starts), and
 //! the certificate is handed to the relays and the gateway through
-//! [`transport::tls::Pki::install_public`]. Let's Encrypt issues IP-address certificates
+//! [`identity::Pki::install_public`]. Let's Encrypt issues IP-address certificates
 //! only under its short-lived profile (about 160 hours), so that is the default profile for
 //! an IP address; renewal starts once a third of the lifetime is left ([`Certificate::due`]).
 
@@ -137,13 +137,16 @@ impl Files {
     }
 
     fn store(&self, settings: &Settings, certificate: &Certificate) -> Result<()> {
-        transport::tls::replace_private(&self.key(), &certificate.key_pem)?;
-        transport::tls::replace_private(&self.cert(), &certificate.cert_pem)?;
+        identity::replace_private(&self.key(), &certificate.key_pem)?;
+        identity::replace_private(&self.cert(), &certificate.cert_pem)?;
         let meta = Meta {
             identifier: settings.identifier.clone(),
             directory: settings.directory.clone(),
         };
-        transport::tls::replace_private(&self.meta(), &serde_json::to_string_pretty(&meta)?)
+        Ok(identity::replace_private(
+            &self.meta(),
+            &serde_json::to_string_pretty(&meta)?,
+        )?)
     }
 }
 
@@ -357,7 +360,7 @@ async fn issue(
             return Err(Error::Other(format!("the CA sent a malformed token {token:?}")).into());
         }
         let path = files.challenges().join(&token);
-        transport::tls::replace_private(&path, challenge.key_authorization().as_str())?;
+        identity::replace_private(&path, challenge.key_authorization().as_str())?;
         written.push(path);
         paths.push(format!("{}{token}", server::challenge::PREFIX));
         challenge
@@ -463,7 +466,7 @@ async fn account(settings: &Settings, files: &Files) -> Result<Account> {
         directory: settings.directory.clone(),
         credentials,
     };
-    transport::tls::replace_private(&files.account(), &serde_json::to_string(&stored)?)?;
+    identity::replace_private(&files.account(), &serde_json::to_string(&stored)?)?;
     Ok(account)
 }
 

@@ -282,7 +282,7 @@ impl Supervisor {
         let (snapshot, snapshot_rx) = watch::channel(Snapshot {
             status: Status::default(),
             control_url: None,
-            control_tls: settings.state.tls_dir_of(transport::tls::Role::Supervisor),
+            control_tls: settings.state.tls_dir_of(identity::Role::Supervisor),
         });
         let handle = Handle {
             commands: commands_tx,
@@ -320,7 +320,7 @@ impl Supervisor {
             tasks: JoinSet::new(),
             http,
             control: None,
-            control_tls: settings.state.tls_dir_of(transport::tls::Role::Supervisor),
+            control_tls: settings.state.tls_dir_of(identity::Role::Supervisor),
             kills: HashMap::new(),
             probing: false,
             observing: false,

@@ -16,8 +16,8 @@ use crate::stack::StateDir;
 /// The operator's certificate files (`--tls-cert`, `--tls-key`) cannot be used: a usage
 /// error, not a failure of the stack.
 #[derive(Debug, thiserror::Error)]
-#[error("--tls-cert/--tls-key: {0:#}")]
-pub struct OperatorFiles(anyhow::Error);
+#[error("--tls-cert/--tls-key")]
+pub struct OperatorFiles(#[source] identity::Error);
 
 /// Where the certificate browsers see comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

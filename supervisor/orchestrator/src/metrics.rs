@@ -208,7 +208,7 @@ fn certificates(state: &StateDir) -> Vec<(String, i64)> {
     if let Some(end) = not_after(&state.ca()) {
         found.push(("ca".to_string(), end));
     }
-    for role in transport::tls::Role::ALL {
+    for role in identity::Role::ALL {
         let dir = state.tls_dir_of(role);
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -268,7 +268,7 @@ mod tests {
             .find(|(n, _)| n == "relay/relay.pem")
             .map(|(_, end)| *end)
             .expect("relay certificate");
-        let lifetime = transport::tls::RELAY_CERT_LIFETIME.as_secs() as i64;
+        let lifetime = identity::RELAY_CERT_LIFETIME.as_secs() as i64;
         assert!(
             relay > now && relay <= now + lifetime,
             "the relays' certificate ends within its lifetime: {relay} vs {now}"

@@ -22,6 +22,7 @@ use api::status::{EventKind, Instance, Kind, Role, Service, State};
 use crate::services::Spec;
 use crate::services::{self, Ports, loopback_if_unspecified};
 
+pub mod placement;
 mod scaling;
 
 /// Consecutive unanswered health probes before a service is declared hung and killed.

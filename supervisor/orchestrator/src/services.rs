@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use api::status::{Kind, Role};
 use serde::Serialize;
 
-use transport::tls::Role as TlsRole;
+use identity::Role as TlsRole;
 
 use crate::stack::StateDir;
 

@@ -4,8 +4,8 @@
 //! Layout of the state directory (default `$XDG_STATE_HOME/ghost-stream`, else
 //! `~/.local/state/ghost-stream`; `--state-dir` or `GHOST_STATE_DIR` to change):
 //! `ca/` (the CA key, which only the supervisor reads), `tls/` (the CA certificate and one
-//! directory per service with its own certificates, see [`transport::tls::Pki`]),
-//! `ticket.key`, `keys/` (stream keys, see [`server::keys`]), `stack.json`, `logs/`.
+//! directory per service with its own certificates, see [`identity::Pki`]),
+//! `ticket.key`, `keys/` (stream keys, see [`streamkeys`]), `stack.json`, `logs/`.
 
 use std::path::{Path, PathBuf};
 
@@ -90,8 +90,8 @@ impl StateDir {
     }
 
     /// The stack's CA and each service's certificates.
-    pub fn pki(&self) -> transport::tls::Pki {
-        transport::tls::Pki::new(&self.tls_dir(), &self.ca_dir())
+    pub fn pki(&self) -> identity::Pki {
+        identity::Pki::new(&self.tls_dir(), &self.ca_dir())
     }
 
     /// The CA clients trust.
@@ -100,7 +100,7 @@ impl StateDir {
     }
 
     /// The TLS directory of `role`: all of the stack's TLS files that service is given.
-    pub fn tls_dir_of(&self, role: transport::tls::Role) -> PathBuf {
+    pub fn tls_dir_of(&self, role: identity::Role) -> PathBuf {
         self.pki().dir(role)
     }
 
@@ -158,8 +158,8 @@ impl StateDir {
     }
 
     /// The stream keys.
-    pub fn keys(&self) -> server::keys::KeyStore {
-        server::keys::KeyStore::new(self.keys_dir())
+    pub fn keys(&self) -> streamkeys::KeyStore {
+        streamkeys::KeyStore::new(self.keys_dir())
     }
 
     /// Service logs.

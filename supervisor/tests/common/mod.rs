@@ -267,7 +267,7 @@ impl Stack {
             quic::client(&self.state.ca(), quic::ALPN_PUBLISH, Windows::PUBLISHER).expect("client");
         let ingest = quic::resolve(&self.file.ingest_addr).await.expect("ingest");
         let conn = endpoint
-            .connect(ingest, transport::tls::INGEST_NAME)
+            .connect(ingest, identity::INGEST_NAME)
             .expect("connect")
             .await
             .expect("handshake");
@@ -327,7 +327,7 @@ impl Stack {
     /// `protocol` ("rtmp", say, which no test publisher speaks yet). Its ingest is made up and
     /// never reports, so no heartbeat ends it: it stays listed for the test's length.
     pub async fn create_at_control(&self, name: &str, protocol: &str) -> proto::control::Stream {
-        let mut client = self.control_as(transport::tls::Role::Ingest).await;
+        let mut client = self.control_as(identity::Role::Ingest).await;
         client
             .create_stream(proto::control::CreateStreamRequest {
                 name: name.into(),
@@ -344,7 +344,7 @@ impl Stack {
     /// A client of control presenting `role`'s client certificate, as that service calls it.
     pub async fn control_as(
         &self,
-        role: transport::tls::Role,
+        role: identity::Role,
     ) -> proto::control::control_client::ControlClient<tonic::transport::Channel> {
         let control = self.addr("control", api::status::Role::Grpc).await;
         server::control::client(

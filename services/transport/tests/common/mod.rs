@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use transport::quic::{self, Windows};
-use transport::tls;
 
 /// Whose certificate the server presents.
 #[derive(Debug, Clone, Copy)]
@@ -18,18 +17,18 @@ pub enum Server {
 }
 
 impl Server {
-    fn role(self) -> tls::Role {
+    fn role(self) -> identity::Role {
         match self {
-            Server::Relay => tls::Role::Relay,
-            Server::Ingest => tls::Role::Ingest,
+            Server::Relay => identity::Role::Relay,
+            Server::Ingest => identity::Role::Ingest,
         }
     }
 
     /// The TLS server name its certificate carries.
     fn name(self) -> &'static str {
         match self {
-            Server::Relay => tls::RELAY_NAME,
-            Server::Ingest => tls::INGEST_NAME,
+            Server::Relay => identity::RELAY_NAME,
+            Server::Ingest => identity::INGEST_NAME,
         }
     }
 }
@@ -53,17 +52,17 @@ impl Endpoints {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let made = (|| {
-            let pki = tls::Pki::new(&dir.join("tls"), &dir.join("ca"));
+            let pki = identity::Pki::new(&dir.join("tls"), &dir.join("ca"));
             pki.ensure(std::time::SystemTime::now())?;
             let files = pki.files(who.role());
             let identity = match who {
-                Server::Relay => tls::Identity::load(&files.relay_cert, &files.relay_key)?,
+                Server::Relay => identity::Identity::load(&files.relay_cert, &files.relay_key)?,
                 Server::Ingest => files.server_identity()?,
             };
             let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
             let server = quic::server(localhost, &identity, &[alpn], server)?;
             let client = quic::client(&files.ca, alpn, client)?;
-            anyhow::Ok((server, client))
+            Ok::<_, quic::EndpointError>((server, client))
         })();
         let _ = std::fs::remove_dir_all(&dir);
         let (server, client) = made.expect("certificates and endpoints");

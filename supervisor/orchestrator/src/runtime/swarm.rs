@@ -52,10 +52,11 @@ use crate::services::Spec;
 use crate::services::{self, Audience, File, Listen, Site};
 use crate::stack::StateDir;
 
-mod placement;
+mod nodes;
 mod secrets;
 
-use placement::*;
+use crate::policy::placement::Machine;
+use nodes::*;
 use secrets::*;
 
 /// How often the swarm's tasks and nodes are read.
@@ -307,7 +308,7 @@ impl SwarmRuntime {
         secrets: Vec<TaskSpecContainerSpecSecrets>,
     ) -> ServiceSpec {
         let self_id = self.shared.self_id();
-        let viewers_host = if node.id == self_id {
+        let viewers_host = if node.machine.id == self_id {
             spec.advertise_host
                 .clone()
                 .unwrap_or_else(|| Ipv4Addr::LOCALHOST.to_string())
@@ -381,7 +382,7 @@ impl SwarmRuntime {
                     ..Default::default()
                 }),
                 placement: Some(TaskSpecPlacement {
-                    constraints: Some(vec![format!("node.id=={}", node.id)]),
+                    constraints: Some(vec![format!("node.machine.id=={}", node.machine.id)]),
                     ..Default::default()
                 }),
                 networks: Some(vec![NetworkAttachmentConfig {
@@ -448,7 +449,7 @@ impl SwarmRuntime {
         task: &Task,
         node: &NodeView,
     ) -> Instance {
-        let local = node.id == self.shared.self_id();
+        let local = node.machine.id == self.shared.self_id();
         let host: IpAddr = if local {
             Ipv4Addr::LOCALHOST.into()
         } else {
@@ -473,10 +474,10 @@ impl SwarmRuntime {
             container: container.and_then(|c| c.container_id.clone()),
             addrs,
             generation,
-            node: Some(if node.hostname.is_empty() {
-                node.id.clone()
+            node: Some(if node.machine.hostname.is_empty() {
+                node.machine.id.clone()
             } else {
-                node.hostname.clone()
+                node.machine.hostname.clone()
             }),
         }
     }
@@ -508,13 +509,19 @@ impl SwarmRuntime {
                     *load.entry(placed.node.clone()).or_default() += 1;
                 }
             }
-            let node = choose(&nodes, &load)?.clone();
+            let machines: Vec<Machine> = nodes.iter().map(|n| n.machine.clone()).collect();
+            let chosen = crate::policy::placement::choose(&machines, &load)?;
+            let node = nodes
+                .iter()
+                .find(|n| n.machine.id == chosen.id)
+                .cloned()
+                .context("the chosen node is listed")?;
             relays.insert(
                 spec.name.clone(),
                 Placed {
                     generation,
                     service: String::new(),
-                    node: node.id.clone(),
+                    node: node.machine.id.clone(),
                     running: false,
                 },
             );
@@ -703,7 +710,10 @@ impl Runtime for SwarmRuntime {
             nodes.len(),
             nodes
                 .iter()
-                .map(|n| format!("{} ({}, {})", n.hostname, n.state, n.availability))
+                .map(|n| format!(
+                    "{} ({}, {})",
+                    n.machine.hostname, n.machine.state, n.machine.availability
+                ))
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
@@ -761,7 +771,7 @@ impl Runtime for SwarmRuntime {
         let nodes = self.read_nodes().await?;
         let Some(node) = nodes
             .iter()
-            .find(|n| Some(&n.id) == task.node_id.as_ref())
+            .find(|n| Some(&n.machine.id) == task.node_id.as_ref())
             .cloned()
         else {
             return Ok(None);
@@ -786,7 +796,7 @@ impl Runtime for SwarmRuntime {
             Placed {
                 generation,
                 service: id,
-                node: node.id,
+                node: node.machine.id,
                 running: true,
             },
         );
@@ -848,15 +858,15 @@ impl Runtime for SwarmRuntime {
         nodes
             .into_iter()
             .map(|n| api::status::Node {
-                relays: u32::try_from(relays.values().filter(|p| p.node == n.id).count())
+                relays: u32::try_from(relays.values().filter(|p| p.node == n.machine.id).count())
                     .unwrap_or(u32::MAX),
                 address: n.public.clone().unwrap_or_else(|| n.addr.clone()),
                 role: if n.manager { "manager" } else { "worker" }.into(),
-                id: n.id,
-                hostname: n.hostname,
-                availability: n.availability,
-                state: n.state,
-                cpus: n.cpus,
+                id: n.machine.id,
+                hostname: n.machine.hostname,
+                availability: n.machine.availability,
+                state: n.machine.state,
+                cpus: n.machine.cpus,
             })
             .collect()
     }
@@ -886,53 +896,19 @@ impl Runtime for SwarmRuntime {
 mod tests {
     use super::*;
 
-    fn node(id: &str, state: &str, availability: &str, cpus: f64) -> NodeView {
+    fn node(id: &str, state: &str) -> NodeView {
         NodeView {
-            id: id.into(),
-            hostname: format!("host-{id}"),
-            manager: id == "a",
-            availability: availability.into(),
-            state: state.into(),
+            machine: Machine {
+                id: id.into(),
+                hostname: format!("host-{id}"),
+                availability: "active".into(),
+                state: state.into(),
+                cpus: 2.0,
+            },
+            manager: false,
             addr: "10.0.0.1".into(),
             public: None,
-            cpus,
         }
-    }
-
-    #[test]
-    fn relays_spread_over_nodes_before_any_takes_a_second() {
-        let nodes = [
-            node("a", "ready", "active", 2.0),
-            node("b", "ready", "active", 2.0),
-            node("c", "ready", "active", 8.0),
-        ];
-        let mut load = HashMap::new();
-        let mut order = Vec::new();
-        for _ in 0..3 {
-            let chosen = choose(&nodes, &load).expect("a node").id.clone();
-            *load.entry(chosen.clone()).or_insert(0) += 1;
-            order.push(chosen);
-        }
-        order.sort();
-        assert_eq!(order, ["a", "b", "c"]);
-        // Then by relays per CPU: the 8-CPU node takes the next ones.
-        assert_eq!(choose(&nodes, &load).expect("a node").id, "c");
-    }
-
-    #[test]
-    fn drained_paused_and_down_nodes_take_no_relay() {
-        let nodes = [
-            node("a", "ready", "drain", 2.0),
-            node("b", "ready", "pause", 2.0),
-            node("c", "down", "active", 2.0),
-            node("d", "ready", "active", 2.0),
-        ];
-        let load = HashMap::from([("d".to_string(), 5)]);
-        assert_eq!(choose(&nodes, &load).expect("a node").id, "d");
-        let error = choose(&nodes[..3], &HashMap::new()).expect_err("no node");
-        let text = format!("{error:#}");
-        assert!(text.contains("no Swarm node can take a relay"), "{text}");
-        assert!(text.contains("host-a (ready, drain)"), "{text}");
     }
 
     fn task(service: &str, state: TaskState, index: u64, err: Option<&str>) -> Task {
@@ -961,7 +937,7 @@ mod tests {
             running: true,
         };
         let services = std::collections::HashSet::from(["s1".to_string()]);
-        let nodes = [node("b", "ready", "active", 2.0)];
+        let nodes = [node("b", "ready")];
         let running = [task("s1", TaskState::RUNNING, 5, None)];
         assert_eq!(gone(&placed, &services, &running, &nodes), None);
 
@@ -979,7 +955,7 @@ mod tests {
             Some("its Swarm service was removed")
         );
 
-        let down = [node("b", "down", "active", 2.0)];
+        let down = [node("b", "down")];
         assert_eq!(
             gone(&placed, &services, &running, &down).as_deref(),
             Some("its node host-b is down")
@@ -1020,12 +996,12 @@ mod tests {
     fn a_relay_reads_its_tls_directory_and_the_ticket_key_and_nothing_else() {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = StateDir::new(dir.path());
-        let tls = state.tls_dir_of(transport::tls::Role::Relay);
+        let tls = state.tls_dir_of(identity::Role::Relay);
         std::fs::create_dir_all(&tls).expect("mkdir");
         std::fs::write(tls.join("relay.pem"), b"cert").expect("write");
         std::fs::write(tls.join("ca.pem"), b"ca").expect("write");
         std::fs::write(state.ticket_key(), b"key").expect("write");
-        let control = state.tls_dir_of(transport::tls::Role::Control);
+        let control = state.tls_dir_of(identity::Role::Control);
         std::fs::create_dir_all(&control).expect("mkdir");
         std::fs::write(control.join("control.pem"), b"no").expect("write");
         let files = secret_files(Kind::Relay, dir.path()).expect("files");

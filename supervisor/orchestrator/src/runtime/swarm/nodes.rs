@@ -1,5 +1,6 @@
-//! Swarm as the placement rule reads it: nodes, the relay each holds, and why a relay is
-//! gone. Pure functions of what the engine reported, unit-tested apart from any engine.
+//! Swarm's nodes as the placement rule ([`crate::policy::placement`]) reads them, the relay
+//! each holds, and why a relay is gone: pure functions of what the engine reported,
+//! unit-tested apart from any engine.
 
 use super::*;
 
@@ -18,16 +19,13 @@ pub(super) struct Placed {
 /// A node as placement and the status page need it.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct NodeView {
-    pub(super) id: String,
-    pub(super) hostname: String,
+    /// What the placement rule reads.
+    pub(super) machine: Machine,
     pub(super) manager: bool,
-    pub(super) availability: String,
-    pub(super) state: String,
     /// The address Swarm knows it by (the manager reaches its relays' ops ports there).
     pub(super) addr: String,
     /// [`LABEL_PUBLIC_ADDRESS`], when set.
     pub(super) public: Option<String>,
-    pub(super) cpus: f64,
 }
 
 impl NodeView {
@@ -36,74 +34,34 @@ impl NodeView {
         let description = node.description.as_ref();
         let status = node.status.as_ref();
         Some(NodeView {
-            id: node.id.clone()?,
-            hostname: description
-                .and_then(|d| d.hostname.clone())
-                .unwrap_or_default(),
+            machine: Machine {
+                id: node.id.clone()?,
+                hostname: description
+                    .and_then(|d| d.hostname.clone())
+                    .unwrap_or_default(),
+                availability: spec
+                    .and_then(|s| s.availability)
+                    .unwrap_or(NodeSpecAvailabilityEnum::ACTIVE)
+                    .to_string(),
+                state: status
+                    .and_then(|s| s.state)
+                    .unwrap_or(NodeState::UNKNOWN)
+                    .to_string(),
+                cpus: description
+                    .and_then(|d| d.resources.as_ref())
+                    .and_then(|r| r.nano_cpus)
+                    .map(|n| n as f64 / 1e9)
+                    .unwrap_or(1.0),
+            },
             manager: spec.and_then(|s| s.role) == Some(NodeSpecRoleEnum::MANAGER),
-            availability: spec
-                .and_then(|s| s.availability)
-                .unwrap_or(NodeSpecAvailabilityEnum::ACTIVE)
-                .to_string(),
-            state: status
-                .and_then(|s| s.state)
-                .unwrap_or(NodeState::UNKNOWN)
-                .to_string(),
             addr: status.and_then(|s| s.addr.clone()).unwrap_or_default(),
             public: spec
                 .and_then(|s| s.labels.as_ref())
                 .and_then(|l| l.get(LABEL_PUBLIC_ADDRESS))
                 .filter(|a| !a.is_empty())
                 .cloned(),
-            cpus: description
-                .and_then(|d| d.resources.as_ref())
-                .and_then(|r| r.nano_cpus)
-                .map(|n| n as f64 / 1e9)
-                .unwrap_or(1.0),
         })
     }
-
-    /// Whether new relays may go there.
-    pub(super) fn schedulable(&self) -> bool {
-        self.state == "ready" && self.availability == "active"
-    }
-
-    /// Whether its relays are lost: Swarm no longer hears from it.
-    pub(super) fn lost(&self) -> bool {
-        self.state == "down" || self.state == "disconnected"
-    }
-}
-
-/// The node for a new relay: among the ready, active nodes, the one with the fewest relays
-/// per CPU (`load` counts the relays on each), so an empty node always wins and relays
-/// spread before any node takes a second; ties go to the node with fewer relays, then by
-/// host name, so the choice is stable.
-pub(super) fn choose<'a>(
-    nodes: &'a [NodeView],
-    load: &HashMap<String, u32>,
-) -> Result<&'a NodeView> {
-    let relays = |n: &NodeView| load.get(&n.id).copied().unwrap_or(0);
-    nodes
-        .iter()
-        .filter(|n| n.schedulable())
-        .min_by(|a, b| {
-            let per_cpu = |n: &NodeView| f64::from(relays(n)) / n.cpus.max(0.1);
-            per_cpu(a)
-                .total_cmp(&per_cpu(b))
-                .then(relays(a).cmp(&relays(b)))
-                .then(a.hostname.cmp(&b.hostname))
-                .then(a.id.cmp(&b.id))
-        })
-        .with_context(|| {
-            let listed: Vec<String> = nodes
-                .iter()
-                .map(|n| format!("{} ({}, {})", n.hostname, n.state, n.availability))
-                .collect();
-            format!(
-                "no Swarm node can take a relay: none is both ready and active (nodes: {})",
-                listed.join(", ")
-            )
-        })
 }
 
 /// Why a relay placed as `placed` is gone, if it is, from the swarm's `services` (ids),
@@ -117,10 +75,13 @@ pub(super) fn gone(
     if !services.contains(&placed.service) {
         return Some("its Swarm service was removed".into());
     }
-    if let Some(node) = nodes.iter().find(|n| n.id == placed.node)
-        && node.lost()
+    if let Some(node) = nodes.iter().find(|n| n.machine.id == placed.node)
+        && node.machine.lost()
     {
-        return Some(format!("its node {} is {}", node.hostname, node.state));
+        return Some(format!(
+            "its node {} is {}",
+            node.machine.hostname, node.machine.state
+        ));
     }
     let mine: Vec<&Task> = tasks
         .iter()

@@ -1,4 +1,7 @@
-//! The stack's certificates and rustls configurations.
+//! Who is who in a Ghost Stream stack: its certificates, the roles they name, the rustls
+//! configurations built from them, and how a server tells who is calling. Kept apart from the
+//! data path (`transport`) so that control and the viewer gateway, which move no media, use
+//! certificates without it.
 //!
 //! `ghost up` makes, once, a private CA whose key only the supervisor holds ([`Pki`]), and
 //! for each service a directory of its own holding the CA certificate and that service's
@@ -12,7 +15,8 @@
 //! - a **client** certificate naming its role (a URI `urn:ghost-stream:service:<role>` in its
 //!   subject alternative names, for client authentication only), which it presents where a
 //!   server must know who calls: a relay subscribing at ingest, every service calling
-//!   control, control calling the supervisor. [`client_role`] reads the role back from a certificate the CA vouched for.
+//!   control, control calling the supervisor. [`peer::client_role`] reads the role back from
+//!   a certificate the CA vouched for.
 //!
 //! Every client verifies the server against the CA; there is no accept-any-certificate path.
 //!
@@ -24,20 +28,32 @@
 //! the ones open go on. An operator's own certificate (from a public CA, which browsers
 //! verify by name) is kept as it is and never renewed here. A viewer holds that certificate's
 //! hash, never a key, and no server certificate names a role: it opens nothing but a relay.
+//!
+//! - [`Pki`]: the CA on disk, issuance, renewal and file modes;
+//! - rustls configs: [`server_config`], [`client_config`], [`Reloading`] and the others;
+//! - [`peer`]: who is calling, by certificate or by address;
+//! - [`Error`]: what can go wrong with any of it.
+
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
 mod configs;
+mod error;
+pub mod peer;
 mod pki;
 
 pub use configs::*;
+pub use error::Error;
 pub use pki::*;
+
+/// What this crate's functions return.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// TLS server name of the ingest gateway.
 pub const INGEST_NAME: &str = "ingest.ghost";
@@ -93,7 +109,7 @@ impl Role {
         format!("{ROLE_URI_PREFIX}{}", self.as_str())
     }
 
-    fn from_uri(uri: &str) -> Option<Role> {
+    pub(crate) fn from_uri(uri: &str) -> Option<Role> {
         let name = uri.strip_prefix(ROLE_URI_PREFIX)?;
         Role::ALL.into_iter().find(|r| r.as_str() == name)
     }
@@ -180,33 +196,6 @@ impl Files {
     }
 }
 
-/// The role a client certificate from the stack's CA names: its one URI under
-/// [`ROLE_URI_PREFIX`], in a certificate whose extended key usage allows client
-/// authentication. `None` for anything else, a server's certificate included. The chain
-/// must have been verified against the CA before (the TLS handshake did).
-pub fn client_role(leaf: &CertificateDer<'_>) -> Option<Role> {
-    use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
-    let usage = cert.extended_key_usage().ok()??;
-    if !usage.value.client_auth {
-        return None;
-    }
-    let names = cert.subject_alternative_name().ok()??;
-    let mut roles = names.value.general_names.iter().filter_map(|n| match n {
-        GeneralName::URI(uri) if uri.starts_with(ROLE_URI_PREFIX) => Some(Role::from_uri(uri)),
-        _ => None,
-    });
-    match (roles.next(), roles.next()) {
-        (Some(role), None) => role,
-        _ => None,
-    }
-}
-
-/// The role of the first certificate of a verified peer chain, as rustls hands it over.
-pub fn peer_role(chain: &[CertificateDer<'_>]) -> Option<Role> {
-    chain.first().and_then(client_role)
-}
-
 /// A server's certificate chain and key.
 #[derive(Debug)]
 pub struct Identity {
@@ -219,21 +208,32 @@ pub struct Identity {
 impl Identity {
     /// Loads a PEM chain and key.
     pub fn load(cert: &Path, key: &Path) -> Result<Identity> {
-        let chain = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-        let secret = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
-        Identity::from_pem(&chain, &secret)
-            .with_context(|| format!("{} and {}", cert.display(), key.display()))
+        let chain = std::fs::read(cert).map_err(Error::io("reading", cert))?;
+        let secret = std::fs::read(key).map_err(Error::io("reading", key))?;
+        Identity::from_pem(&chain, &secret).map_err(|source| Error::Pair {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            source: Box::new(source),
+        })
     }
 
     /// Parses a PEM chain and key held in memory.
     pub fn from_pem(cert: &[u8], key: &[u8]) -> Result<Identity> {
         let chain = CertificateDer::pem_slice_iter(cert)
             .collect::<Result<Vec<_>, _>>()
-            .context("parsing the certificate chain")?;
+            .map_err(|source| Error::Pem {
+                what: "parsing the certificate chain".into(),
+                source,
+            })?;
         if chain.is_empty() {
-            anyhow::bail!("the certificate file holds no certificate");
+            return Err(Error::NoCertificate {
+                what: "the certificate file holds no certificate",
+            });
         }
-        let key = PrivateKeyDer::from_pem_slice(key).context("parsing the private key")?;
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|source| Error::Pem {
+            what: "parsing the private key".into(),
+            source,
+        })?;
         Ok(Identity { chain, key })
     }
 
@@ -259,6 +259,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::peer::client_role;
 
     fn temp_pki(name: &str) -> (PathBuf, Pki) {
         let dir = std::env::temp_dir().join(format!("ghost-tls-{name}-{}", std::process::id()));

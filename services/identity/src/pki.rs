@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -12,9 +11,12 @@ use super::*;
 
 /// Whether the leaf at `cert` was issued by the CA at `ca`, and its end.
 pub(super) fn cert_state(cert: &Path, ca: &Path) -> Result<(bool, SystemTime)> {
-    let pem = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-    let ca_pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-    leaf_state(&pem, &ca_pem).with_context(|| format!("reading {}", cert.display()))
+    let pem = std::fs::read(cert).map_err(Error::io("reading", cert))?;
+    let ca_pem = std::fs::read(ca).map_err(Error::io("reading", ca))?;
+    leaf_state(&pem, &ca_pem).map_err(|source| Error::Certificate {
+        path: cert.to_path_buf(),
+        source: Box::new(source),
+    })
 }
 
 /// The stack's certificate authority and every service's TLS directory, as the supervisor
@@ -72,7 +74,10 @@ impl Pki {
         create_private_dir(&self.ca_dir)?;
         self.move_old_ca_key()?;
         if !self.ca().exists() || !self.ca_key().exists() {
-            let ca = generate_ca().context("generating the stack's CA")?;
+            let ca = generate_ca().map_err(|source| Error::Issue {
+                what: "generating the stack's CA".into(),
+                source: Box::new(source),
+            })?;
             write_private(&self.ca_key(), &ca.key)?;
             write_public(&self.ca(), &ca.cert)?;
         }
@@ -87,13 +92,21 @@ impl Pki {
             if let Some(name) = role.server_name()
                 && !self.issued_here(&files.cert, &files.key)?
             {
-                let issued = issue(&ca_pem, &ca_key, &Leaf::Server(name))
-                    .with_context(|| format!("issuing {role}'s server certificate"))?;
+                let issued = issue(&ca_pem, &ca_key, &Leaf::Server(name)).map_err(|source| {
+                    Error::Issue {
+                        what: format!("issuing {role}'s server certificate"),
+                        source: Box::new(source),
+                    }
+                })?;
                 issued.write(&files.cert, &files.key, &ca_pem)?;
             }
             if !self.issued_here(&files.client_cert, &files.client_key)? {
-                let issued = issue(&ca_pem, &ca_key, &Leaf::Client(role))
-                    .with_context(|| format!("issuing {role}'s client certificate"))?;
+                let issued = issue(&ca_pem, &ca_key, &Leaf::Client(role)).map_err(|source| {
+                    Error::Issue {
+                        what: format!("issuing {role}'s client certificate"),
+                        source: Box::new(source),
+                    }
+                })?;
                 issued.write(&files.client_cert, &files.client_key, &ca_pem)?;
             }
         }
@@ -101,8 +114,7 @@ impl Pki {
         for old in ["server.pem", "server.key"] {
             let path = self.tls.join(old);
             if path.exists() {
-                std::fs::remove_file(&path)
-                    .with_context(|| format!("removing {}", path.display()))?;
+                std::fs::remove_file(&path).map_err(Error::io("removing", &path))?;
             }
         }
         self.ensure_relay(now)?;
@@ -124,18 +136,20 @@ impl Pki {
         }
         let new = self.ca_key();
         if !new.exists() {
-            return std::fs::rename(&old, &new)
-                .with_context(|| format!("moving {} to {}", old.display(), new.display()));
+            return std::fs::rename(&old, &new).map_err(|source| Error::Move {
+                from: old,
+                to: new,
+                source,
+            });
         }
         if read_text(&old)? != read_text(&new)? {
-            anyhow::bail!(
-                "two different CA keys: {} and {}; remove the one that is not the CA of {}",
-                old.display(),
-                new.display(),
-                self.ca().display()
-            );
+            return Err(Error::TwoCaKeys {
+                old,
+                new,
+                ca: self.ca(),
+            });
         }
-        std::fs::remove_file(&old).with_context(|| format!("removing {}", old.display()))
+        std::fs::remove_file(&old).map_err(Error::io("removing", &old))
     }
 
     fn move_old_relay_cert(&self) -> Result<()> {
@@ -150,7 +164,11 @@ impl Pki {
                 } else {
                     std::fs::rename(&old, new)
                 }
-                .with_context(|| format!("moving {} to {}", old.display(), new.display()))?;
+                .map_err(|source| Error::Move {
+                    from: old.clone(),
+                    to: new.clone(),
+                    source,
+                })?;
             }
         }
         Ok(())
@@ -180,8 +198,10 @@ impl Pki {
         let files = self.files(Role::Relay);
         let ca_pem = read_text(&self.ca())?;
         let ca_key = read_text(&self.ca_key())?;
-        let issued =
-            issue(&ca_pem, &ca_key, &Leaf::Relay(now)).context("issuing the relay certificate")?;
+        let issued = issue(&ca_pem, &ca_key, &Leaf::Relay(now)).map_err(|source| Error::Issue {
+            what: "issuing the relay certificate".into(),
+            source: Box::new(source),
+        })?;
         issued.write(&files.relay_cert, &files.relay_key, &ca_pem)?;
         Ok(issued.not_after)
     }
@@ -195,7 +215,11 @@ impl Pki {
     /// gateway's HTTPS certificate, after checking that they load and match.
     pub fn install_relay(&self, cert: &Path, key: &Path) -> Result<()> {
         self.install_public(&read_text(cert)?, &read_text(key)?)
-            .with_context(|| format!("{} and {}", cert.display(), key.display()))
+            .map_err(|source| Error::Pair {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+                source: Box::new(source),
+            })
     }
 
     /// Puts a certificate for the stack's public name (from ACME, or the operator's) where
@@ -205,7 +229,7 @@ impl Pki {
     /// next look, never a half-written file.
     pub fn install_public(&self, cert_pem: &str, key_pem: &str) -> Result<()> {
         let identity = Identity::from_pem(cert_pem.as_bytes(), key_pem.as_bytes())?;
-        server_config(&identity, &[]).context("the certificate and key do not match")?;
+        server_config(&identity, &[]).map_err(|e| Error::Unmatched(Box::new(e)))?;
         let relay = self.files(Role::Relay);
         let gateway = self.files(Role::Gateway);
         for role in [Role::Relay, Role::Gateway] {
@@ -242,9 +266,7 @@ impl Pki {
 
 fn remove_if_there(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("removing {}", path.display()))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", path)(e)),
         _ => Ok(()),
     }
 }
@@ -256,26 +278,29 @@ pub fn replace_private(path: &Path, pem: &str) -> Result<()> {
     tmp.push(".new");
     let tmp = PathBuf::from(tmp);
     write_private(&tmp, pem)?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("moving {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path).map_err(|source| Error::Move {
+        from: tmp,
+        to: path.to_path_buf(),
+        source,
+    })
 }
 
 fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    std::fs::read_to_string(path).map_err(Error::io("reading", path))
 }
 
 fn write_public(path: &Path, pem: &str) -> Result<()> {
-    std::fs::write(path, pem).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, pem).map_err(Error::io("writing", path))
 }
 
 /// Makes `dir` (mode 0700) where missing; an existing one is made 0700 too.
 fn create_private_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(Error::io("creating", dir))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("setting the mode of {}", dir.display()))?;
+            .map_err(Error::io("setting the mode of", dir))?;
     }
     Ok(())
 }
@@ -289,11 +314,9 @@ fn write_private(path: &Path, pem: &str) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut f = options
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
+    let mut f = options.open(path).map_err(Error::io("writing", path))?;
     f.write_all(pem.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
+        .map_err(Error::io("writing", path))
 }
 
 /// How long a relay certificate from the stack's CA is valid: under the 14 days browsers
@@ -303,7 +326,7 @@ pub const RELAY_CERT_LIFETIME: Duration = Duration::from_secs(13 * 24 * 3600);
 /// a renewal still has days, not minutes, to pick the next one up.
 pub const RELAY_CERT_RENEW_BEFORE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// The relays' certificate, as [`Files::ensure_relay`] left it.
+/// The relays' certificate, as [`Pki::ensure_relay`] left it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayCert {
     /// Issued now by the stack's CA.
@@ -324,11 +347,25 @@ pub enum RelayCert {
 pub(super) fn leaf_state(pem: &[u8], ca_pem: &[u8]) -> Result<(bool, SystemTime)> {
     let leaf = CertificateDer::pem_slice_iter(pem)
         .next()
-        .context("no certificate")?
-        .context("not PEM")?;
-    let ca = CertificateDer::from_pem_slice(ca_pem).context("the CA is not PEM")?;
-    let (_, leaf) = x509_parser::parse_x509_certificate(&leaf).context("not X.509")?;
-    let (_, ca) = x509_parser::parse_x509_certificate(&ca).context("the CA is not X.509")?;
+        .ok_or(Error::NoCertificate {
+            what: "no certificate",
+        })?
+        .map_err(|source| Error::Pem {
+            what: "not PEM".into(),
+            source,
+        })?;
+    let ca = CertificateDer::from_pem_slice(ca_pem).map_err(|source| Error::Pem {
+        what: "the CA is not PEM".into(),
+        source,
+    })?;
+    let (_, leaf) = x509_parser::parse_x509_certificate(&leaf).map_err(|source| Error::X509 {
+        what: "not X.509",
+        source,
+    })?;
+    let (_, ca) = x509_parser::parse_x509_certificate(&ca).map_err(|source| Error::X509 {
+        what: "the CA is not X.509",
+        source,
+    })?;
     // Signed by this CA's key: names alone do not tell two stacks' CAs apart.
     let ours =
         leaf.issuer() == ca.subject() && leaf.verify_signature(Some(ca.public_key())).is_ok();
@@ -362,7 +399,7 @@ impl Issued {
         replace_private(key, &self.key)?;
         let chain = cert.with_extension("pem.new");
         write_public(&chain, &format!("{}{}", self.cert, ca_pem))?;
-        std::fs::rename(&chain, cert).with_context(|| format!("writing {}", cert.display()))
+        std::fs::rename(&chain, cert).map_err(Error::io("writing", cert))
     }
 }
 
@@ -371,8 +408,14 @@ pub(super) fn issue(ca_pem: &str, ca_key_pem: &str, leaf: &Leaf) -> Result<Issue
         CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType,
         string::Ia5String,
     };
-    let ca_key = KeyPair::from_pem(ca_key_pem).context("reading the CA key")?;
-    let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key).context("reading the CA")?;
+    let ca_key = KeyPair::from_pem(ca_key_pem).map_err(|source| Error::Ca {
+        what: "reading the CA key",
+        source,
+    })?;
+    let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key).map_err(|source| Error::Ca {
+        what: "reading the CA",
+        source,
+    })?;
     let key = KeyPair::generate()?;
     let names = |name: &str| {
         std::iter::once(name)
@@ -414,7 +457,7 @@ pub(super) fn issue(ca_pem: &str, ca_key_pem: &str, leaf: &Leaf) -> Result<Issue
         // Whole seconds: that is all a certificate holds, so the end reads back the same.
         let since_epoch = now
             .duration_since(SystemTime::UNIX_EPOCH)
-            .context("the clock is before 1970")?;
+            .map_err(Error::Clock)?;
         let not_before = SystemTime::UNIX_EPOCH
             + Duration::from_secs(since_epoch.as_secs().saturating_sub(3600));
         not_after = not_before + RELAY_CERT_LIFETIME;

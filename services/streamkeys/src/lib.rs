@@ -14,6 +14,8 @@
 //! mount shows the new one. Writers take an exclusive lock on a lock file in the directory,
 //! so two `ghost keys add` at once both land; readers take none.
 
+#![forbid(unsafe_code)]
+
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -465,9 +467,34 @@ impl Gate {
     }
 }
 
-impl From<&crate::args::Keys> for Gate {
-    fn from(args: &crate::args::Keys) -> Gate {
-        Gate::new(args.dir.clone().map(KeyStore::new), args.require)
+/// The stream-key flags of the service that takes publishers (ingest); a [`Gate`] is built
+/// from them.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Flags {
+    /// Directory of the stream keys (`keys.json`, made by `ghost keys add`). Read on every
+    /// publish, so a key added to a running stack works at once. Without it, there are no
+    /// keys.
+    #[arg(
+        id = "keys_dir",
+        long = "keys-dir",
+        env = "GHOST_INGEST_KEYS_DIR",
+        value_name = "DIR"
+    )]
+    pub dir: Option<PathBuf>,
+    /// Admit only publishers presenting the key of their stream name (`--public` stacks).
+    /// Needs `--keys-dir`.
+    #[arg(
+        id = "require_keys",
+        long = "require-keys",
+        env = "GHOST_INGEST_REQUIRE_KEYS",
+        requires_if("true", "keys_dir")
+    )]
+    pub require: bool,
+}
+
+impl From<&Flags> for Gate {
+    fn from(flags: &Flags) -> Gate {
+        Gate::new(flags.dir.clone().map(KeyStore::new), flags.require)
     }
 }
 
@@ -866,7 +893,7 @@ mod tests {
 
     #[test]
     fn the_gate_is_built_from_the_flags() {
-        let keys = crate::args::Keys {
+        let keys = crate::Flags {
             dir: Some("k".into()),
             require: true,
         };

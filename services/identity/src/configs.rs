@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -21,7 +20,10 @@ pub fn server_config(identity: &Identity, alpns: &[&[u8]]) -> Result<rustls::Ser
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(identity.chain.clone(), key)
-        .context("server certificate and key do not match")?;
+        .map_err(|source| Error::Mismatch {
+            what: "server certificate and key do not match",
+            source,
+        })?;
     config.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
     Ok(config)
 }
@@ -30,18 +32,20 @@ pub fn server_config(identity: &Identity, alpns: &[&[u8]]) -> Result<rustls::Ser
 pub(super) fn roots(ca_pem: &Path) -> Result<rustls::RootCertStore> {
     let mut roots = rustls::RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(ca_pem)
-        .with_context(|| {
-            format!(
-                "reading the stack's CA certificate {} (is the stack up? `ghost up` makes it)",
-                ca_pem.display()
-            )
+        .map_err(|source| Error::NoCa {
+            path: ca_pem.to_path_buf(),
+            source,
         })?
         .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing {}", ca_pem.display()))?;
+        .map_err(|source| Error::Pem {
+            what: format!("parsing {}", ca_pem.display()),
+            source,
+        })?;
     for cert in certs {
-        roots
-            .add(cert)
-            .with_context(|| format!("adding {} to trusted roots", ca_pem.display()))?;
+        roots.add(cert).map_err(|source| Error::Trust {
+            path: ca_pem.to_path_buf(),
+            source,
+        })?;
     }
     Ok(roots)
 }
@@ -49,7 +53,8 @@ pub(super) fn roots(ca_pem: &Path) -> Result<rustls::RootCertStore> {
 /// A TLS 1.3 server config offering `alpns` that asks clients for a certificate from the
 /// CA in `ca_pem` without requiring one: a client presenting one that the CA did not issue
 /// fails the handshake, one presenting none gets in, and the server decides per connection
-/// from [`peer_role`] what it may do (ingest: publishers present none, relays theirs).
+/// from [`crate::peer::peer_role`] what it may do (ingest: publishers present none, relays
+/// theirs).
 pub fn server_config_verifying_clients(
     identity: &Identity,
     alpns: &[&[u8]],
@@ -61,12 +66,15 @@ pub fn server_config_verifying_clients(
     )
     .allow_unauthenticated()
     .build()
-    .context("building the client certificate verifier")?;
+    .map_err(Error::Verifier)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())
-        .context("server certificate and key do not match")?;
+        .map_err(|source| Error::Mismatch {
+            what: "server certificate and key do not match",
+            source,
+        })?;
     config.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
     Ok(config)
 }
@@ -116,7 +124,7 @@ impl Reloading {
                 Ok(true) => renewed(self),
                 Ok(false) => {}
                 Err(error) => tracing::warn!(
-                    error = %format!("{error:#}"),
+                    error = %chain(&error),
                     "certificate not reloaded; keeping the one in use"
                 ),
             }
@@ -148,16 +156,33 @@ impl rustls::server::ResolvesServerCert for Reloading {
     }
 }
 
+/// `error` and its sources, joined by `: `, as one log field.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 fn certified(cert: &Path, key: &Path) -> Result<(Arc<rustls::sign::CertifiedKey>, String)> {
     let identity = Identity::load(cert, key)?;
     let signing = provider()
         .key_provider
         .load_private_key(identity.key.clone_key())
-        .with_context(|| format!("loading the key {}", key.display()))?;
+        .map_err(|source| Error::Key {
+            path: key.to_path_buf(),
+            source,
+        })?;
     let certified = rustls::sign::CertifiedKey::new(identity.chain.clone(), signing);
-    certified
-        .keys_match()
-        .with_context(|| format!("{} is not the key of {}", key.display(), cert.display()))?;
+    certified.keys_match().map_err(|source| Error::NotTheKey {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        source,
+    })?;
     Ok((Arc::new(certified), identity.leaf_sha256()))
 }
 
@@ -216,7 +241,10 @@ pub fn client_config_as(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(ca_pem)?)
         .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
-        .context("client certificate and key do not match")?;
+        .map_err(|source| Error::Mismatch {
+            what: "client certificate and key do not match",
+            source,
+        })?;
     config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
 }
@@ -290,7 +318,7 @@ impl rustls::client::danger::ServerCertVerifier for Pinned {
 /// `sha256`, offering `alpn`.
 pub fn pinned_client_config(sha256: &str, alpn: &[u8]) -> Result<rustls::ClientConfig> {
     if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        anyhow::bail!("{sha256:?} is not a SHA-256 in hex");
+        return Err(Error::NotSha256(sha256.to_string()));
     }
     let provider = provider();
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
