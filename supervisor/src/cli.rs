@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::exit::{self, Exit};
 use clients::{bench, publish, watch};
-use orchestrator::runtime::Runtime;
+use orchestrator::runtime::{Backend, Runtime};
 use orchestrator::stack::{StateDir, default_state_dir};
 
 mod commands;

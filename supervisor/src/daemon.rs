@@ -115,7 +115,7 @@ pub async fn run(
         .with_context(|| format!("binding the status page on port {}", settings.ports.http))?;
     let http_addr = http_listener.local_addr()?;
     let runtime = runtime(choice, &settings, progress).await?;
-    progress(&format!("preparing the {} runtime", runtime.name()));
+    progress(&format!("preparing the {} runtime", runtime.backend()));
     let (exits_tx, exits) = tokio::sync::mpsc::channel(64);
     runtime.prepare(exits_tx, progress).await?;
     // The capacity API listens only where the stack's own services reach it.
@@ -129,7 +129,7 @@ pub async fn run(
             )
         })?;
     let grpc_addr = grpc_listener.local_addr()?;
-    let runtime_name = runtime.name();
+    let backend = runtime.backend();
     let (public, advertise_host, require_keys) = (
         settings.public,
         settings.advertise_host.clone(),
@@ -203,7 +203,7 @@ pub async fn run(
             format!("{}/", server::args::https_url(Some(host), bound))
         });
         state.write(&StackFile {
-            runtime: runtime_name.into(),
+            runtime: backend,
             supervisor_pid: std::process::id(),
             supervisor_url: supervisor_url.clone(),
             gateway_url: gateway_url.clone(),

@@ -181,7 +181,7 @@ pub async fn full_status(handle: &Handle) -> Status {
     };
     let mut status = snap.status;
     let usages = futures_util::future::join_all(status.services.iter().map(|s| async {
-        match &s.instance {
+        match snap.instances.get(&s.name) {
             Some(instance) => handle.usage(instance).await,
             None => None,
         }

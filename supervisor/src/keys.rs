@@ -141,7 +141,7 @@ mod tests {
 
     fn stack(public: bool, advertise_host: Option<&str>) -> StackFile {
         StackFile {
-            runtime: "process".into(),
+            runtime: orchestrator::runtime::Backend::Process,
             supervisor_pid: 1,
             supervisor_url: "http://127.0.0.1:7070".into(),
             gateway_url: "http://127.0.0.1:8080".into(),

@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::exit::{self, Exit};
-use orchestrator::runtime::{docker, process};
+use orchestrator::runtime::{Backend, docker, process};
 use orchestrator::stack::StateDir;
 use render::Printer;
 
@@ -212,7 +212,7 @@ async fn look(state: &StateDir, http: &reqwest::Client) -> Look {
             .await
     };
     match asked.await {
-        Ok(status) => match services_of(state, &stack.runtime, &status) {
+        Ok(status) => match services_of(state, stack.runtime, &status) {
             Ok(services) => Look::Up(services),
             Err(e) => Look::Down(e),
         },
@@ -229,26 +229,23 @@ async fn look(state: &StateDir, http: &reqwest::Client) -> Look {
 
 /// The services of `status`, a stack on `runtime`, and where each one's log is, plus the
 /// supervisor's own log where it has one.
-fn services_of(state: &StateDir, runtime: &str, status: &Status) -> Result<Vec<Service>> {
+fn services_of(state: &StateDir, runtime: Backend, status: &Status) -> Result<Vec<Service>> {
     let stack = docker::stack_id(state);
     let mut services = Vec::with_capacity(status.services.len() + 1);
     for s in &status.services {
         let instance = s.instance.as_ref();
         let source = match runtime {
-            "process" => Some(Source::File(process::log_path(state, &s.name))),
+            Backend::Process => Some(Source::File(process::log_path(state, &s.name))),
             // A relay is a Swarm service of its own, its task on whichever node.
-            "swarm" if s.kind == Kind::Relay => instance.map(|i| {
+            Backend::Swarm if s.kind == Kind::Relay => instance.map(|i| {
                 Source::Engine(engine::Target::Service {
                     name: docker::object_name(&stack, &s.name),
                     generation: i.generation,
                 })
             }),
-            "docker" | "swarm" => instance
+            Backend::Docker | Backend::Swarm => instance
                 .and_then(|i| i.container.clone())
                 .map(|id| Source::Engine(engine::Target::Container(id))),
-            other => {
-                anyhow::bail!("the stack runs on {other:?}, a runtime this ghost does not know")
-            }
         };
         services.push(Service {
             name: s.name.clone(),
@@ -777,7 +774,7 @@ mod tests {
             ],
             ..Status::default()
         };
-        let sources = |runtime: &str, generation| -> Vec<(String, Option<Source>)> {
+        let sources = |runtime: Backend, generation| -> Vec<(String, Option<Source>)> {
             services_of(&state, runtime, &status(generation))
                 .expect("a runtime")
                 .into_iter()
@@ -787,33 +784,35 @@ mod tests {
         let file = |name: &str| Some(Source::File(process::log_path(&state, name)));
         let container = |id: &str| Some(Source::Engine(engine::Target::Container(id.into())));
         assert_eq!(
-            sources("process", 1),
+            sources(Backend::Process, 1),
             [
                 ("control".into(), file("control")),
                 ("relay-1".into(), file("relay-1"))
             ]
         );
         // A restarted process writes on in the same file: nothing new to follow.
-        assert_eq!(sources("process", 2), sources("process", 1));
+        assert_eq!(sources(Backend::Process, 2), sources(Backend::Process, 1));
         assert_eq!(
-            sources("docker", 2),
+            sources(Backend::Docker, 2),
             [
                 ("control".into(), container("control-1")),
                 ("relay-1".into(), container("relay-1-2"))
             ]
         );
-        let swarm = sources("swarm", 3);
+        let swarm = sources(Backend::Swarm, 3);
         assert_eq!(swarm[0].1, container("control-1"));
         let relay = Source::Engine(engine::Target::Service {
             name: docker::object_name(&docker::stack_id(&state), "relay-1"),
             generation: 3,
         });
         assert_eq!(swarm[1].1, Some(relay));
-        assert!(services_of(&state, "kubernetes", &status(1)).is_err());
+        // A stack file naming a runtime this ghost does not know is refused when read.
+        let unknown = serde_json::from_str::<Backend>("\"kubernetes\"").expect_err("unknown");
+        assert!(unknown.to_string().contains("process"), "{unknown}");
         // The supervisor's own log, once it has one.
         std::fs::create_dir_all(state.logs()).expect("logs dir");
         std::fs::write(process::log_path(&state, SUPERVISOR), "").expect("write");
-        let with = sources("docker", 1);
+        let with = sources(Backend::Docker, 1);
         assert_eq!(with.last(), Some(&(SUPERVISOR.into(), file(SUPERVISOR))));
     }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use api::admin::Target;
-use api::status::{Event, Instance, Kind, Role, Sample, Status, Usage};
+use api::status::{Event, Kind, Role, Sample, Status, Usage};
 use futures_util::FutureExt;
 use proto::control::control_client::ControlClient;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -25,7 +25,7 @@ use tonic::transport::Channel;
 
 use crate::policy::{self, Action, Policy, Probe, Record};
 pub use crate::policy::{Capacity, Refused};
-use crate::runtime::{self, Progress, Runtime};
+use crate::runtime::{self, Instance, Progress, Runtime};
 pub use crate::services::Ports;
 use crate::stack::StateDir;
 
@@ -108,6 +108,9 @@ pub struct Snapshot {
     pub control_url: Option<String>,
     /// The supervisor's TLS directory: its client certificate for calls to control.
     pub control_tls: std::path::PathBuf,
+    /// The running instances by service name, as their runtime knows them (the status shows
+    /// each as [`Instance::status`]).
+    pub instances: BTreeMap<String, Instance>,
 }
 
 /// Why a request to the supervisor failed.
@@ -283,6 +286,7 @@ impl Supervisor {
             status: Status::default(),
             control_url: None,
             control_tls: settings.state.tls_dir_of(identity::Role::Supervisor),
+            instances: BTreeMap::new(),
         });
         let handle = Handle {
             commands: commands_tx,
@@ -717,7 +721,7 @@ impl Supervisor {
     fn publish(&self) {
         self.snapshot.send_replace(Snapshot {
             status: Status {
-                runtime: self.runtime.name().to_string(),
+                runtime: self.runtime.backend().to_string(),
                 ready: self.policy.ready(),
                 services: self.policy.services(),
                 relays_wanted: self.policy.relays_wanted(),
@@ -742,6 +746,7 @@ impl Supervisor {
                 .addr(Kind::Control, Role::Grpc)
                 .map(|a| format!("http://{a}")),
             control_tls: self.control_tls.clone(),
+            instances: self.policy.instances(),
         });
     }
 
@@ -835,8 +840,8 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Runtime for Fake {
-        fn name(&self) -> &'static str {
-            "fake"
+        fn backend(&self) -> runtime::Backend {
+            runtime::Backend::Process
         }
 
         async fn prepare(
@@ -871,14 +876,7 @@ mod tests {
             self.call(Call::Ready(name(&spec.name), generation));
             // No address: the actor then neither probes nor calls control, so nothing here
             // touches the network.
-            Ok(Instance {
-                name: spec.name.clone(),
-                pid: None,
-                container: None,
-                addrs: BTreeMap::new(),
-                generation,
-                node: None,
-            })
+            Ok(Instance::for_tests(spec, generation, BTreeMap::new()))
         }
 
         async fn stop(&self, instance: &Instance) -> Result<()> {

@@ -65,7 +65,9 @@ struct CertificateLabels {
 /// The supervisor's metrics as of now. Each instance's resource use is read from the runtime
 /// (all at once: one slow answer delays the scrape by its own time only).
 pub async fn registry(handle: &Handle) -> Registry {
-    let status = handle.snapshot().status;
+    let crate::actor::Snapshot {
+        status, instances, ..
+    } = handle.snapshot();
     let settings = handle.settings();
     let mut registry = Registry::with_prefix("ghost_supervisor");
 
@@ -155,8 +157,9 @@ pub async fn registry(handle: &Handle) -> Registry {
         memory_limit,
     );
 
+    let instances = &instances;
     let usages = futures_util::future::join_all(status.services.iter().map(|s| async move {
-        match &s.instance {
+        match instances.get(&s.name) {
             Some(instance) => handle.usage(instance).await.map(|u| (s, u)),
             None => None,
         }

@@ -17,7 +17,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use api::admin::Target;
-use api::status::{EventKind, Instance, Kind, Role, Service, State};
+use api::status::{EventKind, Kind, Role, Service, State};
+
+use crate::runtime::Instance;
 
 use crate::services::Spec;
 use crate::services::{self, Ports, loopback_if_unspecified};
@@ -308,6 +310,14 @@ impl Policy {
             .map(loopback_if_unspecified)
     }
 
+    /// The running instances, by service name.
+    pub fn instances(&self) -> BTreeMap<String, Instance> {
+        self.members
+            .iter()
+            .filter_map(|m| Some((m.name.clone(), m.instance.clone()?)))
+            .collect()
+    }
+
     /// The services as the status shows them.
     pub fn services(&self) -> Vec<Service> {
         self.members
@@ -318,7 +328,7 @@ impl Policy {
                 state: m.state,
                 healthy: m.healthy && m.state == State::Running,
                 restarts: m.restarts,
-                instance: m.instance.clone(),
+                instance: m.instance.as_ref().map(Instance::status),
                 usage: None,
                 last_exit: m.last_exit.clone(),
             })
@@ -841,14 +851,7 @@ mod tests {
                 (*role, SocketAddr::from(([127, 0, 0, 1], port)))
             })
             .collect();
-        Instance {
-            name: spec.name.clone(),
-            pid: None,
-            container: None,
-            addrs,
-            generation,
-            node: None,
-        }
+        Instance::for_tests(spec, generation, addrs)
     }
 
     fn actions(p: &mut Policy) -> Vec<Action> {

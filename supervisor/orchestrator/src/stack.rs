@@ -26,8 +26,8 @@ pub fn default_state_dir() -> PathBuf {
 /// Where the running stack's endpoints are, as seen from this host.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StackFile {
-    /// `process` or `docker`.
-    pub runtime: String,
+    /// Which runtime runs it.
+    pub runtime: crate::runtime::Backend,
     /// The supervisor daemon's pid.
     pub supervisor_pid: u32,
     /// Supervisor HTTP (status page and API), e.g. `http://127.0.0.1:7070`.

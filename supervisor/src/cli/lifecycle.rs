@@ -215,8 +215,8 @@ pub(super) async fn down(state: &StateDir) -> Result<i32> {
             nix::sys::signal::Signal::SIGKILL,
         );
         // Its containers outlive it: remove them (and the network) by the stack's label.
-        match stack.runtime.as_str() {
-            "docker" => {
+        match stack.runtime {
+            Backend::Docker => {
                 let engine = orchestrator::runtime::docker::connect().await?;
                 orchestrator::runtime::docker::DockerRuntime::new(
                     engine,
@@ -227,7 +227,7 @@ pub(super) async fn down(state: &StateDir) -> Result<i32> {
                 .await?;
             }
             // Its relay services and secrets too.
-            "swarm" => {
+            Backend::Swarm => {
                 let engine = orchestrator::runtime::docker::connect().await?;
                 orchestrator::runtime::swarm::SwarmRuntime::new(
                     engine,
@@ -237,7 +237,7 @@ pub(super) async fn down(state: &StateDir) -> Result<i32> {
                 .cleanup()
                 .await?;
             }
-            _ => {}
+            Backend::Process => {}
         }
     }
     state.clear();

@@ -38,9 +38,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use api::ready::Ready;
-use api::status::{Instance, Kind, Role, Usage};
+use api::status::{Kind, Role, Usage};
 
-use super::{Event, Limits, Runtime};
+use super::{Container, Event, Handle, Instance, Limits, Runtime};
 use crate::services::Spec;
 use crate::services::{self, Audience, File, Listen, Site, Transport};
 use crate::stack::StateDir;
@@ -193,11 +193,14 @@ impl DockerRuntime {
     }
 
     fn track(&self, instance: &Instance) {
-        if let Some(id) = &instance.container {
+        if let Some(container) = instance.container() {
             self.running
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(instance.name.clone(), (instance.generation, id.clone()));
+                .insert(
+                    instance.name.clone(),
+                    (instance.generation, container.id.clone()),
+                );
         }
     }
 
@@ -224,8 +227,8 @@ impl DockerRuntime {
     /// reach the next generation's container, which has the same name.
     fn container_of(&self, instance: &Instance) -> String {
         instance
-            .container
-            .clone()
+            .container()
+            .map(|c| c.id.clone())
             .unwrap_or_else(|| self.container_name(&instance.name))
     }
 
@@ -292,19 +295,21 @@ impl DockerRuntime {
         }
         Ok(Instance {
             name: spec.name.clone(),
-            pid,
-            container: info.id,
+            kind: spec.kind,
             addrs,
             generation,
-            node: None,
+            handle: Handle::Container(Container {
+                id: info.id.unwrap_or_else(|| name.to_string()),
+                pid,
+            }),
         })
     }
 }
 
 #[async_trait::async_trait]
 impl Runtime for DockerRuntime {
-    fn name(&self) -> &'static str {
-        "docker"
+    fn backend(&self) -> super::Backend {
+        super::Backend::Docker
     }
 
     async fn prepare(
@@ -467,11 +472,13 @@ impl Runtime for DockerRuntime {
         // Tracked before it runs, so reconciliation never takes it for a stray.
         let instance = Instance {
             name: spec.name.clone(),
-            pid: None,
-            container: Some(created.id),
+            kind: spec.kind,
             addrs: BTreeMap::new(),
             generation,
-            node: None,
+            handle: Handle::Container(Container {
+                id: created.id,
+                pid: None,
+            }),
         };
         self.track(&instance);
         let started = async {
@@ -540,7 +547,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn usage(&self, instance: &Instance) -> Option<Usage> {
-        if let Some(u) = instance.pid.and_then(super::process::proc_usage) {
+        if let Some(u) = instance.pid().and_then(super::process::proc_usage) {
             return Some(u);
         }
         let name = self.container_of(instance);

@@ -14,9 +14,9 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use api::ready::Ready;
-use api::status::{Instance, Kind, Usage};
+use api::status::{Kind, Usage};
 
-use super::{Event, Limits, Runtime};
+use super::{Event, Handle, Instance, Limits, Runtime};
 use crate::logfile::{self, Log, LogFile, Rotation};
 use crate::services::Spec;
 use crate::services::{self, Audience, File, Listen, Site};
@@ -146,8 +146,8 @@ pub fn proc_usage(pid: u32) -> Option<Usage> {
 
 #[async_trait::async_trait]
 impl Runtime for ProcessRuntime {
-    fn name(&self) -> &'static str {
-        "process"
+    fn backend(&self) -> super::Backend {
+        super::Backend::Process
     }
 
     async fn prepare(
@@ -257,16 +257,15 @@ impl Runtime for ProcessRuntime {
         });
         Ok(Instance {
             name: spec.name.clone(),
-            pid: Some(pid),
-            container: None,
+            kind: spec.kind,
             addrs,
             generation,
-            node: None,
+            handle: Handle::Process { pid },
         })
     }
 
     async fn stop(&self, instance: &Instance) -> Result<()> {
-        let Some(pid) = instance.pid else {
+        let Handle::Process { pid } = instance.handle else {
             return Ok(());
         };
         if signal(pid, Signal::SIGTERM).is_err() {
@@ -283,14 +282,14 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn kill(&self, instance: &Instance) -> Result<()> {
-        match instance.pid {
-            Some(pid) => signal(pid, Signal::SIGKILL),
-            None => Ok(()),
+        match instance.handle {
+            Handle::Process { pid } => signal(pid, Signal::SIGKILL),
+            _ => Ok(()),
         }
     }
 
     async fn usage(&self, instance: &Instance) -> Option<Usage> {
-        proc_usage(instance.pid?)
+        proc_usage(instance.pid()?)
     }
 
     async fn cleanup(&self) -> Result<()> {

@@ -44,10 +44,10 @@ use bollard::query_parameters::{
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use api::status::{Instance, Kind, Usage};
+use api::status::{Kind, Usage};
 
 use super::docker::{self, DockerRuntime, LABEL_GENERATION, LABEL_STACK};
-use super::{Event, Runtime};
+use super::{Container, Event, Handle, Instance, Replica, Runtime};
 use crate::services::Spec;
 use crate::services::{self, Audience, File, Listen, Site};
 use crate::stack::StateDir;
@@ -440,12 +440,13 @@ impl SwarmRuntime {
         }
     }
 
-    /// The instance of relay `spec`, generation `generation`, whose running task is `task`
-    /// on `node`.
+    /// The instance of relay `spec`, generation `generation`: Swarm service `service`, whose
+    /// running task is `task` on `node`.
     fn relay_instance(
         &self,
         spec: &Spec,
         generation: u64,
+        service: &str,
         task: &Task,
         node: &NodeView,
     ) -> Instance {
@@ -467,17 +468,23 @@ impl SwarmRuntime {
             .collect();
         Instance {
             name: spec.name.clone(),
-            pid: container
-                .and_then(|c| c.pid)
-                .and_then(|p| u32::try_from(p).ok())
-                .filter(|p| *p > 0 && local),
-            container: container.and_then(|c| c.container_id.clone()),
+            kind: spec.kind,
             addrs,
             generation,
-            node: Some(if node.machine.hostname.is_empty() {
-                node.machine.id.clone()
-            } else {
-                node.machine.hostname.clone()
+            handle: Handle::Replica(Replica {
+                service: service.to_string(),
+                node: if node.machine.hostname.is_empty() {
+                    node.machine.id.clone()
+                } else {
+                    node.machine.hostname.clone()
+                },
+                // Only this engine's containers are reached by signals and usage.
+                container: container.filter(|_| local).and_then(|c| {
+                    Some(Container {
+                        id: c.container_id.clone()?,
+                        pid: c.pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0),
+                    })
+                }),
             }),
         }
     }
@@ -556,7 +563,10 @@ impl SwarmRuntime {
             docker::wait_ready(&spec.name, self.docker().task_logs(&task_id, Some(options)))
                 .await?;
             self.prune_secrets(&secrets).await;
-            Ok::<_, anyhow::Error>((self.relay_instance(&spec, generation, &task, &node), id))
+            Ok::<_, anyhow::Error>((
+                self.relay_instance(&spec, generation, &id, &task, &node),
+                id,
+            ))
         };
         match started.await {
             Ok((instance, id)) => {
@@ -620,14 +630,6 @@ impl SwarmRuntime {
             }
         }
     }
-
-    fn is_local(&self, instance: &Instance) -> bool {
-        let self_id = self.shared.self_id();
-        self.shared
-            .relays()
-            .get(&instance.name)
-            .is_none_or(|p| p.node == self_id)
-    }
 }
 
 /// Reads the swarm every [`POLL`] and reports relays that are gone (see [`gone`]). Ends
@@ -688,8 +690,8 @@ async fn poll(docker: Docker, stack: String, shared: Arc<Shared>, events: mpsc::
 
 #[async_trait::async_trait]
 impl Runtime for SwarmRuntime {
-    fn name(&self) -> &'static str {
-        "swarm"
+    fn backend(&self) -> super::Backend {
+        super::Backend::Swarm
     }
 
     async fn prepare(
@@ -790,7 +792,7 @@ impl Runtime for SwarmRuntime {
                 spec.ports.insert(listen.role, published);
             }
         }
-        let instance = self.relay_instance(&spec, generation, &task, &node);
+        let instance = self.relay_instance(&spec, generation, &id, &task, &node);
         self.shared.relays().insert(
             spec.name.clone(),
             Placed {
@@ -812,39 +814,41 @@ impl Runtime for SwarmRuntime {
     }
 
     async fn stop(&self, instance: &Instance) -> Result<()> {
-        if instance.name.starts_with("relay-") {
-            self.remove_relay(instance).await;
-            Ok(())
-        } else {
-            self.local.stop(instance).await
+        match instance.handle {
+            Handle::Replica(_) => {
+                self.remove_relay(instance).await;
+                Ok(())
+            }
+            _ => self.local.stop(instance).await,
         }
     }
 
     async fn kill(&self, instance: &Instance) -> Result<()> {
-        if !instance.name.starts_with("relay-") || self.is_local(instance) {
+        match &instance.handle {
+            // On another node: no signal reaches it from here; its service goes, which
+            // ends its task at once, and the poller reports the exit.
+            Handle::Replica(Replica {
+                service,
+                container: None,
+                ..
+            }) => self
+                .docker()
+                .delete_service(service)
+                .await
+                .with_context(|| format!("removing {}", instance.name)),
             // A container of this engine: SIGKILL, as a crash would.
-            return self.local.kill(instance).await;
+            _ => self.local.kill(instance).await,
         }
-        // On another node: no signal reaches it from here; its service goes, which ends
-        // its task at once, and the poller reports the exit.
-        let service = self
-            .shared
-            .relays()
-            .get(&instance.name)
-            .filter(|p| p.generation == instance.generation)
-            .map(|p| p.service.clone())
-            .context("no such relay")?;
-        self.docker()
-            .delete_service(&service)
-            .await
-            .with_context(|| format!("removing {}", instance.name))
     }
 
     async fn usage(&self, instance: &Instance) -> Option<Usage> {
-        if instance.name.starts_with("relay-") && !self.is_local(instance) {
-            return None;
+        match &instance.handle {
+            // Another node's: this engine cannot read it.
+            Handle::Replica(Replica {
+                container: None, ..
+            }) => None,
+            _ => self.local.usage(instance).await,
         }
-        self.local.usage(instance).await
     }
 
     async fn nodes(&self) -> Vec<api::status::Node> {
