@@ -382,7 +382,7 @@ impl SwarmRuntime {
                     ..Default::default()
                 }),
                 placement: Some(TaskSpecPlacement {
-                    constraints: Some(vec![format!("node.machine.id=={}", node.machine.id)]),
+                    constraints: Some(vec![format!("node.id=={}", node.machine.id)]),
                     ..Default::default()
                 }),
                 networks: Some(vec![NetworkAttachmentConfig {
@@ -1018,5 +1018,28 @@ mod tests {
                 "/run/ghost/ticket.key"
             ]
         );
+    }
+
+    #[test]
+    fn a_relay_service_is_pinned_to_the_chosen_node_by_its_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The client connects lazily: nothing here talks to an engine.
+        let engine =
+            Docker::connect_with_http("http://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
+                .expect("a client");
+        let runtime = SwarmRuntime::new(engine, StateDir::new(dir.path()), dir.path().into());
+        let spec = Spec::for_tests(
+            Kind::Relay,
+            1,
+            &[],
+            false,
+            SocketAddr::from(([127, 0, 0, 1], 7071)),
+        );
+        let service = runtime.relay_service(&spec, 1, &node("n1", "ready"), "image".into(), vec![]);
+        let constraints = service
+            .task_template
+            .and_then(|t| t.placement)
+            .and_then(|p| p.constraints);
+        assert_eq!(constraints, Some(vec!["node.id==n1".to_string()]));
     }
 }
