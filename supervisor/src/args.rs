@@ -145,6 +145,10 @@ pub struct UpArgs {
     /// Viewers each relay admits at most.
     #[arg(long, default_value_t = 200)]
     pub relay_capacity: u32,
+    /// Congestion controller of the relays' QUIC connections to viewers: cubic, newreno or
+    /// bbr (see the README's "QUIC or TCP").
+    #[arg(long, value_enum, default_value_t = transport::quic::Congestion::Cubic)]
+    pub relay_congestion: transport::quic::Congestion,
     /// Bind ingest, relays, the gateway and the status page on all addresses (internal APIs
     /// stay on loopback; admin actions stay loopback-only), and require stream keys.
     #[arg(long)]
@@ -305,6 +309,8 @@ impl UpArgs {
             self.max_relays.to_string(),
             "--relay-capacity".into(),
             self.relay_capacity.to_string(),
+            "--relay-congestion".into(),
+            self.relay_congestion.to_string(),
         ];
         if self.public {
             a.push("--public".into());
@@ -599,6 +605,7 @@ pub fn settings(state: &StateDir, args: &UpArgs) -> Result<Settings> {
         relays: args.relays,
         max_relays: args.max_relays,
         relay_capacity: args.relay_capacity,
+        relay_congestion: args.relay_congestion,
         public: args.public,
         advertise_host: args.advertise_host.clone(),
         // Strangers reach a public stack: nobody goes live there without a key.
@@ -716,5 +723,19 @@ mod tests {
                 .expect_err("refused");
             assert_eq!(exit::code_of(&e), exit::USAGE, "{bad:?}: {e:#}");
         }
+    }
+
+    #[test]
+    fn the_relays_congestion_controller_reaches_the_daemons_command_line() {
+        let args = up(&["--relay-congestion", "bbr"]).expect("parses");
+        assert_eq!(args.relay_congestion, transport::quic::Congestion::Bbr);
+        let line = args.to_args();
+        let again = up(&line.iter().map(String::as_str).collect::<Vec<_>>()).expect("again");
+        assert_eq!(again.relay_congestion, transport::quic::Congestion::Bbr);
+        assert_eq!(
+            up(&[]).expect("default").relay_congestion,
+            transport::quic::Congestion::Cubic
+        );
+        assert!(up(&["--relay-congestion", "vegas"]).is_err());
     }
 }

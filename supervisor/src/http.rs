@@ -349,6 +349,7 @@ mod tests {
             relays: 1,
             max_relays: 2,
             relay_capacity: 10,
+            relay_congestion: transport::quic::Congestion::Cubic,
             public: true,
             advertise_host: None,
             require_keys: true,

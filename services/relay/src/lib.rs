@@ -107,6 +107,10 @@ pub struct Config {
         value_name = "ORIGIN"
     )]
     pub websocket_origins: Vec<String>,
+    /// The congestion controller of viewers' QUIC connections (WebTransport included):
+    /// `cubic`, `newreno` or `bbr`. WebSocket viewers use the kernel's TCP controller.
+    #[arg(long, env = "GHOST_RELAY_CONGESTION", default_value = "cubic")]
+    pub congestion: quic::Congestion,
     /// Log output.
     #[command(flatten)]
     pub logging: server::args::Logging,
@@ -213,7 +217,7 @@ impl Server {
         let cert_public = Arc::new(std::sync::atomic::AtomicBool::new(
             files.relay_cert_is_public()?,
         ));
-        let (endpoint, websocket) = bind_carriers(config.listen, &certs).await?;
+        let (endpoint, websocket) = bind_carriers(config.listen, &certs, config.congestion).await?;
         // Ingest serves subscriptions only to a relay's client certificate.
         let upstream = quic::client_as(
             &files.ca,

@@ -18,6 +18,7 @@ use crate::{Error, State, address};
 pub(crate) async fn bind_carriers(
     listen: SocketAddr,
     certs: &Arc<identity::Reloading>,
+    congestion: quic::Congestion,
 ) -> Result<(quinn::Endpoint, tokio::net::TcpListener), Error> {
     let mut attempts = 0;
     loop {
@@ -25,7 +26,10 @@ pub(crate) async fn bind_carriers(
             listen,
             certs.clone(),
             &[quic::ALPN_VIEW, quic::ALPN_H3],
-            Windows::SENDER,
+            Windows {
+                congestion,
+                ..Windows::SENDER
+            },
         )?;
         let bound = endpoint.local_addr().map_err(address("QUIC"))?;
         match tokio::net::TcpListener::bind(bound).await {

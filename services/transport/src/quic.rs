@@ -47,6 +47,48 @@ pub struct Windows {
     /// peer at QUIC's default, an acknowledgement for every second packet. Peers without the
     /// extension (browsers) keep their default either way.
     pub peer_ack_threshold: Option<u32>,
+    /// How the sender paces itself against loss and queueing on the path.
+    pub congestion: Congestion,
+}
+
+/// A QUIC congestion controller, as quinn implements them. A relay's choice decides how each
+/// viewer's connection reacts to loss and to a path slower than the stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Congestion {
+    /// CUBIC (RFC 9438): loss-based, the default of quinn and of Linux TCP.
+    #[default]
+    Cubic,
+    /// NewReno (RFC 9002's reference controller): loss-based, halves on each loss event.
+    #[value(name = "newreno")]
+    NewReno,
+    /// BBR (model-based: bandwidth and round-trip estimates, not loss, set the rate);
+    /// quinn marks its implementation experimental.
+    Bbr,
+}
+
+impl Congestion {
+    /// Its name, as the flag takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Congestion::Cubic => "cubic",
+            Congestion::NewReno => "newreno",
+            Congestion::Bbr => "bbr",
+        }
+    }
+
+    fn factory(self) -> Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> {
+        match self {
+            Congestion::Cubic => Arc::new(quinn::congestion::CubicConfig::default()),
+            Congestion::NewReno => Arc::new(quinn::congestion::NewRenoConfig::default()),
+            Congestion::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
+        }
+    }
+}
+
+impl std::fmt::Display for Congestion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How late a peer asked for fewer acknowledgements ([`Windows::peer_ack_threshold`]) may
@@ -73,6 +115,7 @@ impl Windows {
         send: 256 * 1024,
         uni_streams: 64,
         peer_ack_threshold: None,
+        congestion: Congestion::Cubic,
     };
 
     /// Windows of a media sender (relay, ingest).
@@ -82,6 +125,7 @@ impl Windows {
         send: 2 * 1024 * 1024,
         uni_streams: 4,
         peer_ack_threshold: Some(MEDIA_ACK_THRESHOLD),
+        congestion: Congestion::Cubic,
     };
 
     /// Windows of a publisher's side: it sends, and receives nothing but session messages.
@@ -91,6 +135,7 @@ impl Windows {
         send: 8 * 1024 * 1024,
         uni_streams: 4,
         peer_ack_threshold: Some(MEDIA_ACK_THRESHOLD),
+        congestion: Congestion::Cubic,
     };
 }
 
@@ -106,6 +151,7 @@ pub fn transport(windows: Windows) -> quinn::TransportConfig {
     t.send_window(windows.send);
     t.max_concurrent_uni_streams(VarInt::from_u32(windows.uni_streams));
     t.max_concurrent_bidi_streams(VarInt::from_u32(1));
+    t.congestion_controller_factory(windows.congestion.factory());
     if let Some(threshold) = windows.peer_ack_threshold {
         let mut acks = quinn::AckFrequencyConfig::default();
         acks.ack_eliciting_threshold(VarInt::from_u32(threshold))

@@ -69,6 +69,8 @@ pub struct Settings {
     pub max_relays: u32,
     /// Viewers per relay, at most.
     pub relay_capacity: u32,
+    /// The relays' congestion controller toward viewers.
+    pub relay_congestion: transport::quic::Congestion,
     /// Bind the public services (ingest, relays, gateway, status page read-only) on all
     /// addresses instead of 127.0.0.1.
     pub public: bool,
@@ -298,6 +300,7 @@ impl Supervisor {
             relays: settings.relays,
             max_relays: settings.max_relays,
             relay_capacity: settings.relay_capacity,
+            relay_congestion: settings.relay_congestion,
             scale_down_after: settings.scale_down_after,
             ports: settings.ports,
             public: settings.public,
@@ -922,6 +925,7 @@ mod tests {
             relays,
             max_relays,
             relay_capacity: 2,
+            relay_congestion: transport::quic::Congestion::Cubic,
             public: false,
             advertise_host: None,
             require_keys: false,

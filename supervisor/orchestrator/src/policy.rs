@@ -54,6 +54,8 @@ pub struct Config {
     pub max_relays: u32,
     /// Viewers per relay, at most.
     pub relay_capacity: u32,
+    /// The relays' congestion controller toward viewers.
+    pub relay_congestion: transport::quic::Congestion,
     /// A relay added on demand that has had no viewer this long is drained and removed.
     pub scale_down_after: Duration,
     /// Default host ports.
@@ -785,6 +787,7 @@ impl Policy {
             public: self.config.public,
             advertise_host: self.config.advertise_host.clone(),
             relay_capacity: self.config.relay_capacity,
+            relay_congestion: self.config.relay_congestion,
             require_keys: self.config.require_keys,
             https: self.config.https,
             supervisor: self.config.supervisor,
@@ -825,6 +828,7 @@ mod tests {
             relays,
             max_relays,
             relay_capacity: 2,
+            relay_congestion: transport::quic::Congestion::Cubic,
             scale_down_after: Duration::from_secs(30),
             ports: Ports::EPHEMERAL,
             public: false,

@@ -240,6 +240,8 @@ pub enum Arg {
     Id(&'static str),
     /// Viewers a relay admits.
     Capacity(&'static str),
+    /// A relay's congestion controller toward viewers.
+    Congestion(&'static str),
     /// A file of the state directory.
     File(&'static str, File),
     /// The address to announce for this role, to this audience.
@@ -366,6 +368,7 @@ pub const SERVICES: [Service; 4] = [
             Arg::Addr("--ingest", Peer::Service(Kind::Ingest, Role::Quic)),
             Arg::Id("--id"),
             Arg::Capacity("--capacity"),
+            Arg::Congestion("--congestion"),
             Arg::File("--tls-dir", File::Tls(TlsRole::Relay)),
             Arg::File("--ticket-key-file", File::TicketKey),
             Arg::Advertise("--advertise", Role::Quic, Audience::Viewers),
@@ -463,6 +466,7 @@ pub fn args(spec: &Spec, site: &dyn Site) -> Vec<String> {
             Arg::Addr(flag, peer) => (flag, peer_addr(spec, site, peer)),
             Arg::Id(flag) => (flag, Some(spec.name.clone())),
             Arg::Capacity(flag) => (flag, Some(spec.relay_capacity.to_string())),
+            Arg::Congestion(flag) => (flag, Some(spec.relay_congestion.to_string())),
             Arg::File(flag, file) => (flag, Some(site.file(file))),
             Arg::LocalSource(flag) => (flag, site.local_source().map(|ip| ip.to_string())),
             Arg::Advertise(flag, role, audience) => (
@@ -518,6 +522,8 @@ pub struct Spec {
     pub advertise_host: Option<String>,
     /// Viewers a relay admits.
     pub relay_capacity: u32,
+    /// The relays' congestion controller toward viewers.
+    pub relay_congestion: transport::quic::Congestion,
     /// Publishers need a stream key.
     pub require_keys: bool,
     /// The gateway serves HTTPS with the stack's public certificate.
@@ -546,6 +552,7 @@ impl Spec {
             public,
             advertise_host: None,
             relay_capacity: 50,
+            relay_congestion: transport::quic::Congestion::Cubic,
             require_keys: false,
             https: false,
             supervisor,

@@ -696,6 +696,8 @@ mod tests {
                     "relay-3",
                     "--capacity",
                     "50",
+                    "--congestion",
+                    "cubic",
                     "--tls-dir",
                     "/run/ghost/tls",
                     "--ticket-key-file",

@@ -374,6 +374,8 @@ mod tests {
                 "relay-2",
                 "--capacity",
                 "50",
+                "--congestion",
+                "cubic",
                 "--tls-dir",
                 "state/tls/relay",
                 "--ticket-key-file",
