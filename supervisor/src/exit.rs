@@ -10,7 +10,8 @@ pub use clients::exit::{Exit, FAILURE, LOST, NOT_FOUND, OK, REJECTED, USAGE};
 pub fn code_of(error: &anyhow::Error) -> i32 {
     if error
         .chain()
-        .any(|e| e.is::<orchestrator::certificate::OperatorFiles>())
+        .filter_map(|e| e.downcast_ref::<orchestrator::certificate::Error>())
+        .any(orchestrator::certificate::Error::is_usage)
     {
         USAGE
     } else {

@@ -199,7 +199,7 @@ enum Look {
 async fn look(state: &StateDir, http: &reqwest::Client) -> Look {
     let stack = match state.read() {
         Ok(stack) => stack,
-        Err(e) => return Look::Down(e),
+        Err(e) => return Look::Down(e.into()),
     };
     let url = format!("{}/api/status", stack.supervisor_url);
     let asked = async {
@@ -622,7 +622,7 @@ impl Following<'_> {
             if matches!(source, Source::Engine(_)) && self.docker.is_none() {
                 match docker::connect().await {
                     Ok(d) => self.docker = Some(d),
-                    Err(e) => eprintln!("ghost: {}: {e:#}", s.name),
+                    Err(e) => eprintln!("ghost: {}: {}", s.name, orchestrator::Chain(&e)),
                 }
             }
             self.printer.add(&s.name);

@@ -14,7 +14,6 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy,
@@ -112,14 +111,21 @@ impl Files {
     }
 
     /// Makes `acme/` and `acme/challenges/` (0700) where missing.
-    pub fn create(&self) -> Result<()> {
+    pub fn create(&self) -> Result<(), Error> {
         for dir in [&self.dir, &self.challenges()] {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let io = |action| {
+                move |source| Error::Io {
+                    action,
+                    path: dir.clone(),
+                    source,
+                }
+            };
+            std::fs::create_dir_all(dir).map_err(io("creating"))?;
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                    .with_context(|| format!("setting the mode of {}", dir.display()))?;
+                    .map_err(io("setting the mode of"))?;
             }
         }
         Ok(())
@@ -136,7 +142,7 @@ impl Files {
         Certificate::parse(cert, key).ok()
     }
 
-    fn store(&self, settings: &Settings, certificate: &Certificate) -> Result<()> {
+    fn store(&self, settings: &Settings, certificate: &Certificate) -> Result<(), Error> {
         identity::replace_private(&self.key(), &certificate.key_pem)?;
         identity::replace_private(&self.cert(), &certificate.cert_pem)?;
         let meta = Meta {
@@ -178,7 +184,7 @@ pub struct Certificate {
 }
 
 impl Certificate {
-    fn parse(cert_pem: String, key_pem: String) -> Result<Certificate> {
+    fn parse(cert_pem: String, key_pem: String) -> Result<Certificate, Error> {
         let (not_before, not_after) = validity(&cert_pem)?;
         Ok(Certificate {
             cert_pem,
@@ -207,15 +213,15 @@ impl Certificate {
 }
 
 /// The leaf's validity, from the first certificate of `pem`.
-fn validity(pem: &str) -> Result<(SystemTime, SystemTime)> {
+fn validity(pem: &str) -> Result<(SystemTime, SystemTime), Error> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let leaf = CertificateDer::pem_slice_iter(pem.as_bytes())
         .next()
-        .context("the CA's answer holds no certificate")?
-        .context("parsing the CA's certificate")?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&leaf)
-        .map_err(|e| anyhow::anyhow!("parsing the CA's certificate: {e}"))?;
+        .ok_or(Error::NoCertificate)?
+        .map_err(|e| Error::Parse(e.into()))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&leaf).map_err(|e| Error::Parse(e.into()))?;
     let at = |t: x509_parser::time::ASN1Time| {
         SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t.timestamp()).unwrap_or(0))
     };
@@ -225,7 +231,7 @@ fn validity(pem: &str) -> Result<(SystemTime, SystemTime)> {
     ))
 }
 
-/// Why issuance failed, in words an operator acts on.
+/// Why a certificate could not be obtained or kept, in words an operator acts on.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The CA could not be reached or refused the request outright.
@@ -257,6 +263,55 @@ pub enum Error {
     /// Anything else: the answer came, but not a certificate.
     #[error("ACME: {0}")]
     Other(String),
+    /// The CA's answer holds no certificate.
+    #[error("the CA's answer holds no certificate")]
+    NoCertificate,
+    /// The CA's certificate cannot be parsed.
+    #[error("parsing the CA's certificate")]
+    Parse(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The extra root certificate for the CA's API (`--acme-root`) cannot be used.
+    #[error("--acme-root {}", path.display())]
+    Root {
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        #[source]
+        source: instant_acme::Error,
+    },
+    /// The system's root certificates cannot be loaded to reach the CA.
+    #[error("the system's root certificates")]
+    SystemRoots(#[source] instant_acme::Error),
+    /// A directory of `acme/` could not be made.
+    #[error("{action} {}", path.display())]
+    Io {
+        /// What was being done (`creating`, `setting the mode of`).
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the account, the certificate, its key or a challenge response failed.
+    #[error(transparent)]
+    Files(#[from] identity::Error),
+    /// The account or the certificate's description could not be put into JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// Serving the challenge responses failed.
+    #[error("serving ACME challenges")]
+    Serve(#[source] std::io::Error),
+}
+
+impl Error {
+    /// Whether issuance itself failed (the CA, the challenge, the CA's answer): what asking
+    /// again later may get past, where a failure of this host's files would not.
+    pub fn is_issuance(&self) -> bool {
+        matches!(
+            self,
+            Error::Ca { .. } | Error::Challenge { .. } | Error::Other(_)
+        )
+    }
 }
 
 /// `error` and its causes, as one line: hyper's "client error (Connect)" alone does not say
@@ -283,7 +338,7 @@ pub async fn obtain(
     files: &Files,
     http_port: u16,
     progress: &(dyn Fn(&str) + Send + Sync),
-) -> Result<Certificate> {
+) -> Result<Certificate, Error> {
     files.create()?;
     let mut written = Vec::new();
     let result = tokio::time::timeout(
@@ -301,8 +356,7 @@ pub async fn obtain(
                 "no certificate from {} within {} s",
                 settings.directory,
                 ISSUE_WITHIN.as_secs()
-            ))
-            .into());
+            )));
         }
     };
     files.store(settings, &certificate)?;
@@ -315,7 +369,7 @@ async fn issue(
     http_port: u16,
     progress: &(dyn Fn(&str) + Send + Sync),
     written: &mut Vec<PathBuf>,
-) -> Result<Certificate> {
+) -> Result<Certificate, Error> {
     let ca = |cause: String| Error::Ca {
         directory: settings.directory.clone(),
         cause,
@@ -349,7 +403,7 @@ async fn issue(
             AuthorizationStatus::Pending => {}
             AuthorizationStatus::Valid => continue,
             other => {
-                return Err(Error::Other(format!("the authorization is {other:?}")).into());
+                return Err(Error::Other(format!("the authorization is {other:?}")));
             }
         }
         let mut challenge = authorization
@@ -357,7 +411,9 @@ async fn issue(
             .ok_or_else(|| Error::Other("the CA offers no http-01 challenge".into()))?;
         let token = challenge.token.clone();
         if !server::challenge::valid_token(&token) {
-            return Err(Error::Other(format!("the CA sent a malformed token {token:?}")).into());
+            return Err(Error::Other(format!(
+                "the CA sent a malformed token {token:?}"
+            )));
         }
         let path = files.challenges().join(&token);
         identity::replace_private(&path, challenge.key_authorization().as_str())?;
@@ -382,7 +438,7 @@ async fn issue(
                 .unwrap_or_else(|| format!("the order is {status:?}")),
         ),
         Err(instant_acme::Error::Api(problem)) => Some(problem.to_string()),
-        Err(e) => return Err(ca(format!("waiting for validation: {}", chain(&e))).into()),
+        Err(e) => return Err(ca(format!("waiting for validation: {}", chain(&e)))),
     };
     if let Some(answer) = answer {
         return Err(Error::Challenge {
@@ -395,8 +451,7 @@ async fn issue(
             } else {
                 "resolves to"
             },
-        }
-        .into());
+        });
     }
     let key_pem = order
         .finalize()
@@ -426,13 +481,13 @@ async fn challenge_error(order: &mut instant_acme::Order) -> Option<String> {
 }
 
 /// The account at `settings.directory`: the one stored, or a new one (stored, 0600).
-async fn account(settings: &Settings, files: &Files) -> Result<Account> {
+async fn account(settings: &Settings, files: &Files) -> Result<Account, Error> {
     let builder = || match &settings.root {
-        Some(root) => Account::builder_with_root(root)
-            .map_err(|e| anyhow::anyhow!("--acme-root {}: {e}", root.display())),
-        None => {
-            Account::builder().map_err(|e| anyhow::anyhow!("the system's root certificates: {e}"))
-        }
+        Some(root) => Account::builder_with_root(root).map_err(|source| Error::Root {
+            path: root.clone(),
+            source,
+        }),
+        None => Account::builder().map_err(Error::SystemRoots),
     };
     if let Ok(bytes) = std::fs::read(files.account())
         && let Ok(stored) = serde_json::from_slice::<StoredAccount>(&bytes)
@@ -477,11 +532,11 @@ pub async fn serve_challenges(
     listener: tokio::net::TcpListener,
     dir: PathBuf,
     stop: tokio_util::sync::CancellationToken,
-) -> Result<()> {
+) -> Result<(), Error> {
     axum::serve(listener, server::challenge::routes(dir))
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
-        .context("serving ACME challenges")
+        .map_err(Error::Serve)
 }
 
 #[cfg(test)]

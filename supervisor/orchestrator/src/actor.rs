@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
 use api::admin::Target;
 use api::status::{Event, Kind, Role, Sample, Status, Usage};
 use futures_util::FutureExt;
@@ -134,6 +133,26 @@ pub enum Error {
     Stopped,
 }
 
+/// Why bring-up failed: a service did not start. What was started is stopped again.
+#[derive(Debug, thiserror::Error)]
+pub enum BringUpError {
+    /// The runtime could not start the service.
+    #[error("starting {name}")]
+    Start {
+        /// The service.
+        name: String,
+        /// Why its start failed.
+        #[source]
+        source: runtime::Error,
+    },
+    /// Bring-up waited for a start that was never made.
+    #[error("starting {name}: {name} was not started")]
+    NotStarted {
+        /// The service.
+        name: String,
+    },
+}
+
 /// Where the answer to a kill goes: the services killed.
 type KillReply = oneshot::Sender<Result<Vec<String>, Error>>;
 
@@ -227,7 +246,7 @@ enum Report {
     Started {
         name: String,
         generation: u64,
-        result: Result<Instance>,
+        result: runtime::Result<Instance>,
     },
     Stopped {
         name: String,
@@ -236,7 +255,7 @@ enum Report {
     Killed {
         name: String,
         generation: u64,
-        result: Result<()>,
+        result: runtime::Result<()>,
     },
     Probed(Vec<Probe>),
     Observed(Option<proto::control::StatusResponse>),
@@ -339,7 +358,7 @@ impl Supervisor {
     /// Starts every service in order, each once the one before is ready (it needs their
     /// addresses), and adopts those an earlier supervisor left running. Reports each step
     /// to `progress`. On failure, what was started is stopped again and the error returned.
-    pub async fn bring_up(&mut self, progress: &Progress) -> Result<()> {
+    pub async fn bring_up(&mut self, progress: &Progress) -> Result<(), BringUpError> {
         for name in self.policy.names() {
             if let Some((spec, generation)) = self.policy.next_start(&name)
                 && let Ok(Some(instance)) = self.runtime.adopt(&spec, generation).await
@@ -355,7 +374,7 @@ impl Supervisor {
             self.publish();
             if let Err(e) = self.wait_started(&name).await {
                 self.down().await;
-                return Err(e.context(format!("starting {name}")));
+                return Err(e);
             }
             let addrs = self
                 .policy
@@ -378,23 +397,27 @@ impl Supervisor {
     }
 
     /// Handles reports until the start of `name` has reported.
-    async fn wait_started(&mut self, name: &str) -> Result<()> {
+    async fn wait_started(&mut self, name: &str) -> Result<(), BringUpError> {
         loop {
             let Some(done) = self.tasks.join_next().await else {
-                anyhow::bail!("{name} was not started");
+                return Err(BringUpError::NotStarted { name: name.into() });
             };
-            let outcome = match &done {
+            let outcome = match done {
                 Ok(Report::Started {
                     name: started,
+                    generation,
                     result,
-                    ..
-                }) if started == name => Some(match result {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(anyhow::anyhow!("{e:#}")),
-                }),
-                _ => None,
+                }) if started == name => Some(self.started(&started, generation, result).map_err(
+                    |source| BringUpError::Start {
+                        name: started,
+                        source,
+                    },
+                )),
+                done => {
+                    self.report(done);
+                    None
+                }
             };
-            self.report(done);
             self.apply();
             self.publish();
             if let Some(outcome) = outcome {
@@ -508,7 +531,7 @@ impl Supervisor {
                         let result = AssertUnwindSafe(runtime.start(&spec, generation))
                             .catch_unwind()
                             .await
-                            .unwrap_or_else(|_| Err(anyhow::anyhow!("the start panicked")));
+                            .unwrap_or_else(|_| Err(runtime::Error::Panicked));
                         Report::Started {
                             name: spec.name,
                             generation,
@@ -520,7 +543,7 @@ impl Supervisor {
                     let runtime = self.runtime.clone();
                     self.tasks.spawn(async move {
                         if let Err(e) = runtime.stop(&instance).await {
-                            tracing::warn!(service = %instance.name, error = %format!("{e:#}"), "stop failed");
+                            tracing::warn!(service = %instance.name, error = %crate::Chain(&e), "stop failed");
                         }
                         Report::Stopped {
                             name: instance.name,
@@ -586,17 +609,10 @@ impl Supervisor {
             Report::Started {
                 name,
                 generation,
-                result: Ok(instance),
-            } => self.policy.handle_started(&name, generation, instance, now),
-            Report::Started {
-                name,
-                generation,
-                result: Err(e),
+                result,
             } => {
-                let error = format!("{e:#}");
-                tracing::warn!(service = %name, %error, "start failed");
-                self.policy
-                    .handle_start_failed(&name, generation, &error, now);
+                // A failure is logged and on the timeline already; nobody else waits for it.
+                let _ = self.started(&name, generation, result);
             }
             Report::Killed {
                 name,
@@ -607,7 +623,7 @@ impl Supervisor {
                     Ok(()) => Ok(vec![name.clone()]),
                     Err(e) => {
                         self.policy.handle_kill_failed(&name, generation, now);
-                        Err(format!("{e:#}"))
+                        Err(crate::Chain(&e).to_string())
                     }
                 };
                 for reply in self.kills.remove(&name).unwrap_or_default() {
@@ -636,6 +652,29 @@ impl Supervisor {
                 self.policy.handle_stopped(&name, generation, now)
             }
             Report::Forgot => {}
+        }
+    }
+
+    /// Tells the policy how the start of `name` ended; a failure is logged and handed back.
+    fn started(
+        &mut self,
+        name: &str,
+        generation: u64,
+        result: runtime::Result<Instance>,
+    ) -> runtime::Result<()> {
+        match result {
+            Ok(instance) => {
+                self.policy
+                    .handle_started(name, generation, instance, now());
+                Ok(())
+            }
+            Err(e) => {
+                let error = crate::Chain(&e).to_string();
+                tracing::warn!(service = %name, %error, "start failed");
+                self.policy
+                    .handle_start_failed(name, generation, &error, now());
+                Err(e)
+            }
         }
     }
 
@@ -765,7 +804,7 @@ impl Supervisor {
                     // ingest and control, so no service outlives what it serves for long.
                     Action::Stop(instance) => {
                         if let Err(e) = self.runtime.stop(&instance).await {
-                            tracing::warn!(service = %instance.name, error = %format!("{e:#}"), "stop failed");
+                            tracing::warn!(service = %instance.name, error = %crate::Chain(&e), "stop failed");
                         }
                         self.policy
                             .handle_stopped(&instance.name, instance.generation, now());
@@ -789,7 +828,7 @@ impl Supervisor {
         // Kill requests still waiting answer as the supervisor stopping.
         self.kills.clear();
         if let Err(e) = self.runtime.cleanup().await {
-            tracing::warn!(error = %format!("{e:#}"), "cleanup failed");
+            tracing::warn!(error = %crate::Chain(&e), "cleanup failed");
         }
         self.publish();
     }
@@ -851,7 +890,7 @@ mod tests {
             &self,
             _events: mpsc::Sender<runtime::Event>,
             _progress: &Progress,
-        ) -> Result<()> {
+        ) -> runtime::Result<()> {
             Ok(())
         }
 
@@ -863,18 +902,25 @@ mod tests {
             &self,
             _spec: &crate::services::Spec,
             _generation: u64,
-        ) -> Result<Option<Instance>> {
+        ) -> runtime::Result<Option<Instance>> {
             Ok(None)
         }
 
-        async fn start(&self, spec: &crate::services::Spec, generation: u64) -> Result<Instance> {
+        async fn start(
+            &self,
+            spec: &crate::services::Spec,
+            generation: u64,
+        ) -> runtime::Result<Instance> {
             self.call(Call::Start(name(&spec.name), generation));
             let delay = self.slow.lock().expect("lock").get(&spec.name).copied();
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
             }
             if self.failing.lock().expect("lock").contains(&spec.name) {
-                anyhow::bail!("{} would not start", spec.name);
+                return Err(runtime::Error::Unexpected(format!(
+                    "{} would not start",
+                    spec.name
+                )));
             }
             self.call(Call::Ready(name(&spec.name), generation));
             // No address: the actor then neither probes nor calls control, so nothing here
@@ -882,12 +928,12 @@ mod tests {
             Ok(Instance::for_tests(spec, generation, BTreeMap::new()))
         }
 
-        async fn stop(&self, instance: &Instance) -> Result<()> {
+        async fn stop(&self, instance: &Instance) -> runtime::Result<()> {
             self.call(Call::Stop(name(&instance.name), instance.generation));
             Ok(())
         }
 
-        async fn kill(&self, instance: &Instance) -> Result<()> {
+        async fn kill(&self, instance: &Instance) -> runtime::Result<()> {
             self.call(Call::Kill(name(&instance.name), instance.generation));
             let _ = self
                 .exits
@@ -904,7 +950,7 @@ mod tests {
             None
         }
 
-        async fn cleanup(&self) -> Result<()> {
+        async fn cleanup(&self) -> runtime::Result<()> {
             self.call(Call::Cleanup);
             Ok(())
         }
@@ -1177,10 +1223,13 @@ mod tests {
             .expect("lock")
             .insert("relay-1".into());
         let e = sup.bring_up(&|_| {}).await.expect_err("relay-1 fails");
-        let e = format!("{e:#}");
         assert!(
-            e.contains("starting relay-1") && e.contains("would not start"),
+            matches!(&e, BringUpError::Start { name, .. } if name == "relay-1"),
             "{e}"
+        );
+        assert_eq!(
+            crate::Chain(&e).to_string(),
+            "starting relay-1: relay-1 would not start"
         );
         assert_eq!(
             s.drain_calls(),

@@ -7,17 +7,76 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::acme;
 use crate::stack::StateDir;
 
-/// The operator's certificate files (`--tls-cert`, `--tls-key`) cannot be used: a usage
-/// error, not a failure of the stack.
+/// Why the certificate a stack is to serve could not be put in place.
 #[derive(Debug, thiserror::Error)]
-#[error("--tls-cert/--tls-key")]
-pub struct OperatorFiles(#[source] identity::Error);
+pub enum Error {
+    /// The operator's certificate files (`--tls-cert`, `--tls-key`) cannot be used: a usage
+    /// error, not a failure of the stack ([`Error::is_usage`]).
+    #[error("--tls-cert/--tls-key")]
+    OperatorFiles(#[source] identity::Error),
+    /// An operator's certificate was asked for without its files.
+    #[error("an operator's certificate needs its files")]
+    NoOperatorFiles,
+    /// The plain-HTTP port cannot be bound for the ACME challenge: below 1024, without the
+    /// right to.
+    #[error(
+        "binding port {port}/tcp for the ACME http-01 challenge: {error}. Ports below 1024 \
+         need root or the capability to bind them: run `ghost up` as root, give the \
+         binary the right (`sudo setcap cap_net_bind_service=+ep $(command -v ghost)`), \
+         or, under systemd, AmbientCapabilities=CAP_NET_BIND_SERVICE"
+    )]
+    PortDenied {
+        /// The port.
+        port: u16,
+        /// The system's error.
+        error: std::io::Error,
+    },
+    /// The plain-HTTP port is held by another program.
+    #[error(
+        "binding port {port}/tcp for the ACME http-01 challenge: {error}: another program (a \
+         web server?) holds it; stop it, or choose the gateway's ports with --http-port \
+         and --https-port (a public CA checks port 80 only)"
+    )]
+    PortTaken {
+        /// The port.
+        port: u16,
+        /// The system's error.
+        error: std::io::Error,
+    },
+    /// The plain-HTTP port cannot be bound for another reason.
+    #[error("binding port {port}/tcp for ACME")]
+    Bind {
+        /// The port.
+        port: u16,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Obtaining or storing ACME's certificate failed.
+    #[error(transparent)]
+    Acme(#[from] acme::Error),
+    /// Installing the certificate for the relays and the gateway failed.
+    #[error(transparent)]
+    Pki(#[from] identity::Error),
+}
+
+impl Error {
+    /// Whether the operator named something that cannot be used: a usage error.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Error::OperatorFiles(_))
+    }
+
+    /// Whether the ACME CA refused or failed the issuance: what asking again later may get
+    /// past (see [`acme::Error::is_issuance`]).
+    pub fn is_issuance(&self) -> bool {
+        matches!(self, Error::Acme(e) if e.is_issuance())
+    }
+}
 
 /// Where the certificate browsers see comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +119,7 @@ pub async fn prepare(
     public: bool,
     http_port: u16,
     progress: &(dyn Fn(&str) + Send + Sync),
-) -> Result<Option<SystemTime>> {
+) -> Result<Option<SystemTime>, Error> {
     let pki = state.pki();
     match source {
         Source::Stack => {
@@ -68,8 +127,8 @@ pub async fn prepare(
             Ok(None)
         }
         Source::Operator => {
-            let (cert, key) = operator.context("an operator's certificate needs its files")?;
-            pki.install_relay(cert, key).map_err(OperatorFiles)?;
+            let (cert, key) = operator.ok_or(Error::NoOperatorFiles)?;
+            pki.install_relay(cert, key).map_err(Error::OperatorFiles)?;
             Ok(None)
         }
         Source::Acme(settings) => {
@@ -121,22 +180,17 @@ pub async fn prepare(
 }
 
 /// The plain-HTTP port, bound for the challenge: a clear word when it cannot be.
-async fn bind_challenge_port(ip: IpAddr, port: u16) -> Result<tokio::net::TcpListener> {
-    match tokio::net::TcpListener::bind((ip, port)).await {
-        Ok(listener) => Ok(listener),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(anyhow::anyhow!(
-            "binding port {port}/tcp for the ACME http-01 challenge: {e}. Ports below 1024 \
-             need root or the capability to bind them: run `ghost up` as root, give the \
-             binary the right (`sudo setcap cap_net_bind_service=+ep $(command -v ghost)`), \
-             or, under systemd, AmbientCapabilities=CAP_NET_BIND_SERVICE"
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow::anyhow!(
-            "binding port {port}/tcp for the ACME http-01 challenge: {e}: another program (a \
-             web server?) holds it; stop it, or choose the gateway's ports with --http-port \
-             and --https-port (a public CA checks port 80 only)"
-        )),
-        Err(e) => Err(e).with_context(|| format!("binding port {port}/tcp for ACME")),
-    }
+async fn bind_challenge_port(ip: IpAddr, port: u16) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind((ip, port))
+        .await
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::PermissionDenied => Error::PortDenied { port, error },
+            std::io::ErrorKind::AddrInUse => Error::PortTaken { port, error },
+            _ => Error::Bind {
+                port,
+                source: error,
+            },
+        })
 }
 
 /// Renews an ACME certificate for as long as the daemon runs: once a third of its lifetime
@@ -167,11 +221,11 @@ pub async fn renew(state: StateDir, settings: acme::Settings, http_port: u16) {
                             continue;
                         }
                         Err(error) => {
-                            tracing::warn!(error = %format!("{error:#}"), "installing the renewed certificate failed");
+                            tracing::warn!(error = %crate::Chain(&error), "installing the renewed certificate failed");
                         }
                     },
                     Err(error) => tracing::warn!(
-                        error = %format!("{error:#}"),
+                        error = %crate::Chain(&error),
                         "certificate renewal failed; retrying"
                     ),
                 }

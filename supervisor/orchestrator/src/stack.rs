@@ -9,8 +9,76 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+
+/// Why the state directory or its files could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No stack is up here: `stack.json` cannot be read.
+    #[error(
+        "no running stack found ({}: {error}); start one with `ghost up -d`",
+        path.display()
+    )]
+    NoStack {
+        /// Where the stack file was looked for.
+        path: PathBuf,
+        /// Why it could not be read.
+        error: std::io::Error,
+    },
+    /// The admin token cannot be read: most often, another user ran `ghost up`.
+    #[error(
+        "cannot read the admin token {} ({error}): admin commands are for the user who ran `ghost up`",
+        path.display()
+    )]
+    AdminToken {
+        /// The token's file.
+        path: PathBuf,
+        /// Why it could not be read.
+        error: std::io::Error,
+    },
+    /// `stack.json` is not the JSON of a stack file.
+    #[error("parsing {}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser found.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A file or directory operation failed.
+    #[error("{action} {}", path.display())]
+    Io {
+        /// What was being done (`writing`, `creating`).
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The stack file could not be put into JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// The stream keys' directory.
+    #[error(transparent)]
+    Keys(#[from] streamkeys::Error),
+    /// ACME's directory.
+    #[error(transparent)]
+    Acme(#[from] crate::acme::Error),
+    /// The stack's CA or a service's TLS files.
+    #[error(transparent)]
+    Pki(#[from] identity::Error),
+}
+
+/// A file operation `action` on `path` failed.
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io {
+        action,
+        path,
+        source,
+    }
+}
 
 /// The default state directory.
 pub fn default_state_dir() -> PathBuf {
@@ -116,7 +184,7 @@ impl StateDir {
     }
 
     /// Writes a new random admin token (mode 0600, replaced whole) and returns it.
-    pub fn new_admin_token(&self) -> Result<String> {
+    pub fn new_admin_token(&self) -> Result<String, Error> {
         use std::io::Write;
         let token: String = rand::random::<[u8; 32]>()
             .iter()
@@ -135,20 +203,16 @@ impl StateDir {
         options
             .open(&tmp)
             .and_then(|mut f| f.write_all(token.as_bytes()))
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+            .map_err(io("writing", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io("writing", &path))?;
         Ok(token)
     }
 
     /// Reads the admin token the running supervisor made.
-    pub fn read_admin_token(&self) -> Result<String> {
+    pub fn read_admin_token(&self) -> Result<String, Error> {
         let path = self.admin_token();
-        let token = std::fs::read_to_string(&path).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot read the admin token {} ({e}): admin commands are for the user who ran `ghost up`",
-                path.display()
-            )
-        })?;
+        let token =
+            std::fs::read_to_string(&path).map_err(|error| Error::AdminToken { path, error })?;
         Ok(token.trim().to_string())
     }
 
@@ -180,9 +244,8 @@ impl StateDir {
     /// Makes the directory, the CA and every service's TLS files (moving an earlier layout
     /// over), the ticket key and the stream keys' directory (mode 0700; a container mounts
     /// it, so it must exist) where missing.
-    pub fn prepare(&self) -> Result<()> {
-        std::fs::create_dir_all(self.logs())
-            .with_context(|| format!("creating {}", self.logs().display()))?;
+    pub fn prepare(&self) -> Result<(), Error> {
+        std::fs::create_dir_all(self.logs()).map_err(io("creating", &self.logs()))?;
         self.keys().create_dir()?;
         // The gateway's container mounts the challenge directory: it must exist.
         self.acme().create()?;
@@ -201,30 +264,27 @@ impl StateDir {
             options
                 .open(&key)
                 .and_then(|mut f| f.write_all(&bytes))
-                .with_context(|| format!("writing {}", key.display()))?;
+                .map_err(io("writing", &key))?;
         }
         Ok(())
     }
 
     /// Reads `stack.json`; a clear error when no stack is up.
-    pub fn read(&self) -> Result<StackFile> {
+    pub fn read(&self) -> Result<StackFile, Error> {
         let path = self.stack_file();
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            anyhow::anyhow!(
-                "no running stack found ({}: {e}); start one with `ghost up -d`",
-                path.display()
-            )
-        })?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) => return Err(Error::NoStack { path, error }),
+        };
+        serde_json::from_str(&text).map_err(|source| Error::Parse { path, source })
     }
 
     /// Writes `stack.json` atomically.
-    pub fn write(&self, stack: &StackFile) -> Result<()> {
+    pub fn write(&self, stack: &StackFile) -> Result<(), Error> {
         let path = self.stack_file();
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(stack)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+        std::fs::write(&tmp, serde_json::to_vec_pretty(stack)?).map_err(io("writing", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io("writing", &path))
     }
 
     /// Removes `stack.json`.

@@ -42,7 +42,8 @@ pub(super) async fn prepare_certificate(state: &StateDir, args: &UpArgs) -> Resu
             // In the foreground (a service manager's `ghost up`) a CA that refuses is asked
             // again with back-off, not every few seconds by restarts: CAs limit failed
             // validations (Let's Encrypt: 5 an hour per name). `-d` says why and exits.
-            Err(e) if !args.detach && e.downcast_ref::<orchestrator::acme::Error>().is_some() => {
+            Err(e) if !args.detach && e.is_issuance() => {
+                let e = anyhow::Error::new(e);
                 eprintln!(
                     "ghost: {e:#}\nghost: asking again in {} (Ctrl-C to stop)",
                     humantime::format_duration(wait)
@@ -56,7 +57,7 @@ pub(super) async fn prepare_certificate(state: &StateDir, args: &UpArgs) -> Resu
                 }
                 wait = (wait * 2).min(Duration::from_secs(3600));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -171,7 +172,7 @@ pub(super) async fn down(state: &StateDir) -> Result<i32> {
     let token = match state.read_admin_token() {
         Ok(token) => token,
         // Only a supervisor that is gone may be cleaned up after without its token.
-        Err(e) if alive => return Err(e),
+        Err(e) if alive => return Err(e.into()),
         Err(_) => String::new(),
     };
     let asked = reqwest::Client::new()

@@ -22,7 +22,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, HostConfigLogConfig, NetworkCreateRequest,
@@ -40,7 +39,7 @@ use tokio::sync::mpsc;
 use api::ready::Ready;
 use api::status::{Kind, Role, Usage};
 
-use super::{Container, Event, Handle, Instance, Limits, Runtime};
+use super::{Container, Error, Event, Handle, Instance, Limits, Output, Result, Runtime};
 use crate::services::Spec;
 use crate::services::{self, Audience, File, Listen, Site, Transport};
 use crate::stack::StateDir;
@@ -75,15 +74,21 @@ const ENGINE_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Connects to the local engine (`DOCKER_HOST` or the default socket) and checks it answers.
 pub async fn connect() -> Result<Docker> {
-    let docker = Docker::connect_with_local_defaults().context("no Docker Engine configured")?;
+    const NO_ANSWER: &str = "the Docker Engine did not answer";
+    let timeout = |source| Error::Timeout {
+        doing: NO_ANSWER,
+        source,
+    };
+    let docker = Docker::connect_with_local_defaults()
+        .map_err(Error::engine("no Docker Engine configured"))?;
     let docker = tokio::time::timeout(Duration::from_secs(3), docker.negotiate_version())
         .await
-        .context("the Docker Engine did not answer")?
-        .context("the Docker Engine did not answer")?;
+        .map_err(timeout)?
+        .map_err(Error::engine(NO_ANSWER))?;
     tokio::time::timeout(Duration::from_secs(3), docker.ping())
         .await
-        .context("the Docker Engine did not answer")?
-        .context("the Docker Engine did not answer")?;
+        .map_err(timeout)?
+        .map_err(Error::engine(NO_ANSWER))?;
     Ok(docker)
 }
 
@@ -128,11 +133,16 @@ pub(super) async fn wait_ready(
     };
     match tokio::time::timeout(READY_TIMEOUT, ready).await {
         Ok(true) => Ok(()),
-        Ok(false) => anyhow::bail!("{name} exited during start-up:\n{}", tail.join("\n")),
-        Err(_) => anyhow::bail!(
-            "{name} did not become ready within {READY_TIMEOUT:?}:\n{}",
-            tail.join("\n")
-        ),
+        Ok(false) => Err(Error::Exited {
+            name: name.to_string(),
+            status: None,
+            output: Output::Tail(tail.join("\n")),
+        }),
+        Err(_) => Err(Error::NotReady {
+            name: name.to_string(),
+            timeout: READY_TIMEOUT,
+            output: Output::Tail(tail.join("\n")),
+        }),
     }
 }
 
@@ -239,7 +249,7 @@ impl DockerRuntime {
         for listen in services::service(spec.kind).listens_for(spec) {
             let mut port = spec.port(listen.role);
             if port == 0 {
-                port = free_port(listen.transport)?;
+                port = free_port(listen.transport).map_err(Error::FreePort)?;
             }
             out.insert(listen.role, port);
         }
@@ -266,7 +276,7 @@ impl DockerRuntime {
             .docker
             .inspect_container(name, None)
             .await
-            .with_context(|| format!("inspecting {name}"))?;
+            .map_err(Error::engine(format!("inspecting {name}")))?;
         let pid = info
             .state
             .as_ref()
@@ -337,11 +347,14 @@ impl Runtime for DockerRuntime {
                         ..Default::default()
                     })
                     .await
-                    .with_context(|| format!("creating network {}", self.network))?;
+                    .map_err(Error::engine(format!("creating network {}", self.network)))?;
                 self.docker
                     .inspect_network(&self.network, None)
                     .await
-                    .with_context(|| format!("inspecting network {}", self.network))?
+                    .map_err(Error::engine(format!(
+                        "inspecting network {}",
+                        self.network
+                    )))?
             }
         };
         let gateway = if self.overlay {
@@ -350,7 +363,9 @@ impl Runtime for DockerRuntime {
             // the bridge Swarm gives each node for that.
             swarm_bridge_gateway(&self.docker).await?
         } else {
-            gateway_of(network).context("the stack's network has no gateway address")?
+            gateway_of(network).ok_or_else(|| {
+                Error::Unexpected("the stack's network has no gateway address".into())
+            })?
         };
         *self.gateway_ip.lock().unwrap_or_else(|e| e.into_inner()) = gateway;
 
@@ -417,7 +432,7 @@ impl Runtime for DockerRuntime {
             .unwrap_or_else(|e| e.into_inner())
             .get(&spec.kind)
             .cloned()
-            .context("runtime not prepared")?;
+            .ok_or(Error::NotPrepared)?;
         let name = self.container_name(&spec.name);
         self.remove(&name).await;
         let host_ports = Self::host_ports(spec)?;
@@ -468,7 +483,7 @@ impl Runtime for DockerRuntime {
             .docker
             .create_container(Some(options), body)
             .await
-            .with_context(|| format!("creating container {name}"))?;
+            .map_err(Error::engine(format!("creating container {name}")))?;
         // Tracked before it runs, so reconciliation never takes it for a stray.
         let instance = Instance {
             name: spec.name.clone(),
@@ -485,7 +500,7 @@ impl Runtime for DockerRuntime {
             self.docker
                 .start_container(&name, None)
                 .await
-                .with_context(|| format!("starting container {name}"))?;
+                .map_err(Error::engine(format!("starting container {name}")))?;
             self.wait_ready(&name).await?;
             self.instance(&name, &spec, generation).await
         };
@@ -527,7 +542,7 @@ impl Runtime for DockerRuntime {
             Err(_) => false,
         };
         if !gone {
-            return Err(anyhow::Error::new(error).context(format!("killing {name}")));
+            return Err(Error::engine(format!("killing {name}"))(error));
         }
         let events = self
             .events
@@ -601,16 +616,16 @@ impl Runtime for DockerRuntime {
                         status_code: 404,
                         ..
                     }) => return Ok(()),
-                    _ => anyhow::anyhow!("network {} still listed after its removal", self.network),
+                    _ => Error::NetworkRemains {
+                        network: self.network.clone(),
+                    },
                 },
-                Err(e) => {
-                    anyhow::Error::new(e).context(format!("removing network {}", self.network))
-                }
+                Err(e) => Error::engine(format!("removing network {}", self.network))(e),
             };
             if tokio::time::Instant::now() >= deadline {
                 return Err(error);
             }
-            tracing::debug!(error = %format!("{error:#}"), "network not removed yet");
+            tracing::debug!(error = %crate::Chain(&error), "network not removed yet");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

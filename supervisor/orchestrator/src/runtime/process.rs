@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -16,7 +15,7 @@ use tokio::sync::mpsc;
 use api::ready::Ready;
 use api::status::{Kind, Usage};
 
-use super::{Event, Handle, Instance, Limits, Runtime};
+use super::{Error, Event, Handle, Instance, Limits, Output, Result, Runtime};
 use crate::logfile::{self, Log, LogFile, Rotation};
 use crate::services::Spec;
 use crate::services::{self, Audience, File, Listen, Site};
@@ -103,8 +102,12 @@ pub fn log_path(state: &StateDir, service: &str) -> PathBuf {
 }
 
 fn signal(pid: u32, sig: Signal) -> Result<()> {
-    let pid = i32::try_from(pid).context("pid out of range")?;
-    kill(Pid::from_raw(pid), sig).with_context(|| format!("sending {sig} to {pid}"))
+    let pid = i32::try_from(pid).map_err(Error::PidOutOfRange)?;
+    kill(Pid::from_raw(pid), sig).map_err(|source| Error::Signal {
+        pid,
+        signal: sig,
+        source,
+    })
 }
 
 /// Whether process `pid` exists and has not exited (a zombie nobody reaped yet is dead).
@@ -156,7 +159,7 @@ impl Runtime for ProcessRuntime {
         _progress: &crate::runtime::Progress,
     ) -> Result<()> {
         let logs = self.state.logs();
-        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        std::fs::create_dir_all(&logs).map_err(Error::io("creating", &logs))?;
         *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(events);
         Ok(())
     }
@@ -176,21 +179,20 @@ impl Runtime for ProcessRuntime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .context("runtime not prepared")?;
+            .ok_or(Error::NotPrepared)?;
         let binary_name = services::service(spec.kind).binary;
         let binary = self.bin_dir.join(binary_name);
         if !binary.exists() {
-            anyhow::bail!(
-                "{binary_name} not found in {}; build the services first: cargo build --release --workspace",
-                self.bin_dir.display()
-            );
+            return Err(Error::MissingBinary {
+                binary: binary_name,
+                dir: self.bin_dir.clone(),
+            });
         }
         // The service's output goes through the supervisor into a log rotated by size; its
         // stderr (the log lines) is copied from the start, its stdout once it is ready.
         let log_path = log_path(&self.state, &spec.name);
         let log = Log::new(
-            LogFile::open(&log_path, self.rotation)
-                .with_context(|| format!("opening {}", log_path.display()))?,
+            LogFile::open(&log_path, self.rotation).map_err(Error::io("opening", &log_path))?,
         );
         let mut child = Command::new(&binary)
             .args(services::args(spec, self))
@@ -200,10 +202,17 @@ impl Runtime for ProcessRuntime {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let pid = child.id().context("child has no pid")?;
-        let stdout = child.stdout.take().context("child has no stdout")?;
-        let stderr = child.stderr.take().context("child has no stderr")?;
+            .map_err(Error::io("starting", &binary))?;
+        let unexpected = |what: &str| Error::Unexpected(what.to_string());
+        let pid = child.id().ok_or_else(|| unexpected("child has no pid"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| unexpected("child has no stdout"))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| unexpected("child has no stderr"))?;
         tokio::spawn(logfile::copy_lines(stderr, log.clone()));
         let mut lines = BufReader::new(stdout).lines();
 
@@ -219,20 +228,20 @@ impl Runtime for ProcessRuntime {
             r = tokio::time::timeout(READY_TIMEOUT, ready) => r,
             status = child.wait() => {
                 let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                anyhow::bail!(
-                    "{} exited during start-up ({status}); see {}",
-                    spec.name,
-                    log_path.display()
-                );
+                return Err(Error::Exited {
+                    name: spec.name.clone(),
+                    status: Some(status),
+                    output: Output::Log(log_path),
+                });
             }
         };
         let Ok(Ok(Some(ready))) = ready else {
             let _ = child.start_kill();
-            anyhow::bail!(
-                "{} did not become ready within {READY_TIMEOUT:?}; see {}",
-                spec.name,
-                log_path.display()
-            );
+            return Err(Error::NotReady {
+                name: spec.name.clone(),
+                timeout: READY_TIMEOUT,
+                output: Output::Log(log_path),
+            });
         };
         let addrs = ready
             .addrs

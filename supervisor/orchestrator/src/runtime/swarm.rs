@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use base64::Engine as _;
 use bollard::Docker;
 use bollard::models::{
@@ -47,7 +46,7 @@ use tokio::sync::mpsc;
 use api::status::{Kind, Usage};
 
 use super::docker::{self, DockerRuntime, LABEL_GENERATION, LABEL_STACK};
-use super::{Container, Event, Handle, Instance, Replica, Runtime};
+use super::{Container, Event, Handle, Instance, Replica, Result, Runtime};
 use crate::services::Spec;
 use crate::services::{self, Audience, File, Listen, Site};
 use crate::stack::StateDir;
@@ -71,6 +70,42 @@ const TASK_TIMEOUT: Duration = Duration::from_secs(20);
 const LABEL_SWARM_SERVICE: &str = "com.docker.swarm.service.id";
 /// How long a relay gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// What only the Swarm runtime meets: a swarm this engine does not manage, and relays
+/// Swarm would not place or run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// This engine is no manager of an active swarm.
+    #[error(
+        "this Docker Engine is not a Swarm manager (swarm state: {state}); run `docker swarm init` \
+         here (or join the swarm as a manager) first, or use --runtime docker"
+    )]
+    NotManager {
+        /// The engine's swarm state (`inactive`, `pending`, ...).
+        state: String,
+    },
+    /// No node can take a relay.
+    #[error(transparent)]
+    NoMachine(#[from] crate::policy::placement::NoMachine),
+    /// A relay's task ended before it ran.
+    #[error("{name} did not start: {reason}")]
+    TaskEnded {
+        /// The relay.
+        name: String,
+        /// Swarm's reason.
+        reason: String,
+    },
+    /// A relay's task did not run in time.
+    #[error("{name} did not run within {timeout:?}: {last}")]
+    TaskTimeout {
+        /// The relay.
+        name: String,
+        /// How long it was given.
+        timeout: Duration,
+        /// The last reason Swarm gave for waiting.
+        last: String,
+    },
+}
 
 /// Runs relays as Swarm services and the rest of the stack as containers of this manager.
 pub struct SwarmRuntime {
@@ -147,24 +182,26 @@ impl Site for RelaySite {
 
 /// Checks that `docker` is a manager of an active swarm; returns this node's id.
 pub async fn manager_node(docker: &Docker) -> Result<String> {
-    let info = docker.info().await.context("asking the Docker Engine")?;
+    let info = docker
+        .info()
+        .await
+        .map_err(super::Error::engine("asking the Docker Engine"))?;
     let swarm = info.swarm.unwrap_or_default();
     if swarm.local_node_state != Some(LocalNodeState::ACTIVE)
         || swarm.control_available != Some(true)
     {
-        anyhow::bail!(
-            "this Docker Engine is not a Swarm manager (swarm state: {}); run `docker swarm init` \
-             here (or join the swarm as a manager) first, or use --runtime docker",
-            swarm
+        return Err(Error::NotManager {
+            state: swarm
                 .local_node_state
                 .map(|s| s.to_string())
-                .unwrap_or_else(|| "unknown".into())
-        );
+                .unwrap_or_else(|| "unknown".into()),
+        }
+        .into());
     }
     swarm
         .node_id
         .filter(|id| !id.is_empty())
-        .context("the swarm did not name this node")
+        .ok_or_else(|| super::Error::Unexpected("the swarm did not name this node".into()))
 }
 
 /// The Swarm services carrying the stack label `label` (`ghost-stream.stack=<id>`).
@@ -227,7 +264,7 @@ impl SwarmRuntime {
             .docker()
             .list_nodes(None::<ListNodesOptions>)
             .await
-            .context("listing the swarm's nodes")?;
+            .map_err(super::Error::engine("listing the swarm's nodes"))?;
         let views: Vec<NodeView> = nodes.iter().filter_map(NodeView::from_node).collect();
         *self.shared.nodes.lock().unwrap_or_else(|e| e.into_inner()) = views.clone();
         Ok(views)
@@ -237,7 +274,7 @@ impl SwarmRuntime {
     async fn secrets(&self, files: &[SecretFile]) -> Result<Vec<TaskSpecContainerSpecSecrets>> {
         let existing: HashMap<String, String> = stack_secrets(self.docker(), &self.label())
             .await
-            .context("listing the stack's secrets")?
+            .map_err(super::Error::engine("listing the stack's secrets"))?
             .into_iter()
             .filter_map(|s| Some((s.spec?.name?, s.id?)))
             .collect();
@@ -262,7 +299,7 @@ impl SwarmRuntime {
                             ..Default::default()
                         })
                         .await
-                        .with_context(|| format!("creating secret {name}"))?
+                        .map_err(super::Error::engine(format!("creating secret {name}")))?
                         .id
                 }
             };
@@ -412,7 +449,9 @@ impl SwarmRuntime {
     async fn tasks_of(&self, service: &str) -> Result<Vec<Task>> {
         tasks_of(self.docker(), vec![service])
             .await
-            .with_context(|| format!("listing the tasks of {service}"))
+            .map_err(super::Error::engine(format!(
+                "listing the tasks of {service}"
+            )))
     }
 
     /// Waits until the task of service `service` (named `name`) runs; returns it. Fails
@@ -429,12 +468,21 @@ impl SwarmRuntime {
                     return Ok(task);
                 }
                 if terminal(state) {
-                    anyhow::bail!("{name} did not start: {}", task_end(&task, state));
+                    return Err(Error::TaskEnded {
+                        name: name.to_string(),
+                        reason: task_end(&task, state),
+                    }
+                    .into());
                 }
                 last = task_end(&task, state);
             }
             if tokio::time::Instant::now() >= deadline {
-                anyhow::bail!("{name} did not run within {TASK_TIMEOUT:?}: {last}");
+                return Err(Error::TaskTimeout {
+                    name: name.to_string(),
+                    timeout: TASK_TIMEOUT,
+                    last,
+                }
+                .into());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -497,7 +545,7 @@ impl SwarmRuntime {
             .unwrap_or_else(|e| e.into_inner())
             .get(&Kind::Relay)
             .cloned()
-            .context("runtime not prepared")?;
+            .ok_or(super::Error::NotPrepared)?;
         let service_name = self.local.container_name(&spec.name);
         // An earlier generation's service goes first (a crash leaves it, with its ended
         // task; a drain leaves it with a task Swarm queued): were this start to fail, Swarm
@@ -517,12 +565,12 @@ impl SwarmRuntime {
                 }
             }
             let machines: Vec<Machine> = nodes.iter().map(|n| n.machine.clone()).collect();
-            let chosen = crate::policy::placement::choose(&machines, &load)?;
+            let chosen = crate::policy::placement::choose(&machines, &load).map_err(Error::from)?;
             let node = nodes
                 .iter()
                 .find(|n| n.machine.id == chosen.id)
                 .cloned()
-                .context("the chosen node is listed")?;
+                .ok_or_else(|| super::Error::Unexpected("the chosen node is listed".into()))?;
             relays.insert(
                 spec.name.clone(),
                 Placed {
@@ -544,17 +592,22 @@ impl SwarmRuntime {
                 .docker()
                 .create_service(service_spec, None)
                 .await
-                .with_context(|| format!("creating Swarm service {service_name}"))?;
-            let id = created
-                .id
-                .context("the engine gave the new service no id")?;
+                .map_err(super::Error::engine(format!(
+                    "creating Swarm service {service_name}"
+                )))?;
+            let id = created.id.ok_or_else(|| {
+                super::Error::Unexpected("the engine gave the new service no id".into())
+            })?;
             if let Some(placed) = self.shared.relays().get_mut(&spec.name)
                 && placed.generation == generation
             {
                 placed.service = id.clone();
             }
             let task = self.wait_running(&spec.name, &id).await?;
-            let task_id = task.id.clone().context("a task without an id")?;
+            let task_id = task
+                .id
+                .clone()
+                .ok_or_else(|| super::Error::Unexpected("a task without an id".into()))?;
             let options = LogsOptionsBuilder::default()
                 .follow(true)
                 .stdout(true)
@@ -563,7 +616,7 @@ impl SwarmRuntime {
             docker::wait_ready(&spec.name, self.docker().task_logs(&task_id, Some(options)))
                 .await?;
             self.prune_secrets(&secrets).await;
-            Ok::<_, anyhow::Error>((
+            Ok::<_, super::Error>((
                 self.relay_instance(&spec, generation, &id, &task, &node),
                 id,
             ))
@@ -835,7 +888,7 @@ impl Runtime for SwarmRuntime {
                 .docker()
                 .delete_service(service)
                 .await
-                .with_context(|| format!("removing {}", instance.name)),
+                .map_err(super::Error::engine(format!("removing {}", instance.name))),
             // A container of this engine: SIGKILL, as a crash would.
             _ => self.local.kill(instance).await,
         }

@@ -75,7 +75,7 @@ pub(super) async fn watch(
                     break;
                 }
                 Err(e) => {
-                    tracing::debug!(error = %format!("{e:#}"), "the Docker Engine is still unreachable");
+                    tracing::debug!(error = %crate::Chain(&e), "the Docker Engine is still unreachable");
                     wait = (wait * 2).min(ENGINE_RETRY_MAX);
                 }
             }
@@ -106,8 +106,11 @@ pub(super) async fn reconcile(
         docker.list_containers(Some(options)),
     )
     .await
-    .context("listing the stack's containers timed out")?
-    .context("listing the stack's containers")?;
+    .map_err(|source| Error::Timeout {
+        doing: "listing the stack's containers timed out",
+        source,
+    })?
+    .map_err(Error::engine("listing the stack's containers"))?;
     let alive: std::collections::HashSet<String> = listed
         .into_iter()
         .filter(|c| c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING))
@@ -142,7 +145,7 @@ pub(super) async fn reconcile(
         docker
             .remove_container(&id, Some(options))
             .await
-            .with_context(|| format!("removing container {id}"))?;
+            .map_err(Error::engine(format!("removing container {id}")))?;
     }
     for (name, generation) in gone {
         tracing::info!(service = %name, generation, "container gone while the engine was away");
@@ -151,10 +154,7 @@ pub(super) async fn reconcile(
             generation,
             status: "container gone while the Docker Engine was unreachable".into(),
         };
-        events
-            .send(exited)
-            .await
-            .context("the supervisor stopped")?;
+        events.send(exited).await.map_err(Error::SupervisorGone)?;
     }
     Ok(())
 }
@@ -167,8 +167,11 @@ pub(super) async fn swarm_bridge_gateway(docker: &Docker) -> Result<IpAddr> {
     let bridge = docker
         .inspect_network(SWARM_BRIDGE, None)
         .await
-        .with_context(|| format!("inspecting {SWARM_BRIDGE}, Swarm's bridge of this node"))?;
-    gateway_of(bridge).with_context(|| format!("{SWARM_BRIDGE} has no gateway address"))
+        .map_err(Error::engine(format!(
+            "inspecting {SWARM_BRIDGE}, Swarm's bridge of this node"
+        )))?;
+    gateway_of(bridge)
+        .ok_or_else(|| Error::Unexpected(format!("{SWARM_BRIDGE} has no gateway address")))
 }
 
 /// The gateway address of a Docker network: the host's address on it.

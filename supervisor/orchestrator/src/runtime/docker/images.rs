@@ -27,13 +27,13 @@ pub async fn build_images(
         let Ok(binary) = std::fs::read(&binary_path) else {
             // No binary here (a host that only loaded the images): run what is loaded.
             let latest = format!("{repo}:latest");
-            docker.inspect_image(&latest).await.with_context(|| {
-                format!(
-                    "neither {} nor the image {latest} exists; build the services \
-                     (cargo build --release --workspace) or load the images",
-                    binary_path.display()
-                )
-            })?;
+            if let Err(source) = docker.inspect_image(&latest).await {
+                return Err(Error::MissingImage {
+                    binary: binary_path,
+                    image: latest,
+                    source: Box::new(source),
+                });
+            }
             images.insert(kind, latest);
             continue;
         };
@@ -54,7 +54,7 @@ pub async fn build_images(
             docker
                 .tag_image(&reference, Some(latest))
                 .await
-                .with_context(|| format!("tagging {reference} as latest"))?;
+                .map_err(Error::engine(format!("tagging {reference} as latest")))?;
             images.insert(kind, reference);
             continue;
         }
@@ -71,18 +71,18 @@ pub async fn build_images(
             .build();
         let mut build = docker.build_image(options, None, Some(bollard::body_full(context.into())));
         while let Some(step) = build.next().await {
-            let info = step.with_context(|| format!("building {reference}"))?;
+            let info = step.map_err(Error::engine(format!("building {reference}")))?;
             if let Some(detail) = info.error_detail {
-                anyhow::bail!(
-                    "building {reference}: {}",
-                    detail.message.unwrap_or_default()
-                );
+                return Err(Error::Build {
+                    image: reference,
+                    message: detail.message.unwrap_or_default(),
+                });
             }
         }
         docker
             .tag_image(&reference, Some(latest))
             .await
-            .with_context(|| format!("tagging {reference} as latest"))?;
+            .map_err(Error::engine(format!("tagging {reference} as latest")))?;
         images.insert(kind, reference);
     }
     Ok(images)
@@ -97,9 +97,15 @@ pub(super) fn tar_context(kind: Kind, binary: &[u8]) -> Result<Vec<u8>> {
         header.set_mtime(0);
         header.set_cksum();
         tar.append_data(&mut header, name, data)
-            .with_context(|| format!("adding {name} to the build context"))
+            .map_err(|source| Error::BuildContext {
+                doing: format!("adding {name} to the build context"),
+                source,
+            })
     };
     add("Dockerfile", dockerfile(kind).as_bytes(), 0o644)?;
     add(services::service(kind).binary, binary, 0o755)?;
-    tar.into_inner().context("finishing the build context")
+    tar.into_inner().map_err(|source| Error::BuildContext {
+        doing: "finishing the build context".into(),
+        source,
+    })
 }

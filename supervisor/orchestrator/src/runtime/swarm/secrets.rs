@@ -41,7 +41,7 @@ pub(super) fn secret_files(kind: Kind, root: &Path) -> Result<Vec<SecretFile>> {
         let target = docker::mount_point(file);
         if path.is_dir() {
             let mut entries: Vec<PathBuf> = std::fs::read_dir(&path)
-                .with_context(|| format!("reading {}", path.display()))?
+                .map_err(super::super::Error::io("reading", &path))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.is_file())
                 .collect();
@@ -53,14 +53,13 @@ pub(super) fn secret_files(kind: Kind, root: &Path) -> Result<Vec<SecretFile>> {
                 out.push(SecretFile {
                     target: format!("{target}/{name}"),
                     data: std::fs::read(&entry)
-                        .with_context(|| format!("reading {}", entry.display()))?,
+                        .map_err(super::super::Error::io("reading", &entry))?,
                 });
             }
         } else {
             out.push(SecretFile {
                 target,
-                data: std::fs::read(&path)
-                    .with_context(|| format!("reading {}", path.display()))?,
+                data: std::fs::read(&path).map_err(super::super::Error::io("reading", &path))?,
             });
         }
     }
