@@ -16,12 +16,15 @@
 # `up` was killed. `down` is safe to run when nothing is up.
 #
 # The host engine's swarm state is shared with the swarm and Ansible tests, which serialize
-# on the swarm lock file; the namespace holder keeps that lock from before `up` changes
-# anything until `down` has put everything back.
+# on the swarm lock file. `up` takes that lock before it changes anything and hands it to a
+# keeper process, the namespace holder's parent, which keeps it until `down` has put
+# everything back. Should the worker die on its own, the keeper runs `down` itself first.
 #
 # Settings (environment):
 #   GHOST_TWO_NODES_DIR       state directory (default /tmp/ghost-two-nodes)
 #   GHOST_SWARM_LOCK          the swarm lock file (default /tmp/ghost-stream-swarm.lock)
+#   GHOST_SWARM_LOCK_FD       a descriptor on which the caller (a swarm test) already holds
+#                             the swarm lock: up and down share it instead of waiting on it
 #   GHOST_TWO_NODES_NET       the veth pair's /24, as its first three octets (default 10.231.0):
 #                             .1 on the host, .2 on the worker
 #   GHOST_TWO_NODES_IMAGES    images to load into the worker (default: every ghost-stream/*
@@ -29,7 +32,8 @@
 #   GHOST_TWO_NODES_STORAGE   the worker's storage driver (default overlay2)
 set -euo pipefail
 
-readonly SELF=$(readlink -f "$0")
+SELF=$(readlink -f "$0")
+readonly SELF
 readonly STATE=${GHOST_TWO_NODES_DIR:-/tmp/ghost-two-nodes}
 readonly SWARM_LOCK=${GHOST_SWARM_LOCK:-/tmp/ghost-stream-swarm.lock}
 readonly NET=${GHOST_TWO_NODES_NET:-10.231.0}
@@ -48,6 +52,20 @@ say() { echo "two-nodes: $*" >&2; }
 lock_self() {
     exec 8<"$SELF"
     flock 8
+}
+# The swarm lock, on fd 9. A caller's descriptor is the same open file, so its lock is ours.
+take_swarm_lock() {
+    if [[ -n ${GHOST_SWARM_LOCK_FD:-} ]]; then
+        [[ $GHOST_SWARM_LOCK_FD =~ ^[0-9]+$ && -e /proc/$$/fd/$GHOST_SWARM_LOCK_FD ]] \
+            || die "GHOST_SWARM_LOCK_FD=$GHOST_SWARM_LOCK_FD is not an open descriptor"
+        exec 9>&"$GHOST_SWARM_LOCK_FD"
+    else
+        exec 9>>"$SWARM_LOCK"
+    fi
+    if ! flock -n 9; then
+        say "waiting for $SWARM_LOCK ($1)"
+        flock 9
+    fi
 }
 die() {
     say "$*"
@@ -100,6 +118,15 @@ in_worker_net() { nsenter -t "$(init_pid)" -n "$@"; }
 # namespace holder and waits for it. A worker that dies without `down` (its holder killed, its
 # dockerd crashed) is cleaned up here at once, before the lock goes.
 keeper_main() {
+    # Only the swarm lock is kept: descriptors inherited from the caller of `up` (a test
+    # harness's pipes, another lock) must not outlive it here.
+    local fd
+    for fd in "/proc/$$/fd/"*; do
+        fd=${fd##*/}
+        if ((fd > 2 && fd != 9)); then
+            eval "exec $fd>&-" 2>/dev/null || true
+        fi
+    done
     unshare --net --mount --pid --uts --fork --kill-child --mount-proc --propagation private \
         -- "$SELF" __worker "$STATE" </dev/null >>"$STATE/worker.log" 2>&1 &
     echo $! >"$STATE/holder.pid"
@@ -156,6 +183,17 @@ images() {
     awk 'NR == FNR { keep[$1] = 1; next } keep[$2] { print $1 }' <(echo "$latest") <(echo "$all") | xargs
 }
 
+# Undoes a failed or interrupted `up`.
+up_exit() {
+    local rc=$?
+    trap - EXIT
+    if [[ $rc != 0 ]]; then
+        say "up failed; removing what it made"
+        down_locked || true
+    fi
+    exit "$rc"
+}
+
 up() {
     [[ $(id -u) == 0 ]] || die "needs root (network, mount and PID namespaces)"
     for tool in docker dockerd docker-init unshare nsenter ip flock timeout; do
@@ -177,17 +215,8 @@ up() {
         die "$HOST_ADDR is already an address of this host; choose another GHOST_TWO_NODES_NET"
     fi
 
-    exec 9>>"$SWARM_LOCK"
-    if ! flock -n 9; then
-        say "waiting for $SWARM_LOCK (a swarm test holds it)"
-        flock 9
-    fi
-    # From here on anything left undone is undone again, on failure and on SIGINT/SIGTERM.
-    trap 'rc=$?; trap - EXIT; if [[ $rc != 0 ]]; then say "up failed; removing what it made"; down_locked || true; fi; exit $rc' EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
-
-    local swarm manager_addr
+    take_swarm_lock "a swarm test holds it"
+    local swarm manager_addr data_addr=$HOST_ADDR
     swarm=$(manager info --format '{{.Swarm.LocalNodeState}}')
     case $swarm in
         inactive) manager_addr=$HOST_ADDR:2377 ;;
@@ -201,9 +230,17 @@ up() {
                         "the worker cannot reach; leave that swarm (docker swarm leave --force)" \
                         "or re-make it advertising a routable address, then run up again" ;;
             esac
+            data_addr=$(manager info --format '{{.Swarm.NodeAddr}}')
+            ip -o addr show | grep -q " $data_addr/" \
+                || die "this engine's swarm address $data_addr is not an address of this host"
             ;;
         *) die "this engine's swarm is $swarm: neither usable nor free" ;;
     esac
+
+    # From here on anything left undone is undone again, on failure and on SIGINT/SIGTERM.
+    trap up_exit EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
 
     mkdir -p "$STATE/data"
     : >"$STATE/worker.log"
@@ -223,6 +260,12 @@ up() {
     ip link add "$HOST_IF" type veth peer name eth0 netns "$init"
     ip addr add "$HOST_ADDR/24" dev "$HOST_IF"
     ip link set "$HOST_IF" up
+    if [[ $data_addr != "$HOST_ADDR" ]]; then
+        # The worker drops VXLAN packets whose outer source is not the manager's swarm
+        # address (its forwarding entries for the manager are static): packets to the worker
+        # leave from that address.
+        ip route replace "$NET.0/24" dev "$HOST_IF" proto kernel scope link src "$data_addr"
+    fi
     nsenter -t "$init" -n ip addr add "$WORKER_ADDR/24" dev eth0
     nsenter -t "$init" -n ip link set eth0 up
     nsenter -t "$init" -n ip route add default via "$HOST_ADDR"
@@ -247,8 +290,11 @@ up() {
 
     if [[ $swarm == inactive ]]; then
         # Recorded first: a swarm made by a killed `up` is still found and left by `down`.
-        manager network inspect docker_gwbridge >/dev/null 2>&1 && echo gwbridge >"$STATE/made-swarm" \
-            || : >"$STATE/made-swarm"
+        if manager network inspect docker_gwbridge >/dev/null 2>&1; then
+            echo "docker_gwbridge existed" >"$STATE/made-swarm"
+        else
+            : >"$STATE/made-swarm"
+        fi
         manager swarm init --advertise-addr "$HOST_ADDR" >/dev/null
         say "made a swarm advertising $HOST_ADDR"
     fi
@@ -279,8 +325,16 @@ down() {
 }
 
 down_locked() {
-    local holder node made lock_taken=""
+    local holder node lock_taken="" keeper i
     holder=$(holder_pid) || holder=""
+    keeper=$(keeper_pid) || keeper=""
+    if [[ -z $holder && -n $keeper && $keeper != "$PPID" ]]; then
+        # The worker died and its keeper is cleaning up: that takes this script's lock.
+        say "the worker died; waiting for its keeper to clean up"
+        flock -u 8
+        while alive "$keeper"; do sleep 0.1; done
+        flock 8
+    fi
     node=$(cat "$STATE/worker-node" 2>/dev/null) || node=""
 
     if [[ -n $holder ]] && worker info >/dev/null 2>&1; then
@@ -294,11 +348,7 @@ down_locked() {
     if [[ -z $holder ]] && { [[ -n $node ]] || [[ -e $STATE/made-swarm ]]; }; then
         # The holder is gone and the lock with it: take it again to change the swarm.
         if [[ ! -e /proc/$$/fd/9 ]]; then
-            exec 9>>"$SWARM_LOCK"
-            if ! flock -n 9; then
-                say "waiting for $SWARM_LOCK to change the swarm"
-                flock 9
-            fi
+            take_swarm_lock "to change the swarm"
             lock_taken=yes
         fi
     fi
@@ -309,7 +359,7 @@ down_locked() {
         if [[ -e $STATE/made-swarm && -n $mine ]]; then
             manager swarm leave --force >/dev/null
             say "left the swarm up made"
-            if [[ $(cat "$STATE/made-swarm") != gwbridge ]] \
+            if [[ $(cat "$STATE/made-swarm") != "docker_gwbridge existed" ]] \
                 && manager network inspect docker_gwbridge >/dev/null 2>&1; then
                 manager network rm docker_gwbridge >/dev/null || say "docker_gwbridge stays: still in use"
             fi
@@ -322,7 +372,6 @@ down_locked() {
         fi
     fi
 
-    local keeper i
     keeper=$(keeper_pid) || keeper=""
     # The keeper itself runs this when the worker died: it exits once this returns.
     [[ $keeper == "$PPID" ]] && keeper=""
@@ -352,7 +401,9 @@ down_locked() {
             alive "$keeper" || break
             sleep 0.1
         done
-        alive "$keeper" && kill -KILL "$keeper" 2>/dev/null || true
+        if alive "$keeper"; then
+            kill -KILL "$keeper" 2>/dev/null || true
+        fi
     fi
     # The veth goes with the namespace; this is for a host end whose peer never moved in.
     if ip link show "$HOST_IF" >/dev/null 2>&1; then
