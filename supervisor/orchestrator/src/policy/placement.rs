@@ -42,14 +42,24 @@ pub struct NoMachine {
 /// relays per CPU (`load` counts the relays on each, by id), so an empty machine always wins
 /// and relays spread before any machine takes a second; ties go to the machine with fewer
 /// relays, then by host name, then by id, so the choice is stable.
+///
+/// `avoid` is the machine the relay was lost on, when it is replaced: another machine takes
+/// it if any can. A machine whose link is cut still looks ready to the engine for several
+/// seconds after its relays stopped answering, and a relay placed back there would wait for
+/// it in vain.
 pub fn choose<'a>(
     machines: &'a [Machine],
     load: &HashMap<String, u32>,
+    avoid: Option<&str>,
 ) -> Result<&'a Machine, NoMachine> {
     let relays = |m: &Machine| load.get(&m.id).copied().unwrap_or(0);
+    let elsewhere = machines
+        .iter()
+        .any(|m| m.schedulable() && Some(m.id.as_str()) != avoid);
     machines
         .iter()
         .filter(|m| m.schedulable())
+        .filter(|m| !elsewhere || Some(m.id.as_str()) != avoid)
         .min_by(|a, b| {
             let per_cpu = |m: &Machine| f64::from(relays(m)) / m.cpus.max(0.1);
             per_cpu(a)
@@ -91,14 +101,17 @@ mod tests {
         let mut load = HashMap::new();
         let mut order = Vec::new();
         for _ in 0..3 {
-            let chosen = choose(&machines, &load).expect("a machine").id.clone();
+            let chosen = choose(&machines, &load, None)
+                .expect("a machine")
+                .id
+                .clone();
             *load.entry(chosen.clone()).or_insert(0) += 1;
             order.push(chosen);
         }
         order.sort();
         assert_eq!(order, ["a", "b", "c"]);
         // Then by relays per CPU: the 8-CPU machine takes the next ones.
-        assert_eq!(choose(&machines, &load).expect("a machine").id, "c");
+        assert_eq!(choose(&machines, &load, None).expect("a machine").id, "c");
     }
 
     #[test]
@@ -110,8 +123,8 @@ mod tests {
             machine("d", "ready", "active", 2.0),
         ];
         let load = HashMap::from([("d".to_string(), 5)]);
-        assert_eq!(choose(&machines, &load).expect("a machine").id, "d");
-        let error = choose(&machines[..3], &HashMap::new()).expect_err("no machine");
+        assert_eq!(choose(&machines, &load, None).expect("a machine").id, "d");
+        let error = choose(&machines[..3], &HashMap::new(), None).expect_err("no machine");
         let text = error.to_string();
         assert!(text.contains("no Swarm node can take a relay"), "{text}");
         assert!(text.contains("host-a (ready, drain)"), "{text}");
@@ -125,9 +138,9 @@ mod tests {
         ];
         let load = HashMap::new();
         // Equal load and CPUs: the host name decides, whatever the order of the list.
-        assert_eq!(choose(&machines, &load).expect("a machine").id, "y");
+        assert_eq!(choose(&machines, &load, None).expect("a machine").id, "y");
         let reversed = [machines[1].clone(), machines[0].clone()];
-        assert_eq!(choose(&reversed, &load).expect("a machine").id, "y");
+        assert_eq!(choose(&reversed, &load, None).expect("a machine").id, "y");
     }
 
     #[test]
@@ -136,5 +149,32 @@ mod tests {
         assert!(machine("a", "disconnected", "active", 1.0).lost());
         assert!(!machine("a", "ready", "drain", 1.0).lost());
         assert!(!machine("a", "unknown", "active", 1.0).lost());
+    }
+
+    #[test]
+    fn a_replaced_relay_goes_elsewhere_when_it_can() {
+        let machines = [
+            machine("a", "ready", "active", 2.0),
+            machine("b", "ready", "active", 2.0),
+        ];
+        // b is the emptier, but the relay was just lost there.
+        let load = HashMap::from([("a".to_string(), 3)]);
+        assert_eq!(choose(&machines, &load, None).expect("a machine").id, "b");
+        assert_eq!(
+            choose(&machines, &load, Some("b")).expect("a machine").id,
+            "a"
+        );
+        // The only machine left takes it back all the same.
+        let only = [machine("b", "ready", "active", 2.0)];
+        assert_eq!(choose(&only, &load, Some("b")).expect("a machine").id, "b");
+        // A machine that cannot take relays is no alternative.
+        let drained = [
+            machine("a", "ready", "drain", 2.0),
+            machine("b", "ready", "active", 2.0),
+        ];
+        assert_eq!(
+            choose(&drained, &load, Some("b")).expect("a machine").id,
+            "b"
+        );
     }
 }

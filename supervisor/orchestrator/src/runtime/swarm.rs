@@ -123,6 +123,9 @@ struct Shared {
     nodes: Mutex<Vec<NodeView>>,
     /// This manager's node id.
     self_id: Mutex<String>,
+    /// The node each relay was last lost on (it died there, or never ran), which its
+    /// replacement avoids.
+    lost_on: Mutex<HashMap<String, String>>,
 }
 
 impl Shared {
@@ -138,6 +141,14 @@ impl Shared {
     }
 
     /// Forgets `name`'s relay if it is still generation `generation`.
+    /// Notes that relay `name` was lost on `node`.
+    fn lost(&self, name: &str, node: String) {
+        self.lost_on
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), node);
+    }
+
     fn forget(&self, name: &str, generation: u64) -> Option<Placed> {
         let mut relays = self.relays();
         if relays.get(name).is_some_and(|p| p.generation == generation) {
@@ -565,7 +576,14 @@ impl SwarmRuntime {
                 }
             }
             let machines: Vec<Machine> = nodes.iter().map(|n| n.machine.clone()).collect();
-            let chosen = crate::policy::placement::choose(&machines, &load).map_err(Error::from)?;
+            let avoid = self
+                .shared
+                .lost_on
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&spec.name);
+            let chosen = crate::policy::placement::choose(&machines, &load, avoid.as_deref())
+                .map_err(Error::from)?;
             let node = nodes
                 .iter()
                 .find(|n| n.machine.id == chosen.id)
@@ -632,7 +650,9 @@ impl SwarmRuntime {
                 Ok(instance)
             }
             Err(e) => {
-                self.shared.forget(&spec.name, generation);
+                if let Some(placed) = self.shared.forget(&spec.name, generation) {
+                    self.shared.lost(&spec.name, placed.node);
+                }
                 let _ = self
                     .docker()
                     .delete_service(&self.local.container_name(&spec.name))
@@ -691,6 +711,7 @@ async fn poll(docker: Docker, stack: String, shared: Arc<Shared>, events: mpsc::
     let label = format!("{LABEL_STACK}={stack}");
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
     loop {
         tick.tick().await;
         if events.is_closed() {
@@ -705,7 +726,13 @@ async fn poll(docker: Docker, stack: String, shared: Arc<Shared>, events: mpsc::
         let read = async {
             let nodes = docker.list_nodes(None::<ListNodesOptions>).await?;
             let services = stack_services(&docker, &label).await?;
-            let ids: Vec<&str> = watched.iter().map(|(_, p)| p.service.as_str()).collect();
+            // Tasks of the services that still exist: the engine refuses a filter naming a
+            // removed one (404), and a removed service is a gone relay in its own right.
+            let ids: Vec<&str> = watched
+                .iter()
+                .map(|(_, p)| p.service.as_str())
+                .filter(|id| services.iter().any(|s| s.id.as_deref() == Some(*id)))
+                .collect();
             let tasks = if ids.is_empty() {
                 Vec::new()
             } else {
@@ -713,9 +740,20 @@ async fn poll(docker: Docker, stack: String, shared: Arc<Shared>, events: mpsc::
             };
             Ok::<_, bollard::errors::Error>((nodes, services, tasks))
         };
-        // An engine that does not answer: the Docker runtime's watcher reports that.
-        let Ok((nodes, services, tasks)) = read.await else {
-            continue;
+        // An engine that does not answer: the Docker runtime's watcher reports that. Any
+        // other failure is logged once until reads succeed again.
+        let (nodes, services, tasks) = match read.await {
+            Ok(read) => {
+                failing = false;
+                read
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(error = %crate::Chain(&error), "reading the swarm failed");
+                    failing = true;
+                }
+                continue;
+            }
         };
         let nodes: Vec<NodeView> = nodes.iter().filter_map(NodeView::from_node).collect();
         let services: std::collections::HashSet<String> =
@@ -727,6 +765,7 @@ async fn poll(docker: Docker, stack: String, shared: Arc<Shared>, events: mpsc::
             if shared.forget(&name, placed.generation).is_none() {
                 continue;
             }
+            shared.lost(&name, placed.node.clone());
             tracing::info!(service = %name, generation = placed.generation, %status, "relay gone from the swarm");
             let exited = Event::Exited {
                 name,
