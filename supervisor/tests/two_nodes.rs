@@ -115,6 +115,32 @@ fn relay_nodes(status: &Status) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
+/// The node relay `name` runs on once it is healthy.
+fn relay_on(status: &Status, name: &str) -> Option<String> {
+    status
+        .services
+        .iter()
+        .find(|s| s.name == name && s.healthy)
+        .and_then(|s| s.instance.as_ref())
+        .and_then(|i| i.node.clone())
+}
+
+/// Waits until relay `name` runs healthy; its node and how long that took.
+async fn wait_relay(stack: &Stack, name: &str) -> (String, Duration) {
+    let since = Instant::now();
+    loop {
+        let status = stack.status().await;
+        if let Some(node) = relay_on(&status, name) {
+            return (node, since.elapsed());
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "{name} never ran: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relays_spread_over_two_nodes_and_a_lost_node_is_replaced() {
     let Some(nodes) = TwoNodes::up().await else {
@@ -245,7 +271,43 @@ async fn relays_spread_over_two_nodes_and_a_lost_node_is_replaced() {
             "replaced {:.0} ms after the loss was noticed",
             ms(replaced.saturating_sub(noticed))
         );
+        // The link stays cut until Swarm too marks the node down, then comes back.
+        let down = loop {
+            let status = stack.status().await;
+            if status
+                .nodes
+                .iter()
+                .any(|n| n.hostname == worker && n.state == "down")
+            {
+                break cut.elapsed();
+            }
+            assert!(cut.elapsed() < Duration::from_secs(90), "never down: {:?}", status.nodes);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        println!("two nodes: Swarm marked the worker down {:.0} ms after the cut", ms(down));
         link(true);
+        let restored = Instant::now();
+        // Watched from now, while the viewers finish.
+        let rejoined = {
+            let url = format!("{}/api/status", stack.file.supervisor_url);
+            let worker = worker.clone();
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                while restored.elapsed() < Duration::from_secs(90) {
+                    if let Ok(answer) = http.get(&url).send().await
+                        && let Ok(status) = answer.json::<Status>().await
+                        && status
+                            .nodes
+                            .iter()
+                            .any(|n| n.hostname == worker && n.state == "ready")
+                    {
+                        return Some(restored.elapsed());
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                None
+            })
+        };
         let mut on_manager_seen = 0;
         for viewer in steady {
             let s = viewer.await.expect("join").expect("viewer");
@@ -264,6 +326,98 @@ async fn relays_spread_over_two_nodes_and_a_lost_node_is_replaced() {
         assert!(on_manager_seen > 0, "no viewer watched on the manager's relay");
         stop.cancel();
         let _ = publisher.await;
+
+        // The worker comes back: Swarm sees it ready again.
+        let rejoined = rejoined
+            .await
+            .expect("rejoin watch")
+            .expect("the worker never came back");
+        let status = stack.status().await;
+        println!(
+            "two nodes: worker ready again {:.0} ms after its link came back; relays {:?}",
+            ms(rejoined),
+            relay_nodes(&status)
+        );
+        let worker_id = status
+            .nodes
+            .iter()
+            .find(|n| n.hostname == worker)
+            .map(|n| n.id.clone())
+            .expect("worker id");
+
+        // Drained, it takes no new relay; active again, it takes the next.
+        let scale = |count: &str| {
+            let out = stack
+                .ghost()
+                .args(["scale", "relays", count])
+                .output()
+                .expect("scale");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        };
+        let update = |availability: &str| {
+            let out = Command::new("docker")
+                .args(["node", "update", "--availability", availability, &worker_id])
+                .output()
+                .expect("docker node update");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        };
+        let drained = Instant::now();
+        update("drain");
+        loop {
+            let status = stack.status().await;
+            if status
+                .nodes
+                .iter()
+                .any(|n| n.hostname == worker && n.availability == "drain")
+            {
+                break;
+            }
+            assert!(drained.elapsed() < Duration::from_secs(30), "drain not seen");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let noticed = drained.elapsed();
+        scale("3");
+        let (node, took) = wait_relay(&stack, "relay-3").await;
+        assert_eq!(node, manager, "a drained node took relay-3");
+        println!(
+            "two nodes: drain seen after {:.0} ms; relay-3 on {node} after {:.0} ms",
+            ms(noticed),
+            ms(took)
+        );
+        update("active");
+        scale("4");
+        let (node, took) = wait_relay(&stack, "relay-4").await;
+        assert_eq!(node, worker, "the active, empty worker should take relay-4");
+        println!("two nodes: active again; relay-4 on {node} after {:.0} ms", ms(took));
+
+        // The supervisor dies with relays on both nodes; `ghost up` again (with the relay
+        // count the stack has now) adopts them all where they run, duplicating none.
+        let before = relay_nodes(&stack.status().await);
+        let pid = stack.state.read().expect("stack file").supervisor_pid;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill supervisor");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let again = stack
+            .ghost()
+            .args(["up", "-d", "--runtime", "swarm", "--ephemeral-ports", "--relays", "4"])
+            .output()
+            .expect("up again");
+        assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+        let after = relay_nodes(&stack.status().await);
+        assert_eq!(after, before, "adopted where they ran");
+        let label = format!("label={LABEL_STACK}={}", stack_id(&stack.state));
+        assert_eq!(
+            nodes
+                .on_worker(&["ps", "--filter", &label, "-q"])
+                .lines()
+                .count(),
+            1,
+            "one task on the worker, not two"
+        );
+        println!("two nodes: supervisor killed and started again: relays adopted {after:?}");
 
         // Down leaves nothing on either engine.
         let down = stack.ghost().arg("down").output().expect("down");
