@@ -265,6 +265,25 @@ async fn relays_spread_over_two_nodes_and_a_lost_node_is_replaced() {
             ms(replaced),
             ms(replaced.saturating_sub(noticed))
         );
+        // From the supervisor's verdict (probes unanswered: the relay is killed) to the
+        // replacement running, on the supervisor's own timeline.
+        let events = stack.status().await.events;
+        let at = |kind: api::status::EventKind| {
+            events
+                .iter()
+                .filter(|e| e.service == on_worker && e.kind == kind)
+                .map(|e| e.at_ms)
+                .next_back()
+        };
+        if let (Some(killed), Some(started)) = (
+            at(api::status::EventKind::Unhealthy),
+            at(api::status::EventKind::Start),
+        ) {
+            println!(
+                "two nodes: {on_worker} declared lost, then running on {manager} {} ms later",
+                started.saturating_sub(killed)
+            );
+        }
         // The spec's bound for a relay crash, counted from the engine noticing the loss.
         assert!(
             replaced.saturating_sub(noticed) < Duration::from_secs(5),
