@@ -20,6 +20,7 @@
 pub mod acme;
 pub mod actor;
 pub mod certificate;
+pub mod instance;
 pub mod logfile;
 pub mod metrics;
 pub mod policy;

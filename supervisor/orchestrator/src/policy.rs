@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use api::admin::Target;
 use api::status::{EventKind, Kind, Role, Service, State};
 
-use crate::runtime::Instance;
+use crate::instance::Instance;
 
 use crate::services::Spec;
 use crate::services::{self, Ports, loopback_if_unspecified};

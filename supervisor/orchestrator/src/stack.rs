@@ -91,11 +91,41 @@ pub fn default_state_dir() -> PathBuf {
     std::env::temp_dir().join("ghost-stream")
 }
 
+/// Which runtime a stack runs on: saved in the stack file by `ghost up`, read by every
+/// command that must reach the stack's instances (`ghost down`, `ghost logs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Local processes ([`process::ProcessRuntime`]).
+    Process,
+    /// Containers of one Docker engine ([`docker::DockerRuntime`]).
+    Docker,
+    /// Relays as Swarm services over the swarm's nodes ([`swarm::SwarmRuntime`]).
+    Swarm,
+}
+
+impl Backend {
+    /// Its name, as the stack file, the status JSON and the status page write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Process => "process",
+            Backend::Docker => "docker",
+            Backend::Swarm => "swarm",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where the running stack's endpoints are, as seen from this host.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StackFile {
     /// Which runtime runs it.
-    pub runtime: crate::runtime::Backend,
+    pub runtime: Backend,
     /// The supervisor daemon's pid.
     pub supervisor_pid: u32,
     /// Supervisor HTTP (status page and API), e.g. `http://127.0.0.1:7070`.
@@ -290,5 +320,21 @@ impl StateDir {
     /// Removes `stack.json`.
     pub fn clear(&self) {
         let _ = std::fs::remove_file(self.stack_file());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backend_is_written_as_before_and_an_unknown_one_is_refused() {
+        for backend in [Backend::Process, Backend::Docker, Backend::Swarm] {
+            let json = serde_json::to_string(&backend).expect("json");
+            assert_eq!(json, format!("\"{backend}\""));
+            let back: Backend = serde_json::from_str(&json).expect("parse");
+            assert_eq!(back, backend);
+        }
+        assert!(serde_json::from_str::<Backend>("\"kubernetes\"").is_err());
     }
 }
