@@ -12,9 +12,11 @@
 #      new binary, and teardown.yml's stop step, twice;
 #   5. the role's image shipping (docker save / docker load, idempotent) on throw-away images,
 #      when a Docker engine answers;
-#   6. the swarm runtime's node steps on this machine's engine (when it is in no swarm): swarm
-#      init, a second node's join, the node label and the images, twice; then teardown.yml's
-#      swarm leave, twice. The engine leaves the swarm at the end, also on failure.
+#   6. the swarm runtime's node steps (as root, when this machine's engine is in no swarm), this
+#      engine the manager and a second engine on this machine (supervisor/tests/two-nodes.sh)
+#      the worker: swarm init, the worker's join, the node labels and the images, twice; a
+#      manager or worker in the wrong swarm refused; then teardown.yml's swarm leave, twice.
+#      Both engines leave the swarm at the end and the second one is removed, also on failure.
 # Ends with one line: "ansible: N passed, N failed" and exits non-zero on any failure. The stack,
 # moto, Pebble and the swarm are stopped on every exit.
 #
@@ -58,6 +60,8 @@ SECTIONS=" ${GHOST_ANSIBLE_TESTS:-lint aws unit deploy images swarm} "
 # engine in a swarm, and must take it out again before letting go.
 SWARM_LOCK=${TMPDIR:-/tmp}/ghost-stream-swarm.lock
 SWARM_MADE=0
+# The second engine of the swarm test (supervisor/tests/two-nodes.sh engine) may be up.
+WORKER_ENGINE=0
 
 say() { printf 'ansible: %s\n' "$*"; }
 
@@ -70,7 +74,11 @@ summary() {
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    # This shell still holds the swarm lock (fd 9) while SWARM_MADE=1; exiting releases it.
+    # This shell still holds the swarm lock (fd 9) while SWARM_MADE=1 or WORKER_ENGINE=1;
+    # exiting releases it. The worker goes first: its node entry is in this engine's swarm.
+    if [ "$WORKER_ENGINE" = 1 ]; then
+        worker_engine_down >/dev/null 2>&1 || true
+    fi
     if [ "$SWARM_MADE" = 1 ]; then
         docker swarm leave --force >/dev/null 2>&1 || true
     fi
@@ -638,20 +646,56 @@ else
     skip "image shipping (no Docker engine answers)"
 fi
 
+# 6. The swarm runtime's node steps, on this machine's engine and a second one
 # --------------------------------------------------------------------------------------------
-# 6. The swarm runtime's node steps, on this machine's engine
-# --------------------------------------------------------------------------------------------
-# This engine is the manager (advertising 127.0.0.1). There is no second engine, so a second
-# inventory host on this machine plays a worker through tests/fake-worker-docker: in no swarm
-# until it joins, its join checked against the manager's real token and address. Only with the
-# swarm lock held and the engine in no swarm; the engine leaves the swarm at the end (teardown.yml,
-# else below, else the EXIT trap).
+# This engine is the manager. The worker is a second engine on this machine, in namespaces of its
+# own behind a veth pair (supervisor/tests/two-nodes.sh engine: started in no swarm and without
+# the images, so the play forms the swarm and ships them), driven through tests/worker-docker.
+# The manager advertises the host's end of the pair, the worker its own end. Only as root, with
+# the swarm lock held and this engine in no swarm; at the end the engines leave the swarm
+# (teardown.yml, else below, else the EXIT trap) and the second engine is removed.
+TWO_NODES=$REPO_ROOT/supervisor/tests/two-nodes.sh
+
+# Removes the second engine (two-nodes.sh down, sharing the swarm lock when this shell holds it)
+# and checks that it left nothing: no engine, no veth pair, no state directory.
+worker_engine_down() {
+    local state=${GHOST_TWO_NODES_DIR:-/tmp/ghost-two-nodes}
+    if [ -e "/proc/$$/fd/9" ]; then
+        GHOST_SWARM_LOCK_FD=9 bash "$TWO_NODES" down || return 1
+    else
+        bash "$TWO_NODES" down || return 1
+    fi
+    WORKER_ENGINE=0
+    bash "$TWO_NODES" status
+    ! ip link show ghost-2n0 2>/dev/null && [ ! -e "$state" ]
+}
+
 swarm_node_steps() {
-    local dir=$TMP/swarm inv=$TMP/swarm/inventory.yml vars=$TMP/swarm/vars.yml image args
-    mkdir -p "$dir/worker" "$dir/control"
-    export GHOST_TEST_WORKER_DIR=$dir/worker
-    echo none >"$dir/worker/state"
-    : >"$dir/worker/log"
+    local dir=$TMP/swarm inv=$TMP/swarm/inventory.yml vars=$TMP/swarm/vars.yml args out log
+    local net=${GHOST_TWO_NODES_NET:-10.231.0} cli=$ANSIBLE_DIR/tests/worker-docker
+    local manager_addr worker_addr
+    manager_addr=$net.1
+    worker_addr=$net.2
+    mkdir -p "$dir/control"
+    # This engine has the images and the worker's lacks them, so the first run loads them on the
+    # worker alone, which must make the manager's supervisor restart.
+    make_test_images || { fail "swarm: could not make the test images" "$LOGS/images.log"; return; }
+    docker save -o "$dir/control/images.tar" "${TEST_IMAGES[@]}" >>"$LOGS/images.log" 2>&1 ||
+        { fail "swarm: could not save the test images" "$LOGS/images.log"; return; }
+
+    WORKER_ENGINE=1
+    if ! out=$(env -u GHOST_TWO_NODES_IMAGES GHOST_SWARM_LOCK_FD=9 bash "$TWO_NODES" engine 2>>"$LOGS/two-nodes.log"); then
+        fail "swarm: two-nodes.sh engine could not start the second engine" "$LOGS/two-nodes.log"
+        return
+    fi
+    GHOST_TEST_WORKER_HOST=$(sed -n 's/^DOCKER_HOST=//p' <<<"$out" | tail -n 1)
+    export GHOST_TEST_WORKER_HOST
+    check "swarm: the second engine runs, in no swarm and without the test images" bash -c \
+        'state=$("$1" info --format "{{.Swarm.LocalNodeState}}") || exit 1
+         echo "second engine: $GHOST_TEST_WORKER_HOST, swarm $state"
+         [ "$state" = inactive ] && ! "$1" image inspect "$2" "$3"' \
+        _ "$cli" "${TEST_IMAGES[@]}"
+
     cat >"$inv" <<EOF
 all:
   children:
@@ -663,13 +707,15 @@ all:
         ghost_manager:
           hosts:
             swarm-manager:
-              ghost_swarm_advertise_addr: 127.0.0.1
+              ghost_swarm_advertise_addr: $manager_addr
+              ghost_node_public_address: manager.swarm-test.invalid
               ghost_images_remote_tarball: $dir/manager/images.tar
         ghost_workers:
           hosts:
             swarm-worker-1:
-              ghost_docker_cli: $ANSIBLE_DIR/tests/fake-worker-docker
-              ghost_swarm_advertise_addr: 10.0.0.12
+              ghost_docker_cli: $cli
+              ghost_swarm_advertise_addr: $worker_addr
+              ghost_node_public_address: worker-1.swarm-test.invalid
               ghost_images_remote_tarball: $dir/worker-1/images.tar
 EOF
     # No ghost_runtime: the ghost_workers group must make it swarm.
@@ -680,54 +726,63 @@ ghost_service_manager: none
 ghost_prefix: $dir/prefix
 ghost_state_dir: $dir/state
 ghost_advertise_host: swarm-test.invalid
-ghost_node_public_address: swarm-test.invalid
 ghost_images: [${TEST_IMAGES[0]}, ${TEST_IMAGES[1]}]
 ghost_images_build: false
 ghost_images_tarball: $dir/control/images.tar
 EOF
     args=(-i "$inv" -e "@$vars")
-    # The images are in the tarball but not in the engine, so the first run loads them (on the
-    # worker, see tests/swarm.yml), which must make the manager's supervisor restart.
-    make_test_images || { fail "swarm: could not make the test images" "$LOGS/images.log"; return; }
-    docker save -o "$dir/control/images.tar" "${TEST_IMAGES[@]}" >>"$LOGS/images.log" 2>&1 &&
-        docker rmi -f "${TEST_IMAGES[@]}" >>"$LOGS/images.log" 2>&1 ||
-        { fail "swarm: could not save the test images" "$LOGS/images.log"; return; }
-
-    # A manager that is a worker elsewhere is refused before anything changes (the fake CLI
-    # answers for the engine here, which stays out of any swarm).
-    echo other >"$dir/worker/state"
-    play_refused "swarm: a manager that is a worker of another swarm is refused" "it is the manager here" \
-        tests/swarm.yml "${args[@]}" -e "ghost_docker_cli=$ANSIBLE_DIR/tests/fake-worker-docker" \
-        -e ghost_test_expect_restart=false
-    echo none >"$dir/worker/state"
 
     play "swarm: init, the worker's join, node labels and images on each node, first run" some \
-        tests/swarm.yml "${args[@]}" -f 1 -e ghost_images_save=false -e ghost_test_expect_restart=true
+        tests/swarm.yml "${args[@]}" -e ghost_test_expect_restart=true
     play "swarm: second run changes nothing (already a manager, already joined)" zero \
         tests/swarm.yml "${args[@]}" -e ghost_test_expect_restart=false
-    check "swarm: this engine manages the swarm at 127.0.0.1, its node labelled ghost.public-address" bash -c \
-        'info=$(docker info --format "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}} {{.Swarm.NodeAddr}}")
+    check "swarm: this engine manages the swarm at $manager_addr; the second engine is its worker at $worker_addr; each node labelled" bash -c \
+        'info=$(docker info --format "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}} {{.Swarm.NodeAddr}} {{.Swarm.Nodes}}")
+         winfo=$("$1" info --format "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}} {{.Swarm.NodeAddr}} {{range .Swarm.RemoteManagers}}{{.Addr}}{{end}}")
+         wnode=$("$1" info --format "{{.Swarm.NodeID}}")
          label=$(docker node inspect --format "{{index .Spec.Labels \"ghost.public-address\"}}" self)
-         echo "swarm: $info; label: $label"
-         [ "$info" = "active true 127.0.0.1" ] && [ "$label" = swarm-test.invalid ]'
-    check "swarm: the worker joined once, with the manager's token, at its address" bash -c \
-        'cat "$1"; [ "$(cat "$1")" = "join --advertise-addr 10.0.0.12 127.0.0.1:2377" ]' _ "$dir/worker/log"
-    check "swarm: the images were shipped to each node and loaded" bash -c \
-        'cmp "$1/control/images.tar" "$1/manager/images.tar" && cmp "$1/control/images.tar" "$1/worker-1/images.tar" &&
-         docker image inspect --format "{{.Id}}" "$2" "$3"' _ "$dir" "${TEST_IMAGES[@]}"
+         wlabel=$(docker node inspect --format "{{.Status.State}} {{.Status.Addr}} {{index .Spec.Labels \"ghost.public-address\"}}" "$wnode")
+         echo "manager: $info; label: $label"; echo "worker: $winfo; node $wnode on the manager: $wlabel"
+         [ "$info" = "active true $2 2" ] && [ "$label" = manager.swarm-test.invalid ] &&
+         [ "$winfo" = "active false $3 $2:2377" ] && [ "$wlabel" = "ready $3 worker-1.swarm-test.invalid" ]' \
+        _ "$cli" "$manager_addr" "$worker_addr"
+    check "swarm: the images were shipped to each node; the second engine loaded them" bash -c \
+        'cmp "$2/control/images.tar" "$2/manager/images.tar" && cmp "$2/control/images.tar" "$2/worker-1/images.tar" &&
+         want=$(docker image inspect --format "{{.Id}}" "$3" "$4") &&
+         have=$("$1" image inspect --format "{{.Id}}" "$3" "$4") &&
+         echo "manager: $want" && echo "worker: $have" && [ "$want" = "$have" ]' \
+        _ "$cli" "$dir" "${TEST_IMAGES[@]}"
 
-    echo other >"$dir/worker/state"
+    # The manager's host pointed at the second engine, a worker: it must be refused before
+    # anything changes.
+    play_refused "swarm: a manager that is a worker of a swarm is refused" "it is the manager here" \
+        tests/swarm.yml "${args[@]}" -e "ghost_docker_cli=$cli" -e ghost_test_expect_restart=false
+
+    # The worker leaves (its node entry removed) and makes a swarm of its own.
+    check "swarm: the second engine leaves and makes a swarm of its own" bash -c \
+        'node=$("$1" info --format "{{.Swarm.NodeID}}") && "$1" swarm leave --force && docker node rm --force "$node" &&
+         "$1" swarm init --advertise-addr "$2" >/dev/null && "$1" info --format "{{.Swarm.NodeID}} {{.Swarm.ControlAvailable}}"' \
+        _ "$cli" "$worker_addr"
     play_refused "swarm: a worker in another swarm is refused" "is in another swarm" \
         tests/swarm.yml "${args[@]}" -e ghost_test_expect_restart=false
-    echo joined >"$dir/worker/state"
+    check "swarm: the second engine leaves its own swarm" "$cli" swarm leave --force
+    play "swarm: a worker in no swarm any more joins again and is labelled (images unchanged)" some \
+        tests/swarm.yml "${args[@]}" -e ghost_test_expect_restart=false
+    check "swarm: the manager lists both nodes, ready" bash -c \
+        'docker node ls; [ "$(docker node ls --format "{{.Status}}" | sort | uniq -c | xargs)" = "2 Ready" ]'
 
+    log=$LOGS/$(printf '%02d' $((PASSED + FAILED + SKIPPED + 1)))-play.log
     play "swarm: teardown takes the worker, then the manager out of the swarm" some \
         teardown.yml "${args[@]}" -e ghost_teardown_aws=false
     play "swarm: teardown, second run changes nothing" zero teardown.yml "${args[@]}" -e ghost_teardown_aws=false
-    check "swarm: this engine is in no swarm any more; the worker left first" bash -c \
-        'state=$(docker info --format "{{.Swarm.LocalNodeState}}"); echo "engine: $state"; cat "$1"
-         [ "$state" = inactive ] && [ "$(grep -c "^leave" "$1")" = 1 ] && [ "$(tail -n 1 "$1")" = "leave (manager active)" ]' \
-        _ "$dir/worker/log"
+    # The order is the play's: the worker's leave reported changed before the manager's.
+    check "swarm: both engines are in no swarm any more; the worker left first" bash -c \
+        'state=$(docker info --format "{{.Swarm.LocalNodeState}}"); wstate=$("$1" info --format "{{.Swarm.LocalNodeState}}")
+         echo "manager: $state; worker: $wstate"
+         order=$(grep -E "^changed: \[swarm-(manager|worker-1)\]" "$2" | xargs); echo "leaves: $order"
+         [ "$state" = inactive ] && [ "$wstate" = inactive ] &&
+         [ "$order" = "changed: [swarm-worker-1] changed: [swarm-manager]" ]' \
+        _ "$cli" "$log"
 }
 
 swarm_tests() {
@@ -744,6 +799,10 @@ swarm_tests() {
     else
         SWARM_MADE=1
         swarm_node_steps
+        if [ "$WORKER_ENGINE" = 1 ]; then
+            check "swarm: two-nodes.sh down removes the second engine, its veth pair and its state" \
+                worker_engine_down
+        fi
         if [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>&1)" != inactive ]; then
             docker swarm leave --force >>"$LOGS/swarm.log" 2>&1
         fi
@@ -753,6 +812,8 @@ swarm_tests() {
             return
         fi
         SWARM_MADE=0
+        # Keep the lock while the second engine is up: the EXIT trap tries again.
+        [ "$WORKER_ENGINE" = 1 ] && return
     fi
     flock -u 9
     exec 9>&-
@@ -763,6 +824,8 @@ elif ! docker info >/dev/null 2>&1; then
     skip "swarm node steps (no Docker engine answers)"
 elif ! command -v flock >/dev/null; then
     fail "swarm node steps: flock (util-linux) is missing; it guards this machine's engine"
+elif [ "$(id -u)" -ne 0 ]; then
+    skip "swarm node steps (the second engine, supervisor/tests/two-nodes.sh, needs root)"
 else
     swarm_tests
 fi

@@ -5,7 +5,12 @@
 #
 #   two-nodes.sh up      makes the swarm if there is none, adds the worker, loads the
 #                        ghost-stream images into it; its last line is the worker's DOCKER_HOST=…
-#   two-nodes.sh down    removes the worker and everything it made, and the swarm if `up` made it
+#   two-nodes.sh engine  starts the worker engine alone, in no swarm and without the images
+#                        (unless GHOST_TWO_NODES_IMAGES names some), for a caller that forms the
+#                        swarm and ships the images itself (the Ansible swarm test); its last
+#                        line is the worker's DOCKER_HOST=…
+#   two-nodes.sh down    removes the worker and everything it made, and the swarm if `up` made it;
+#                        from a swarm it did not make, only the worker's node entry goes
 #   two-nodes.sh status  tells what is up
 #
 # Needs root. The worker engine's state (images, containers) lives on a tmpfs inside its mount
@@ -19,6 +24,7 @@
 # on the swarm lock file. `up` takes that lock before it changes anything and hands it to a
 # keeper process, the namespace holder's parent, which keeps it until `down` has put
 # everything back. Should the worker die on its own, the keeper runs `down` itself first.
+# `engine` does the same: whoever joins its worker to the host's swarm changes that swarm too.
 #
 # Settings (environment):
 #   GHOST_TWO_NODES_DIR       state directory (default /tmp/ghost-two-nodes)
@@ -72,7 +78,7 @@ die() {
     exit 1
 }
 usage() {
-    echo "usage: $0 up|down|status" >&2
+    echo "usage: $0 up|engine|down|status" >&2
     exit 2
 }
 
@@ -183,18 +189,26 @@ images() {
     awk 'NR == FNR { keep[$1] = 1; next } keep[$2] { print $1 }' <(echo "$latest") <(echo "$all") | xargs
 }
 
-# Undoes a failed or interrupted `up`.
+# Undoes a failed or interrupted `up` or `engine` (named by $1).
 up_exit() {
     local rc=$?
     trap - EXIT
     if [[ $rc != 0 ]]; then
-        say "up failed; removing what it made"
+        say "$1 failed; removing what it made"
         down_locked || true
     fi
     exit "$rc"
 }
 
-up() {
+# How the running worker was started: up (recorded by the absence of $STATE/mode) or engine.
+running_mode() {
+    cat "$STATE/mode" 2>/dev/null || echo up
+}
+
+# What `up` and `engine` (named by $1) check before starting anything. When the worker is up
+# already, started the same way, it prints its DOCKER_HOST=… and sets ALREADY_UP.
+ALREADY_UP=""
+start_checks() {
     [[ $(id -u) == 0 ]] || die "needs root (network, mount and PID namespaces)"
     for tool in docker dockerd docker-init unshare nsenter ip flock timeout; do
         command -v "$tool" >/dev/null || die "missing $tool"
@@ -202,9 +216,13 @@ up() {
     lock_self
 
     if holder_pid >/dev/null && worker info >/dev/null 2>&1; then
+        # A caller of one must not get the other: they differ in what they did with the swarm.
+        [[ $(running_mode) == "$1" ]] \
+            || die "the worker is up, started by \`$(running_mode)\`; run down first"
         say "already up"
         status >&2
         echo "DOCKER_HOST=$WORKER_HOST"
+        ALREADY_UP=yes
         return
     fi
     if [[ -e $STATE ]]; then
@@ -214,41 +232,18 @@ up() {
     if ip -o addr show | grep -q " $HOST_ADDR/"; then
         die "$HOST_ADDR is already an address of this host; choose another GHOST_TWO_NODES_NET"
     fi
+}
 
-    take_swarm_lock "a swarm test holds it"
-    local swarm manager_addr data_addr=$HOST_ADDR
-    swarm=$(manager info --format '{{.Swarm.LocalNodeState}}')
-    case $swarm in
-        inactive) manager_addr=$HOST_ADDR:2377 ;;
-        active)
-            [[ $(manager info --format '{{.Swarm.ControlAvailable}}') == true ]] \
-                || die "this engine is a swarm worker; a worker can only join through a manager"
-            manager_addr=$(manager node inspect self --format '{{.ManagerStatus.Addr}}')
-            case $manager_addr in
-                127.* | localhost:* | \[::1\]:*)
-                    die "this engine is already in a swarm advertising $manager_addr, which" \
-                        "the worker cannot reach; leave that swarm (docker swarm leave --force)" \
-                        "or re-make it advertising a routable address, then run up again" ;;
-            esac
-            data_addr=$(manager info --format '{{.Swarm.NodeAddr}}')
-            ip -o addr show | grep -q " $data_addr/" \
-                || die "this engine's swarm address $data_addr is not an address of this host"
-            ;;
-        *) die "this engine's swarm is $swarm: neither usable nor free" ;;
-    esac
-
-    # From here on anything left undone is undone again, on failure and on SIGINT/SIGTERM.
-    trap up_exit EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
-
+# Starts the worker: its namespaces, the veth pair and its dockerd. $1 is the address of this
+# host that the worker's swarm traffic comes from (the manager's swarm address).
+start_worker() {
+    local data_addr=$1 init="" i
     mkdir -p "$STATE/data"
     : >"$STATE/worker.log"
     # The keeper takes the swarm lock (fd 9) along, not the lock on this script (fd 8).
     "$SELF" __keep "$STATE" </dev/null >/dev/null 2>&1 8<&- &
     echo $! >"$STATE/keeper.pid"
 
-    local init="" i
     for ((i = 0; i < 50; i++)); do
         init=$(init_pid) && break
         keeper_pid >/dev/null || die "the worker exited: $(tail -n 5 "$STATE/worker.log")"
@@ -277,7 +272,10 @@ up() {
     done
     worker version >/dev/null || die "the worker's dockerd does not answer: $(tail -n 5 "$STATE/worker.log")"
     say "worker engine up ($(worker info --format '{{.Driver}}'), $WORKER_HOST)"
+}
 
+# Loads the images into the worker.
+ship_images() {
     local ship
     ship=$(images)
     if [[ -n $ship ]]; then
@@ -287,6 +285,41 @@ up() {
     else
         say "no ghost-stream images on this engine; the worker has none"
     fi
+}
+
+up() {
+    start_checks up
+    [[ -z $ALREADY_UP ]] || return 0
+
+    take_swarm_lock "a swarm test holds it"
+    local swarm manager_addr data_addr=$HOST_ADDR i
+    swarm=$(manager info --format '{{.Swarm.LocalNodeState}}')
+    case $swarm in
+        inactive) manager_addr=$HOST_ADDR:2377 ;;
+        active)
+            [[ $(manager info --format '{{.Swarm.ControlAvailable}}') == true ]] \
+                || die "this engine is a swarm worker; a worker can only join through a manager"
+            manager_addr=$(manager node inspect self --format '{{.ManagerStatus.Addr}}')
+            case $manager_addr in
+                127.* | localhost:* | \[::1\]:*)
+                    die "this engine is already in a swarm advertising $manager_addr, which" \
+                        "the worker cannot reach; leave that swarm (docker swarm leave --force)" \
+                        "or re-make it advertising a routable address, then run up again" ;;
+            esac
+            data_addr=$(manager info --format '{{.Swarm.NodeAddr}}')
+            ip -o addr show | grep -q " $data_addr/" \
+                || die "this engine's swarm address $data_addr is not an address of this host"
+            ;;
+        *) die "this engine's swarm is $swarm: neither usable nor free" ;;
+    esac
+
+    # From here on anything left undone is undone again, on failure and on SIGINT/SIGTERM.
+    trap 'up_exit up' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+
+    start_worker "$data_addr"
+    ship_images
 
     if [[ $swarm == inactive ]]; then
         # Recorded first: a swarm made by a killed `up` is still found and left by `down`.
@@ -316,6 +349,29 @@ up() {
 
     trap - EXIT INT TERM
     say "worker $node ($(worker info --format '{{.Name}}'), $WORKER_ADDR) joined $manager_addr"
+    echo "DOCKER_HOST=$WORKER_HOST"
+}
+
+# The worker engine alone. A swarm the caller forms with it advertises this host's end of the
+# veth pair, the address the worker's traffic is routed from.
+engine() {
+    start_checks engine
+    [[ -z $ALREADY_UP ]] || return 0
+
+    take_swarm_lock "a swarm test holds it"
+    trap 'up_exit engine' EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+
+    mkdir -p "$STATE"
+    echo engine >"$STATE/mode"
+    start_worker "$HOST_ADDR"
+    if [[ -n ${GHOST_TWO_NODES_IMAGES:-} ]]; then
+        ship_images
+    fi
+
+    trap - EXIT INT TERM
+    say "worker engine alone, in no swarm: $WORKER_ADDR, this host $HOST_ADDR"
     echo "DOCKER_HOST=$WORKER_HOST"
 }
 
@@ -433,6 +489,9 @@ status() {
         return
     fi
     echo "worker namespaces: keeper pid $(keeper_pid || echo gone), holder pid $holder, init pid $(init_pid || echo '?')"
+    if [[ $(running_mode) == engine ]]; then
+        echo "started by engine: the swarm, if any, is the caller's"
+    fi
     if worker info >/dev/null 2>&1; then
         echo "worker engine: $WORKER_HOST ($(worker info --format '{{.Name}} {{.Driver}} swarm={{.Swarm.LocalNodeState}}'))"
     else
@@ -443,6 +502,7 @@ status() {
 
 case ${1:-} in
     up) up ;;
+    engine) engine ;;
     down) down ;;
     status) status ;;
     __keep | __worker)
