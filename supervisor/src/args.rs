@@ -495,6 +495,10 @@ pub enum ChaosCmd {
 pub enum BenchCmd {
     /// Many viewers on one stream.
     Fanout(bench::FanoutArgs),
+    /// The fan-out benchmark over a matrix of network paths: each carrier, RTT 20 and 100
+    /// ms, loss 0 to 5% (and bursty), and a rate cap just above the stream's. Prints a table
+    /// and writes lab.json and SVG charts. Needs root (CAP_NET_ADMIN) for the network lab.
+    Lab(clients::lab::LabArgs),
 }
 
 /// `ghost config` subcommands.

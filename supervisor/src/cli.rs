@@ -103,7 +103,7 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Keys(c) => crate::keys::run(&state, c),
         Cmd::Chaos(c) => chaos(&state, c).await,
-        Cmd::Bench(BenchCmd::Fanout(args)) => {
+        Cmd::Bench(cmd) => {
             let stack = state.read()?;
             let target = bench::Target {
                 ingest_addr: stack.ingest_addr,
@@ -111,26 +111,45 @@ async fn run(cli: Cli) -> Result<i32> {
                 supervisor_url: stack.supervisor_url,
                 ca: state.ca(),
             };
-            let json = args.json;
-            let run = bench::fanout(&target, args).await?;
-            if json {
-                out!("{}", serde_json::to_string(&run.report)?);
-            } else {
-                print_raw(bench::table(&run.report).as_bytes())?;
+            match cmd {
+                BenchCmd::Fanout(args) => {
+                    let json = args.json;
+                    let run = bench::fanout(&target, args).await?;
+                    if json {
+                        out!("{}", serde_json::to_string(&run.report)?);
+                    } else {
+                        print_raw(bench::table(&run.report).as_bytes())?;
+                    }
+                    for (why, count) in &run.failures {
+                        eprintln!("ghost: {count} failed: {why}");
+                    }
+                    match &run.profile {
+                        Some(Ok(file)) => eprintln!(
+                            "relay profile written to {} (perf report -i {})",
+                            file.display(),
+                            file.display()
+                        ),
+                        Some(Err(e)) => eprintln!("ghost: no relay profile: {e}"),
+                        None => {}
+                    }
+                    run.verdict()?;
+                }
+                BenchCmd::Lab(args) => {
+                    let report = clients::lab::run(&target, &args).await?;
+                    print_raw(clients::lab::table(&report).as_bytes())?;
+                    for cell in &report.cells {
+                        for (why, count) in &cell.failures {
+                            let (carrier, path) = (&cell.carrier, &cell.report.impairment);
+                            eprintln!("ghost: {carrier} over {path}: {count} failed: {why}");
+                        }
+                    }
+                    eprintln!(
+                        "lab figures written to {} (lab.json, delay-rtt*ms.svg)",
+                        args.out.display()
+                    );
+                    clients::lab::verdict(&report)?;
+                }
             }
-            for (why, count) in &run.failures {
-                eprintln!("ghost: {count} failed: {why}");
-            }
-            match &run.profile {
-                Some(Ok(file)) => eprintln!(
-                    "relay profile written to {} (perf report -i {})",
-                    file.display(),
-                    file.display()
-                ),
-                Some(Err(e)) => eprintln!("ghost: no relay profile: {e}"),
-                None => {}
-            }
-            run.verdict()?;
             Ok(exit::OK)
         }
         Cmd::Completions { shell } => {

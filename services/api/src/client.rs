@@ -190,4 +190,47 @@ pub struct FanoutReport {
     /// Delay of the WebSocket viewers: the worst viewer's percentiles.
     #[serde(default)]
     pub websocket_latency_ms: Latency,
+    /// Carrier of the `--viewers` viewers (`--transport`): `quic` (native `ghost-view/1`),
+    /// `webtransport` or `websocket`.
+    #[serde(default)]
+    pub transport: String,
+    /// The network path the viewers were behind (`--impair`), in the form it is written
+    /// in, as in `rtt=100ms,loss=2%`; empty when they were not behind one.
+    #[serde(default)]
+    pub impairment: String,
+    /// Frames that arrived later than 250 ms after their capture, over all viewers but the
+    /// slow ones (which fall behind by design).
+    #[serde(default)]
+    pub late_frames: u64,
+    /// Frames whose delay was measured, over the same viewers: what `late_frames` is a
+    /// part of.
+    #[serde(default)]
+    pub measured_frames: u64,
+    /// Seconds of stall per viewer-minute, over the same viewers. A stall is a wait for the
+    /// next frame longer than two frame intervals; it lasts the wait less one interval (the
+    /// time the last frame is shown anyway). Waits from the measurement's start to a
+    /// viewer's first frame and from its last frame to its end count too.
+    #[serde(default)]
+    pub stall_s_per_min: f64,
+    /// Stalls, over the same viewers.
+    #[serde(default)]
+    pub stalls: u64,
+    /// Packets the impaired path delivered to the viewers (0 without `--impair`).
+    #[serde(default)]
+    pub path_to_viewers_packets: u64,
+    /// Packets its loss model dropped on the way to the viewers.
+    #[serde(default)]
+    pub path_to_viewers_lost: u64,
+    /// Packets dropped on the way to the viewers because its rate cap's queue was full.
+    #[serde(default)]
+    pub path_to_viewers_overflowed: u64,
+    /// Packets the impaired path delivered from the viewers to the stack.
+    #[serde(default)]
+    pub path_to_stack_packets: u64,
+    /// Packets its loss model dropped on the way to the stack.
+    #[serde(default)]
+    pub path_to_stack_lost: u64,
+    /// Packets dropped on the way to the stack because its rate cap's queue was full.
+    #[serde(default)]
+    pub path_to_stack_overflowed: u64,
 }

@@ -1,7 +1,10 @@
 //! `ghost bench fanout`: many viewers on one stream, in this one process, against the
 //! running stack. Prints delivery, delay and the relays' CPU and memory per delivered GB.
+//! With `--impair`, the viewers sit behind a network lab's impaired path while the
+//! streamer stays near the stack, as in the field.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -9,17 +12,61 @@ use api::client::FanoutReport;
 use tokio_util::sync::CancellationToken;
 
 use crate::exit::{self, Exit};
+use crate::timing::Timing;
 use crate::{publish, watch};
 
 /// Viewers per shared QUIC endpoint (one UDP socket and driver task each).
 const VIEWERS_PER_ENDPOINT: usize = 25;
 
+/// The carrier a benchmark's viewers reach their relay on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Carrier {
+    /// Native QUIC, ALPN `ghost-view/1`.
+    #[default]
+    Quic,
+    /// WebTransport over HTTP/3, as a browser.
+    Webtransport,
+    /// WebSocket over TCP, as a browser without WebTransport.
+    Websocket,
+}
+
+impl Carrier {
+    /// Every carrier, in the order reports list them.
+    pub const ALL: [Carrier; 3] = [Carrier::Quic, Carrier::Webtransport, Carrier::Websocket];
+
+    /// The name the command line and the reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Carrier::Quic => "quic",
+            Carrier::Webtransport => "webtransport",
+            Carrier::Websocket => "websocket",
+        }
+    }
+
+    fn transport(self) -> watch::Transport {
+        match self {
+            Carrier::Quic => watch::Transport::Native,
+            Carrier::Webtransport => watch::Transport::WebTransport,
+            Carrier::Websocket => watch::Transport::WebSocket,
+        }
+    }
+}
+
 /// `ghost bench fanout` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct FanoutArgs {
-    /// Normal viewers, each on its own QUIC connection.
+    /// Normal viewers, each on its own connection (QUIC unless `--transport` says otherwise).
     #[arg(long)]
     pub viewers: usize,
+    /// The carrier of the `--viewers` viewers.
+    #[arg(long, value_enum, default_value_t = Carrier::Quic)]
+    pub transport: Carrier,
+    /// Put every viewer behind an impaired network path, as `rtt=100ms,jitter=5ms,loss=2%,
+    /// burst=4,rate=8mbit` (keys: rtt, jitter, loss, burst — the mean length of a loss
+    /// burst in packets — and rate, a cap on each direction). The streamer stays unimpaired,
+    /// near the stack. Needs root (CAP_NET_ADMIN) for the network lab.
+    #[arg(long, value_name = "SPEC")]
+    pub impair: Option<netlab::Impairment>,
     /// Watch this stream (id or name) instead of publishing a synthetic one.
     #[arg(long, conflicts_with = "streams")]
     pub stream: Option<String>,
@@ -44,12 +91,17 @@ pub struct FanoutArgs {
     /// Frames per group.
     #[arg(long, default_value_t = 60)]
     pub group: u32,
-    /// Measurement time, after the ramp.
+    /// Measurement time, after the ramp and the settling.
     #[arg(long, default_value = "60s")]
     pub duration: humantime::Duration,
     /// Time over which viewers join.
     #[arg(long, default_value = "10s")]
     pub ramp: humantime::Duration,
+    /// Time between the ramp and the measurement, so that the last viewers' joins (the
+    /// catch-up burst of the current group, through a congestion window still opening
+    /// across a long path) are not measured as delay.
+    #[arg(long, default_value = "0s")]
+    pub settle: humantime::Duration,
     /// One JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -200,9 +252,83 @@ fn own_cpu_s() -> f64 {
 
 /// Runs the fan-out benchmark.
 pub async fn fanout(stack: &Target, args: FanoutArgs) -> Result<Fanout> {
+    // The lab first: without the right to make it, the run fails before it publishes.
+    let lab = match args.impair {
+        Some(impairment) => Some(Arc::new(
+            netlab::Lab::start(impairment).context("starting the network lab (--impair)")?,
+        )),
+        None => None,
+    };
+    let run = fanout_in(stack, &args, lab.as_ref()).await;
+    if let Some(lab) = lab {
+        // Let the viewers' last packets (their closes) cross the path before it goes.
+        tokio::time::sleep(lab.impairment().rtt + Duration::from_millis(20)).await;
+        // Dropping the lab joins its thread, which takes a moment: not on a runtime worker.
+        let _ = tokio::task::spawn_blocking(move || drop(lab)).await;
+    }
+    run
+}
+
+/// Merged frame timing of a group of viewers.
+#[derive(Debug)]
+struct Merged {
+    delays_us: hdrhistogram::Histogram<u64>,
+    late: u64,
+    stalled: Duration,
+    stalls: u64,
+    watched: Duration,
+}
+
+impl Merged {
+    fn new() -> Result<Self> {
+        Ok(Merged {
+            delays_us: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)?,
+            late: 0,
+            stalled: Duration::ZERO,
+            stalls: 0,
+            watched: Duration::ZERO,
+        })
+    }
+
+    fn add(&mut self, timing: &Timing) {
+        // Both histograms have the same bounds, so adding cannot fail.
+        let _ = self.delays_us.add(timing.delays_us());
+        self.late += timing.late_frames();
+        self.stalled += timing.stalled();
+        self.stalls += timing.stalls();
+        self.watched += timing.watched();
+    }
+
+    fn latency(&self) -> api::client::Latency {
+        api::client::Latency {
+            p50: self.delays_us.value_at_quantile(0.5) as f64 / 1e3,
+            p99: self.delays_us.value_at_quantile(0.99) as f64 / 1e3,
+            max: self.delays_us.max() as f64 / 1e3,
+        }
+    }
+
+    fn stall_s_per_min(&self) -> f64 {
+        let minutes = self.watched.as_secs_f64() / 60.0;
+        if minutes > 0.0 {
+            self.stalled.as_secs_f64() / minutes
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The fan-out run itself, its viewers behind `lab` when there is one.
+async fn fanout_in(
+    stack: &Target,
+    args: &FanoutArgs,
+    lab: Option<&Arc<netlab::Lab>>,
+) -> Result<Fanout> {
     let stop = CancellationToken::new();
     let ca = stack.ca.clone();
-    let total_time: Duration = *args.ramp + *args.duration;
+    // Figures cover the time after the ramp and the settling: joins (TLS handshakes, the
+    // first window of media) are not the fan-out.
+    let warmup: Duration = *args.ramp + *args.settle;
+    let total_time: Duration = warmup + *args.duration;
 
     let mut publishers = Vec::new();
     let streams: Vec<String> = match &args.stream {
@@ -268,23 +394,16 @@ pub async fn fanout(stack: &Target, args: FanoutArgs) -> Result<Fanout> {
             if !perf.is_ok_and(|o| o.status.success()) {
                 anyhow::bail!("--profile needs perf (Debian: apt-get install linux-perf)");
             }
-            Some(record_profile(
-                file.clone(),
-                pids,
-                *args.ramp,
-                *args.duration,
-            ))
+            Some(record_profile(file.clone(), pids, warmup, *args.duration))
         }
         None => None,
     };
     let started = tokio::time::Instant::now();
-    // Figures cover the time after the ramp: joins (TLS handshakes) are not the fan-out.
-    let measure_from_us = server::clock::now_us() + args.ramp.as_micros() as u64;
+    let measure_from_us = server::clock::now_us() + warmup.as_micros() as u64;
     let cpu_at_ramp_end = {
         let url = stack.supervisor_url.clone();
-        let ramp: Duration = *args.ramp;
         tokio::spawn(async move {
-            tokio::time::sleep(ramp).await;
+            tokio::time::sleep(warmup).await;
             (relay_usage(&url).await.0, own_cpu_s())
         })
     };
@@ -292,15 +411,30 @@ pub async fn fanout(stack: &Target, args: FanoutArgs) -> Result<Fanout> {
     let native = args.viewers + args.slow_viewers;
     let browsers = native + args.webtransport;
     let total = browsers + args.websocket;
-    // An endpoint offers one ALPN, so each transport has its own.
+    let make_endpoint = |transport| match lab {
+        Some(lab) => watch::endpoint_in(&ca, transport, lab),
+        None => watch::endpoint(&ca, transport),
+    };
+    // An endpoint offers one ALPN, so each transport has its own. The normal viewers' are
+    // of their carrier (none for WebSocket), the slow viewers' native.
+    let normal_quic = match args.transport {
+        Carrier::Websocket => 0,
+        Carrier::Quic | Carrier::Webtransport => args.viewers,
+    };
     let mut endpoints = Vec::new();
-    for _ in 0..native.div_ceil(VIEWERS_PER_ENDPOINT).max(1) {
-        endpoints.push(watch::endpoint(&ca, watch::Transport::Native)?);
+    for _ in 0..normal_quic.div_ceil(VIEWERS_PER_ENDPOINT) {
+        endpoints.push(make_endpoint(args.transport.transport())?);
+    }
+    let mut slow_endpoints = Vec::new();
+    for _ in 0..args.slow_viewers.div_ceil(VIEWERS_PER_ENDPOINT) {
+        slow_endpoints.push(make_endpoint(watch::Transport::Native)?);
     }
     let mut wt_endpoints = Vec::new();
     for _ in 0..args.webtransport.div_ceil(VIEWERS_PER_ENDPOINT) {
-        wt_endpoints.push(watch::endpoint(&ca, watch::Transport::WebTransport)?);
+        wt_endpoints.push(make_endpoint(watch::Transport::WebTransport)?);
     }
+    let frame_interval = Duration::from_secs_f64(1.0 / f64::from(args.fps.max(1)));
+    let measure_from = (started + warmup).into_std();
     let http = reqwest::Client::new();
     let mut tasks = tokio::task::JoinSet::new();
     let ramp_step = args.ramp.as_secs_f64() / total.max(1) as f64;
@@ -318,13 +452,21 @@ pub async fn fanout(stack: &Target, args: FanoutArgs) -> Result<Fanout> {
         let (transport, endpoint) = match kind {
             Kind::WebTransport => (
                 watch::Transport::WebTransport,
-                Some(wt_endpoints[(i - native) / VIEWERS_PER_ENDPOINT].clone()),
+                wt_endpoints
+                    .get((i - native) / VIEWERS_PER_ENDPOINT)
+                    .cloned(),
             ),
             // A TCP connection of its own each, as each browser has.
             Kind::WebSocket => (watch::Transport::WebSocket, None),
-            Kind::Normal | Kind::Slow => (
+            Kind::Normal => (
+                args.transport.transport(),
+                endpoints.get(i / VIEWERS_PER_ENDPOINT).cloned(),
+            ),
+            Kind::Slow => (
                 watch::Transport::Native,
-                Some(endpoints[i / VIEWERS_PER_ENDPOINT].clone()),
+                slow_endpoints
+                    .get((i - args.viewers) / VIEWERS_PER_ENDPOINT)
+                    .cloned(),
             ),
         };
         let join_at = started + Duration::from_secs_f64(ramp_step * i as f64);
@@ -341,10 +483,16 @@ pub async fn fanout(stack: &Target, args: FanoutArgs) -> Result<Fanout> {
             measure_from_us: Some(measure_from_us),
             clock_skew_us: 0,
         };
+        let probe = watch::Probe {
+            lab: lab.cloned(),
+            timing: Some(Timing::new(frame_interval, measure_from)),
+            // The lab's path leads only to the stack on this machine's loopback addresses.
+            shared_clock: lab.is_some(),
+        };
         let vstop = stop.clone();
         tasks.spawn(async move {
             tokio::time::sleep_until(join_at).await;
-            (kind, watch::watch(options, vstop).await)
+            (kind, watch::watch_probed(options, vstop, probe).await)
         });
     }
     let mut results = Vec::new();
@@ -354,7 +502,7 @@ pub async fn fanout(stack: &Target, args: FanoutArgs) -> Result<Fanout> {
         }
     }
     let (cpu0, bench_cpu0) = cpu_at_ramp_end.await.unwrap_or_default();
-    let elapsed = (started.elapsed().as_secs_f64() - args.ramp.as_secs_f64()).max(1e-3);
+    let elapsed = (started.elapsed().as_secs_f64() - warmup.as_secs_f64()).max(1e-3);
     let (cpu1, _) = relay_usage(&stack.supervisor_url).await;
     sampler.abort();
     let rss = peak.load(std::sync::atomic::Ordering::Relaxed);
@@ -364,8 +512,10 @@ pub async fn fanout(stack: &Target, args: FanoutArgs) -> Result<Fanout> {
         let _ = p.await;
     }
 
-    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let (mut admitted, mut rejected) = (0, 0);
+    // The normal viewers' timing, and everyone's but the slow viewers'.
+    let mut normal = Merged::new()?;
+    let mut all = Merged::new()?;
     let mut wt = Tally::default();
     let mut ws = Tally::default();
     // Why viewers failed, other than a full relay (which an overload run asks for): each
@@ -380,6 +530,15 @@ pub async fn fanout(stack: &Target, args: FanoutArgs) -> Result<Fanout> {
             Kind::WebSocket => Some((&mut ws, "WebSocket")),
             Kind::Normal | Kind::Slow => None,
         };
+        if let (Ok((_, Some(timing))), Kind::Normal | Kind::WebTransport | Kind::WebSocket) =
+            (r, kind)
+        {
+            all.add(timing);
+            if *kind == Kind::Normal {
+                normal.add(timing);
+            }
+        }
+        let r = r.as_ref().map(|(summary, _)| summary);
         if let Some((tally, carrier)) = browser {
             match r {
                 Ok(s) => {
@@ -406,16 +565,6 @@ pub async fn fanout(stack: &Target, args: FanoutArgs) -> Result<Fanout> {
                     frames += s.frames;
                     expected += s.frames + s.skipped_groups * u64::from(args.group);
                     skipped += s.skipped_groups;
-                    // Percentiles of each viewer, weighted by its frames.
-                    for (q, v) in [(0.5, s.latency_ms.p50), (0.99, s.latency_ms.p99)] {
-                        let n = if q == 0.5 {
-                            s.frames / 2
-                        } else {
-                            s.frames / 100
-                        };
-                        let _ = hist.record_n((v * 1e3).max(1.0) as u64, n.max(1));
-                    }
-                    let _ = hist.record((s.latency_ms.max * 1e3).max(1.0) as u64);
                 }
             }
             Err(e) if exit::code_of(e) == exit::REJECTED => rejected += 1,
@@ -423,6 +572,7 @@ pub async fn fanout(stack: &Target, args: FanoutArgs) -> Result<Fanout> {
         }
     }
     let relay_cpu = cpu1 - cpu0;
+    let path = lab.map(|lab| lab.stats()).unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Memory per viewer counts every viewer the relay held, of either kind.
     let held = admitted + wt.admitted + ws.admitted;
@@ -439,11 +589,7 @@ pub async fn fanout(stack: &Target, args: FanoutArgs) -> Result<Fanout> {
         },
         skipped_groups: skipped,
         slow_skipped_groups: slow_skipped,
-        latency_ms: api::client::Latency {
-            p50: hist.value_at_quantile(0.5) as f64 / 1e3,
-            p99: hist.value_at_quantile(0.99) as f64 / 1e3,
-            max: hist.max() as f64 / 1e3,
-        },
+        latency_ms: normal.latency(),
         egress_mbps: bytes as f64 * 8.0 / 1e6 / elapsed.max(1e-9),
         relay_cpu_s: relay_cpu,
         relay_cpu_s_per_gb: if gb > 0.0 { relay_cpu / gb } else { 0.0 },
@@ -486,6 +632,18 @@ pub async fn fanout(stack: &Target, args: FanoutArgs) -> Result<Fanout> {
             p99: ws.p99_ms,
             max: ws.max_ms,
         },
+        transport: args.transport.name().to_owned(),
+        impairment: args.impair.map(|i| i.to_string()).unwrap_or_default(),
+        late_frames: all.late,
+        measured_frames: all.delays_us.len(),
+        stall_s_per_min: all.stall_s_per_min(),
+        stalls: all.stalls,
+        path_to_viewers_packets: path.to_viewers.delivered,
+        path_to_viewers_lost: path.to_viewers.lost,
+        path_to_viewers_overflowed: path.to_viewers.overflowed,
+        path_to_stack_packets: path.to_stack.delivered,
+        path_to_stack_lost: path.to_stack.lost,
+        path_to_stack_overflowed: path.to_stack.overflowed,
     };
     let profile = match (profile, &args.profile) {
         (Some(recording), Some(file)) => Some(match recording.await {
@@ -547,10 +705,24 @@ pub fn table(report: &FanoutReport) -> String {
         }};
     }
     line!(
-        "viewers           {} (+{} slow)",
+        "viewers           {} over {} (+{} slow)",
         report.viewers,
+        report.transport,
         report.slow_viewers
     );
+    if !report.impairment.is_empty() {
+        line!(
+            "impaired path     {}: to viewers {} packets delivered, {} lost, {} over the cap; \
+             to the stack {} delivered, {} lost, {} over the cap",
+            report.impairment,
+            report.path_to_viewers_packets,
+            report.path_to_viewers_lost,
+            report.path_to_viewers_overflowed,
+            report.path_to_stack_packets,
+            report.path_to_stack_lost,
+            report.path_to_stack_overflowed
+        );
+    }
     line!("admitted/rejected {}/{}", report.admitted, report.rejected);
     if report.webtransport_viewers > 0 {
         line!(
@@ -591,6 +763,17 @@ pub fn table(report: &FanoutReport) -> String {
         report.latency_ms.p50,
         report.latency_ms.p99,
         report.latency_ms.max
+    );
+    line!(
+        "late frames       {} of {} (later than {} ms)",
+        report.late_frames,
+        report.measured_frames,
+        crate::timing::LATE.as_millis()
+    );
+    line!(
+        "stalls            {} ({:.2} s per viewer-minute)",
+        report.stalls,
+        report.stall_s_per_min
     );
     line!("egress            {:.1} Mbit/s", report.egress_mbps);
     line!(

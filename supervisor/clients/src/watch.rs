@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -29,6 +30,7 @@ use transport::quic::{self, Closed, Session, Windows};
 use wire::{Code, Frame, GroupDecoder, GroupEvent, Message, Reset};
 
 use crate::exit::{self, Exit};
+use crate::timing::Timing;
 
 /// Asks the gateway for a relay. Maps 404 to exit 4, and 503 (no room) and 429 (too many
 /// joins from this address) to exit 3.
@@ -202,7 +204,11 @@ impl Transport {
 /// Opens the relay's WebSocket for `assignment`: TLS, pinned to the certificate hash the
 /// gateway gave, when the gateway itself was reached over https (as a page served over
 /// https must use `wss://`).
-async fn websocket(gateway: &str, assignment: &Join) -> Result<transport::ws::Session> {
+async fn websocket(
+    gateway: &str,
+    assignment: &Join,
+    lab: Option<&netlab::Lab>,
+) -> Result<transport::ws::Session> {
     let lost = |e: &dyn std::fmt::Display| {
         Exit::new(
             exit::LOST,
@@ -212,9 +218,14 @@ async fn websocket(gateway: &str, assignment: &Join) -> Result<transport::ws::Se
             ),
         )
     };
-    let tcp = tokio::net::TcpStream::connect(&assignment.relay_addr)
-        .await
-        .map_err(|e| lost(&e))?;
+    let tcp = match lab {
+        Some(lab) => {
+            let addr = quic::resolve(&assignment.relay_addr).await?;
+            lab.tcp_connect(addr).await
+        }
+        None => tokio::net::TcpStream::connect(&assignment.relay_addr).await,
+    }
+    .map_err(|e| lost(&e))?;
     let _ = tcp.set_nodelay(true);
     if gateway.starts_with("https://") {
         let config = identity::pinned_client_config(&assignment.cert_sha256, b"http/1.1")?;
@@ -241,6 +252,61 @@ pub fn endpoint(ca: &std::path::Path, transport: Transport) -> Result<quinn::End
     Ok(quic::client(ca, transport.alpn(), Windows::RECEIVER)?)
 }
 
+/// A client endpoint for viewers on `transport` whose socket is in `lab`: their packets
+/// cross the lab's impaired path to reach the stack. Otherwise as [`endpoint`].
+pub fn endpoint_in(
+    ca: &std::path::Path,
+    transport: Transport,
+    lab: &netlab::Lab,
+) -> Result<quinn::Endpoint> {
+    let socket = lab
+        .run(lab_udp_socket)
+        .context("entering the network lab")?
+        .context("making a UDP socket in the network lab")?;
+    let crypto = identity::client_config(ca, transport.alpn())?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+        .context("a QUIC client configuration")?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(quic::transport(Windows::RECEIVER)));
+    let runtime = quinn::default_runtime().context("QUIC needs a tokio runtime")?;
+    let mut endpoint =
+        quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+            .context("a QUIC endpoint in the network lab")?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+/// A UDP socket for a shared viewers' endpoint, made on a thread in the lab's namespace.
+/// Its kernel buffers are as large as the stack's own, so bursts of many viewers' packets
+/// are lost on the impaired path only, not in this socket's queue.
+fn lab_udp_socket() -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer than asked still works.
+    let _ = socket.set_recv_buffer_size(quic::SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(quic::SOCKET_BUFFER);
+    // Loopback is down in the lab: the unspecified address, not 127.0.0.1.
+    let bind: std::net::SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, 0).into();
+    socket.bind(&bind.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// What a load test adds to a viewer, which `ghost watch` itself needs none of.
+#[derive(Debug, Default)]
+pub struct Probe {
+    /// The network lab a WebSocket viewer connects from, across its impaired path. (A QUIC
+    /// viewer's path is that of its endpoint: make it with [`endpoint_in`].)
+    pub lab: Option<Arc<netlab::Lab>>,
+    /// Frame timing to fill in as frames arrive.
+    pub timing: Option<Timing>,
+    /// The viewer runs on the stack's own machine and reads its clock: no offset is
+    /// estimated. An estimate could only add error there, and does when the `Pong` that
+    /// carries it waits behind a join's catch-up burst (on a WebSocket, in the same TCP
+    /// stream), which makes delays read too short.
+    pub shared_clock: bool,
+}
+
 enum Event {
     /// A group stream opened; cancelling the token abandons it.
     Started(u64, CancellationToken),
@@ -250,13 +316,40 @@ enum Event {
 }
 
 /// Watches until the stream ends, `duration` elapses, `stop` fires or the relay is lost.
-pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<WatchSummary> {
+pub async fn watch(options: Options, stop: CancellationToken) -> Result<WatchSummary> {
+    watch_probed(options, stop, Probe::default())
+        .await
+        .map(|(summary, _)| summary)
+}
+
+/// Watches as [`watch`] does, through `probe`'s lab if any, and gives back the probe's
+/// frame timing filled in.
+pub async fn watch_probed(
+    mut options: Options,
+    stop: CancellationToken,
+    probe: Probe,
+) -> Result<(WatchSummary, Option<Timing>)> {
     let started = tokio::time::Instant::now();
+    let Probe {
+        lab,
+        mut timing,
+        shared_clock,
+    } = probe;
     let assignment = join(&options.http, &options.gateway, &options.stream).await?;
     let webtransport = match options.transport {
         Transport::WebSocket => {
-            let session = websocket(&options.gateway, &assignment).await?;
-            return receive(session, options, assignment, started, stop).await;
+            let session = websocket(&options.gateway, &assignment, lab.as_deref()).await?;
+            let summary = receive(
+                session,
+                options,
+                assignment,
+                started,
+                stop,
+                timing.as_mut(),
+                shared_clock,
+            )
+            .await?;
+            return Ok((summary, timing));
         }
         Transport::Native => false,
         Transport::WebTransport => true,
@@ -286,8 +379,17 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Watc
                 format!("cannot connect to relay {}: {e}", assignment.relay_addr),
             )
         })?;
-    if !webtransport {
-        receive(conn, options, assignment, started, stop).await
+    let summary = if !webtransport {
+        receive(
+            conn,
+            options,
+            assignment,
+            started,
+            stop,
+            timing.as_mut(),
+            shared_clock,
+        )
+        .await?
     } else {
         // Any path will do: the relay serves one thing. The ticket travels in `Join`, as
         // for a native viewer.
@@ -311,8 +413,18 @@ pub async fn watch(mut options: Options, stop: CancellationToken) -> Result<Watc
                 None => Exit::new(exit::LOST, format!("WebTransport session refused: {e}")),
             }
         })?;
-        receive(session, options, assignment, started, stop).await
-    }
+        receive(
+            session,
+            options,
+            assignment,
+            started,
+            stop,
+            timing.as_mut(),
+            shared_clock,
+        )
+        .await?
+    };
+    Ok((summary, timing))
 }
 
 /// Receives the stream on `conn` once connected: join, then groups until the end.
@@ -322,6 +434,8 @@ async fn receive<P: Peer>(
     assignment: Join,
     started: tokio::time::Instant,
     stop: CancellationToken,
+    mut timing: Option<&mut Timing>,
+    shared_clock: bool,
 ) -> Result<WatchSummary> {
     let mut session = Session::open(&conn).await?;
     session
@@ -504,11 +618,20 @@ async fn receive<P: Peer>(
                     let measuring = options.measure_from_us.is_none_or(|t| now >= t);
                     // Delay is read on the stack's clock once the relay has told it (a relay
                     // that never answers is taken to share ours after three pings).
-                    let clock_known = offset.ms().is_some() || pings_sent >= 3;
+                    let clock_known = shared_clock || offset.ms().is_some() || pings_sent >= 3;
+                    let mut delay_us = None;
                     if frame.capture_us() < joined_us.saturating_add_signed(offset.us()) {
                         summary.catch_up_frames += 1;
                     } else if measuring && clock_known {
-                        let _ = hist.record(now.saturating_sub(frame.capture_us()).max(1));
+                        let delay = now.saturating_sub(frame.capture_us()).max(1);
+                        let _ = hist.record(delay);
+                        delay_us = Some(delay);
+                    }
+                    if let Some(timing) = timing.as_deref_mut() {
+                        timing.handle_frame(
+                            std::time::Instant::now(),
+                            delay_us.map(Duration::from_micros),
+                        );
                     }
                     if measuring {
                         summary.measured_bytes += frame.payload_len() as u64;
@@ -544,7 +667,9 @@ async fn receive<P: Peer>(
                     drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
                 Ok(Some(Message::Pong { sent_us, relay_us })) => {
-                    offset.sample(sent_us, relay_us, viewer_now());
+                    if !shared_clock {
+                        offset.sample(sent_us, relay_us, viewer_now());
+                    }
                 }
                 Ok(_) => {
                     end_last = Some(None);
@@ -575,6 +700,9 @@ async fn receive<P: Peer>(
     }
     summary.ended_at_us = clock::now_us();
     summary.clock_offset_ms = offset.ms();
+    if let Some(timing) = timing {
+        timing.handle_end(std::time::Instant::now());
+    }
     readers.abort_all();
     if let Some(out) = output.as_mut() {
         out.flush().await.context("writing the output")?;
