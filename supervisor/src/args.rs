@@ -145,9 +145,9 @@ pub struct UpArgs {
     /// Viewers each relay admits at most.
     #[arg(long, default_value_t = 200)]
     pub relay_capacity: u32,
-    /// Congestion controller of the relays' QUIC connections to viewers: cubic, newreno or
-    /// bbr (see the README's "QUIC or TCP").
-    #[arg(long, value_enum, default_value_t = transport::quic::Congestion::Cubic)]
+    /// Congestion controller of the relays' QUIC connections to viewers: bbr, cubic or
+    /// newreno (see the README's "QUIC or TCP" for why bbr is the default).
+    #[arg(long, value_enum, default_value_t = transport::quic::Congestion::FOR_VIEWERS)]
     pub relay_congestion: transport::quic::Congestion,
     /// Bind ingest, relays, the gateway and the status page on all addresses (internal APIs
     /// stay on loopback; admin actions stay loopback-only), and require stream keys.
@@ -738,7 +738,7 @@ mod tests {
         assert_eq!(again.relay_congestion, transport::quic::Congestion::Bbr);
         assert_eq!(
             up(&[]).expect("default").relay_congestion,
-            transport::quic::Congestion::Cubic
+            transport::quic::Congestion::Bbr
         );
         assert!(up(&["--relay-congestion", "vegas"]).is_err());
     }

@@ -108,8 +108,9 @@ pub struct Config {
     )]
     pub websocket_origins: Vec<String>,
     /// The congestion controller of viewers' QUIC connections (WebTransport included):
-    /// `cubic`, `newreno` or `bbr`. WebSocket viewers use the kernel's TCP controller.
-    #[arg(long, env = "GHOST_RELAY_CONGESTION", default_value = "cubic")]
+    /// `bbr` (see `Congestion::FOR_VIEWERS` for why), `cubic` or `newreno`. WebSocket viewers
+    /// use the kernel's TCP controller.
+    #[arg(long, env = "GHOST_RELAY_CONGESTION", default_value = "bbr")]
     pub congestion: quic::Congestion,
     /// Log output.
     #[command(flatten)]
