@@ -135,7 +135,8 @@ async fn run(cli: Cli) -> Result<i32> {
                     run.verdict()?;
                 }
                 BenchCmd::Lab(args) => {
-                    let report = clients::lab::run(&target, &args).await?;
+                    let progress = |line: &str| eprintln!("ghost: {line}");
+                    let report = clients::lab::run(&target, &args, &progress).await?;
                     print_raw(clients::lab::table(&report).as_bytes())?;
                     for cell in &report.cells {
                         for (why, count) in &cell.failures {

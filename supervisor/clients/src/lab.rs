@@ -160,8 +160,12 @@ fn path_kind(impairment: &netlab::Impairment) -> PathKind {
 }
 
 /// Runs the matrix against `stack`, writes `lab.json` and the charts into `args.out`, and
-/// returns the report. Progress goes to standard error, a line per cell.
-pub async fn run(stack: &Target, args: &LabArgs) -> Result<Report> {
+/// returns the report. `progress` hears a line per cell as it starts.
+pub async fn run(
+    stack: &Target,
+    args: &LabArgs,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> Result<Report> {
     let viewers = args.viewers.unwrap_or(if args.quick { 5 } else { 20 });
     let duration: Duration = args.duration.map_or(
         Duration::from_secs(if args.quick { 4 } else { 15 }),
@@ -187,13 +191,13 @@ pub async fn run(stack: &Target, args: &LabArgs) -> Result<Report> {
     };
     let count = specs.len();
     for (i, spec) in specs.into_iter().enumerate() {
-        eprintln!(
-            "ghost: lab cell {}/{count}: {} viewers over {}, path {}",
+        progress(&format!(
+            "lab cell {}/{count}: {} viewers over {}, path {}",
             i + 1,
             viewers,
             spec.carrier.name(),
             spec.impairment
-        );
+        ));
         let fanout_args = FanoutArgs {
             viewers,
             transport: spec.carrier,
