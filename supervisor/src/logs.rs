@@ -622,7 +622,7 @@ impl Following<'_> {
             if matches!(source, Source::Engine(_)) && self.docker.is_none() {
                 match docker::connect().await {
                     Ok(d) => self.docker = Some(d),
-                    Err(e) => eprintln!("ghost: {}: {}", s.name, orchestrator::Chain(&e)),
+                    Err(e) => eprintln!("ghost: {}: {}", s.name, server::telemetry::Chain(&e)),
                 }
             }
             self.printer.add(&s.name);

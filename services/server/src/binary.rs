@@ -65,20 +65,8 @@ fn health_subcommand(env_var: &str, default: &str) -> Option<i32> {
             Some(0)
         }
         Err(e) => {
-            eprintln!("unhealthy: {}", chain(&e));
+            eprintln!("unhealthy: {}", crate::telemetry::Chain(&e));
             Some(1)
         }
     }
-}
-
-/// `error` and its sources, joined by `: `, on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -543,7 +543,7 @@ impl Supervisor {
                     let runtime = self.runtime.clone();
                     self.tasks.spawn(async move {
                         if let Err(e) = runtime.stop(&instance).await {
-                            tracing::warn!(service = %instance.name, error = %crate::Chain(&e), "stop failed");
+                            tracing::warn!(service = %instance.name, error = %server::telemetry::Chain(&e), "stop failed");
                         }
                         Report::Stopped {
                             name: instance.name,
@@ -623,7 +623,7 @@ impl Supervisor {
                     Ok(()) => Ok(vec![name.clone()]),
                     Err(e) => {
                         self.policy.handle_kill_failed(&name, generation, now);
-                        Err(crate::Chain(&e).to_string())
+                        Err(server::telemetry::Chain(&e).to_string())
                     }
                 };
                 for reply in self.kills.remove(&name).unwrap_or_default() {
@@ -669,7 +669,7 @@ impl Supervisor {
                 Ok(())
             }
             Err(e) => {
-                let error = crate::Chain(&e).to_string();
+                let error = server::telemetry::Chain(&e).to_string();
                 tracing::warn!(service = %name, %error, "start failed");
                 self.policy
                     .handle_start_failed(name, generation, &error, now());
@@ -804,7 +804,7 @@ impl Supervisor {
                     // ingest and control, so no service outlives what it serves for long.
                     Action::Stop(instance) => {
                         if let Err(e) = self.runtime.stop(&instance).await {
-                            tracing::warn!(service = %instance.name, error = %crate::Chain(&e), "stop failed");
+                            tracing::warn!(service = %instance.name, error = %server::telemetry::Chain(&e), "stop failed");
                         }
                         self.policy
                             .handle_stopped(&instance.name, instance.generation, now());
@@ -828,7 +828,7 @@ impl Supervisor {
         // Kill requests still waiting answer as the supervisor stopping.
         self.kills.clear();
         if let Err(e) = self.runtime.cleanup().await {
-            tracing::warn!(error = %crate::Chain(&e), "cleanup failed");
+            tracing::warn!(error = %server::telemetry::Chain(&e), "cleanup failed");
         }
         self.publish();
     }
@@ -1228,7 +1228,7 @@ mod tests {
             "{e}"
         );
         assert_eq!(
-            crate::Chain(&e).to_string(),
+            server::telemetry::Chain(&e).to_string(),
             "starting relay-1: relay-1 would not start"
         );
         assert_eq!(

@@ -221,11 +221,11 @@ pub async fn renew(state: StateDir, settings: acme::Settings, http_port: u16) {
                             continue;
                         }
                         Err(error) => {
-                            tracing::warn!(error = %crate::Chain(&error), "installing the renewed certificate failed");
+                            tracing::warn!(error = %server::telemetry::Chain(&error), "installing the renewed certificate failed");
                         }
                     },
                     Err(error) => tracing::warn!(
-                        error = %crate::Chain(&error),
+                        error = %server::telemetry::Chain(&error),
                         "certificate renewal failed; retrying"
                     ),
                 }

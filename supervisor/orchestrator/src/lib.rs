@@ -27,19 +27,3 @@ pub mod policy;
 pub mod runtime;
 pub mod services;
 pub mod stack;
-
-/// An error followed by each of its sources, as `outer: inner: innermost`: how the timeline,
-/// the logs and the CLI show a failure, so no cause is left out of what the user reads.
-pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
-}

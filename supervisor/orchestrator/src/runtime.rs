@@ -359,12 +359,15 @@ mod tests {
     #[test]
     fn a_chain_shows_each_cause_once() {
         let io = Error::io("opening", "relay-1.log")(std::io::Error::other("denied"));
-        assert_eq!(crate::Chain(&io).to_string(), "opening relay-1.log: denied");
+        assert_eq!(
+            server::telemetry::Chain(&io).to_string(),
+            "opening relay-1.log: denied"
+        );
         let placement = Error::from(swarm::Error::from(crate::policy::placement::NoMachine {
             machines: "w1 (down, active)".into(),
         }));
         assert_eq!(
-            crate::Chain(&placement).to_string(),
+            server::telemetry::Chain(&placement).to_string(),
             "no Swarm node can take a relay: none is both ready and active (nodes: w1 (down, active))"
         );
     }

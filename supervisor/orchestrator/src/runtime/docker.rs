@@ -625,7 +625,7 @@ impl Runtime for DockerRuntime {
             if tokio::time::Instant::now() >= deadline {
                 return Err(error);
             }
-            tracing::debug!(error = %crate::Chain(&error), "network not removed yet");
+            tracing::debug!(error = %server::telemetry::Chain(&error), "network not removed yet");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

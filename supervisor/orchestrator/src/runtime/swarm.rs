@@ -749,7 +749,7 @@ async fn poll(docker: Docker, stack: String, shared: Arc<Shared>, events: mpsc::
             }
             Err(error) => {
                 if !failing {
-                    tracing::warn!(error = %crate::Chain(&error), "reading the swarm failed");
+                    tracing::warn!(error = %server::telemetry::Chain(&error), "reading the swarm failed");
                     failing = true;
                 }
                 continue;

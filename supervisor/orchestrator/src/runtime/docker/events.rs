@@ -75,7 +75,7 @@ pub(super) async fn watch(
                     break;
                 }
                 Err(e) => {
-                    tracing::debug!(error = %crate::Chain(&e), "the Docker Engine is still unreachable");
+                    tracing::debug!(error = %server::telemetry::Chain(&e), "the Docker Engine is still unreachable");
                     wait = (wait * 2).min(ENGINE_RETRY_MAX);
                 }
             }
