@@ -29,15 +29,15 @@ pub struct Instance {
 /// How a runtime reaches one of its instances: each runtime's own kind of handle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handle {
-    /// A child process of this host ([`process::ProcessRuntime`]).
+    /// A child process of this host ([`crate::runtime::process::ProcessRuntime`]).
     Process {
         /// Its process id.
         pid: u32,
     },
-    /// A container of this host's engine ([`docker::DockerRuntime`], and the services other
-    /// than relays under [`swarm::SwarmRuntime`]).
+    /// A container of this host's engine ([`crate::runtime::docker::DockerRuntime`], and the services other
+    /// than relays under [`crate::runtime::swarm::SwarmRuntime`]).
     Container(Container),
-    /// A relay as a Swarm service, its task on some node ([`swarm::SwarmRuntime`]).
+    /// A relay as a Swarm service, its task on some node ([`crate::runtime::swarm::SwarmRuntime`]).
     Replica(Replica),
 }
 

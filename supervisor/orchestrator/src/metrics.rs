@@ -3,7 +3,7 @@
 //!
 //! Series about one service carry that service's `service` and `kind` labels, the same
 //! values the scrape configuration gives the service's own target (see
-//! [`crate::monitoring`], whose job keeps them with `honor_labels`), so a rule can join a
+//! `ghost monitoring` (the `ghost` package's `monitoring`), whose job keeps them with `honor_labels`), so a rule can join a
 //! relay's restarts to its own figures by `service`.
 
 use std::path::Path;

@@ -96,11 +96,11 @@ pub fn default_state_dir() -> PathBuf {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// Local processes ([`process::ProcessRuntime`]).
+    /// Local processes ([`crate::runtime::process::ProcessRuntime`]).
     Process,
-    /// Containers of one Docker engine ([`docker::DockerRuntime`]).
+    /// Containers of one Docker engine ([`crate::runtime::docker::DockerRuntime`]).
     Docker,
-    /// Relays as Swarm services over the swarm's nodes ([`swarm::SwarmRuntime`]).
+    /// Relays as Swarm services over the swarm's nodes ([`crate::runtime::swarm::SwarmRuntime`]).
     Swarm,
 }
 
