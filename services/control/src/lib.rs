@@ -42,15 +42,9 @@ const MAX_GRPC_MESSAGE: usize = 256 * 1024;
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "ghost-control", version, about = "Ghost Stream control plane")]
 pub struct Config {
-    /// gRPC listen address. Internal: keep it off public addresses.
-    #[arg(long, env = "GHOST_CONTROL_LISTEN", default_value = "127.0.0.1:7000")]
-    pub listen: SocketAddr,
-    /// Ops listener (/health, /metrics).
-    #[arg(long, env = "GHOST_CONTROL_OPS", default_value = "127.0.0.1:9100")]
-    pub ops_listen: SocketAddr,
-    /// The join-ticket key.
+    /// Where it listens, its files and the supervisor: what the supervisor sets.
     #[command(flatten)]
-    pub ticket_key: server::args::TicketKey,
+    pub wiring: Wiring,
     /// How long a join ticket stays valid.
     #[arg(long, env = "GHOST_TICKET_TTL", default_value = "10s")]
     pub ticket_ttl: humantime::Duration,
@@ -63,6 +57,25 @@ pub struct Config {
     /// An ingest silent this long is gone, with its streams.
     #[arg(long, env = "GHOST_INGEST_TIMEOUT", default_value = "3s")]
     pub ingest_timeout: humantime::Duration,
+    /// Log output.
+    #[command(flatten)]
+    pub logging: server::args::Logging,
+}
+
+/// Control's flags that the supervisor sets: declared once, here, parsed by control and
+/// rendered by the supervisor from a value of this type (`server::flags::render`), so the
+/// two cannot disagree.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
+pub struct Wiring {
+    /// gRPC listen address. Internal: keep it off public addresses.
+    #[arg(long, env = "GHOST_CONTROL_LISTEN", default_value = "127.0.0.1:7000")]
+    pub listen: SocketAddr,
+    /// Ops listener (/health, /metrics).
+    #[arg(long, env = "GHOST_CONTROL_OPS", default_value = "127.0.0.1:9100")]
+    pub ops_listen: SocketAddr,
+    /// The join-ticket key.
+    #[command(flatten)]
+    pub ticket_key: server::args::TicketKey,
     /// Supervisor gRPC endpoint (http://host:port) to ask for relays when viewers are refused.
     #[arg(long, env = "GHOST_SUPERVISOR")]
     pub supervisor: Option<String>,
@@ -70,9 +83,6 @@ pub struct Config {
     /// client certificates must come from).
     #[command(flatten)]
     pub tls: server::args::OptionalTls,
-    /// Log output.
-    #[command(flatten)]
-    pub logging: server::args::Logging,
 }
 
 /// Who may call which RPC: the roles whose client certificate control takes for it.
@@ -423,7 +433,7 @@ pub struct Server {
 impl Server {
     /// Binds both listeners and loads the ticket key.
     pub async fn bind(config: &Config) -> Result<Server, Error> {
-        let ticket_key = match &config.ticket_key.file {
+        let ticket_key = match &config.wiring.ticket_key.file {
             Some(path) => Some(Arc::new(std::fs::read(path).map_err(|source| {
                 Error::TicketKey {
                     path: path.clone(),
@@ -432,20 +442,20 @@ impl Server {
             })?)),
             None => None,
         };
-        let grpc = tokio::net::TcpListener::bind(config.listen)
+        let grpc = tokio::net::TcpListener::bind(config.wiring.listen)
             .await
             .map_err(|source| Error::Bind {
-                addr: config.listen,
+                addr: config.wiring.listen,
                 source,
             })?;
-        let ops = ops::bind(config.ops_listen).await?;
-        let (capacity, supervisor) = match &config.supervisor {
+        let ops = ops::bind(config.wiring.ops_listen).await?;
+        let (capacity, supervisor) = match &config.wiring.supervisor {
             Some(url) => {
                 // With a TLS directory, over mutual TLS: the supervisor takes capacity
                 // requests from control's identity only.
                 let endpoint = server::control::endpoint(
                     url,
-                    config.tls.dir.as_deref(),
+                    config.wiring.tls.dir.as_deref(),
                     identity::SUPERVISOR_NAME,
                 )?
                 .connect_timeout(Duration::from_secs(1))
@@ -457,6 +467,7 @@ impl Server {
             None => (None, None),
         };
         let tls = config
+            .wiring
             .tls
             .dir
             .as_deref()

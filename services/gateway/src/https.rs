@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 
 /// HTTPS settings. Without [`Https::https_listen`] the gateway speaks plain HTTP only, as a
 /// loopback stack does.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, serde::Serialize)]
 pub struct Https {
     /// Serve HTTPS here (the page, the API: every route) with the certificate `https.pem`
     /// and key `https.key` of --tls-dir, which the supervisor puts there (from ACME or the
@@ -35,9 +35,6 @@ pub struct Https {
     /// `/.well-known/acme-challenge/TOKEN`.
     #[arg(long, env = "GHOST_GATEWAY_ACME_CHALLENGES")]
     pub acme_challenges: Option<PathBuf>,
-    /// How often the HTTPS certificate's files are checked for a new pair.
-    #[arg(long, env = "GHOST_GATEWAY_CERT_CHECK", default_value = "30s")]
-    pub cert_check: humantime::Duration,
 }
 
 /// Who the plain-HTTP listener serves rather than redirects.

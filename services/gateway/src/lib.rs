@@ -43,24 +43,41 @@ use tonic::transport::Channel;
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "ghost-gateway", version, about = "Ghost Stream viewer gateway")]
 pub struct Config {
-    /// HTTP listen address.
-    #[arg(long, env = "GHOST_GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
-    pub listen: SocketAddr,
-    /// Where control is.
+    /// Where it listens, whom it reaches and how it serves HTTPS: what the supervisor sets.
     #[command(flatten)]
-    pub control: server::args::Control,
-    /// The gateway's TLS directory: its client certificate for calls to control.
-    #[command(flatten)]
-    pub tls: server::args::OptionalTls,
-    /// HTTPS at a public name or address, and ACME challenges.
-    #[command(flatten)]
-    pub https: https::Https,
+    pub wiring: Wiring,
+    /// How often the HTTPS certificate's files are checked for a new pair.
+    #[arg(long, env = "GHOST_GATEWAY_CERT_CHECK", default_value = "30s")]
+    pub cert_check: humantime::Duration,
     /// What one client may do.
     #[command(flatten)]
     pub limits: Limits,
     /// Log output.
     #[command(flatten)]
     pub logging: server::args::Logging,
+}
+
+/// The gateway's flags that the supervisor sets: declared once, here, parsed by the gateway
+/// and rendered by the supervisor from a value of this type (`server::flags::render`), so
+/// the two cannot disagree.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
+pub struct Wiring {
+    /// HTTP listen address.
+    #[arg(long, env = "GHOST_GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// HTTPS at a public name or address, and ACME challenges.
+    #[command(flatten)]
+    pub https: https::Https,
+    /// Where control is.
+    #[command(flatten)]
+    pub control: server::args::Control,
+    /// The gateway's TLS directory: its client certificate for calls to control.
+    #[command(flatten)]
+    pub tls: server::args::OptionalTls,
+    /// The host's own connections besides loopback, exempt from join limits and from the
+    /// redirect to HTTPS as loopback is.
+    #[command(flatten)]
+    pub local: identity::peer::LocalSource,
 }
 
 /// What one client may do, so that no client can pin the gateway or flood placement.
@@ -78,8 +95,9 @@ pub struct Limits {
     /// proxy on the host forwards to the gateway.
     #[arg(long, env = "GHOST_GATEWAY_JOIN_LIMIT_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new())]
     pub join_limit_loopback: bool,
-    /// The host's own connections besides loopback, exempt from join limits as loopback is.
-    #[command(flatten)]
+    /// The host's own connections besides loopback, exempt from join limits as loopback is
+    /// (the `--local-source` flag, which [`Wiring`] holds).
+    #[arg(skip)]
     pub local: identity::peer::LocalSource,
     /// Time a connection has to send a request's headers (the first request's, and each
     /// next one's on a kept-alive connection); past it the connection is closed.
@@ -365,22 +383,22 @@ impl AppState {
 /// Runs the gateway until SIGINT/SIGTERM: the whole `ghost-gateway` binary.
 pub async fn main(config: Config) -> Result<(), Error> {
     server::telemetry::init(config.logging.log_format, "info");
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listener = tokio::net::TcpListener::bind(config.wiring.listen)
         .await
         .map_err(|e| Error::Bind {
             what: "HTTP",
-            addr: config.listen,
-            source: privileged(e, config.listen),
+            addr: config.wiring.listen,
+            source: privileged(e, config.wiring.listen),
         })?;
     let addr = listener.local_addr()?;
     let mut announced = vec![(Role::Http, addr), (Role::Ops, addr)];
     let mut public = Public {
-        acme_challenges: config.https.acme_challenges.clone(),
+        acme_challenges: config.wiring.https.acme_challenges.clone(),
         ..Public::default()
     };
     let mut follow = None;
-    if let Some(https_addr) = config.https.https_listen {
-        let dir = config.tls.dir.as_deref().ok_or(Error::NoTlsDir)?;
+    if let Some(https_addr) = config.wiring.https.https_listen {
+        let dir = config.wiring.tls.dir.as_deref().ok_or(Error::NoTlsDir)?;
         let certificate = https::certificate(dir)?;
         let tls = identity::https_server_config(certificate.clone())?;
         let https = tokio::net::TcpListener::bind(https_addr)
@@ -391,12 +409,12 @@ pub async fn main(config: Config) -> Result<(), Error> {
                 source: privileged(e, https_addr),
             })?;
         let bound = https.local_addr()?;
-        let url = server::args::https_url(config.https.https_advertise.as_deref(), bound);
+        let url = server::args::https_url(config.wiring.https.https_advertise.as_deref(), bound);
         tracing::info!(https = %bound, %url, sha256 = %certificate.leaf_sha256(), "serving HTTPS");
         announced.push((Role::Https, bound));
         public.https_url = Some(url);
         public.https = Some((https, Arc::new(tls)));
-        let every = *config.https.cert_check;
+        let every = *config.cert_check;
         follow = Some(async move {
             certificate
                 .follow(every, |c| {
@@ -410,12 +428,16 @@ pub async fn main(config: Config) -> Result<(), Error> {
     }
     tracing::info!(http = %addr, "viewer gateway listening");
     server::ready::announce(Kind::Gateway, &announced);
+    let limits = Limits {
+        local: config.wiring.local.clone(),
+        ..config.limits.clone()
+    };
     let serving = serve_public(
         listener,
         public,
-        &config.control.url,
-        config.tls.dir.as_deref(),
-        &config.limits,
+        &config.wiring.control.url,
+        config.wiring.tls.dir.as_deref(),
+        &limits,
         server::shutdown::on_signal(),
     );
     match follow {

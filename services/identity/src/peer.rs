@@ -56,7 +56,7 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 
 /// Where the host's own connections come from besides loopback: a flag of every server that
 /// exempts the host from its per-source limits.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args, serde::Serialize)]
 pub struct LocalSource {
     /// The address the host's own connections arrive from when they are not loopback: in a
     /// container, the Docker network's gateway, through which Docker's port proxy forwards

@@ -38,12 +38,9 @@ use wire::{Code, Message};
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "ghost-ingest", version, about = "Ghost Stream ingest gateway")]
 pub struct Config {
-    /// QUIC (UDP) listen address for streamers and relays.
-    #[arg(long, env = "GHOST_INGEST_LISTEN", default_value = "0.0.0.0:4433")]
-    pub listen: SocketAddr,
-    /// RTMP (TCP) listen address for encoders such as OBS (`rtmp://HOST/live/STREAM_KEY`).
-    #[arg(long, env = "GHOST_INGEST_RTMP_LISTEN", default_value = "0.0.0.0:1935")]
-    pub rtmp_listen: SocketAddr,
+    /// Where it listens, whom it reaches and who may publish: what the supervisor sets.
+    #[command(flatten)]
+    pub wiring: Wiring,
     /// RTMP connections open at once, at most (publishing or not yet).
     #[arg(long, env = "GHOST_INGEST_MAX_RTMP_CONNECTIONS", default_value_t = 256)]
     pub max_rtmp_connections: usize,
@@ -55,24 +52,9 @@ pub struct Config {
     /// host's own connections are exempt).
     #[arg(long, env = "GHOST_INGEST_RTMP_LIMIT_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new())]
     pub rtmp_limit_loopback: bool,
-    /// Address relays use to reach this ingest (defaults to the bound address).
-    #[arg(long, env = "GHOST_INGEST_ADVERTISE")]
-    pub advertise: Option<String>,
-    /// Ops listener (/health, /metrics).
-    #[arg(long, env = "GHOST_INGEST_OPS", default_value = "127.0.0.1:9101")]
-    pub ops_listen: SocketAddr,
-    /// Where control is.
-    #[command(flatten)]
-    pub control: server::args::Control,
     /// This gateway's id in control's directory.
     #[arg(long, env = "GHOST_INGEST_ID", default_value = "ingest-1")]
     pub id: String,
-    /// Ingest's TLS directory: its server and client certificates, the stack's CA.
-    #[command(flatten)]
-    pub tls: server::args::Tls,
-    /// Who may publish: stream keys.
-    #[command(flatten)]
-    pub keys: streamkeys::Flags,
     /// Streamers connected at once, at most.
     #[arg(long, env = "GHOST_INGEST_MAX_PUBLISHERS", default_value_t = 64)]
     pub max_publishers: usize,
@@ -85,6 +67,38 @@ pub struct Config {
     /// Log output.
     #[command(flatten)]
     pub logging: server::args::Logging,
+}
+
+/// Ingest's flags that the supervisor sets: declared once, here, parsed by ingest and
+/// rendered by the supervisor from a value of this type (`server::flags::render`), so the
+/// two cannot disagree.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
+pub struct Wiring {
+    /// QUIC (UDP) listen address for streamers and relays.
+    #[arg(long, env = "GHOST_INGEST_LISTEN", default_value = "0.0.0.0:4433")]
+    pub listen: SocketAddr,
+    /// RTMP (TCP) listen address for encoders such as OBS (`rtmp://HOST/live/STREAM_KEY`).
+    #[arg(long, env = "GHOST_INGEST_RTMP_LISTEN", default_value = "0.0.0.0:1935")]
+    pub rtmp_listen: SocketAddr,
+    /// Ops listener (/health, /metrics).
+    #[arg(long, env = "GHOST_INGEST_OPS", default_value = "127.0.0.1:9101")]
+    pub ops_listen: SocketAddr,
+    /// Where control is.
+    #[command(flatten)]
+    pub control: server::args::Control,
+    /// Ingest's TLS directory: its server and client certificates, the stack's CA.
+    #[command(flatten)]
+    pub tls: server::args::Tls,
+    /// Address relays use to reach this ingest (defaults to the bound address).
+    #[arg(long, env = "GHOST_INGEST_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Who may publish: stream keys.
+    #[command(flatten)]
+    pub keys: streamkeys::Flags,
+    /// The host's own connections besides loopback, exempt from the per-source limits
+    /// (QUIC and RTMP).
+    #[command(flatten)]
+    pub local: identity::peer::LocalSource,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -248,36 +262,36 @@ fn address(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
 impl Server {
     /// Loads the TLS identity and binds the QUIC and ops sockets.
     pub async fn bind(config: &Config) -> Result<Server, Error> {
-        let files = identity::Files::in_dir(&config.tls.dir);
+        let files = identity::Files::in_dir(&config.wiring.tls.dir);
         let identity = files.server_identity()?;
         // Publishers present no certificate; relays present theirs, which `handle` requires
         // for a subscription.
         let endpoint = quic::server_verifying_clients(
-            config.listen,
+            config.wiring.listen,
             &identity,
             &[quic::ALPN_PUBLISH, quic::ALPN_SUBSCRIBE],
             &files.ca,
             Windows::RECEIVER,
         )?;
-        let rtmp = tokio::net::TcpListener::bind(config.rtmp_listen)
+        let rtmp = tokio::net::TcpListener::bind(config.wiring.rtmp_listen)
             .await
             .map_err(|source| Error::BindRtmp {
-                addr: config.rtmp_listen,
+                addr: config.wiring.rtmp_listen,
                 source,
             })?;
-        let ops = ops::bind(config.ops_listen).await?;
+        let ops = ops::bind(config.wiring.ops_listen).await?;
         let bound = endpoint.local_addr().map_err(address("QUIC"))?;
         let metrics = Metrics::default();
         let mut registry = Registry::with_prefix("ghost_ingest");
         metrics.register(&mut registry);
-        let admission = Admission::new(config.quic_limits.limits());
+        let admission = Admission::new(config.quic_limits.limits(&config.wiring.local));
         admission.register(&mut registry);
         // RTMP connections per address, counted as QUIC's are (no Retry: TCP proves the
         // address).
         let rtmp_admission = Admission::new(transport::admit::Limits {
             per_source: config.rtmp_per_source.max(1),
             retry_above: u32::MAX,
-            local: config.quic_limits.local.local_source.into_iter().collect(),
+            local: config.wiring.local.local_source.into_iter().collect(),
             limit_loopback: config.rtmp_limit_loopback,
         });
         registry.register(
@@ -287,6 +301,7 @@ impl Server {
         );
         Ok(Server {
             advertise: config
+                .wiring
                 .advertise
                 .clone()
                 .unwrap_or_else(|| bound.to_string()),
@@ -300,10 +315,13 @@ impl Server {
             heartbeat: *config.heartbeat.interval,
             state: Arc::new(State {
                 id: config.id.clone(),
-                keys: streamkeys::Gate::from(&config.keys),
+                keys: streamkeys::Gate::from(&config.wiring.keys),
                 pending: Mutex::new(HashMap::new()),
                 streams: Mutex::new(HashMap::new()),
-                control: server::control::client(&config.control.url, Some(&config.tls.dir))?,
+                control: server::control::client(
+                    &config.wiring.control.url,
+                    Some(&config.wiring.tls.dir),
+                )?,
                 publishers: Arc::new(tokio::sync::Semaphore::new(config.max_publishers)),
                 metrics,
             }),

@@ -58,39 +58,14 @@ use crate::websocket::{Carriage, bind_carriers, host_of, websocket_loop};
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "ghost-relay", version, about = "Ghost Stream relay")]
 pub struct Config {
-    /// QUIC (UDP) listen address for viewers.
-    #[arg(long, env = "GHOST_RELAY_LISTEN", default_value = "0.0.0.0:4500")]
-    pub listen: SocketAddr,
-    /// Address viewers use to reach this relay: `HOST:PORT`, or a bare `HOST` with the bound
-    /// port (defaults to the bound address).
-    #[arg(long, env = "GHOST_RELAY_ADVERTISE")]
-    pub advertise: Option<String>,
-    /// Ops listener (/health, /metrics).
-    #[arg(long, env = "GHOST_RELAY_OPS", default_value = "127.0.0.1:9200")]
-    pub ops_listen: SocketAddr,
-    /// Where control is.
+    /// Where it listens, whom it reaches and who it is: what the supervisor sets.
     #[command(flatten)]
-    pub control: server::args::Control,
-    /// Ingest's QUIC address (host:port).
-    #[arg(long, env = "GHOST_INGEST", default_value = "127.0.0.1:4433")]
-    pub ingest: String,
-    /// This relay's id in control's directory.
-    #[arg(long, env = "GHOST_RELAY_ID", default_value = "relay-1")]
-    pub id: String,
-    /// Viewers admitted at once, at most.
-    #[arg(long, env = "GHOST_RELAY_CAPACITY", default_value_t = 200)]
-    pub capacity: u32,
-    /// The stack's certificate and key.
-    #[command(flatten)]
-    pub tls: server::args::Tls,
+    pub wiring: Wiring,
     /// How often to look for a renewed certificate (`relay.pem` in the TLS directory). The
     /// supervisor renews a week before the end, so any interval far below that would do; a
     /// short one gets the new hash to the gateway's join answers soon after a renewal.
     #[arg(long, env = "GHOST_RELAY_CERT_CHECK", default_value = "30s")]
     pub cert_check: humantime::Duration,
-    /// The join-ticket key.
-    #[command(flatten)]
-    pub ticket_key: server::args::TicketKey,
     /// Reports to control.
     #[command(flatten)]
     pub heartbeat: server::args::Heartbeat,
@@ -107,14 +82,52 @@ pub struct Config {
         value_name = "ORIGIN"
     )]
     pub websocket_origins: Vec<String>,
+    /// Log output.
+    #[command(flatten)]
+    pub logging: server::args::Logging,
+}
+
+/// The relay's flags that the supervisor sets for each relay it starts: declared once, here,
+/// parsed by the relay and rendered by the supervisor from a value of this type
+/// (`server::flags::render`), so the two cannot disagree.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
+pub struct Wiring {
+    /// QUIC (UDP) listen address for viewers.
+    #[arg(long, env = "GHOST_RELAY_LISTEN", default_value = "0.0.0.0:4500")]
+    pub listen: SocketAddr,
+    /// Ops listener (/health, /metrics).
+    #[arg(long, env = "GHOST_RELAY_OPS", default_value = "127.0.0.1:9200")]
+    pub ops_listen: SocketAddr,
+    /// Where control is.
+    #[command(flatten)]
+    pub control: server::args::Control,
+    /// Ingest's QUIC address (host:port).
+    #[arg(long, env = "GHOST_INGEST", default_value = "127.0.0.1:4433")]
+    pub ingest: String,
+    /// This relay's id in control's directory.
+    #[arg(long, env = "GHOST_RELAY_ID", default_value = "relay-1")]
+    pub id: String,
+    /// Viewers admitted at once, at most.
+    #[arg(long, env = "GHOST_RELAY_CAPACITY", default_value_t = 200)]
+    pub capacity: u32,
     /// The congestion controller of viewers' QUIC connections (WebTransport included):
     /// `bbr` (see `Congestion::FOR_VIEWERS` for why), `cubic` or `newreno`. WebSocket viewers
     /// use the kernel's TCP controller.
     #[arg(long, env = "GHOST_RELAY_CONGESTION", default_value = "bbr")]
     pub congestion: quic::Congestion,
-    /// Log output.
+    /// The stack's certificate and key.
     #[command(flatten)]
-    pub logging: server::args::Logging,
+    pub tls: server::args::Tls,
+    /// The join-ticket key.
+    #[command(flatten)]
+    pub ticket_key: server::args::TicketKey,
+    /// Address viewers use to reach this relay: `HOST:PORT`, or a bare `HOST` with the bound
+    /// port (defaults to the bound address).
+    #[arg(long, env = "GHOST_RELAY_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// The host's own connections besides loopback, exempt from the per-source limits.
+    #[command(flatten)]
+    pub local: identity::peer::LocalSource,
 }
 
 type Slot = Arc<OnceCell<Track>>;
@@ -210,7 +223,7 @@ pub(crate) fn address(what: &'static str) -> impl FnOnce(std::io::Error) -> Erro
 impl Server {
     /// Loads TLS files and the ticket key, binds the QUIC and ops sockets.
     pub async fn bind(config: &Config) -> Result<Server, Error> {
-        let files = identity::Files::in_dir(&config.tls.dir);
+        let files = identity::Files::in_dir(&config.wiring.tls.dir);
         let certs = Arc::new(identity::Reloading::load(
             &files.relay_cert,
             &files.relay_key,
@@ -218,7 +231,8 @@ impl Server {
         let cert_public = Arc::new(std::sync::atomic::AtomicBool::new(
             files.relay_cert_is_public()?,
         ));
-        let (endpoint, websocket) = bind_carriers(config.listen, &certs, config.congestion).await?;
+        let (endpoint, websocket) =
+            bind_carriers(config.wiring.listen, &certs, config.wiring.congestion).await?;
         // Ingest serves subscriptions only to a relay's client certificate.
         let upstream = quic::client_as(
             &files.ca,
@@ -226,8 +240,8 @@ impl Server {
             &files.client_identity()?,
             Windows::RECEIVER,
         )?;
-        let ops = ops::bind(config.ops_listen).await?;
-        let ticket_key = match &config.ticket_key.file {
+        let ops = ops::bind(config.wiring.ops_listen).await?;
+        let ticket_key = match &config.wiring.ticket_key.file {
             Some(p) => Some(std::fs::read(p).map_err(|source| Error::TicketKey {
                 path: p.clone(),
                 source,
@@ -238,9 +252,9 @@ impl Server {
         let metrics = Metrics::default();
         let mut registry = Registry::with_prefix("ghost_relay");
         metrics.register(&mut registry);
-        let admission = Admission::new(config.quic_limits.limits());
+        let admission = Admission::new(config.quic_limits.limits(&config.wiring.local));
         admission.register(&mut registry);
-        let advertise = server::args::advertised(config.advertise.as_deref(), bound);
+        let advertise = server::args::advertised(config.wiring.advertise.as_deref(), bound);
         Ok(Server {
             origins: transport::ws::Origins {
                 host: host_of(&advertise).to_string(),
@@ -256,14 +270,17 @@ impl Server {
             admission,
             ops,
             registry,
-            control: server::control::client(&config.control.url, Some(&config.tls.dir))?,
+            control: server::control::client(
+                &config.wiring.control.url,
+                Some(&config.wiring.tls.dir),
+            )?,
             heartbeat: *config.heartbeat.interval,
             state: Arc::new(State {
-                id: config.id.clone(),
-                seats: Seats::new(config.capacity),
+                id: config.wiring.id.clone(),
+                seats: Seats::new(config.wiring.capacity),
                 used_tickets: UsedTickets::default(),
                 ticket_key,
-                ingest: config.ingest.clone(),
+                ingest: config.wiring.ingest.clone(),
                 upstream,
                 streams: Mutex::new(HashMap::new()),
                 metrics,
@@ -367,7 +384,7 @@ pub async fn main(config: Config) -> Result<(), Error> {
     let server = Server::bind(&config).await?;
     let quic_addr = server.quic_addr()?;
     let ops_addr = server.ops_addr()?;
-    tracing::info!(quic = %quic_addr, ops = %ops_addr, id = %config.id, capacity = config.capacity, "relay listening");
+    tracing::info!(quic = %quic_addr, ops = %ops_addr, id = %config.wiring.id, capacity = config.wiring.capacity, "relay listening");
     tracing::info!(websocket = %server.websocket_addr()?, "WebSocket carrier listening");
     server::ready::announce(
         Kind::Relay,

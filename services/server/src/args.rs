@@ -16,7 +16,7 @@ pub struct Logging {
 }
 
 /// Where control is, for the services that ask it or report to it.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
 pub struct Control {
     /// Control's gRPC endpoint, http://host:port.
     #[arg(
@@ -41,7 +41,7 @@ pub struct Heartbeat {
 }
 
 /// The key join tickets are signed with (control) and checked with (relays).
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
 pub struct TicketKey {
     /// File holding the key, shared by control and relays. Without it, control issues empty
     /// tickets and relays check none: both must run with it or both without.
@@ -50,7 +50,7 @@ pub struct TicketKey {
 }
 
 /// The service's TLS files, for the QUIC services.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
 pub struct Tls {
     /// Directory holding this service's TLS files (ca.pem and its own certificates and
     /// keys), made by `ghost up`. Its client certificate also authenticates its calls to
@@ -61,7 +61,7 @@ pub struct Tls {
 
 /// The service's TLS files where they are optional: control and the viewer gateway, which
 /// a stack always gives them, and their own tests run without.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
 pub struct OptionalTls {
     /// Directory holding this service's TLS files (ca.pem and its own certificates and
     /// keys), made by `ghost up`. Without it, calls to and from control are plain and

@@ -18,6 +18,7 @@ pub mod binary;
 pub mod challenge;
 pub mod clock;
 pub mod control;
+pub mod flags;
 pub mod ops;
 pub mod ready;
 pub mod shutdown;

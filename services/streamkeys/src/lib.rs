@@ -468,12 +468,14 @@ impl Gate {
 }
 
 /// The stream-key flags of the service that takes publishers (ingest); a [`Gate`] is built
-/// from them.
-#[derive(Debug, Clone, clap::Args)]
+/// from them. Their serde names are their clap ids, so the supervisor renders them as
+/// ingest parses them (`server::flags`).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args, serde::Serialize)]
 pub struct Flags {
     /// Directory of the stream keys (`keys.json`, made by `ghost keys add`). Read on every
     /// publish, so a key added to a running stack works at once. Without it, there are no
     /// keys.
+    #[serde(rename = "keys_dir")]
     #[arg(
         id = "keys_dir",
         long = "keys-dir",
@@ -483,6 +485,7 @@ pub struct Flags {
     pub dir: Option<PathBuf>,
     /// Admit only publishers presenting the key of their stream name (`--public` stacks).
     /// Needs `--keys-dir`.
+    #[serde(rename = "require_keys")]
     #[arg(
         id = "require_keys",
         long = "require-keys",

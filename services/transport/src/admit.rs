@@ -78,18 +78,16 @@ pub struct QuicLimits {
     /// host's own connections are exempt, so `ghost bench` can open hundreds).
     #[arg(long, env = "GHOST_QUIC_LIMIT_LOOPBACK", value_parser = clap::builder::BoolishValueParser::new())]
     pub quic_limit_loopback: bool,
-    /// The host's own connections besides loopback.
-    #[command(flatten)]
-    pub local: LocalSource,
 }
 
 impl QuicLimits {
-    /// The limits these flags ask for.
-    pub fn limits(&self) -> Limits {
+    /// The limits these flags ask for, with `local` (the host's own connections besides
+    /// loopback) exempt as loopback is.
+    pub fn limits(&self, local: &LocalSource) -> Limits {
         Limits {
             per_source: self.quic_per_source,
             retry_above: self.quic_retry_above,
-            local: self.local.local_source.into_iter().collect(),
+            local: local.local_source.into_iter().collect(),
             limit_loopback: self.quic_limit_loopback,
         }
     }

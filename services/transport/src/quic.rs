@@ -53,7 +53,9 @@ pub struct Windows {
 
 /// A QUIC congestion controller, as quinn implements them. A relay's choice decides how each
 /// viewer's connection reacts to loss and to a path slower than the stream.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+/// Its serde form is its flag value (`bbr`), so it renders as the relay parses it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Congestion {
     /// CUBIC (RFC 9438): loss-based, the default of quinn and of Linux TCP.
     #[default]

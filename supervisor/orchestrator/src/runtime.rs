@@ -90,6 +90,15 @@ pub enum Error {
         #[source]
         source: tokio::time::error::Elapsed,
     },
+    /// The service's command line could not be made from the service table.
+    #[error("the command line of {name}")]
+    CommandLine {
+        /// The service.
+        name: String,
+        /// Why.
+        #[source]
+        source: crate::services::Error,
+    },
     /// The engine failed to build a service's image.
     #[error("building {image}: {message}")]
     Build {

@@ -1,10 +1,12 @@
 //! The stack's services in one table: for each kind its binary, the addresses it listens on
-//! (with their default host ports and their ports inside a container), and its command line,
-//! flag by flag, including the services it connects to.
+//! (with their default host ports and their ports inside a container), the files it reads and
+//! the services it connects to.
 //!
-//! Both runtimes build command lines from this table through [`args`]; what differs between
-//! them (loopback addresses and state paths for processes, service names and mounts inside a
-//! container network for Docker) is a [`Site`]. A flag changes here, once, for both.
+//! A service's command line is a value of the service's own `Wiring` type (`relay::Wiring`
+//! and so on), the very type the service parses its flags into, built by [`wiring`] and
+//! rendered by `server::flags`: a flag renamed or retyped in a service fails to compile here,
+//! not at run time. What differs between runtimes (loopback addresses and state paths for
+//! processes, service names and mounts inside a container network for Docker) is a [`Site`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -227,34 +229,6 @@ pub enum Audience {
     Viewers,
 }
 
-/// One flag of a service's command line, with what its value is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arg {
-    /// Where to listen for this role.
-    Listen(&'static str, Role),
-    /// A peer's address as a URL (`http://host:port`).
-    Url(&'static str, Peer),
-    /// A peer's address (`host:port`).
-    Addr(&'static str, Peer),
-    /// The service's name in the stack, as its id.
-    Id(&'static str),
-    /// Viewers a relay admits.
-    Capacity(&'static str),
-    /// A relay's congestion controller toward viewers.
-    Congestion(&'static str),
-    /// A file of the state directory.
-    File(&'static str, File),
-    /// The address to announce for this role, to this audience.
-    Advertise(&'static str, Role, Audience),
-    /// A flag without a value, given when the stack's setting holds.
-    Flag(&'static str, When),
-    /// Where the host's own connections come from besides loopback, if the site has such
-    /// an address (exempt from per-source limits).
-    LocalSource(&'static str),
-    /// The flag, only when the stack's setting holds.
-    If(When, &'static Arg),
-}
-
 /// One kind of service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Service {
@@ -264,8 +238,10 @@ pub struct Service {
     pub binary: &'static str,
     /// What it listens on.
     pub listens: &'static [Listen],
-    /// Its command line, in order.
-    pub args: &'static [Arg],
+    /// The files of the state directory it may read, which a container must mount.
+    pub files: &'static [File],
+    /// Whom it connects to.
+    pub peers: &'static [Peer],
 }
 
 impl Service {
@@ -281,20 +257,14 @@ impl Service {
 
     /// The files of the state directory it may read, which a container must mount.
     pub fn files(&self) -> impl Iterator<Item = File> + '_ {
-        self.args.iter().filter_map(|arg| match *arg {
-            Arg::File(_, file) => Some(file),
-            Arg::If(_, Arg::File(_, file)) => Some(*file),
-            _ => None,
-        })
+        self.files.iter().copied()
     }
 
     /// The services of the stack it connects to, at which listener.
     pub fn peers(&self) -> impl Iterator<Item = (Kind, Role)> + '_ {
-        self.args.iter().filter_map(|arg| match *arg {
-            Arg::Url(_, Peer::Service(kind, role)) | Arg::Addr(_, Peer::Service(kind, role)) => {
-                Some((kind, role))
-            }
-            _ => None,
+        self.peers.iter().filter_map(|peer| match *peer {
+            Peer::Service(kind, role) => Some((kind, role)),
+            Peer::Supervisor => None,
         })
     }
 }
@@ -326,13 +296,8 @@ pub const SERVICES: [Service; 4] = [
             listen(Role::Grpc, Base::Control, 0, 7000, Transport::Tcp, false),
             listen(Role::Ops, Base::Ops, 0, 9100, Transport::Tcp, false),
         ],
-        args: &[
-            Arg::Listen("--listen", Role::Grpc),
-            Arg::Listen("--ops-listen", Role::Ops),
-            Arg::File("--ticket-key-file", File::TicketKey),
-            Arg::Url("--supervisor", Peer::Supervisor),
-            Arg::File("--tls-dir", File::Tls(TlsRole::Control)),
-        ],
+        files: &[File::TicketKey, File::Tls(TlsRole::Control)],
+        peers: &[Peer::Supervisor],
     },
     Service {
         kind: Kind::Ingest,
@@ -342,17 +307,8 @@ pub const SERVICES: [Service; 4] = [
             listen(Role::Rtmp, Base::Rtmp, 0, 1935, Transport::Tcp, true),
             listen(Role::Ops, Base::Ops, 1, 9101, Transport::Tcp, false),
         ],
-        args: &[
-            Arg::Listen("--listen", Role::Quic),
-            Arg::Listen("--rtmp-listen", Role::Rtmp),
-            Arg::Listen("--ops-listen", Role::Ops),
-            Arg::Url("--control", Peer::Service(Kind::Control, Role::Grpc)),
-            Arg::File("--tls-dir", File::Tls(TlsRole::Ingest)),
-            Arg::Advertise("--advertise", Role::Quic, Audience::Services),
-            Arg::File("--keys-dir", File::KeysDir),
-            Arg::Flag("--require-keys", When::KeysRequired),
-            Arg::LocalSource("--local-source"),
-        ],
+        files: &[File::Tls(TlsRole::Ingest), File::KeysDir],
+        peers: &[Peer::Service(Kind::Control, Role::Grpc)],
     },
     Service {
         kind: Kind::Relay,
@@ -361,18 +317,10 @@ pub const SERVICES: [Service; 4] = [
             listen(Role::Quic, Base::Relay, 0, 4500, Transport::UdpAndTcp, true),
             listen(Role::Ops, Base::Ops, 101, 9200, Transport::Tcp, false),
         ],
-        args: &[
-            Arg::Listen("--listen", Role::Quic),
-            Arg::Listen("--ops-listen", Role::Ops),
-            Arg::Url("--control", Peer::Service(Kind::Control, Role::Grpc)),
-            Arg::Addr("--ingest", Peer::Service(Kind::Ingest, Role::Quic)),
-            Arg::Id("--id"),
-            Arg::Capacity("--capacity"),
-            Arg::Congestion("--congestion"),
-            Arg::File("--tls-dir", File::Tls(TlsRole::Relay)),
-            Arg::File("--ticket-key-file", File::TicketKey),
-            Arg::Advertise("--advertise", Role::Quic, Audience::Viewers),
-            Arg::LocalSource("--local-source"),
+        files: &[File::Tls(TlsRole::Relay), File::TicketKey],
+        peers: &[
+            Peer::Service(Kind::Control, Role::Grpc),
+            Peer::Service(Kind::Ingest, Role::Quic),
         ],
     },
     Service {
@@ -385,18 +333,8 @@ pub const SERVICES: [Service; 4] = [
                 ..listen(Role::Https, Base::Https, 0, 8443, Transport::Tcp, true)
             },
         ],
-        args: &[
-            Arg::Listen("--listen", Role::Http),
-            Arg::Listen("--https-listen", Role::Https),
-            Arg::Advertise("--https-advertise", Role::Https, Audience::Viewers),
-            Arg::If(
-                When::Https,
-                &Arg::File("--acme-challenges", File::AcmeChallenges),
-            ),
-            Arg::Url("--control", Peer::Service(Kind::Control, Role::Grpc)),
-            Arg::File("--tls-dir", File::Tls(TlsRole::Gateway)),
-            Arg::LocalSource("--local-source"),
-        ],
+        files: &[File::AcmeChallenges, File::Tls(TlsRole::Gateway)],
+        peers: &[Peer::Service(Kind::Control, Role::Grpc)],
     },
 ];
 
@@ -437,57 +375,185 @@ pub trait Site {
     }
 }
 
-/// `spec`'s command line, as `site` spells it.
-pub fn args(spec: &Spec, site: &dyn Site) -> Vec<String> {
-    let service = service(spec.kind);
-    let mut out = Vec::new();
-    for arg in service.args {
-        let arg = match *arg {
-            Arg::If(when, _) if !spec.holds(when) => continue,
-            Arg::If(_, inner) => inner,
-            _ => arg,
-        };
-        // A listener the stack's settings leave out takes its flags along.
-        let inactive = |role: Role| service.listen(role).is_none_or(|l| !l.active(spec));
-        let (flag, value) = match *arg {
-            Arg::If(..) => continue,
-            Arg::Listen(_, role) | Arg::Advertise(_, role, _) if inactive(role) => continue,
-            Arg::Flag(flag, when) => {
-                if spec.holds(when) {
-                    out.push(flag.to_string());
-                }
-                continue;
-            }
-            Arg::Listen(flag, role) => (flag, service.listen(role).map(|l| site.bind(spec, l))),
-            Arg::Url(flag, peer) => (
-                flag,
-                peer_addr(spec, site, peer).map(|a| format!("http://{a}")),
-            ),
-            Arg::Addr(flag, peer) => (flag, peer_addr(spec, site, peer)),
-            Arg::Id(flag) => (flag, Some(spec.name.clone())),
-            Arg::Capacity(flag) => (flag, Some(spec.relay_capacity.to_string())),
-            Arg::Congestion(flag) => (flag, Some(spec.relay_congestion.to_string())),
-            Arg::File(flag, file) => (flag, Some(site.file(file))),
-            Arg::LocalSource(flag) => (flag, site.local_source().map(|ip| ip.to_string())),
-            Arg::Advertise(flag, role, audience) => (
-                flag,
-                service
-                    .listen(role)
-                    .and_then(|l| site.advertise(spec, l, audience)),
-            ),
-        };
-        if let Some(value) = value {
-            out.push(flag.to_string());
-            out.push(value);
-        }
-    }
-    out
+/// Why a command line could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The table gives the service no listener of a role its command line needs.
+    #[error("{kind:?} has no {role:?} listener in the service table")]
+    NoListener {
+        /// The service.
+        kind: Kind,
+        /// The role.
+        role: Role,
+    },
+    /// A site's address that is not one (`host:port` where an IP address is needed).
+    #[error("{kind:?}'s {role:?} address {addr:?} is not an IP address and port")]
+    Address {
+        /// The service.
+        kind: Kind,
+        /// The role.
+        role: Role,
+        /// What the site gave.
+        addr: String,
+    },
+    /// The flags could not be rendered.
+    #[error("rendering the flags: {0}")]
+    Flags(#[from] server::flags::Error),
 }
 
-fn peer_addr(spec: &Spec, site: &dyn Site, peer: Peer) -> Option<String> {
-    match peer {
-        Peer::Supervisor => Some(spec.supervisor.to_string()),
-        Peer::Service(kind, role) => service(kind).listen(role).map(|l| site.peer(spec, kind, l)),
+/// A service's flags, as the value of the type the service itself parses them into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wiring {
+    /// Control's.
+    Control(control::Wiring),
+    /// Ingest's.
+    Ingest(ingest::Wiring),
+    /// A relay's.
+    Relay(relay::Wiring),
+    /// The gateway's.
+    Gateway(gateway::Wiring),
+}
+
+impl Wiring {
+    /// The command line that gives these flags.
+    pub fn render(&self) -> Result<Vec<String>, server::flags::Error> {
+        match self {
+            Wiring::Control(w) => server::flags::render(w),
+            Wiring::Ingest(w) => server::flags::render(w),
+            Wiring::Relay(w) => server::flags::render(w),
+            Wiring::Gateway(w) => server::flags::render(w),
+        }
+    }
+}
+
+/// `spec`'s command line, as `site` spells it.
+pub fn args(spec: &Spec, site: &dyn Site) -> Result<Vec<String>, Error> {
+    Ok(wiring(spec, site)?.render()?)
+}
+
+/// `spec`'s flags, as `site` spells them: where it listens, whom it reaches, what it reads.
+pub fn wiring(spec: &Spec, site: &dyn Site) -> Result<Wiring, Error> {
+    let at = At { spec, site };
+    let control = || -> Result<_, Error> {
+        Ok(server::args::Control {
+            url: format!("http://{}", at.peer(Kind::Control, Role::Grpc)?),
+        })
+    };
+    Ok(match spec.kind {
+        Kind::Control => Wiring::Control(control::Wiring {
+            listen: at.bind(Role::Grpc)?,
+            ops_listen: at.bind(Role::Ops)?,
+            ticket_key: server::args::TicketKey {
+                file: Some(at.file(File::TicketKey)),
+            },
+            supervisor: Some(format!("http://{}", spec.supervisor)),
+            tls: server::args::OptionalTls {
+                dir: Some(at.file(File::Tls(TlsRole::Control))),
+            },
+        }),
+        Kind::Ingest => Wiring::Ingest(ingest::Wiring {
+            listen: at.bind(Role::Quic)?,
+            rtmp_listen: at.bind(Role::Rtmp)?,
+            ops_listen: at.bind(Role::Ops)?,
+            control: control()?,
+            tls: server::args::Tls {
+                dir: at.file(File::Tls(TlsRole::Ingest)),
+            },
+            advertise: at.advertise(Role::Quic, Audience::Services),
+            keys: streamkeys::Flags {
+                dir: Some(at.file(File::KeysDir)),
+                require: spec.require_keys,
+            },
+            local: at.local_source(),
+        }),
+        Kind::Relay => Wiring::Relay(relay::Wiring {
+            listen: at.bind(Role::Quic)?,
+            ops_listen: at.bind(Role::Ops)?,
+            control: control()?,
+            ingest: at.peer(Kind::Ingest, Role::Quic)?,
+            id: spec.name.clone(),
+            capacity: spec.relay_capacity,
+            congestion: spec.relay_congestion,
+            tls: server::args::Tls {
+                dir: at.file(File::Tls(TlsRole::Relay)),
+            },
+            ticket_key: server::args::TicketKey {
+                file: Some(at.file(File::TicketKey)),
+            },
+            advertise: at.advertise(Role::Quic, Audience::Viewers),
+            local: at.local_source(),
+        }),
+        Kind::Gateway => Wiring::Gateway(gateway::Wiring {
+            listen: at.bind(Role::Http)?,
+            https: gateway::https::Https {
+                https_listen: at.bind_if_active(Role::Https)?,
+                https_advertise: at.advertise(Role::Https, Audience::Viewers),
+                acme_challenges: spec
+                    .holds(When::Https)
+                    .then(|| at.file(File::AcmeChallenges)),
+            },
+            control: control()?,
+            tls: server::args::OptionalTls {
+                dir: Some(at.file(File::Tls(TlsRole::Gateway))),
+            },
+            local: at.local_source(),
+        }),
+    })
+}
+
+/// A spec at a site: the table's listeners and peers spelled as the site spells them.
+struct At<'a> {
+    spec: &'a Spec,
+    site: &'a dyn Site,
+}
+
+impl At<'_> {
+    /// The listener of `role` of the service, if the stack's settings give it one.
+    fn listen(&self, role: Role) -> Option<&'static Listen> {
+        service(self.spec.kind)
+            .listen(role)
+            .filter(|l| l.active(self.spec))
+    }
+
+    fn bind_if_active(&self, role: Role) -> Result<Option<SocketAddr>, Error> {
+        let Some(listen) = self.listen(role) else {
+            return Ok(None);
+        };
+        let addr = self.site.bind(self.spec, listen);
+        addr.parse().map(Some).map_err(|_| Error::Address {
+            kind: self.spec.kind,
+            role,
+            addr,
+        })
+    }
+
+    fn bind(&self, role: Role) -> Result<SocketAddr, Error> {
+        self.bind_if_active(role)?.ok_or(Error::NoListener {
+            kind: self.spec.kind,
+            role,
+        })
+    }
+
+    fn peer(&self, kind: Kind, role: Role) -> Result<String, Error> {
+        let listen = service(kind)
+            .listen(role)
+            .ok_or(Error::NoListener { kind, role })?;
+        Ok(self.site.peer(self.spec, kind, listen))
+    }
+
+    fn file(&self, file: File) -> PathBuf {
+        PathBuf::from(self.site.file(file))
+    }
+
+    fn advertise(&self, role: Role, audience: Audience) -> Option<String> {
+        self.listen(role)
+            .and_then(|l| self.site.advertise(self.spec, l, audience))
+    }
+
+    fn local_source(&self) -> identity::peer::LocalSource {
+        identity::peer::LocalSource {
+            local_source: self.site.local_source(),
+        }
     }
 }
 
@@ -618,6 +684,115 @@ mod tests {
                     l.role
                 );
             }
+        }
+    }
+
+    /// A site that spells every address plainly and records what a command line asks of it.
+    #[derive(Default)]
+    struct Recorder {
+        files: std::cell::RefCell<Vec<File>>,
+        peers: std::cell::RefCell<Vec<(Kind, Role)>>,
+    }
+
+    impl Site for Recorder {
+        fn bind(&self, _spec: &Spec, listen: &Listen) -> String {
+            format!("0.0.0.0:{}", listen.container_port)
+        }
+
+        fn peer(&self, _spec: &Spec, kind: Kind, listen: &Listen) -> String {
+            self.peers.borrow_mut().push((kind, listen.role));
+            format!("{}:{}", name(kind, 0), listen.container_port)
+        }
+
+        fn file(&self, file: File) -> String {
+            self.files.borrow_mut().push(file);
+            format!("/state/{file:?}")
+        }
+
+        fn advertise(&self, spec: &Spec, listen: &Listen, _: Audience) -> Option<String> {
+            Some(format!("{}:{}", spec.name, listen.container_port))
+        }
+
+        fn local_source(&self) -> Option<std::net::IpAddr> {
+            Some([172, 18, 0, 1].into())
+        }
+    }
+
+    /// Every kind under every combination of the settings that turn flags on.
+    fn specs() -> Vec<Spec> {
+        let supervisor = "127.0.0.1:7071".parse().expect("addr");
+        let mut out = Vec::new();
+        for s in &SERVICES {
+            for (require_keys, https) in
+                [(false, false), (true, false), (false, true), (true, true)]
+            {
+                out.push(Spec {
+                    require_keys,
+                    https,
+                    ..Spec::for_tests(s.kind, 2, &[], true, supervisor)
+                });
+            }
+        }
+        out
+    }
+
+    /// The command line the supervisor renders is parsed by the service's own `Config`
+    /// into the very value it was rendered from.
+    #[test]
+    fn every_command_line_parses_back_into_the_services_config() {
+        use clap::Parser;
+        fn back<C: Parser>(binary: &str, args: &[String]) -> C {
+            let argv = std::iter::once(binary.to_string()).chain(args.iter().cloned());
+            C::try_parse_from(argv).unwrap_or_else(|e| panic!("{binary} {args:?}: {e}"))
+        }
+        for spec in specs() {
+            let wiring = wiring(&spec, &Recorder::default()).expect("wiring");
+            let args = wiring.render().expect("renders");
+            let binary = service(spec.kind).binary;
+            let parsed = match &wiring {
+                Wiring::Control(_) => {
+                    Wiring::Control(back::<control::Config>(binary, &args).wiring)
+                }
+                Wiring::Ingest(_) => Wiring::Ingest(back::<ingest::Config>(binary, &args).wiring),
+                Wiring::Relay(_) => Wiring::Relay(back::<relay::Config>(binary, &args).wiring),
+                Wiring::Gateway(_) => {
+                    Wiring::Gateway(back::<gateway::Config>(binary, &args).wiring)
+                }
+            };
+            assert_eq!(parsed, wiring, "{args:?}");
+        }
+    }
+
+    /// What the table says a service reads and reaches (what a container mounts, what
+    /// starts first) is what its command line asks for.
+    #[test]
+    fn the_table_names_the_files_and_peers_the_command_lines_use() {
+        use std::collections::BTreeSet;
+        for spec in specs().into_iter().filter(|s| s.require_keys && s.https) {
+            let site = Recorder::default();
+            wiring(&spec, &site).expect("wiring");
+            let asked: BTreeSet<String> = site
+                .files
+                .borrow()
+                .iter()
+                .map(|f| format!("{f:?}"))
+                .collect();
+            let table: BTreeSet<String> = service(spec.kind)
+                .files()
+                .map(|f| format!("{f:?}"))
+                .collect();
+            assert_eq!(asked, table, "{:?} files", spec.kind);
+            let asked: BTreeSet<String> = site
+                .peers
+                .borrow()
+                .iter()
+                .map(|p| format!("{p:?}"))
+                .collect();
+            let table: BTreeSet<String> = service(spec.kind)
+                .peers()
+                .map(|p| format!("{p:?}"))
+                .collect();
+            assert_eq!(asked, table, "{:?} peers", spec.kind);
         }
     }
 

@@ -462,7 +462,7 @@ impl Runtime for DockerRuntime {
         };
         let body = ContainerCreateBody {
             image: Some(image),
-            cmd: Some(args(&spec, &network)),
+            cmd: Some(args(&spec, &network)?),
             labels: Some(labels(&self.stack, &spec.name, generation)),
             user: Some(user()),
             exposed_ports: Some(exposed),
@@ -646,7 +646,7 @@ mod tests {
         let gw: IpAddr = "172.18.0.1".parse().expect("addr");
         let control = spec(Kind::Control, 0, &[(Role::Grpc, 7000), (Role::Ops, 9100)]);
         assert_eq!(
-            args(&control, &Network { gateway: gw }),
+            args(&control, &Network { gateway: gw }).expect("a command line"),
             [
                 &[
                     "--listen",
@@ -670,7 +670,7 @@ mod tests {
             &[(Role::Quic, 0), (Role::Rtmp, 0), (Role::Ops, 0)],
         );
         assert_eq!(
-            args(&ingest, &Network { gateway: gw }),
+            args(&ingest, &Network { gateway: gw }).expect("a command line"),
             [
                 &[
                     "--listen",
@@ -696,7 +696,7 @@ mod tests {
         );
         let relay = spec(Kind::Relay, 3, &[(Role::Quic, 40123), (Role::Ops, 40124)]);
         assert_eq!(
-            args(&relay, &Network { gateway: gw }),
+            args(&relay, &Network { gateway: gw }).expect("a command line"),
             [
                 &[
                     "--listen",
@@ -728,7 +728,7 @@ mod tests {
         );
         let gateway = spec(Kind::Gateway, 0, &[(Role::Http, 8080)]);
         assert_eq!(
-            args(&gateway, &Network { gateway: gw }),
+            args(&gateway, &Network { gateway: gw }).expect("a command line"),
             [
                 &[
                     "--listen",
@@ -800,7 +800,7 @@ mod tests {
         let site = Network {
             gateway: "172.18.0.1".parse().expect("addr"),
         };
-        let args = args(&ingest, &site);
+        let args = args(&ingest, &site).expect("a command line");
         assert!(
             args.windows(3)
                 .any(|w| w == ["--keys-dir", "/run/ghost/keys", "--require-keys"]),

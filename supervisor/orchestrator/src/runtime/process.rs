@@ -195,7 +195,12 @@ impl Runtime for ProcessRuntime {
             LogFile::open(&log_path, self.rotation).map_err(Error::io("opening", &log_path))?,
         );
         let mut child = Command::new(&binary)
-            .args(services::args(spec, self))
+            .args(
+                services::args(spec, self).map_err(|source| Error::CommandLine {
+                    name: spec.name.clone(),
+                    source,
+                })?,
+            )
             .env("GHOST_LOG_FORMAT", "text")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -320,7 +325,7 @@ mod tests {
 
     fn args(spec: &Spec) -> Vec<String> {
         let runtime = ProcessRuntime::new("bin".into(), StateDir::new("state"));
-        services::args(spec, &runtime)
+        services::args(spec, &runtime).expect("a command line")
     }
 
     #[test]

@@ -354,7 +354,7 @@ impl SwarmRuntime {
         node: &NodeView,
         image: String,
         secrets: Vec<TaskSpecContainerSpecSecrets>,
-    ) -> ServiceSpec {
+    ) -> Result<ServiceSpec> {
         let self_id = self.shared.self_id();
         let viewers_host = if node.machine.id == self_id {
             spec.advertise_host
@@ -391,14 +391,14 @@ impl SwarmRuntime {
             })
             .collect();
         let limits = &self.local.limits;
-        ServiceSpec {
+        Ok(ServiceSpec {
             name: Some(self.local.container_name(&spec.name)),
             labels: Some(labels.clone()),
             task_template: Some(TaskSpec {
                 container_spec: Some(TaskSpecContainerSpec {
                     image: Some(image),
                     labels: Some(labels),
-                    args: Some(docker::args(spec, &site)),
+                    args: Some(docker::args(spec, &site)?),
                     user: Some(docker::user()),
                     read_only: Some(true),
                     capability_drop: Some(vec!["ALL".into()]),
@@ -453,7 +453,7 @@ impl SwarmRuntime {
                 ports: Some(ports),
             }),
             ..Default::default()
-        }
+        })
     }
 
     /// The tasks of service `service`.
@@ -605,7 +605,8 @@ impl SwarmRuntime {
             spec.ports = DockerRuntime::host_ports(&spec)?;
             let files = secret_files(spec.kind, &self.local.state_root())?;
             let secrets = self.secrets(&files).await?;
-            let service_spec = self.relay_service(&spec, generation, &node, image, secrets.clone());
+            let service_spec =
+                self.relay_service(&spec, generation, &node, image, secrets.clone())?;
             let created = self
                 .docker()
                 .create_service(service_spec, None)
@@ -1127,7 +1128,9 @@ mod tests {
             false,
             SocketAddr::from(([127, 0, 0, 1], 7071)),
         );
-        let service = runtime.relay_service(&spec, 1, &node("n1", "ready"), "image".into(), vec![]);
+        let service = runtime
+            .relay_service(&spec, 1, &node("n1", "ready"), "image".into(), vec![])
+            .expect("a service spec");
         let constraints = service
             .task_template
             .and_then(|t| t.placement)

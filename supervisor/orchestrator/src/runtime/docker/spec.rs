@@ -77,10 +77,13 @@ pub(in crate::runtime) fn host_config(
 
 /// `spec`'s command line inside its container at `site`; logs as JSON, which `docker logs`
 /// (and `docker service logs`) keep.
-pub(in crate::runtime) fn args(spec: &Spec, site: &dyn Site) -> Vec<String> {
-    let mut args = services::args(spec, site);
+pub(in crate::runtime) fn args(spec: &Spec, site: &dyn Site) -> Result<Vec<String>, Error> {
+    let mut args = services::args(spec, site).map_err(|source| Error::CommandLine {
+        name: spec.name.clone(),
+        source,
+    })?;
     args.extend(["--log-format".to_string(), "json".to_string()]);
-    args
+    Ok(args)
 }
 
 /// The labels of instance `generation` of service `name` of stack `stack`: what the event
