@@ -797,21 +797,38 @@ impl Supervisor {
     async fn down(&mut self) {
         self.policy.handle_down(now());
         let deadline = tokio::time::Instant::now() + DOWN_GRACE;
+        let mut stops: VecDeque<Instance> = VecDeque::new();
         loop {
-            while let Some(action) = self.policy.poll_action() {
-                match action {
-                    // One by one, in order: the gateway before the relays, the relays before
-                    // ingest and control, so no service outlives what it serves for long.
-                    Action::Stop(instance) => {
-                        if let Err(e) = self.runtime.stop(&instance).await {
-                            tracing::warn!(service = %instance.name, error = %server::telemetry::Chain(&e), "stop failed");
-                        }
-                        self.policy
-                            .handle_stopped(&instance.name, instance.generation, now());
+            loop {
+                while let Some(action) = self.policy.poll_action() {
+                    match action {
+                        Action::Stop(instance) => stops.push_back(instance),
+                        Action::Record(record) => self.record(record),
+                        // Nothing else is wanted of a stack going down.
+                        _ => {}
                     }
-                    Action::Record(record) => self.record(record),
-                    // Nothing else is wanted of a stack going down.
-                    _ => {}
+                }
+                // In order, kind by kind: the gateway before the relays, the relays before
+                // ingest and control, so no service outlives what it serves for long. The
+                // instances of one kind (the relays) stop together: a Swarm service takes
+                // seconds to go, and one after another they added up.
+                let Some(kind) = stops.front().map(|i| i.kind) else {
+                    break;
+                };
+                let mut batch = Vec::new();
+                while let Some(instance) = stops.pop_front_if(|i| i.kind == kind) {
+                    batch.push(instance);
+                }
+                let runtime = &self.runtime;
+                let stopping = batch.iter().map(|instance| async move {
+                    if let Err(e) = runtime.stop(instance).await {
+                        tracing::warn!(service = %instance.name, error = %server::telemetry::Chain(&e), "stop failed");
+                    }
+                });
+                futures_util::future::join_all(stopping).await;
+                for instance in &batch {
+                    self.policy
+                        .handle_stopped(&instance.name, instance.generation, now());
                 }
             }
             self.publish();
@@ -858,6 +875,8 @@ mod tests {
     struct Fake {
         calls: mpsc::UnboundedSender<(TokioInstant, Call)>,
         slow: Mutex<HashMap<String, Duration>>,
+        /// How long each stop takes.
+        stop_takes: Mutex<Duration>,
         failing: Mutex<HashSet<String>>,
         exits: mpsc::Sender<runtime::Event>,
     }
@@ -930,6 +949,8 @@ mod tests {
 
         async fn stop(&self, instance: &Instance) -> runtime::Result<()> {
             self.call(Call::Stop(name(&instance.name), instance.generation));
+            let takes = *self.stop_takes.lock().expect("lock");
+            tokio::time::sleep(takes).await;
             Ok(())
         }
 
@@ -989,6 +1010,7 @@ mod tests {
         let fake = Arc::new(Fake {
             calls: calls_tx,
             slow: Mutex::new(HashMap::new()),
+            stop_takes: Mutex::new(Duration::ZERO),
             failing: Mutex::new(HashSet::new()),
             exits: exits.clone(),
         });
@@ -1137,6 +1159,30 @@ mod tests {
                 .iter()
                 .all(|s| s.state == State::Stopped)
         );
+    }
+
+    /// Down stops kind by kind, in order, and the relays together: with stops of 5 s each,
+    /// gateway, relays, ingest and control take 20 s, not the 35 s of one after another.
+    #[tokio::test(start_paused = true)]
+    async fn down_stops_the_relays_together_between_the_gateway_and_ingest() {
+        let mut s = up(4, 4).await;
+        *s.fake.stop_takes.lock().expect("lock") = Duration::from_secs(5);
+        let t0 = TokioInstant::now();
+        s.handle.down().await;
+        let took = TokioInstant::now() - t0;
+        assert!(
+            took >= Duration::from_secs(20) && took < Duration::from_secs(21),
+            "down took {took:?}"
+        );
+        let calls = s.drain_calls();
+        let at = |c: Call| calls.iter().position(|x| *x == c).expect("stopped");
+        let relays: Vec<usize> = (1..=4)
+            .map(|i| at(Call::Stop(name(&format!("relay-{i}")), 1)))
+            .collect();
+        assert!(relays.iter().all(|r| *r > at(Call::Stop("gateway", 1))));
+        assert!(relays.iter().all(|r| *r < at(Call::Stop("ingest", 1))));
+        assert!(at(Call::Stop("ingest", 1)) < at(Call::Stop("control", 1)));
+        assert_eq!(calls.last(), Some(&Call::Cleanup));
     }
 
     #[tokio::test(start_paused = true)]
