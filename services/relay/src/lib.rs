@@ -139,7 +139,7 @@ struct State {
     /// Tickets already used, so none seats a second connection.
     used_tickets: UsedTickets,
     ticket_key: Option<Vec<u8>>,
-    ingest: String,
+    ingest: upstream::Ingest,
     upstream: quinn::Endpoint,
     streams: Mutex<HashMap<String, Slot>>,
     metrics: Metrics,
@@ -280,7 +280,7 @@ impl Server {
                 seats: Seats::new(config.wiring.capacity),
                 used_tickets: UsedTickets::default(),
                 ticket_key,
-                ingest: config.wiring.ingest.clone(),
+                ingest: upstream::Ingest::new(config.wiring.ingest.clone()),
                 upstream,
                 streams: Mutex::new(HashMap::new()),
                 metrics,

@@ -1,7 +1,8 @@
 //! The relay's side of ingest: a stream subscribed on its first viewer, shared by all of
 //! them, carried until it ends or nobody has watched for [`LINGER`].
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quinn::Connection;
@@ -15,6 +16,43 @@ use crate::seats::{Refusal, refusal};
 
 /// How long a relay keeps a stream with no viewer before dropping its subscription.
 pub(crate) const LINGER: Duration = Duration::from_secs(3);
+
+/// Where ingest is: a `host:port` looked up on each subscription (a restarted ingest
+/// container may come back at another address), with the last address found kept for when
+/// a lookup fails. A resolver that times out under load (a container network's DNS on a
+/// busy host) then costs nothing while ingest stays where it was; if it moved, the connection
+/// to the old address fails as it would have anyway.
+pub(crate) struct Ingest {
+    addr: String,
+    last: Mutex<Option<SocketAddr>>,
+}
+
+impl Ingest {
+    pub(crate) fn new(addr: String) -> Ingest {
+        Ingest {
+            addr,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Ingest's address now, or the last one found when the lookup fails.
+    pub(crate) async fn resolve(&self) -> Result<SocketAddr, quic::ResolveError> {
+        let last = || self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match quic::resolve(&self.addr).await {
+            Ok(addr) => {
+                *last() = Some(addr);
+                Ok(addr)
+            }
+            Err(e) => match *last() {
+                Some(addr) => {
+                    tracing::warn!(ingest = %self.addr, error = %server::telemetry::Chain(&e), %addr, "lookup failed; using the last address found");
+                    Ok(addr)
+                }
+                None => Err(e),
+            },
+        }
+    }
+}
 
 /// The track of `stream_id`, subscribing at ingest on the first viewer. Concurrent first
 /// viewers share one subscription.
@@ -45,7 +83,9 @@ async fn subscribe(state: Arc<State>, stream_id: String) -> Result<Track, Refusa
         tracing::warn!(stream = %stream_id, error = %e, "{what}");
         refusal(Code::Unavailable, &format!("{what}: {e}"))
     };
-    let addr = quic::resolve(&state.ingest)
+    let addr = state
+        .ingest
+        .resolve()
         .await
         .map_err(|e| unavailable("cannot resolve ingest", &e))?;
     let connecting = state
@@ -133,5 +173,26 @@ async fn carry(state: &State, conn: Connection, mut session: Session, track: &Tr
             quic::close(&conn, Code::Normal, "no viewers");
         }
         () = state.shutdown.cancelled() => quic::close(&conn, Code::Shutdown, "relay shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_lookup_falls_back_to_the_last_address_found() {
+        let ingest = Ingest::new("127.0.0.1:4433".into());
+        let found = ingest.resolve().await.expect("an address");
+        assert_eq!(found, "127.0.0.1:4433".parse().expect("addr"));
+        // A lookup that fails now (the name's resolver gone) gives the last address.
+        let failing = Ingest {
+            addr: "ingest-without-a-port".into(),
+            last: Mutex::new(Some(found)),
+        };
+        assert_eq!(failing.resolve().await.expect("the last one"), found);
+        // With none found before, the failure is the caller's to report.
+        let never = Ingest::new("ingest-without-a-port".into());
+        assert!(never.resolve().await.is_err());
     }
 }
