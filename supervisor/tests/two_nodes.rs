@@ -2,8 +2,9 @@
 //! `two-nodes.sh` (this host's engine the manager; a second dockerd, in namespaces of its own
 //! behind a veth pair, the worker). Relays spread over both nodes, a viewer on the worker's
 //! relay gets the same media as one on the manager's, and when the worker's link is cut its
-//! relay is replaced on the manager while viewers there lose nothing. The script holds the
-//! swarm tests' lock from `up` to `down`, and `down` runs also when the test fails.
+//! relay is replaced on the manager while viewers there lose nothing; the relay a spike of
+//! viewers adds goes to the node with fewer relays. The script holds the swarm tests' lock
+//! from `up` to `down`, and `down` runs also when the test fails.
 //! CI fails this test when no engine answers; elsewhere it is skipped.
 
 mod common;
@@ -437,6 +438,69 @@ async fn relays_spread_over_two_nodes_and_a_lost_node_is_replaced() {
             "one task on the worker, not two"
         );
         println!("two nodes: supervisor killed and started again: relays adopted {after:?}");
+
+        // A spike: more viewers than seats. Control refuses the excess, the supervisor adds
+        // a relay for it, and that relay goes to the node with fewer relays.
+        let status = stack.status().await;
+        let lighter = status
+            .nodes
+            .iter()
+            .min_by_key(|n| n.relays)
+            .expect("nodes")
+            .clone();
+        assert!(
+            status.nodes.iter().any(|n| n.relays > lighter.relays),
+            "the nodes hold as many relays each: {:?}",
+            status.nodes
+        );
+        let seats: u32 = status
+            .relays
+            .iter()
+            .filter(|r| r.accepting)
+            .map(|r| r.capacity.saturating_sub(r.viewers))
+            .sum();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (stream, publisher) = stack
+            .publish("two-nodes-spike", 30, 2000, 30, None, stop.clone())
+            .await;
+        let spike: Vec<_> = (0..seats + 2)
+            .map(|_| stack.watch(&stream, Some(Duration::from_secs(3)), None, stop.clone()))
+            .collect();
+        let since = Instant::now();
+        let (added, node) = loop {
+            let status = stack.status().await;
+            let new = relay_nodes(&status)
+                .into_iter()
+                .find(|(name, _)| !after.iter().any(|(n, _)| n == name));
+            if let Some((name, _)) = new
+                && let Some(node) = relay_on(&status, &name)
+            {
+                break (name, node);
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(30),
+                "no relay added for the spike: {:?}",
+                status.events.iter().rev().take(5).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        println!(
+            "two nodes: spike of {} viewers on {seats} seats: {added} added on {node} after {:.0} ms (nodes before: {:?})",
+            seats + 2,
+            ms(since.elapsed()),
+            status
+                .nodes
+                .iter()
+                .map(|n| (n.hostname.as_str(), n.relays))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(node, lighter.hostname, "spike capacity on the busier node");
+        for viewer in spike {
+            // The refused ones end with an error: what this checks is where capacity went.
+            let _ = viewer.await.expect("join");
+        }
+        stop.cancel();
+        let _ = publisher.await;
 
         // Down leaves nothing on either engine.
         let down = stack.ghost().arg("down").output().expect("down");

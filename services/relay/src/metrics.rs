@@ -1,8 +1,10 @@
 //! What a relay counts, on its `/metrics` as `ghost_relay_*`.
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::{Registry, Unit};
 use transport::fanout;
 
 #[derive(Debug, Default, Clone)]
@@ -61,5 +63,78 @@ impl Metrics {
             self.seated.clone(),
         );
         self.fanout.register(registry);
+        registry.register_collector(Box::new(Process));
+    }
+}
+
+/// The relay's own CPU time and resident memory, read at each scrape: a relay on another
+/// Swarm node is beyond the reach of the supervisor's engine, which reads them here
+/// instead (`ghost_relay_process_cpu_seconds_total`, `ghost_relay_process_resident_memory_bytes`).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Process;
+
+impl Process {
+    /// User and system CPU seconds of every thread so far.
+    fn cpu_seconds() -> Option<f64> {
+        use nix::sys::resource::{UsageWho, getrusage};
+        let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+        let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        Some(seconds(usage.user_time()) + seconds(usage.system_time()))
+    }
+
+    /// Resident memory now, bytes (getrusage has only the peak).
+    fn resident_bytes() -> Option<u64> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .and_then(|p| u64::try_from(p).ok())
+            .unwrap_or(4096);
+        Some(pages * page)
+    }
+}
+
+impl Collector for Process {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if let Some(seconds) = Process::cpu_seconds() {
+            let cpu = ConstCounter::new(seconds);
+            cpu.encode(encoder.encode_descriptor(
+                "process_cpu",
+                "User and system CPU time spent",
+                Some(&Unit::Seconds),
+                cpu.metric_type(),
+            )?)?;
+        }
+        if let Some(bytes) = Process::resident_bytes() {
+            let rss = ConstGauge::new(i64::try_from(bytes).unwrap_or(i64::MAX));
+            rss.encode(encoder.encode_descriptor(
+                "process_resident_memory",
+                "Resident memory size",
+                Some(&Unit::Bytes),
+                rss.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_process_figures_are_on_metrics() {
+        let mut registry = Registry::with_prefix("ghost_relay");
+        Metrics::default().register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        };
+        assert!(value("ghost_relay_process_cpu_seconds_total") > 0.0);
+        assert!(value("ghost_relay_process_resident_memory_bytes") > 0.0);
     }
 }

@@ -164,7 +164,7 @@ pub enum Error {
     Panicked,
     /// What only the Swarm runtime meets.
     #[error(transparent)]
-    Swarm(#[from] swarm::Error),
+    Swarm(#[from] swarm::error::Error),
 }
 
 impl Error {

@@ -15,180 +15,64 @@
 //! - A relay's files (its TLS directory and the ticket key) travel as Swarm secrets, named
 //!   after their content, so a node needs nothing but the images.
 //! - Deaths: a relay on this node is reported by the Docker runtime's event watcher within
-//!   milliseconds; every [`POLL`] the tasks and nodes of the swarm are read, and a relay whose
-//!   task ended, whose service went, or whose node is down or disconnected is reported as
-//!   exited, which makes the supervisor forget it at control and start a replacement.
+//!   milliseconds; the [`poller`] reports the others as exited, which makes the supervisor
+//!   forget them at control and start replacements.
+//!
+//! Each concern is a module of its own: the [`error`] type, the [`nodes`] as placement reads
+//! them, the [`relays`] placed (state the calls and the poller share), the [`poller`], the
+//! relay's Swarm [`service`], its [`secrets`], the [`tasks`] the engine reports, and the
+//! [`usage`] of relays on other nodes, which they report themselves.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine as _;
 use bollard::Docker;
-use bollard::models::{
-    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
-    EndpointSpec, EndpointSpecModeEnum, HealthConfig, Limit, LocalNodeState,
-    NetworkAttachmentConfig, Node, NodeSpecAvailabilityEnum, NodeSpecRoleEnum, NodeState,
-    SecretSpec, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, Task, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets,
-    TaskSpecLogDriver, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum, TaskState,
-};
+use bollard::models::{LocalNodeState, Task, TaskState};
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListNodesOptions, ListSecretsOptionsBuilder,
-    ListServicesOptionsBuilder, ListTasksOptionsBuilder, LogsOptionsBuilder,
+    ListContainersOptionsBuilder, ListNodesOptions, LogsOptionsBuilder,
 };
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use api::status::{Kind, Usage};
+use api::status::{Kind, Role, Usage};
 
 use super::docker::{self, DockerRuntime, LABEL_GENERATION, LABEL_STACK};
 use super::{Container, Event, Handle, Instance, Replica, Result, Runtime};
-use crate::services::Spec;
-use crate::services::{self, Audience, File, Listen, Site};
+use crate::policy::placement::Machine;
+use crate::services::{self, Spec};
 use crate::stack::StateDir;
 
+pub mod error;
 mod nodes;
+mod poller;
+mod relays;
 mod secrets;
+mod service;
+mod tasks;
+mod usage;
 
-use crate::policy::placement::Machine;
-use nodes::*;
-use secrets::*;
+pub use error::Error;
+pub use nodes::LABEL_PUBLIC_ADDRESS;
+use nodes::NodeView;
+use relays::{Placed, Shared};
+use service::STOP_GRACE;
+use tasks::{task_end, task_state, terminal};
 
-/// How often the swarm's tasks and nodes are read.
-const POLL: Duration = Duration::from_millis(250);
-/// Node label naming the address viewers reach that node's relays at (set by the operator,
-/// or by the Ansible deployment, to the node's public address).
-pub const LABEL_PUBLIC_ADDRESS: &str = "ghost.public-address";
 /// How long a relay's task may take from its service's creation to running: scheduling,
 /// secrets, network attachment and the container's start.
 const TASK_TIMEOUT: Duration = Duration::from_secs(20);
 /// Label Docker puts on a Swarm task's container: the id of its service.
 const LABEL_SWARM_SERVICE: &str = "com.docker.swarm.service.id";
-/// How long a relay gets between SIGTERM and SIGKILL.
-const STOP_GRACE: Duration = Duration::from_secs(3);
-
-/// What only the Swarm runtime meets: a swarm this engine does not manage, and relays
-/// Swarm would not place or run.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// This engine is no manager of an active swarm.
-    #[error(
-        "this Docker Engine is not a Swarm manager (swarm state: {state}); run `docker swarm init` \
-         here (or join the swarm as a manager) first, or use --runtime docker"
-    )]
-    NotManager {
-        /// The engine's swarm state (`inactive`, `pending`, ...).
-        state: String,
-    },
-    /// No node can take a relay.
-    #[error(transparent)]
-    NoMachine(#[from] crate::policy::placement::NoMachine),
-    /// A relay's task ended before it ran.
-    #[error("{name} did not start: {reason}")]
-    TaskEnded {
-        /// The relay.
-        name: String,
-        /// Swarm's reason.
-        reason: String,
-    },
-    /// A relay's task did not run in time.
-    #[error("{name} did not run within {timeout:?}: {last}")]
-    TaskTimeout {
-        /// The relay.
-        name: String,
-        /// How long it was given.
-        timeout: Duration,
-        /// The last reason Swarm gave for waiting.
-        last: String,
-    },
-}
 
 /// Runs relays as Swarm services and the rest of the stack as containers of this manager.
 pub struct SwarmRuntime {
     local: DockerRuntime,
     shared: Arc<Shared>,
     poller: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-/// What the runtime's calls and its poller share.
-#[derive(Default)]
-struct Shared {
-    /// Relays being started, started or adopted, and not stopped since.
-    relays: Mutex<HashMap<String, Placed>>,
-    /// The swarm's nodes as last read.
-    nodes: Mutex<Vec<NodeView>>,
-    /// This manager's node id.
-    self_id: Mutex<String>,
-    /// The node each relay was last lost on (it died there, or never ran), which its
-    /// replacement avoids.
-    lost_on: Mutex<HashMap<String, String>>,
-}
-
-impl Shared {
-    fn relays(&self) -> std::sync::MutexGuard<'_, HashMap<String, Placed>> {
-        self.relays.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn self_id(&self) -> String {
-        self.self_id
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Forgets `name`'s relay if it is still generation `generation`.
-    /// Notes that relay `name` was lost on `node`.
-    fn lost(&self, name: &str, node: String) {
-        self.lost_on
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.to_string(), node);
-    }
-
-    fn forget(&self, name: &str, generation: u64) -> Option<Placed> {
-        let mut relays = self.relays();
-        if relays.get(name).is_some_and(|p| p.generation == generation) {
-            relays.remove(name)
-        } else {
-            None
-        }
-    }
-}
-
-/// A relay's site: inside the stack's overlay like the Docker runtime's containers, but
-/// advertised to viewers at its node's address.
-struct RelaySite {
-    network: docker::Network,
-    viewers_host: String,
-}
-
-impl Site for RelaySite {
-    fn bind(&self, spec: &Spec, listen: &Listen) -> String {
-        self.network.bind(spec, listen)
-    }
-
-    fn peer(&self, spec: &Spec, kind: Kind, listen: &Listen) -> String {
-        self.network.peer(spec, kind, listen)
-    }
-
-    fn file(&self, file: File) -> String {
-        self.network.file(file)
-    }
-
-    fn advertise(&self, spec: &Spec, listen: &Listen, audience: Audience) -> Option<String> {
-        match audience {
-            Audience::Services => self.network.advertise(spec, listen, audience),
-            Audience::Viewers => Some(format!("{}:{}", self.viewers_host, spec.port(listen.role))),
-        }
-    }
-
-    fn local_source(&self) -> Option<IpAddr> {
-        self.network.local_source()
-    }
+    /// Reads the usage of relays on other nodes.
+    http: reqwest::Client,
 }
 
 /// Checks that `docker` is a manager of an active swarm; returns this node's id.
@@ -215,37 +99,6 @@ pub async fn manager_node(docker: &Docker) -> Result<String> {
         .ok_or_else(|| super::Error::Unexpected("the swarm did not name this node".into()))
 }
 
-/// The Swarm services carrying the stack label `label` (`ghost-stream.stack=<id>`).
-async fn stack_services(
-    docker: &Docker,
-    label: &str,
-) -> Result<Vec<bollard::models::Service>, bollard::errors::Error> {
-    let filters = HashMap::from([("label", vec![label])]);
-    let options = ListServicesOptionsBuilder::default()
-        .filters(&filters)
-        .build();
-    docker.list_services(Some(options)).await
-}
-
-/// The Swarm secrets carrying the stack label `label`.
-async fn stack_secrets(
-    docker: &Docker,
-    label: &str,
-) -> Result<Vec<bollard::models::Secret>, bollard::errors::Error> {
-    let filters = HashMap::from([("label", vec![label])]);
-    let options = ListSecretsOptionsBuilder::default()
-        .filters(&filters)
-        .build();
-    docker.list_secrets(Some(options)).await
-}
-
-/// The tasks of the Swarm services `ids`.
-async fn tasks_of(docker: &Docker, ids: Vec<&str>) -> Result<Vec<Task>, bollard::errors::Error> {
-    let filters = HashMap::from([("service", ids)]);
-    let options = ListTasksOptionsBuilder::default().filters(&filters).build();
-    docker.list_tasks(Some(options)).await
-}
-
 impl SwarmRuntime {
     /// A runtime on the manager `docker` for the stack whose files are in `state`.
     pub fn new(docker: Docker, state: StateDir, bin_dir: PathBuf) -> SwarmRuntime {
@@ -253,6 +106,7 @@ impl SwarmRuntime {
             local: DockerRuntime::new(docker, state, bin_dir).on_overlay(),
             shared: Arc::new(Shared::default()),
             poller: Mutex::new(None),
+            http: usage::client(),
         }
     }
 
@@ -277,188 +131,13 @@ impl SwarmRuntime {
             .await
             .map_err(super::Error::engine("listing the swarm's nodes"))?;
         let views: Vec<NodeView> = nodes.iter().filter_map(NodeView::from_node).collect();
-        *self.shared.nodes.lock().unwrap_or_else(|e| e.into_inner()) = views.clone();
+        self.shared.set_nodes(views.clone());
         Ok(views)
-    }
-
-    /// Creates the secrets for `files` that do not exist yet; returns their references.
-    async fn secrets(&self, files: &[SecretFile]) -> Result<Vec<TaskSpecContainerSpecSecrets>> {
-        let existing: HashMap<String, String> = stack_secrets(self.docker(), &self.label())
-            .await
-            .map_err(super::Error::engine("listing the stack's secrets"))?
-            .into_iter()
-            .filter_map(|s| Some((s.spec?.name?, s.id?)))
-            .collect();
-        let uid = nix::unistd::Uid::current().to_string();
-        let gid = nix::unistd::Gid::current().to_string();
-        let mut out = Vec::new();
-        for file in files {
-            let name = file.name(&self.local.stack);
-            let id = match existing.get(&name) {
-                Some(id) => id.clone(),
-                None => {
-                    self.docker()
-                        .create_secret(SecretSpec {
-                            name: Some(name.clone()),
-                            labels: Some(HashMap::from([(
-                                LABEL_STACK.to_string(),
-                                self.local.stack.clone(),
-                            )])),
-                            data: Some(
-                                base64::engine::general_purpose::STANDARD.encode(&file.data),
-                            ),
-                            ..Default::default()
-                        })
-                        .await
-                        .map_err(super::Error::engine(format!("creating secret {name}")))?
-                        .id
-                }
-            };
-            out.push(TaskSpecContainerSpecSecrets {
-                file: Some(TaskSpecContainerSpecFile {
-                    name: Some(file.target.clone()),
-                    uid: Some(uid.clone()),
-                    gid: Some(gid.clone()),
-                    mode: Some(0o400),
-                }),
-                secret_id: Some(id),
-                secret_name: Some(name),
-            });
-        }
-        Ok(out)
-    }
-
-    /// Removes the stack's secrets no service uses any more (earlier certificates); those in
-    /// use refuse, which is what keeps them.
-    async fn prune_secrets(&self, keep: &[TaskSpecContainerSpecSecrets]) {
-        let Ok(secrets) = stack_secrets(self.docker(), &self.label()).await else {
-            return;
-        };
-        for id in secrets.into_iter().filter_map(|s| s.id) {
-            if keep
-                .iter()
-                .any(|k| k.secret_id.as_deref() == Some(id.as_str()))
-            {
-                continue;
-            }
-            let _ = self.docker().delete_secret(&id).await;
-        }
-    }
-
-    /// The service spec of relay `spec` (its host ports decided), generation `generation`,
-    /// pinned to `node`.
-    fn relay_service(
-        &self,
-        spec: &Spec,
-        generation: u64,
-        node: &NodeView,
-        image: String,
-        secrets: Vec<TaskSpecContainerSpecSecrets>,
-    ) -> Result<ServiceSpec> {
-        let self_id = self.shared.self_id();
-        let viewers_host = if node.machine.id == self_id {
-            spec.advertise_host
-                .clone()
-                .unwrap_or_else(|| Ipv4Addr::LOCALHOST.to_string())
-        } else {
-            node.public.clone().unwrap_or_else(|| node.addr.clone())
-        };
-        let site = RelaySite {
-            network: docker::Network {
-                gateway: self.local.internal_ip(),
-            },
-            viewers_host,
-        };
-        let labels = docker::labels(&self.local.stack, &spec.name, generation);
-        let ports = services::service(spec.kind)
-            .listens_for(spec)
-            .flat_map(|listen| {
-                listen
-                    .transport
-                    .protocols()
-                    .iter()
-                    .map(|protocol| EndpointPortConfig {
-                        protocol: Some(if *protocol == "udp" {
-                            EndpointPortConfigProtocolEnum::UDP
-                        } else {
-                            EndpointPortConfigProtocolEnum::TCP
-                        }),
-                        target_port: Some(i64::from(listen.container_port)),
-                        published_port: Some(i64::from(spec.port(listen.role))),
-                        publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
-                        ..Default::default()
-                    })
-            })
-            .collect();
-        let limits = &self.local.limits;
-        Ok(ServiceSpec {
-            name: Some(self.local.container_name(&spec.name)),
-            labels: Some(labels.clone()),
-            task_template: Some(TaskSpec {
-                container_spec: Some(TaskSpecContainerSpec {
-                    image: Some(image),
-                    labels: Some(labels),
-                    args: Some(docker::args(spec, &site)?),
-                    user: Some(docker::user()),
-                    read_only: Some(true),
-                    capability_drop: Some(vec!["ALL".into()]),
-                    secrets: Some(secrets),
-                    // Swarm holds a task in `starting` until the image's health check first
-                    // passes (5 s), and would kill it on its own when it fails. The
-                    // supervisor probes every relay each second and decides itself.
-                    health_check: Some(HealthConfig {
-                        test: Some(vec!["NONE".into()]),
-                        ..Default::default()
-                    }),
-                    stop_grace_period: Some(
-                        i64::try_from(STOP_GRACE.as_nanos()).unwrap_or(i64::MAX),
-                    ),
-                    ..Default::default()
-                }),
-                resources: Some(TaskSpecResources {
-                    limits: Some(Limit {
-                        memory_bytes: Some(
-                            i64::try_from(limits.memory_of(spec.kind)).unwrap_or(i64::MAX),
-                        ),
-                        pids: Some(i64::from(limits.pids)),
-                        nano_cpus: None,
-                    }),
-                    ..Default::default()
-                }),
-                restart_policy: Some(TaskSpecRestartPolicy {
-                    condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
-                    ..Default::default()
-                }),
-                placement: Some(TaskSpecPlacement {
-                    constraints: Some(vec![format!("node.id=={}", node.machine.id)]),
-                    ..Default::default()
-                }),
-                networks: Some(vec![NetworkAttachmentConfig {
-                    target: Some(self.local.network.clone()),
-                    aliases: Some(vec![spec.name.clone()]),
-                    driver_opts: None,
-                }]),
-                log_driver: Some(TaskSpecLogDriver {
-                    name: Some("json-file".into()),
-                    options: Some(docker::log_options(limits)),
-                }),
-                ..Default::default()
-            }),
-            mode: Some(ServiceSpecMode {
-                replicated: Some(ServiceSpecModeReplicated { replicas: Some(1) }),
-                ..Default::default()
-            }),
-            endpoint_spec: Some(EndpointSpec {
-                mode: Some(EndpointSpecModeEnum::DNSRR),
-                ports: Some(ports),
-            }),
-            ..Default::default()
-        })
     }
 
     /// The tasks of service `service`.
     async fn tasks_of(&self, service: &str) -> Result<Vec<Task>> {
-        tasks_of(self.docker(), vec![service])
+        tasks::tasks_of(self.docker(), vec![service])
             .await
             .map_err(super::Error::engine(format!(
                 "listing the tasks of {service}"
@@ -576,12 +255,7 @@ impl SwarmRuntime {
                 }
             }
             let machines: Vec<Machine> = nodes.iter().map(|n| n.machine.clone()).collect();
-            let avoid = self
-                .shared
-                .lost_on
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&spec.name);
+            let avoid = self.shared.take_lost(&spec.name);
             let chosen = crate::policy::placement::choose(&machines, &load, avoid.as_deref())
                 .map_err(Error::from)?;
             let node = nodes
@@ -603,10 +277,17 @@ impl SwarmRuntime {
         let started = async {
             let mut spec = spec.clone();
             spec.ports = DockerRuntime::host_ports(&spec)?;
-            let files = secret_files(spec.kind, &self.local.state_root())?;
-            let secrets = self.secrets(&files).await?;
-            let service_spec =
-                self.relay_service(&spec, generation, &node, image, secrets.clone())?;
+            let files = secrets::secret_files(spec.kind, &self.local.state_root())?;
+            let secrets = secrets::create(self.docker(), &self.local.stack, &files).await?;
+            let service_spec = service::relay_service(
+                &self.local,
+                &self.shared.self_id(),
+                &spec,
+                generation,
+                &node,
+                image,
+                secrets.clone(),
+            )?;
             let created = self
                 .docker()
                 .create_service(service_spec, None)
@@ -634,7 +315,7 @@ impl SwarmRuntime {
                 .build();
             docker::wait_ready(&spec.name, self.docker().task_logs(&task_id, Some(options)))
                 .await?;
-            self.prune_secrets(&secrets).await;
+            secrets::prune(self.docker(), &self.local.stack, &secrets).await;
             Ok::<_, super::Error>((
                 self.relay_instance(&spec, generation, &id, &task, &node),
                 id,
@@ -706,81 +387,6 @@ impl SwarmRuntime {
     }
 }
 
-/// Reads the swarm every [`POLL`] and reports relays that are gone (see [`gone`]). Ends
-/// when the supervisor stops listening.
-async fn poll(docker: Docker, stack: String, shared: Arc<Shared>, events: mpsc::Sender<Event>) {
-    let label = format!("{LABEL_STACK}={stack}");
-    let mut tick = tokio::time::interval(POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        tick.tick().await;
-        if events.is_closed() {
-            return;
-        }
-        let watched: Vec<(String, Placed)> = shared
-            .relays()
-            .iter()
-            .filter(|(_, p)| p.running)
-            .map(|(n, p)| (n.clone(), p.clone()))
-            .collect();
-        let read = async {
-            let nodes = docker.list_nodes(None::<ListNodesOptions>).await?;
-            let services = stack_services(&docker, &label).await?;
-            // Tasks of the services that still exist: the engine refuses a filter naming a
-            // removed one (404), and a removed service is a gone relay in its own right.
-            let ids: Vec<&str> = watched
-                .iter()
-                .map(|(_, p)| p.service.as_str())
-                .filter(|id| services.iter().any(|s| s.id.as_deref() == Some(*id)))
-                .collect();
-            let tasks = if ids.is_empty() {
-                Vec::new()
-            } else {
-                tasks_of(&docker, ids).await?
-            };
-            Ok::<_, bollard::errors::Error>((nodes, services, tasks))
-        };
-        // An engine that does not answer: the Docker runtime's watcher reports that. Any
-        // other failure is logged once until reads succeed again.
-        let (nodes, services, tasks) = match read.await {
-            Ok(read) => {
-                failing = false;
-                read
-            }
-            Err(error) => {
-                if !failing {
-                    tracing::warn!(error = %server::telemetry::Chain(&error), "reading the swarm failed");
-                    failing = true;
-                }
-                continue;
-            }
-        };
-        let nodes: Vec<NodeView> = nodes.iter().filter_map(NodeView::from_node).collect();
-        let services: std::collections::HashSet<String> =
-            services.into_iter().filter_map(|s| s.id).collect();
-        for (name, placed) in watched {
-            let Some(status) = gone(&placed, &services, &tasks, &nodes) else {
-                continue;
-            };
-            if shared.forget(&name, placed.generation).is_none() {
-                continue;
-            }
-            shared.lost(&name, placed.node.clone());
-            tracing::info!(service = %name, generation = placed.generation, %status, "relay gone from the swarm");
-            let exited = Event::Exited {
-                name,
-                generation: placed.generation,
-                status,
-            };
-            if events.send(exited).await.is_err() {
-                return;
-            }
-        }
-        *shared.nodes.lock().unwrap_or_else(|e| e.into_inner()) = nodes;
-    }
-}
-
 #[async_trait::async_trait]
 impl Runtime for SwarmRuntime {
     fn backend(&self) -> super::Backend {
@@ -793,11 +399,7 @@ impl Runtime for SwarmRuntime {
         progress: &crate::runtime::Progress,
     ) -> Result<()> {
         let self_id = manager_node(self.docker()).await?;
-        *self
-            .shared
-            .self_id
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = self_id;
+        self.shared.set_self_id(self_id);
         self.local.prepare(events.clone(), progress).await?;
         let nodes = self.read_nodes().await?;
         progress(&format!(
@@ -812,7 +414,7 @@ impl Runtime for SwarmRuntime {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        let poller = tokio::spawn(poll(
+        let poller = tokio::spawn(poller::poll(
             self.docker().clone(),
             self.local.stack.clone(),
             self.shared.clone(),
@@ -936,21 +538,16 @@ impl Runtime for SwarmRuntime {
 
     async fn usage(&self, instance: &Instance) -> Option<Usage> {
         match &instance.handle {
-            // Another node's: this engine cannot read it.
+            // Another node's: this engine cannot read it; the relay reports its own.
             Handle::Replica(Replica {
                 container: None, ..
-            }) => None,
+            }) => usage::scrape(&self.http, *instance.addrs.get(&Role::Ops)?).await,
             _ => self.local.usage(instance).await,
         }
     }
 
     async fn nodes(&self) -> Vec<api::status::Node> {
-        let nodes = self
-            .shared
-            .nodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let nodes = self.shared.nodes();
         let relays = self.shared.relays();
         nodes
             .into_iter()
@@ -973,7 +570,7 @@ impl Runtime for SwarmRuntime {
             p.abort();
         }
         self.shared.relays().clear();
-        let services = stack_services(self.docker(), &self.label())
+        let services = tasks::stack_services(self.docker(), &self.label())
             .await
             .unwrap_or_default();
         let ids: Vec<String> = services.into_iter().filter_map(|s| s.id).collect();
@@ -984,157 +581,7 @@ impl Runtime for SwarmRuntime {
         // they use cannot be removed.
         self.wait_removed(&ids).await;
         self.local.cleanup().await?;
-        self.prune_secrets(&[]).await;
+        secrets::prune(self.docker(), &self.local.stack, &[]).await;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(id: &str, state: &str) -> NodeView {
-        NodeView {
-            machine: Machine {
-                id: id.into(),
-                hostname: format!("host-{id}"),
-                availability: "active".into(),
-                state: state.into(),
-                cpus: 2.0,
-            },
-            manager: false,
-            addr: "10.0.0.1".into(),
-            public: None,
-        }
-    }
-
-    fn task(service: &str, state: TaskState, index: u64, err: Option<&str>) -> Task {
-        Task {
-            service_id: Some(service.into()),
-            version: Some(bollard::models::ObjectVersion { index: Some(index) }),
-            status: Some(bollard::models::TaskStatus {
-                state: Some(state),
-                err: err.map(str::to_string),
-                container_status: Some(bollard::models::ContainerStatus {
-                    exit_code: Some(137),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_relay_is_gone_when_its_task_ends_its_service_goes_or_its_node_is_lost() {
-        let placed = Placed {
-            generation: 1,
-            service: "s1".into(),
-            node: "b".into(),
-            running: true,
-        };
-        let services = std::collections::HashSet::from(["s1".to_string()]);
-        let nodes = [node("b", "ready")];
-        let running = [task("s1", TaskState::RUNNING, 5, None)];
-        assert_eq!(gone(&placed, &services, &running, &nodes), None);
-
-        let failed = [task(
-            "s1",
-            TaskState::FAILED,
-            6,
-            Some("task: non-zero exit (137)"),
-        )];
-        let why = gone(&placed, &services, &failed, &nodes).expect("gone");
-        assert!(why.contains("failed") && why.contains("137"), "{why}");
-
-        assert_eq!(
-            gone(&placed, &Default::default(), &running, &nodes).as_deref(),
-            Some("its Swarm service was removed")
-        );
-
-        let down = [node("b", "down")];
-        assert_eq!(
-            gone(&placed, &services, &running, &down).as_deref(),
-            Some("its node host-b is down")
-        );
-
-        // Drained: Swarm shuts its task down and queues another, which cannot run.
-        let drained = [
-            task("s1", TaskState::SHUTDOWN, 7, None),
-            task("s1", TaskState::PENDING, 8, None),
-        ];
-        let why = gone(&placed, &services, &drained, &nodes).expect("gone");
-        assert!(why.starts_with("task shutdown"), "{why}");
-    }
-
-    #[test]
-    fn secret_names_follow_the_content_and_fit_swarms_limit() {
-        let a = SecretFile {
-            target: format!("{}/tls/relay.pem", docker::MOUNT),
-            data: b"one".to_vec(),
-        };
-        let b = SecretFile {
-            data: b"two".to_vec(),
-            ..a.clone()
-        };
-        assert!(
-            a.name("0a1b2c3d")
-                .starts_with("ghost-0a1b2c3d-tls-relay-pem-")
-        );
-        assert_ne!(a.name("0a1b2c3d"), b.name("0a1b2c3d"));
-        let long = SecretFile {
-            target: format!("{}/{}", docker::MOUNT, "x".repeat(100)),
-            data: Vec::new(),
-        };
-        assert!(long.name("0a1b2c3d").len() <= 64);
-    }
-
-    #[test]
-    fn a_relay_reads_its_tls_directory_and_the_ticket_key_and_nothing_else() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let state = StateDir::new(dir.path());
-        let tls = state.tls_dir_of(identity::Role::Relay);
-        std::fs::create_dir_all(&tls).expect("mkdir");
-        std::fs::write(tls.join("relay.pem"), b"cert").expect("write");
-        std::fs::write(tls.join("ca.pem"), b"ca").expect("write");
-        std::fs::write(state.ticket_key(), b"key").expect("write");
-        let control = state.tls_dir_of(identity::Role::Control);
-        std::fs::create_dir_all(&control).expect("mkdir");
-        std::fs::write(control.join("control.pem"), b"no").expect("write");
-        let files = secret_files(Kind::Relay, dir.path()).expect("files");
-        let targets: Vec<&str> = files.iter().map(|f| f.target.as_str()).collect();
-        assert_eq!(
-            targets,
-            [
-                "/run/ghost/tls/ca.pem",
-                "/run/ghost/tls/relay.pem",
-                "/run/ghost/ticket.key"
-            ]
-        );
-    }
-
-    #[test]
-    fn a_relay_service_is_pinned_to_the_chosen_node_by_its_id() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // The client connects lazily: nothing here talks to an engine.
-        let engine =
-            Docker::connect_with_http("http://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION)
-                .expect("a client");
-        let runtime = SwarmRuntime::new(engine, StateDir::new(dir.path()), dir.path().into());
-        let spec = Spec::for_tests(
-            Kind::Relay,
-            1,
-            &[],
-            false,
-            SocketAddr::from(([127, 0, 0, 1], 7071)),
-        );
-        let service = runtime
-            .relay_service(&spec, 1, &node("n1", "ready"), "image".into(), vec![])
-            .expect("a service spec");
-        let constraints = service
-            .task_template
-            .and_then(|t| t.placement)
-            .and_then(|p| p.constraints);
-        assert_eq!(constraints, Some(vec!["node.id==n1".to_string()]));
     }
 }
