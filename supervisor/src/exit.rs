@@ -6,7 +6,8 @@
 pub use clients::exit::{Exit, FAILURE, LOST, NOT_FOUND, OK, REJECTED, USAGE};
 
 /// The exit code for an error: [`USAGE`] for a certificate the operator named that cannot be
-/// used, else the clients' rule ([`clients::exit::code_of`]).
+/// used, else that of the first error in its chain that carries one
+/// ([`clients::exit::code_in`]), else [`FAILURE`].
 pub fn code_of(error: &anyhow::Error) -> i32 {
     if error
         .chain()
@@ -15,7 +16,10 @@ pub fn code_of(error: &anyhow::Error) -> i32 {
     {
         USAGE
     } else {
-        clients::exit::code_of(error)
+        error
+            .chain()
+            .find_map(clients::exit::code_in)
+            .unwrap_or(FAILURE)
     }
 }
 

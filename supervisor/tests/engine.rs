@@ -334,7 +334,7 @@ async fn keep_watching(
                 }
             }
             Err(e) => {
-                let code = exit::code_of(&e);
+                let code = e.code();
                 // Only a refusal for room, or a relay unreachable, is expected here.
                 if code != exit::REJECTED && code != exit::LOST {
                     watches.push(Err(format!("{e:#}")));

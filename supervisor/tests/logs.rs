@@ -94,6 +94,7 @@ async fn probe(stack: &Stack, relay: &str, marker: &str) {
         .send(&wire::Message::Join {
             stream_id: "not-the-tickets".into(),
             ticket,
+            delivery: wire::Delivery::StreamPerGroup,
         })
         .await
         .expect("join");

@@ -152,6 +152,7 @@ async fn bad_input_gets_a_clear_error_and_harms_nothing() {
             .send(&Message::Join {
                 stream_id: id.clone(),
                 ticket: bytes::Bytes::from_static(b"forged"),
+                delivery: wire::Delivery::StreamPerGroup,
             })
             .await
             .expect("send");

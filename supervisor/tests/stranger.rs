@@ -34,6 +34,7 @@ async fn join(stack: &Stack, stream: &str, ticket: &[u8]) -> Result<quinn::Conne
         .send(&Message::Join {
             stream_id: stream.to_string(),
             ticket: ticket.to_vec().into(),
+            delivery: wire::Delivery::StreamPerGroup,
         })
         .await
         .expect("send join");

@@ -250,6 +250,7 @@ async fn the_relay_enforces_its_own_cap() {
             .send(&wire::Message::Join {
                 stream_id: id.clone(),
                 ticket: ticket.into(),
+                delivery: wire::Delivery::StreamPerGroup,
             })
             .await
             .expect("join");
@@ -268,6 +269,7 @@ async fn the_relay_enforces_its_own_cap() {
             .send(&wire::Message::Join {
                 stream_id: id.clone(),
                 ticket: forged,
+                delivery: wire::Delivery::StreamPerGroup,
             })
             .await
             .expect("join");

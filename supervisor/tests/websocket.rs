@@ -97,6 +97,34 @@ async fn a_websocket_viewer_gets_what_the_other_carriers_get() {
             "{forged:?}"
         );
         wait_metric(&stack, "viewers", 0).await;
+        // One stream is native QUIC's alone (a WebSocket is one already): refused before
+        // the ticket is spent or a seat taken.
+        let addr = websocket_addr(&stack).await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let session = transport::ws::connect(tcp, &format!("ws://{addr}/"))
+            .await
+            .expect("WebSocket handshake");
+        let ticket = stack.relay_ticket(&id);
+        let asked = common::join_asking_until_closed(
+            &session,
+            &id,
+            ticket,
+            wire::Delivery::OneStream,
+            Duration::from_secs(8),
+        )
+        .await;
+        println!("one stream asked over WebSocket: {asked:?}");
+        assert!(
+            matches!(
+                asked,
+                Closed::ByPeer {
+                    code: Code::Protocol,
+                    ..
+                }
+            ),
+            "{asked:?}"
+        );
+        wait_metric(&stack, "viewers", 0).await;
 
         let native = stack.watch(&id, None, None, stop.clone());
         let browser = stack.watch_on(Transport::WebTransport, &id, None, None, stop.clone());

@@ -13,6 +13,10 @@
 //!   relay's certificate; the subprotocol `ghost-ws.1` carries the same streams
 //!   ([`transport::ws`]).
 //!
+//! A native viewer's join may ask for [`wire::Delivery::OneStream`], a benchmark's control
+//! case: the same service with every group on its session stream, in the WebSocket carrier's
+//! framing ([`transport::one_stream`]); the other carriers are refused it.
+//!
 //! All three get exactly the same service and the same close codes (a browser reads them as the
 //! session's `closeCode`; group streams are reset with the same `group_skipped` code). A
 //! connection takes a seat only once its `Join` carries a valid ticket that was not used

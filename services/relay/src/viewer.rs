@@ -6,10 +6,13 @@ use std::sync::Arc;
 use prometheus_client::metrics::gauge::Gauge;
 use quinn::Connection;
 use server::clock;
-use transport::fanout;
-use transport::peer::{self, Peer};
+use transport::fanout::{self, ServeError};
+use transport::one_stream::OneStream;
+use transport::peer;
 use transport::quic::{self, Session};
-use wire::{Code, Message};
+use transport::track::Track;
+use transport::ws;
+use wire::{Code, Delivery, Message};
 
 use crate::State;
 use crate::metrics::Metrics;
@@ -56,7 +59,15 @@ pub(crate) async fn viewer(state: Arc<State>, conn: Connection) {
     }
 }
 
-pub(crate) async fn viewer_on<P: Peer>(state: &Arc<State>, conn: &P, carrier: Carrier) {
+/// The session stream a viewer is served on, as its join asked.
+enum Served<P: OneStream> {
+    /// A group per stream on the viewer's connection.
+    StreamPerGroup(Session<P>),
+    /// Everything on the session stream, in the WebSocket carrier's framing.
+    OneStream(ws::Session),
+}
+
+pub(crate) async fn viewer_on<P: OneStream>(state: &Arc<State>, conn: &P, carrier: Carrier) {
     if let Err(refusal) = serve_viewer(state, conn, carrier).await {
         state.metrics.rejections.inc();
         tracing::info!(code = refusal.code.name(), reason = %refusal.reason, "viewer refused");
@@ -64,7 +75,7 @@ pub(crate) async fn viewer_on<P: Peer>(state: &Arc<State>, conn: &P, carrier: Ca
     }
 }
 
-async fn serve_viewer<P: Peer>(
+async fn serve_viewer<P: OneStream>(
     state: &Arc<State>,
     conn: &P,
     carrier: Carrier,
@@ -74,15 +85,33 @@ async fn serve_viewer<P: Peer>(
         let msg = session.recv().await?;
         Ok::<_, quic::SessionError>((session, msg))
     };
-    let (mut session, stream_id, ticket) =
+    let (session, stream_id, ticket, delivery) =
         match tokio::time::timeout(quic::SESSION_TIMEOUT, join).await {
-            Ok(Ok((session, Some(Message::Join { stream_id, ticket })))) => {
-                (session, stream_id, ticket)
-            }
+            Ok(Ok((
+                session,
+                Some(Message::Join {
+                    stream_id,
+                    ticket,
+                    delivery,
+                }),
+            ))) => (session, stream_id, ticket, delivery),
             Ok(Ok(_)) => return Err(refusal(Code::Protocol, "expected a join")),
             Ok(Err(error)) => return Err(refusal(error.code(), &error.to_string())),
             Err(_) => return Err(refusal(Code::Timeout, "no join in time")),
         };
+    // The viewer switched its session stream to the framing as soon as it sent the join.
+    let joined = match delivery {
+        Delivery::StreamPerGroup => Served::StreamPerGroup(session),
+        Delivery::OneStream => match P::relay_side(session).await {
+            Some(carried) => Served::OneStream(carried),
+            None => {
+                return Err(refusal(
+                    Code::Protocol,
+                    "one-stream delivery is for native QUIC viewers",
+                ));
+            }
+        },
+    };
     if let Some(key) = &state.ticket_key {
         let now = clock::now_ms();
         let verified = wire::ticket::verify(key, &ticket, &stream_id, &state.id, now)
@@ -104,8 +133,16 @@ async fn serve_viewer<P: Peer>(
     let served = async {
         let track = track(state, &stream_id).await?;
         state.metrics.joins.inc();
-        tracing::info!(stream = %stream_id, "viewer joined");
-        match fanout::serve(conn, &mut session, &track, &state.metrics.fanout).await {
+        tracing::info!(stream = %stream_id, delivery = delivery.name(), "viewer joined");
+        let outcome = match joined {
+            Served::StreamPerGroup(mut session) => {
+                fanout::serve(conn, &mut session, &track, &state.metrics.fanout).await
+            }
+            Served::OneStream(carried) => {
+                serve_one_stream(conn, &carried, &track, &state.metrics.fanout).await
+            }
+        };
+        match outcome {
             Ok(()) => tracing::info!(stream = %stream_id, "viewer told the stream ended"),
             Err(error) => tracing::info!(stream = %stream_id, %error, "viewer left"),
         }
@@ -115,6 +152,31 @@ async fn serve_viewer<P: Peer>(
     state.metrics.viewers.dec();
     if let Some(gauge) = carrier.gauge(&state.metrics) {
         gauge.dec();
+    }
+    served
+}
+
+/// Serves a viewer on the framing over its session stream, as a WebSocket viewer is served,
+/// then closes the QUIC connection under it the same way: with [`Code::Ended`] once the
+/// viewer has had [`fanout::END_LINGER`] to close first.
+async fn serve_one_stream<P: OneStream>(
+    conn: &P,
+    carried: &ws::Session,
+    track: &Track,
+    metrics: &fanout::Metrics,
+) -> Result<(), ServeError> {
+    let served = async {
+        let mut session = Session::open(carried).await?;
+        fanout::serve(carried, &mut session, track, metrics).await
+    }
+    .await;
+    match &served {
+        Ok(()) => {
+            // The framing's close goes out on the stream: give it the same time to arrive.
+            let _ = tokio::time::timeout(fanout::END_LINGER, conn.closed()).await;
+            quic::close(conn, Code::Ended, "stream ended");
+        }
+        Err(_) => quic::close(conn, Code::Normal, "viewer left"),
     }
     served
 }

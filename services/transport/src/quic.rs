@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use quinn::{Connection, ConnectionError, VarInt};
 use wire::{Code, Message, WireError};
 
@@ -504,6 +504,12 @@ impl<P: Peer> Session<P> {
                 None => return Err(SessionError::Truncated),
             }
         }
+    }
+
+    /// The stream's two halves, and the bytes read past the last message taken: what a
+    /// peer sends after its last message, when what follows is no longer messages.
+    pub fn into_parts(self) -> (P::Send, P::Recv, Bytes) {
+        (self.send, self.recv, self.buf.freeze())
     }
 
     /// Finishes our side of the stream.

@@ -454,6 +454,21 @@ impl Session {
         Session { shared }
     }
 
+    /// Runs the framing over `io`, a byte stream open end to end on which both ends know,
+    /// from what came before on it, that WebSocket frames follow with no handshake: the
+    /// session stream of a native viewer that asked for one stream ([`crate::one_stream`]).
+    pub async fn over<S>(io: S, side: Side, limits: Limits) -> Session
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let role = match side {
+            Side::Client => tokio_tungstenite::tungstenite::protocol::Role::Client,
+            Side::Server => tokio_tungstenite::tungstenite::protocol::Role::Server,
+        };
+        let ws = WebSocketStream::from_raw_socket(io, role, Some(config(&limits))).await;
+        Session::new(ws, side, limits)
+    }
+
     fn open(&self, uni: bool) -> Result<u32, ConnectionError> {
         if let Some(e) = self.shared.reason.get() {
             return Err(e.clone());

@@ -59,6 +59,7 @@ fn messages(c: &mut Criterion) {
     let join = Message::Join {
         stream_id: "0123456789abcdef".into(),
         ticket: bytes::Bytes::from(vec![7u8; 80]),
+        delivery: wire::Delivery::StreamPerGroup,
     };
     c.bench_function("message/join_round_trip", |b| {
         b.iter(|| {

@@ -7,7 +7,8 @@
 //! - each QUIC connection opens with one bidirectional *session stream* carrying [`Message`]s;
 //! - each group travels on its own unidirectional stream: a [`GroupHeader`], then frames, then
 //!   FIN. A receiver that falls behind has older group streams reset (code
-//!   [`Reset::GroupSkipped`]) and skips whole groups.
+//!   [`Reset::GroupSkipped`]) and skips whole groups. (A benchmark's viewer may ask for
+//!   every group on its session stream instead: [`Delivery::OneStream`].)
 //!
 //! Every length on the wire has a hard maximum ([`limits`]); anything beyond it is an error
 //! that closes that one connection.
@@ -22,7 +23,7 @@ pub mod ticket;
 
 pub use code::{Code, Reset};
 pub use frame::{Frame, GroupDecoder, GroupEvent, GroupHeader};
-pub use message::Message;
+pub use message::{Delivery, Message};
 
 /// Everything that can be wrong with bytes received from a peer.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -49,6 +50,12 @@ pub enum WireError {
     /// A group stream that does not start with a group header.
     #[error("group stream starts with {0:#04x}, not a group header")]
     BadGroupHeader(u8),
+    /// A join asking for a delivery this version does not know.
+    #[error(
+        "unknown delivery {0:#04x} in a join: 1 asks for one stream, none (the field left out) \
+         for a stream per group"
+    )]
+    UnknownDelivery(u8),
     /// The stream ended in the middle of a message or frame.
     #[error("stream ended inside a {0}")]
     Truncated(&'static str),

@@ -9,6 +9,10 @@
 //! | relay → ingest | [`Message::Subscribe`] | [`Message::Init`] or [`Message::Error`] |
 //! | viewer → relay | [`Message::Join`] | [`Message::Init`] or a close code |
 //!
+//! A join may end with a [`Delivery`] byte; a join without it (every viewer before the field
+//! existed) asks for [`Delivery::StreamPerGroup`], and one for that delivery is encoded
+//! without it, so such joins are byte for byte what they always were.
+//!
 //! [`Message::End`] says the stream is over: from the publisher when it stops cleanly, from
 //! ingest and relays to their subscribers when the publisher has gone.
 
@@ -50,6 +54,8 @@ pub enum Message {
         stream_id: String,
         /// Join ticket from control (may be empty where the relay checks none).
         ticket: Bytes,
+        /// How the viewer asks to receive the groups.
+        delivery: Delivery,
     },
     /// Answer to Subscribe and Join: the stream exists; groups follow on uni streams.
     Init {
@@ -87,6 +93,34 @@ pub enum Message {
         relay_us: u64,
     },
 }
+
+/// How a viewer asks a relay to carry the groups: the last field of [`Message::Join`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Delivery {
+    /// Each group on a unidirectional stream of its own, so a lost packet holds up only its
+    /// own group: what every viewer gets. Left out on the wire.
+    #[default]
+    StreamPerGroup,
+    /// Every message and group on the session stream itself, in the WebSocket carrier's
+    /// framing (`ghost-ws.1`), as that carrier sends them on one TCP connection: TCP's
+    /// head-of-line blocking with QUIC's loss recovery. A benchmark's control case, to tell
+    /// what streams per group buy from what QUIC's loss recovery buys; native QUIC only.
+    /// `1` on the wire.
+    OneStream,
+}
+
+impl Delivery {
+    /// Its name, for logs and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Delivery::StreamPerGroup => "stream_per_group",
+            Delivery::OneStream => "one_stream",
+        }
+    }
+}
+
+/// [`Delivery::OneStream`] on the wire.
+const ONE_STREAM: u8 = 1;
 
 mod kind {
     pub const ANNOUNCE: u8 = 1;
@@ -137,9 +171,17 @@ impl Message {
                 put_str(&mut body, stream_id, MAX_ID);
                 kind::SUBSCRIBE
             }
-            Message::Join { stream_id, ticket } => {
+            Message::Join {
+                stream_id,
+                ticket,
+                delivery,
+            } => {
                 put_str(&mut body, stream_id, MAX_ID);
                 put_blob(&mut body, ticket, MAX_TICKET);
+                match delivery {
+                    Delivery::StreamPerGroup => {}
+                    Delivery::OneStream => body.put_u8(ONE_STREAM),
+                }
                 kind::JOIN
             }
             Message::Init {
@@ -233,6 +275,12 @@ impl Message {
             kind::JOIN => Message::Join {
                 stream_id: get_str(body, "stream id", MAX_ID)?,
                 ticket: get_blob(body, "ticket", MAX_TICKET)?,
+                delivery: match body.has_remaining().then(|| body.get_u8()) {
+                    None => Delivery::StreamPerGroup,
+                    Some(ONE_STREAM) => Delivery::OneStream,
+                    // `0` too: the default is left out, so that each join has one encoding.
+                    Some(other) => return Err(WireError::UnknownDelivery(other)),
+                },
             },
             kind::INIT => Message::Init {
                 stream_id: get_str(body, "stream id", MAX_ID)?,
@@ -355,6 +403,12 @@ mod tests {
             Message::Join {
                 stream_id: "abc".into(),
                 ticket: Bytes::from_static(&[1, 2, 3]),
+                delivery: Delivery::StreamPerGroup,
+            },
+            Message::Join {
+                stream_id: "abc".into(),
+                ticket: Bytes::new(),
+                delivery: Delivery::OneStream,
             },
             Message::Init {
                 stream_id: "abc".into(),
@@ -462,6 +516,57 @@ mod tests {
         };
         let mut buf = BytesMut::from(&announce.to_bytes()[..]);
         assert_eq!(Message::decode(&mut buf), Ok(Some(announce)));
+    }
+
+    /// A join as `ghost-view/1` viewers sent it before [`Delivery`]: stream id, ticket.
+    fn join_body(tail: &[u8]) -> BytesMut {
+        let mut body = BytesMut::new();
+        body.put_u16(3);
+        body.extend_from_slice(b"abc");
+        body.put_u32(2);
+        body.extend_from_slice(&[7, 8]);
+        body.extend_from_slice(tail);
+        let mut buf = BytesMut::new();
+        buf.put_u8(kind::JOIN);
+        buf.put_u32(body.len() as u32);
+        buf.extend_from_slice(&body);
+        buf
+    }
+
+    #[test]
+    fn a_join_without_a_delivery_asks_for_a_stream_per_group_and_encodes_as_before() {
+        let old = join_body(&[]);
+        let join = Message::Join {
+            stream_id: "abc".into(),
+            ticket: Bytes::from_static(&[7, 8]),
+            delivery: Delivery::StreamPerGroup,
+        };
+        assert_eq!(Message::decode(&mut old.clone()), Ok(Some(join.clone())));
+        assert_eq!(&join.to_bytes()[..], &old[..]);
+        let one = join_body(&[ONE_STREAM]);
+        assert_eq!(
+            Message::decode(&mut one.clone()),
+            Ok(Some(Message::Join {
+                stream_id: "abc".into(),
+                ticket: Bytes::from_static(&[7, 8]),
+                delivery: Delivery::OneStream,
+            }))
+        );
+    }
+
+    #[test]
+    fn a_join_with_an_unknown_delivery_is_refused_and_says_which() {
+        for value in [0, 2, 0xff] {
+            let err = Message::decode(&mut join_body(&[value])).expect_err("unknown delivery");
+            assert_eq!(err, WireError::UnknownDelivery(value));
+            assert_eq!(err.code(), Code::Protocol);
+            assert!(err.to_string().contains(&format!("{value:#04x}")), "{err}");
+        }
+        // A second byte after a known delivery is trailing garbage, not a new field.
+        assert_eq!(
+            Message::decode(&mut join_body(&[ONE_STREAM, 0])),
+            Err(WireError::Malformed("message with trailing bytes"))
+        );
     }
 
     #[test]

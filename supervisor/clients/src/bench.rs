@@ -7,13 +7,65 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use api::client::FanoutReport;
+use server::telemetry::Chain;
 use tokio_util::sync::CancellationToken;
 
 use crate::exit::{self, Exit};
 use crate::timing::Timing;
 use crate::{publish, watch};
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The network lab could not start (`--impair`); without root, says so.
+    #[error("starting the network lab (--impair)")]
+    Lab(#[source] netlab::Error),
+    /// The synthetic stream's publisher failed before it went live.
+    #[error("the benchmark's publisher did not go live")]
+    PublisherNotLive(#[source] tokio::sync::oneshot::error::RecvError),
+    /// The viewers' QUIC endpoints could not be set up.
+    #[error(transparent)]
+    Endpoint(#[from] watch::Error),
+    /// The supervisor did not answer for the relays (`--profile`).
+    #[error("asking the supervisor for the relays")]
+    AskRelays(#[source] reqwest::Error),
+    /// The supervisor's status was not understood (`--profile`).
+    #[error("reading the supervisor's status")]
+    ReadStatus(#[source] reqwest::Error),
+    /// `--profile` with no relay process to record.
+    #[error("--profile: the supervisor names no relay process to record")]
+    NoRelayToProfile,
+    /// `--profile` without `perf`.
+    #[error("--profile needs perf (Debian: apt-get install linux-perf)")]
+    NoPerf,
+    /// `perf` could not be run.
+    #[error("running perf")]
+    RunPerf(#[source] std::io::Error),
+    /// `perf record` failed.
+    #[error("perf record failed ({status}): {stderr}")]
+    PerfFailed {
+        /// How it exited.
+        status: std::process::ExitStatus,
+        /// What it said.
+        stderr: String,
+    },
+    /// The delay histogram could not be made.
+    #[error(transparent)]
+    Histogram(#[from] hdrhistogram::CreationError),
+}
+
+impl Error {
+    /// The outcome this error carries, if it is one.
+    pub fn exit(&self) -> Option<&Exit> {
+        match self {
+            Error::Endpoint(e) => e.exit(),
+            _ => None,
+        }
+    }
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Viewers per shared QUIC endpoint (one UDP socket and driver task each).
 const VIEWERS_PER_ENDPOINT: usize = 25;
@@ -28,11 +80,24 @@ pub enum Carrier {
     Webtransport,
     /// WebSocket over TCP, as a browser without WebTransport.
     Websocket,
+    /// Native QUIC with every group on one ordered stream, in the WebSocket carrier's
+    /// framing: TCP's head-of-line blocking with QUIC's loss recovery. A control case, to
+    /// tell what a stream per group buys from what QUIC buys; no real viewer uses it.
+    QuicOneStream,
 }
 
 impl Carrier {
-    /// Every carrier, in the order reports list them.
+    /// The carriers viewers use, in the order reports list them.
     pub const ALL: [Carrier; 3] = [Carrier::Quic, Carrier::Webtransport, Carrier::Websocket];
+
+    /// Every carrier the benchmark knows, the control case last, in the order charts list
+    /// them.
+    pub const WITH_CONTROL: [Carrier; 4] = [
+        Carrier::Quic,
+        Carrier::Webtransport,
+        Carrier::Websocket,
+        Carrier::QuicOneStream,
+    ];
 
     /// The name the command line and the reports use.
     pub fn name(self) -> &'static str {
@@ -40,6 +105,7 @@ impl Carrier {
             Carrier::Quic => "quic",
             Carrier::Webtransport => "webtransport",
             Carrier::Websocket => "websocket",
+            Carrier::QuicOneStream => "quic-one-stream",
         }
     }
 
@@ -48,6 +114,7 @@ impl Carrier {
             Carrier::Quic => watch::Transport::Native,
             Carrier::Webtransport => watch::Transport::WebTransport,
             Carrier::Websocket => watch::Transport::WebSocket,
+            Carrier::QuicOneStream => watch::Transport::QuicOneStream,
         }
     }
 }
@@ -116,10 +183,10 @@ pub struct FanoutArgs {
 async fn relay_pids(supervisor_url: &str) -> Result<Vec<u32>> {
     let status: api::status::Status = reqwest::get(format!("{supervisor_url}/api/status"))
         .await
-        .context("asking the supervisor for the relays")?
+        .map_err(Error::AskRelays)?
         .json()
         .await
-        .context("reading the supervisor's status")?;
+        .map_err(Error::ReadStatus)?;
     Ok(status
         .services
         .iter()
@@ -157,13 +224,12 @@ fn record_profile(
             .kill_on_drop(true)
             .output()
             .await
-            .context("running perf")?;
+            .map_err(Error::RunPerf)?;
         if !out.status.success() {
-            anyhow::bail!(
-                "perf record failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            return Err(Error::PerfFailed {
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
         }
         Ok(())
     })
@@ -255,7 +321,7 @@ pub async fn fanout(stack: &Target, args: FanoutArgs) -> Result<Fanout> {
     // The lab first: without the right to make it, the run fails before it publishes.
     let lab = match args.impair {
         Some(impairment) => Some(Arc::new(
-            netlab::Lab::start(impairment).context("starting the network lab (--impair)")?,
+            netlab::Lab::start(impairment).map_err(Error::Lab)?,
         )),
         None => None,
     };
@@ -357,10 +423,7 @@ async fn fanout_in(
                     })
                     .await
                 }));
-                ids.push(
-                    rx.await
-                        .context("the benchmark's publisher did not go live")?,
-                );
+                ids.push(rx.await.map_err(Error::PublisherNotLive)?);
             }
             ids
         }
@@ -385,14 +448,14 @@ async fn fanout_in(
         Some(file) => {
             let pids = relay_pids(&stack.supervisor_url).await?;
             if pids.is_empty() {
-                anyhow::bail!("--profile: the supervisor names no relay process to record");
+                return Err(Error::NoRelayToProfile);
             }
             let perf = tokio::process::Command::new("perf")
                 .arg("--version")
                 .output()
                 .await;
             if !perf.is_ok_and(|o| o.status.success()) {
-                anyhow::bail!("--profile needs perf (Debian: apt-get install linux-perf)");
+                return Err(Error::NoPerf);
             }
             Some(record_profile(file.clone(), pids, warmup, *args.duration))
         }
@@ -419,7 +482,7 @@ async fn fanout_in(
     // of their carrier (none for WebSocket), the slow viewers' native.
     let normal_quic = match args.transport {
         Carrier::Websocket => 0,
-        Carrier::Quic | Carrier::Webtransport => args.viewers,
+        Carrier::Quic | Carrier::Webtransport | Carrier::QuicOneStream => args.viewers,
     };
     let mut endpoints = Vec::new();
     for _ in 0..normal_quic.div_ceil(VIEWERS_PER_ENDPOINT) {
@@ -545,10 +608,10 @@ async fn fanout_in(
                     bytes += s.measured_bytes;
                     tally.add(s, args.group);
                 }
-                Err(e) if exit::code_of(e) == exit::REJECTED => tally.rejected += 1,
+                Err(e) if e.code() == exit::REJECTED => tally.rejected += 1,
                 Err(e) => {
                     *failures
-                        .entry(format!("{carrier} viewer: {e:#}"))
+                        .entry(format!("{carrier} viewer: {}", Chain(e)))
                         .or_default() += 1
                 }
             }
@@ -567,8 +630,8 @@ async fn fanout_in(
                     skipped += s.skipped_groups;
                 }
             }
-            Err(e) if exit::code_of(e) == exit::REJECTED => rejected += 1,
-            Err(e) => *failures.entry(format!("viewer: {e:#}")).or_default() += 1,
+            Err(e) if e.code() == exit::REJECTED => rejected += 1,
+            Err(e) => *failures.entry(format!("viewer: {}", Chain(e))).or_default() += 1,
         }
     }
     let relay_cpu = cpu1 - cpu0;
@@ -648,7 +711,7 @@ async fn fanout_in(
     let profile = match (profile, &args.profile) {
         (Some(recording), Some(file)) => Some(match recording.await {
             Ok(Ok(())) => Ok(file.clone()),
-            Ok(Err(e)) => Err(format!("{e:#}")),
+            Ok(Err(e)) => Err(Chain(&e).to_string()),
             Err(e) => Err(e.to_string()),
         }),
         _ => None,

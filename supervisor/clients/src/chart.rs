@@ -1,8 +1,26 @@
 //! The network lab's charts (`ghost bench lab`): delay against loss, a line per carrier, at
 //! one round-trip time, as SVG text.
 
-use anyhow::{Context, Result};
 use plotters::prelude::*;
+
+/// Why a chart could not be drawn.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// plotters failed at one step of the drawing.
+    #[error("{step}")]
+    Draw {
+        /// The step, as "drawing the legend".
+        step: &'static str,
+        /// plotters' error.
+        #[source]
+        source: DrawingAreaErrorKind<std::io::Error>,
+    },
+}
+
+/// A closure making an [`Error::Draw`] at `step`, for `map_err`.
+fn at(step: &'static str) -> impl FnOnce(DrawingAreaErrorKind<std::io::Error>) -> Error {
+    move |source| Error::Draw { step, source }
+}
 
 /// One carrier's line: (loss in percent, delay in milliseconds) points, in loss order.
 #[derive(Debug, Clone)]
@@ -23,11 +41,11 @@ const COLOURS: [RGBColor; 4] = [
 
 /// An SVG of two panels, p99 delay above and p50 below, against loss, a line per carrier,
 /// titled with `rtt_ms`.
-pub fn delay_against_loss(rtt_ms: u64, lines: &[Line]) -> Result<String> {
+pub fn delay_against_loss(rtt_ms: u64, lines: &[Line]) -> Result<String, Error> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (800, 900)).into_drawing_area();
-        root.fill(&WHITE).context("drawing the chart")?;
+        root.fill(&WHITE).map_err(at("drawing the chart"))?;
         let (upper, lower) = root.split_vertically(450);
         let max_loss = lines
             .iter()
@@ -59,19 +77,19 @@ pub fn delay_against_loss(rtt_ms: u64, lines: &[Line]) -> Result<String> {
                 .x_label_area_size(45)
                 .y_label_area_size(65)
                 .build_cartesian_2d(0.0..max_loss * 1.05, 0.0..max_delay)
-                .context("laying the chart out")?;
+                .map_err(at("laying the chart out"))?;
             chart
                 .configure_mesh()
                 .x_desc("loss on the path (%)")
                 .y_desc(format!("{name} delay, capture to viewer (ms)"))
                 .draw()
-                .context("drawing the chart's axes")?;
+                .map_err(at("drawing the chart's axes"))?;
             for (line, colour) in lines.iter().zip(COLOURS.iter().cycle()) {
                 let points: Vec<(f64, f64)> = line.points.iter().map(|p| (p.0, pick(p))).collect();
                 let style = colour.stroke_width(2);
                 chart
                     .draw_series(LineSeries::new(points.clone(), style))
-                    .context("drawing a line")?
+                    .map_err(at("drawing a line"))?
                     .label(line.carrier.clone())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
                 chart
@@ -80,7 +98,7 @@ pub fn delay_against_loss(rtt_ms: u64, lines: &[Line]) -> Result<String> {
                             .into_iter()
                             .map(|p| Circle::new(p, 4, colour.filled())),
                     )
-                    .context("drawing the points")?;
+                    .map_err(at("drawing the points"))?;
             }
             chart
                 .configure_series_labels()
@@ -88,9 +106,9 @@ pub fn delay_against_loss(rtt_ms: u64, lines: &[Line]) -> Result<String> {
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
                 .draw()
-                .context("drawing the legend")?;
+                .map_err(at("drawing the legend"))?;
         }
-        root.present().context("finishing the chart")?;
+        root.present().map_err(at("finishing the chart"))?;
     }
     Ok(svg)
 }

@@ -7,13 +7,54 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use api::client::FanoutReport;
 use serde::{Deserialize, Serialize};
 
 use crate::bench::{self, Carrier, FanoutArgs, Target};
 use crate::chart;
 use crate::exit::{self, Exit};
+
+/// Why the matrix could not run, or its results not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A cell could not start (no lab, no stack): the next would fail the same way.
+    #[error(transparent)]
+    Bench(#[from] bench::Error),
+    /// The output directory could not be made.
+    #[error("making {}", path.display())]
+    MakeDir {
+        /// The directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `lab.json` could not be encoded.
+    #[error("encoding lab.json")]
+    Encode(#[source] serde_json::Error),
+    /// A file could not be written.
+    #[error("writing {}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A chart could not be drawn.
+    #[error(transparent)]
+    Chart(#[from] chart::Error),
+}
+
+impl Error {
+    /// The outcome this error carries, if it is one.
+    pub fn exit(&self) -> Option<&Exit> {
+        match self {
+            Error::Bench(e) => e.exit(),
+            _ => None,
+        }
+    }
+}
 
 /// Round-trip times of the matrix, milliseconds.
 const RTTS_MS: [u64; 2] = [20, 100];
@@ -37,7 +78,7 @@ const RATE_HEADROOM: f64 = 1.2;
 #[derive(Debug, Clone, clap::Args)]
 pub struct LabArgs {
     /// A short matrix for a first look: 5 viewers, 4 s a cell, RTT 20 and 100 ms × loss 0
-    /// and 2% × the three carriers.
+    /// and 2% × the carriers.
     #[arg(long)]
     pub quick: bool,
     /// Where `lab.json` and the charts (`delay-rtt<N>ms.svg`) go; made if missing.
@@ -49,6 +90,16 @@ pub struct LabArgs {
     /// Measured time of each cell, after its ramp [default: 15s; 4s with --quick].
     #[arg(long)]
     pub duration: Option<humantime::Duration>,
+    /// The carriers of each path, in this order; `quic-one-stream`, the control case (every
+    /// group on one QUIC stream), is left out unless named, so the matrix keeps its length.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_values_t = Carrier::ALL,
+        value_name = "CARRIER,..."
+    )]
+    pub carriers: Vec<Carrier>,
     /// Run only the matrix's first N cells (tests of the command itself).
     #[arg(long, hide = true, value_name = "N")]
     pub cells: Option<usize>,
@@ -78,7 +129,7 @@ pub enum PathKind {
 /// One measured cell.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Cell {
-    /// The viewers' carrier: `quic`, `webtransport` or `websocket`.
+    /// The viewers' carrier: `quic`, `webtransport`, `websocket` or `quic-one-stream`.
     pub carrier: String,
     /// Round-trip time the path added, milliseconds.
     pub rtt_ms: u64,
@@ -110,8 +161,8 @@ pub struct Report {
 }
 
 /// The matrix: for each round-trip time, each loss (and, in the full matrix, a bursty case
-/// and a rate-capped one), each carrier. `stream_bps` is one viewer's stream rate.
-pub fn matrix(quick: bool, viewers: usize, stream_bps: f64) -> Vec<Spec> {
+/// and a rate-capped one), each of `carriers`. `stream_bps` is one viewer's stream rate.
+pub fn matrix(quick: bool, viewers: usize, stream_bps: f64, carriers: &[Carrier]) -> Vec<Spec> {
     let mut paths = Vec::new();
     for rtt_ms in RTTS_MS {
         let base = netlab::Impairment {
@@ -141,7 +192,7 @@ pub fn matrix(quick: bool, viewers: usize, stream_bps: f64) -> Vec<Spec> {
     paths
         .into_iter()
         .flat_map(|impairment| {
-            Carrier::ALL.map(|carrier| Spec {
+            carriers.iter().map(move |&carrier| Spec {
                 carrier,
                 impairment,
             })
@@ -165,7 +216,7 @@ pub async fn run(
     stack: &Target,
     args: &LabArgs,
     progress: &(dyn Fn(&str) + Send + Sync),
-) -> Result<Report> {
+) -> Result<Report, Error> {
     let viewers = args.viewers.unwrap_or(if args.quick { 5 } else { 20 });
     let duration: Duration = args.duration.map_or(
         Duration::from_secs(if args.quick { 4 } else { 15 }),
@@ -176,11 +227,14 @@ pub async fn run(
     let settle = Duration::from_secs(1);
     let (fps, frame_size) = (30u32, 8000usize);
     let stream_bps = f64::from(fps) * frame_size as f64 * 8.0;
-    let mut specs = matrix(args.quick, viewers, stream_bps);
+    let mut specs = matrix(args.quick, viewers, stream_bps, &args.carriers);
     if let Some(n) = args.cells {
         specs.truncate(n);
     }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("making {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).map_err(|source| Error::MakeDir {
+        path: args.out.clone(),
+        source,
+    })?;
     let mut report = Report {
         quick: args.quick,
         viewers,
@@ -233,15 +287,15 @@ pub async fn run(
 }
 
 /// Writes `lab.json` and one chart per round-trip time into `dir`.
-pub fn write(dir: &Path, report: &Report) -> Result<()> {
-    let json = serde_json::to_vec_pretty(report).context("encoding lab.json")?;
+pub fn write(dir: &Path, report: &Report) -> Result<(), Error> {
+    let json = serde_json::to_vec_pretty(report).map_err(Error::Encode)?;
     let file = dir.join("lab.json");
-    std::fs::write(&file, json).with_context(|| format!("writing {}", file.display()))?;
+    std::fs::write(&file, json).map_err(|source| Error::Write { path: file, source })?;
     let mut rtts: Vec<u64> = report.cells.iter().map(|c| c.rtt_ms).collect();
     rtts.sort_unstable();
     rtts.dedup();
     for rtt in rtts {
-        let lines: Vec<chart::Line> = Carrier::ALL
+        let lines: Vec<chart::Line> = Carrier::WITH_CONTROL
             .iter()
             .filter_map(|carrier| {
                 let mut points: Vec<(f64, f64, f64)> = report
@@ -267,7 +321,7 @@ pub fn write(dir: &Path, report: &Report) -> Result<()> {
             .collect();
         let svg = chart::delay_against_loss(rtt, &lines)?;
         let file = dir.join(format!("delay-rtt{rtt}ms.svg"));
-        std::fs::write(&file, svg).with_context(|| format!("writing {}", file.display()))?;
+        std::fs::write(&file, svg).map_err(|source| Error::Write { path: file, source })?;
     }
     Ok(())
 }
@@ -278,7 +332,7 @@ pub fn table(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<13} {:>5} {:<16} {:>8} {:>8} {:>8} {:>6} {:>8} {:>7} {:>9} {:>9}",
+        "{:<15} {:>5} {:<16} {:>8} {:>8} {:>8} {:>6} {:>8} {:>7} {:>9} {:>9}",
         "carrier",
         "rtt",
         "path",
@@ -300,7 +354,7 @@ pub fn table(report: &Report) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<13} {:>5} {:<16} {:>8.1} {:>8.1} {:>8.1} {:>6} {:>7.2}s {:>7} {:>9.1} {:>9.4}",
+            "{:<15} {:>5} {:<16} {:>8.1} {:>8.1} {:>8.1} {:>6} {:>7.2}s {:>7} {:>9.1} {:>9.4}",
             cell.carrier,
             format!("{}ms", cell.rtt_ms),
             path,
@@ -346,7 +400,7 @@ mod tests {
 
     #[test]
     fn the_full_matrix_covers_every_carrier_rtt_and_loss() {
-        let cells = matrix(false, 20, 1_920_000.0);
+        let cells = matrix(false, 20, 1_920_000.0, &Carrier::ALL);
         // Two RTTs × (four losses, a bursty case, a capped one) × three carriers.
         assert_eq!(cells.len(), 2 * 6 * 3);
         for carrier in Carrier::ALL {
@@ -375,7 +429,7 @@ mod tests {
 
     #[test]
     fn the_quick_matrix_is_twelve_cells_of_random_loss() {
-        let cells = matrix(true, 5, 1_920_000.0);
+        let cells = matrix(true, 5, 1_920_000.0, &Carrier::ALL);
         assert_eq!(cells.len(), 12);
         assert!(
             cells
@@ -385,5 +439,19 @@ mod tests {
         // Its first cell is the native carrier on the shortest, cleanest path.
         assert_eq!(cells[0].carrier, Carrier::Quic);
         assert_eq!(cells[0].impairment.to_string(), "rtt=20ms");
+    }
+
+    #[test]
+    fn the_control_carrier_is_a_column_only_when_asked_for() {
+        let asked = [Carrier::Quic, Carrier::QuicOneStream, Carrier::Websocket];
+        let cells = matrix(true, 5, 1_920_000.0, &asked);
+        assert_eq!(cells.len(), 4 * 3);
+        let first: Vec<Carrier> = cells.iter().take(3).map(|c| c.carrier).collect();
+        assert_eq!(first, asked);
+        assert!(
+            !matrix(true, 5, 1_920_000.0, &Carrier::ALL)
+                .iter()
+                .any(|c| c.carrier == Carrier::QuicOneStream)
+        );
     }
 }

@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use bytes::Bytes;
 use fmp4::Item;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -17,6 +16,79 @@ use transport::track::{GroupWriter, Track, TrackInfo};
 use wire::{Code, Frame, Message};
 
 use crate::exit::{self, Exit};
+
+/// Why publishing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An outcome with an exit code of its own: refused, lost, bad usage.
+    #[error(transparent)]
+    Exit(#[from] Exit),
+    /// The QUIC endpoint could not be set up.
+    #[error(transparent)]
+    Endpoint(#[from] quic::EndpointError),
+    /// Ingest's address does not resolve.
+    #[error(transparent)]
+    Resolve(#[from] quic::ResolveError),
+    /// The connection could not even start (a bad address or server name).
+    #[error("connecting to ingest at {ingest}")]
+    Connect {
+        /// Ingest's address.
+        ingest: String,
+        /// quinn's error.
+        #[source]
+        source: quinn::ConnectError,
+    },
+    /// The session stream failed.
+    #[error(transparent)]
+    Session(#[from] quic::SessionError),
+    /// Ingest answered the announce with another message than `Announced` or `Error`.
+    #[error("ingest answered the announce with something else")]
+    UnexpectedAnswer,
+    /// The input is not fragmented MP4 as we take it.
+    #[error("reading the input as fragmented MP4")]
+    Fmp4(#[source] fmp4::Error),
+    /// The input had a fragment before its init segment.
+    #[error("input has a fragment before its init segment")]
+    FragmentBeforeInit,
+    /// The input had a second init segment.
+    #[error("input has a second init segment")]
+    SecondInit,
+    /// Stopped before the input gave its init segment.
+    #[error("stopped before the input started")]
+    StoppedBeforeInput,
+    /// The input could not be read.
+    #[error("reading the input")]
+    Read(#[source] std::io::Error),
+    /// The input ended before its init segment (inside a box, when the reader says so).
+    #[error("input ended before its init segment")]
+    EndedBeforeInit(#[source] Option<fmp4::Error>),
+    /// The input ended inside a box.
+    #[error("input ended inside a box")]
+    EndedInsideBox(#[source] fmp4::Error),
+    /// A frame could not be made (beyond the wire's limit).
+    #[error(transparent)]
+    Frame(#[from] wire::WireError),
+    /// The task sending to ingest panicked or was cancelled.
+    #[error("publisher task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl Error {
+    /// The outcome this error carries, if it is one.
+    pub fn exit(&self) -> Option<&Exit> {
+        match self {
+            Error::Exit(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The exit code this error ends the CLI with.
+    pub fn code(&self) -> i32 {
+        self.exit().map_or(exit::FAILURE, |e| e.code)
+    }
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Where frames come from.
 pub enum Source {
@@ -86,7 +158,10 @@ pub async fn announce(
         quic::SESSION_TIMEOUT,
         endpoint
             .connect(addr, identity::INGEST_NAME)
-            .with_context(|| format!("connecting to ingest at {ingest}"))?,
+            .map_err(|source| Error::Connect {
+                ingest: ingest.to_string(),
+                source,
+            })?,
     )
     .await
     .map_err(|_| Exit::new(exit::LOST, format!("ingest at {ingest} did not answer")))?
@@ -121,9 +196,7 @@ pub async fn announce(
             format!("ingest refused the stream ({}): {reason}", c.name()),
         )
         .into()),
-        Ok(Ok(_)) => Err(anyhow::anyhow!(
-            "ingest answered the announce with something else"
-        )),
+        Ok(Ok(_)) => Err(Error::UnexpectedAnswer),
         Ok(Err(e)) => {
             let closed = conn.close_reason().map(|c| Closed::from(&c));
             let exit_code = match &closed {
@@ -178,26 +251,21 @@ pub async fn publish(
             let mut reader = fmp4::Reader::new();
             let mut buf = vec![0u8; 64 * 1024];
             let init = loop {
-                match reader
-                    .next_item()
-                    .context("reading the input as fragmented MP4")?
-                {
+                match reader.next_item().map_err(Error::Fmp4)? {
                     Some(Item::Init(init)) => break init,
                     // The reader refuses fragments before the init segment; defence in depth.
-                    Some(Item::Fragment { .. }) => {
-                        anyhow::bail!("input has a fragment before its init segment")
-                    }
+                    Some(Item::Fragment { .. }) => return Err(Error::FragmentBeforeInit),
                     None => {}
                 }
                 let n = tokio::select! {
-                    n = input.read(&mut buf) => n.context("reading the input")?,
-                    () = stop.cancelled() => anyhow::bail!("stopped before the input started"),
+                    n = input.read(&mut buf) => n.map_err(Error::Read)?,
+                    () = stop.cancelled() => return Err(Error::StoppedBeforeInput),
                 };
                 if n == 0 {
                     reader
                         .finish()
-                        .context("input ended before its init segment")?;
-                    anyhow::bail!("input ended before its init segment");
+                        .map_err(|e| Error::EndedBeforeInit(Some(e)))?;
+                    return Err(Error::EndedBeforeInit(None));
                 }
                 reader.push(&buf[..n]);
             };
@@ -220,7 +288,7 @@ pub async fn publish(
             let fed = feed_fmp4(&track, reader, input, buf, &stop).await;
             let stopped_at_us = server::clock::now_us();
             track.end();
-            let sent = sender.await.context("publisher task failed")?;
+            let sent = sender.await.map_err(Error::Task)?;
             let (frames, groups) = fed?;
             sent?;
             Ok(Report {
@@ -256,7 +324,7 @@ pub async fn publish(
                 feed_synthetic(&track, fps, frame_size, group, duration, &stop).await?;
             let stopped_at_us = server::clock::now_us();
             track.end();
-            sender.await.context("publisher task failed")??;
+            sender.await.map_err(Error::Task)??;
             Ok(Report {
                 stream_id,
                 frames,
@@ -278,12 +346,9 @@ async fn feed_fmp4(
     let mut sequence = 0u64;
     let (mut frames, mut groups) = (0u64, 0u64);
     loop {
-        while let Some(item) = reader
-            .next_item()
-            .context("reading the input as fragmented MP4")?
-        {
+        while let Some(item) = reader.next_item().map_err(Error::Fmp4)? {
             let Item::Fragment { data, keyframe } = item else {
-                anyhow::bail!("input has a second init segment");
+                return Err(Error::SecondInit);
             };
             if keyframe {
                 drop(group.take());
@@ -302,11 +367,11 @@ async fn feed_fmp4(
             }
         }
         let n = tokio::select! {
-            n = input.read(&mut buf) => n.context("reading the input")?,
+            n = input.read(&mut buf) => n.map_err(Error::Read)?,
             () = stop.cancelled() => return Ok((frames, groups)),
         };
         if n == 0 {
-            reader.finish().context("input ended inside a box")?;
+            reader.finish().map_err(Error::EndedInsideBox)?;
             return Ok((frames, groups));
         }
         reader.push(&buf[..n]);

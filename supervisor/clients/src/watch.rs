@@ -2,6 +2,10 @@
 //! natively (ALPN `ghost-view/1`) or over WebTransport (`h3`, what a browser speaks). Both
 //! run the same receiving code ([`Peer`]), so their summaries compare like for like.
 //!
+//! A benchmark's viewer may instead ask for every group on its session stream
+//! ([`Transport::QuicOneStream`], [`transport::one_stream`]): TCP's head-of-line blocking
+//! inside QUIC, received by the same code as a WebSocket viewer's.
+//!
 //! Groups arrive on their own streams and are written out in order: the init segment, then
 //! frames from the first group's keyframe on. A group the relay skipped (reset, or never
 //! sent) is counted and passed over; output always resumes at a keyframe.
@@ -17,7 +21,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use api::client::{EndReason, Latency, WatchSummary};
 use api::gateway::Join;
 use bytes::BytesMut;
@@ -27,10 +30,107 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use transport::peer::{Peer, RecvStream};
 use transport::quic::{self, Closed, Session, Windows};
-use wire::{Code, Frame, GroupDecoder, GroupEvent, Message, Reset};
+use wire::{Code, Delivery, Frame, GroupDecoder, GroupEvent, Message, Reset};
 
 use crate::exit::{self, Exit};
 use crate::timing::Timing;
+
+/// Why watching failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An outcome with an exit code of its own: refused, lost, no such stream.
+    #[error(transparent)]
+    Exit(#[from] Exit),
+    /// The viewer gateway could not be reached.
+    #[error("asking the viewer gateway at {gateway}")]
+    Gateway {
+        /// The gateway's URL.
+        gateway: String,
+        /// The HTTP client's error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The gateway's answer is not a join.
+    #[error("reading the gateway's answer")]
+    GatewayAnswer(#[source] reqwest::Error),
+    /// The join ticket the gateway gave is not hex.
+    #[error("ticket is not hex")]
+    TicketNotHex(#[source] Option<std::num::ParseIntError>),
+    /// The relay's address does not resolve.
+    #[error(transparent)]
+    Resolve(#[from] quic::ResolveError),
+    /// The TLS configuration could not be built (CA file, pinned hash).
+    #[error(transparent)]
+    Identity(#[from] identity::Error),
+    /// The relay's server name is not one TLS takes.
+    #[error("server name {name:?}")]
+    ServerName {
+        /// The name the gateway gave.
+        name: String,
+        /// Why it is not one.
+        #[source]
+        source: rustls_pki_types::InvalidDnsNameError,
+    },
+    /// A QUIC endpoint could not be set up.
+    #[error(transparent)]
+    Endpoint(#[from] quic::EndpointError),
+    /// The network lab could not be entered.
+    #[error("entering the network lab")]
+    LabEnter(#[source] netlab::Error),
+    /// No UDP socket could be made in the network lab.
+    #[error("making a UDP socket in the network lab")]
+    LabSocket(#[source] std::io::Error),
+    /// The TLS configuration has no cipher suite QUIC can use.
+    #[error("a QUIC client configuration")]
+    QuicConfig(#[source] quinn::crypto::rustls::NoInitialCipherSuite),
+    /// Called outside a tokio runtime.
+    #[error("QUIC needs a tokio runtime")]
+    NoRuntime,
+    /// quinn could not start on the lab's socket.
+    #[error("a QUIC endpoint in the network lab")]
+    LabEndpoint(#[source] std::io::Error),
+    /// The connection could not even start (a bad address or server name).
+    #[error("connecting to the relay")]
+    Connect(#[source] quinn::ConnectError),
+    /// The relay's address is no URL's host and port.
+    #[error("relay address {addr}")]
+    RelayAddress {
+        /// The address the gateway gave.
+        addr: String,
+        /// Why.
+        #[source]
+        source: url::ParseError,
+    },
+    /// The session stream failed.
+    #[error(transparent)]
+    Session(#[from] quic::SessionError),
+    /// The relay answered the join with another message than `Init`.
+    #[error("the relay answered the join with something else")]
+    UnexpectedAnswer,
+    /// The media could not be written out.
+    #[error("writing the output")]
+    Output(#[source] std::io::Error),
+    /// The delay histogram could not be made.
+    #[error("latency histogram")]
+    Histogram(#[source] hdrhistogram::CreationError),
+}
+
+impl Error {
+    /// The outcome this error carries, if it is one.
+    pub fn exit(&self) -> Option<&Exit> {
+        match self {
+            Error::Exit(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The exit code this error ends the CLI with.
+    pub fn code(&self) -> i32 {
+        self.exit().map_or(exit::FAILURE, |e| e.code)
+    }
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Asks the gateway for a relay. Maps 404 to exit 4, and 503 (no room) and 429 (too many
 /// joins from this address) to exit 3.
@@ -45,10 +145,13 @@ pub async fn join(http: &reqwest::Client, gateway: &str, stream: &str) -> Result
         .timeout(Duration::from_secs(5))
         .send()
         .await
-        .with_context(|| format!("asking the viewer gateway at {gateway}"))?;
+        .map_err(|source| Error::Gateway {
+            gateway: gateway.to_string(),
+            source,
+        })?;
     let status = resp.status();
     if status.is_success() {
-        return resp.json().await.context("reading the gateway's answer");
+        return resp.json().await.map_err(Error::GatewayAnswer);
     }
     let problem = resp
         .json::<api::Problem>()
@@ -88,11 +191,11 @@ fn urlencode(s: &str) -> String {
 
 fn unhex(s: &str) -> Result<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
-        anyhow::bail!("ticket is not hex");
+        return Err(Error::TicketNotHex(None));
     }
     (0..s.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).context("ticket is not hex"))
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|e| Error::TicketNotHex(Some(e))))
         .collect()
 }
 
@@ -189,12 +292,16 @@ pub enum Transport {
     /// behind a network that blocks UDP does: `wss://` when the gateway is reached over
     /// https, `ws://` otherwise.
     WebSocket,
+    /// QUIC with ALPN `ghost-view/1`, every group on the session stream in the WebSocket
+    /// carrier's framing ([`Delivery::OneStream`]): a benchmark's control case, TCP's
+    /// head-of-line blocking with QUIC's loss recovery.
+    QuicOneStream,
 }
 
 impl Transport {
     fn alpn(self) -> &'static [u8] {
         match self {
-            Transport::Native => quic::ALPN_VIEW,
+            Transport::Native | Transport::QuicOneStream => quic::ALPN_VIEW,
             Transport::WebTransport => quic::ALPN_H3,
             Transport::WebSocket => b"http/1.1",
         }
@@ -229,8 +336,12 @@ async fn websocket(
     let _ = tcp.set_nodelay(true);
     if gateway.starts_with("https://") {
         let config = identity::pinned_client_config(&assignment.cert_sha256, b"http/1.1")?;
-        let name = rustls_pki_types::ServerName::try_from(assignment.server_name.clone())
-            .with_context(|| format!("server name {:?}", assignment.server_name))?;
+        let name = rustls_pki_types::ServerName::try_from(assignment.server_name.clone()).map_err(
+            |source| Error::ServerName {
+                name: assignment.server_name.clone(),
+                source,
+            },
+        )?;
         let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
             .connect(name, tcp)
             .await
@@ -261,17 +372,17 @@ pub fn endpoint_in(
 ) -> Result<quinn::Endpoint> {
     let socket = lab
         .run(lab_udp_socket)
-        .context("entering the network lab")?
-        .context("making a UDP socket in the network lab")?;
+        .map_err(Error::LabEnter)?
+        .map_err(Error::LabSocket)?;
     let crypto = identity::client_config(ca, transport.alpn())?;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
-        .context("a QUIC client configuration")?;
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(crypto).map_err(Error::QuicConfig)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(quic::transport(Windows::RECEIVER)));
-    let runtime = quinn::default_runtime().context("QUIC needs a tokio runtime")?;
+    let runtime = quinn::default_runtime().ok_or(Error::NoRuntime)?;
     let mut endpoint =
         quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
-            .context("a QUIC endpoint in the network lab")?;
+            .map_err(Error::LabEndpoint)?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
 }
@@ -338,9 +449,10 @@ pub async fn watch_probed(
     let assignment = join(&options.http, &options.gateway, &options.stream).await?;
     let webtransport = match options.transport {
         Transport::WebSocket => {
-            let session = websocket(&options.gateway, &assignment, lab.as_deref()).await?;
+            let conn = websocket(&options.gateway, &assignment, lab.as_deref()).await?;
+            let joined = open_and_join(conn, &assignment, Delivery::StreamPerGroup).await?;
             let summary = receive(
-                session,
+                joined,
                 options,
                 assignment,
                 started,
@@ -351,7 +463,7 @@ pub async fn watch_probed(
             .await?;
             return Ok((summary, timing));
         }
-        Transport::Native => false,
+        Transport::Native | Transport::QuicOneStream => false,
         Transport::WebTransport => true,
     };
     let endpoint = match options.endpoint.take() {
@@ -371,7 +483,7 @@ pub async fn watch_probed(
     let addr = quic::resolve(&assignment.relay_addr).await?;
     let conn = endpoint
         .connect(addr, &assignment.server_name)
-        .context("connecting to the relay")?
+        .map_err(Error::Connect)?
         .await
         .map_err(|e| {
             Exit::new(
@@ -379,9 +491,39 @@ pub async fn watch_probed(
                 format!("cannot connect to relay {}: {e}", assignment.relay_addr),
             )
         })?;
-    let summary = if !webtransport {
+    let summary = if options.transport == Transport::QuicOneStream {
+        let Joined { session, .. } =
+            open_and_join(conn.clone(), &assignment, Delivery::OneStream).await?;
+        let carried = transport::one_stream::viewer_side(session).await;
+        // The relay opens the inner session stream with its `Init`; a refusal closes the
+        // QUIC connection, whose code says why.
+        let inner =
+            match tokio::time::timeout(quic::SESSION_TIMEOUT, Session::accept(&carried)).await {
+                Ok(Ok(inner)) => inner,
+                Ok(Err(_)) | Err(_) => {
+                    let closed = conn.close_reason().map(|c| Closed::from(&c));
+                    return Err(refused(closed, &assignment).into());
+                }
+            };
+        let summary = receive(
+            Joined {
+                conn: carried,
+                session: inner,
+            },
+            options,
+            assignment,
+            started,
+            stop,
+            timing.as_mut(),
+            shared_clock,
+        )
+        .await;
+        transport::quic::close(&conn, Code::Normal, "viewer done");
+        summary?
+    } else if !webtransport {
+        let joined = open_and_join(conn, &assignment, Delivery::StreamPerGroup).await?;
         receive(
-            conn,
+            joined,
             options,
             assignment,
             started,
@@ -393,8 +535,13 @@ pub async fn watch_probed(
     } else {
         // Any path will do: the relay serves one thing. The ticket travels in `Join`, as
         // for a native viewer.
-        let url = url::Url::parse(&format!("https://{}/", assignment.relay_addr))
-            .with_context(|| format!("relay address {}", assignment.relay_addr))?;
+        let url =
+            url::Url::parse(&format!("https://{}/", assignment.relay_addr)).map_err(|source| {
+                Error::RelayAddress {
+                    addr: assignment.relay_addr.clone(),
+                    source,
+                }
+            })?;
         let session = tokio::time::timeout(
             quic::SESSION_TIMEOUT,
             web_transport_quinn::Session::connect(conn.clone(), url),
@@ -413,8 +560,9 @@ pub async fn watch_probed(
                 None => Exit::new(exit::LOST, format!("WebTransport session refused: {e}")),
             }
         })?;
+        let joined = open_and_join(session, &assignment, Delivery::StreamPerGroup).await?;
         receive(
-            session,
+            joined,
             options,
             assignment,
             started,
@@ -427,9 +575,33 @@ pub async fn watch_probed(
     Ok((summary, timing))
 }
 
-/// Receives the stream on `conn` once connected: join, then groups until the end.
-async fn receive<P: Peer>(
+/// A connection whose session stream carried the join: groups come on the one, messages on
+/// the other.
+struct Joined<P: Peer> {
     conn: P,
+    session: Session<P>,
+}
+
+/// Opens the session stream on `conn` and sends the join, asking for `delivery`.
+async fn open_and_join<P: Peer>(
+    conn: P,
+    assignment: &Join,
+    delivery: Delivery,
+) -> Result<Joined<P>> {
+    let mut session = Session::open(&conn).await?;
+    session
+        .send(&Message::Join {
+            stream_id: assignment.stream_id.clone(),
+            ticket: unhex(&assignment.ticket)?.into(),
+            delivery,
+        })
+        .await?;
+    Ok(Joined { conn, session })
+}
+
+/// Receives the stream once joined: groups until the end.
+async fn receive<P: Peer>(
+    joined: Joined<P>,
     mut options: Options,
     assignment: Join,
     started: tokio::time::Instant,
@@ -437,13 +609,7 @@ async fn receive<P: Peer>(
     mut timing: Option<&mut Timing>,
     shared_clock: bool,
 ) -> Result<WatchSummary> {
-    let mut session = Session::open(&conn).await?;
-    session
-        .send(&Message::Join {
-            stream_id: assignment.stream_id.clone(),
-            ticket: unhex(&assignment.ticket)?.into(),
-        })
-        .await?;
+    let Joined { conn, mut session } = joined;
     let mut summary = WatchSummary {
         stream_id: assignment.stream_id.clone(),
         relay_id: assignment.relay_id.clone(),
@@ -471,7 +637,7 @@ async fn receive<P: Peer>(
     let joined_us = viewer_now();
     let init = match tokio::time::timeout(quic::SESSION_TIMEOUT, session.recv()).await {
         Ok(Ok(Some(Message::Init { init, .. }))) => init,
-        Ok(Ok(_)) => anyhow::bail!("the relay answered the join with something else"),
+        Ok(Ok(_)) => return Err(Error::UnexpectedAnswer),
         Ok(Err(_)) | Err(_) => {
             let closed = conn.close_reason().map(|c| Closed::from(&c));
             return Err(refused(closed, &assignment).into());
@@ -481,14 +647,14 @@ async fn receive<P: Peer>(
     if let Some(out) = output.as_mut()
         && !init.is_empty()
     {
-        out.write_all(&init).await.context("writing the output")?;
+        out.write_all(&init).await.map_err(Error::Output)?;
     }
     // The codec setup the stream has now: the init segment written, or the newest inline one.
     let mut setup = init;
 
     let (tx, mut rx) = mpsc::channel::<Event>(64);
     let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
-        .context("latency histogram")?;
+        .map_err(Error::Histogram)?;
     let mut pending: BTreeMap<u64, (std::collections::VecDeque<Frame>, Option<bool>)> =
         BTreeMap::new();
     let mut current: Option<u64> = None;
@@ -542,7 +708,7 @@ async fn receive<P: Peer>(
                         }
                         None => &payload[..],
                     };
-                    out.write_all(media).await.context("writing the output")?;
+                    out.write_all(media).await.map_err(Error::Output)?;
                 }
             }
             match *done {
@@ -705,7 +871,7 @@ async fn receive<P: Peer>(
     }
     readers.abort_all();
     if let Some(out) = output.as_mut() {
-        out.flush().await.context("writing the output")?;
+        out.flush().await.map_err(Error::Output)?;
     }
     transport::quic::close(&conn, Code::Normal, "viewer done");
     summary.latency_ms = Latency {

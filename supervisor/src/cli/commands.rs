@@ -290,7 +290,7 @@ pub(super) async fn watch_cmd(state: &StateDir, ca: PathBuf, args: WatchArgs) ->
         Err(e) => {
             if args.json {
                 use api::client::FailureReason;
-                let end_reason = match exit::code_of(&e) {
+                let end_reason = match e.code() {
                     exit::REJECTED => FailureReason::Rejected,
                     exit::NOT_FOUND => FailureReason::NotFound,
                     exit::LOST => FailureReason::RelayLost,
@@ -298,7 +298,7 @@ pub(super) async fn watch_cmd(state: &StateDir, ca: PathBuf, args: WatchArgs) ->
                 };
                 let line = serde_json::to_string(&api::client::WatchFailure {
                     end_reason,
-                    error: format!("{e:#}"),
+                    error: server::telemetry::Chain(&e).to_string(),
                     frames: 0,
                 })?;
                 if to_stdout {
@@ -307,7 +307,7 @@ pub(super) async fn watch_cmd(state: &StateDir, ca: PathBuf, args: WatchArgs) ->
                     out!("{line}");
                 }
             }
-            return Err(e);
+            return Err(e.into());
         }
     };
     let line = serde_json::to_string(&summary)?;

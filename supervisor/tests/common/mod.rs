@@ -176,7 +176,7 @@ impl Stack {
         group: u32,
         duration: Option<Duration>,
         stop: CancellationToken,
-    ) -> (String, JoinHandle<anyhow::Result<publish::Report>>) {
+    ) -> (String, JoinHandle<Result<publish::Report, publish::Error>>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let options = publish::Options {
             ingest: self.file.ingest_addr.clone(),
@@ -210,7 +210,7 @@ impl Stack {
         duration: Option<Duration>,
         read_delay: Option<Duration>,
         stop: CancellationToken,
-    ) -> JoinHandle<anyhow::Result<api::client::WatchSummary>> {
+    ) -> JoinHandle<Result<api::client::WatchSummary, watch::Error>> {
         self.watch_on(watch::Transport::Native, stream, duration, read_delay, stop)
     }
 
@@ -222,7 +222,7 @@ impl Stack {
         duration: Option<Duration>,
         read_delay: Option<Duration>,
         stop: CancellationToken,
-    ) -> JoinHandle<anyhow::Result<api::client::WatchSummary>> {
+    ) -> JoinHandle<Result<api::client::WatchSummary, watch::Error>> {
         let options = watch::Options {
             gateway: self.file.gateway_url.clone(),
             stream: stream.to_string(),
@@ -730,11 +730,23 @@ pub async fn join_until_closed<P: transport::peer::Peer>(
     ticket: Vec<u8>,
     within: Duration,
 ) -> transport::quic::Closed {
+    join_asking_until_closed(conn, stream, ticket, wire::Delivery::StreamPerGroup, within).await
+}
+
+/// As [`join_until_closed`], the join asking for `delivery`.
+pub async fn join_asking_until_closed<P: transport::peer::Peer>(
+    conn: &P,
+    stream: &str,
+    ticket: Vec<u8>,
+    delivery: wire::Delivery,
+    within: Duration,
+) -> transport::quic::Closed {
     if let Ok(mut messages) = transport::quic::Session::open(conn).await {
         let _ = messages
             .send(&wire::Message::Join {
                 stream_id: stream.to_string(),
                 ticket: ticket.into(),
+                delivery,
             })
             .await;
     }

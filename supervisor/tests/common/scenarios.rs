@@ -198,7 +198,7 @@ pub async fn spike(stack: &Stack) {
                 let asked = Instant::now();
                 match clients::watch::watch(options, stop.clone()).await {
                     Ok(s) => return (refused_at, s, asked),
-                    Err(e) if exit::code_of(&e) == exit::REJECTED => {
+                    Err(e) if e.code() == exit::REJECTED => {
                         refused_at.get_or_insert((Instant::now(), ms(asked.elapsed())));
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
