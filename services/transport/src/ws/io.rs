@@ -93,11 +93,11 @@ where
             notified.await;
         }
         if shared.closed.is_cancelled() {
-            return;
+            return linger(source).await;
         }
         let next = tokio::select! {
             next = tokio::time::timeout(idle, source.next()) => next,
-            () = shared.closed.cancelled() => return,
+            () = shared.closed.cancelled() => return linger(source).await,
         };
         match next {
             Err(_) => break ConnectionError::TimedOut,
@@ -126,6 +126,24 @@ where
         }
     };
     shared.end(error);
+    linger(source).await;
+}
+
+/// How long a connection closed on this side still reads what its peer sends.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// After this side has closed: reads and drops what the peer still sends until it closes
+/// too ([`LINGER`] at most), while the writer sends the CLOSE frame. A socket dropped with
+/// unread bytes makes the kernel answer with a reset, and a reset can destroy the CLOSE
+/// frame (the reason a viewer was refused) before the peer reads it.
+async fn linger<S>(mut source: Source<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Some(Ok(_)) = source.next().await {}
+    })
+    .await;
 }
 
 fn lost(error: &tungstenite::Error) -> ConnectionError {
