@@ -7,7 +7,7 @@ pub use clients::exit::{Exit, FAILURE, LOST, NOT_FOUND, OK, REJECTED, USAGE};
 
 /// The exit code for an error: [`USAGE`] for a certificate the operator named that cannot be
 /// used, else that of the first error in its chain that carries one
-/// ([`clients::exit::code_in`]), else [`FAILURE`].
+/// ([`clients::exit_code_in`]), else [`FAILURE`].
 pub fn code_of(error: &anyhow::Error) -> i32 {
     if error
         .chain()
@@ -18,7 +18,7 @@ pub fn code_of(error: &anyhow::Error) -> i32 {
     } else {
         error
             .chain()
-            .find_map(clients::exit::code_in)
+            .find_map(clients::exit_code_in)
             .unwrap_or(FAILURE)
     }
 }

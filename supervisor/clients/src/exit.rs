@@ -34,23 +34,3 @@ impl Exit {
         }
     }
 }
-
-/// The exit code `error` itself carries, if any: an [`Exit`]'s, or that of the [`Exit`] in a
-/// client's error. Callers look along an error's chain of causes for the first one that
-/// carries a code; none means [`FAILURE`].
-pub fn code_in(error: &(dyn std::error::Error + 'static)) -> Option<i32> {
-    let exit = if let Some(e) = error.downcast_ref::<Exit>() {
-        Some(e)
-    } else if let Some(e) = error.downcast_ref::<crate::watch::Error>() {
-        e.exit()
-    } else if let Some(e) = error.downcast_ref::<crate::publish::Error>() {
-        e.exit()
-    } else if let Some(e) = error.downcast_ref::<crate::bench::Error>() {
-        e.exit()
-    } else if let Some(e) = error.downcast_ref::<crate::lab::Error>() {
-        e.exit()
-    } else {
-        None
-    };
-    exit.map(|e| e.code)
-}
