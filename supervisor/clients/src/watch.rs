@@ -35,100 +35,14 @@ use wire::{Code, Delivery, Frame, GroupDecoder, GroupEvent, Message, Reset};
 use crate::exit::{self, Exit};
 use crate::timing::Timing;
 
-/// Why watching failed.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// An outcome with an exit code of its own: refused, lost, no such stream.
-    #[error(transparent)]
-    Exit(#[from] Exit),
-    /// The viewer gateway could not be reached.
-    #[error("asking the viewer gateway at {gateway}")]
-    Gateway {
-        /// The gateway's URL.
-        gateway: String,
-        /// The HTTP client's error.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// The gateway's answer is not a join.
-    #[error("reading the gateway's answer")]
-    GatewayAnswer(#[source] reqwest::Error),
-    /// The join ticket the gateway gave is not hex.
-    #[error("ticket is not hex")]
-    TicketNotHex(#[source] Option<std::num::ParseIntError>),
-    /// The relay's address does not resolve.
-    #[error(transparent)]
-    Resolve(#[from] quic::ResolveError),
-    /// The TLS configuration could not be built (CA file, pinned hash).
-    #[error(transparent)]
-    Identity(#[from] identity::Error),
-    /// The relay's server name is not one TLS takes.
-    #[error("server name {name:?}")]
-    ServerName {
-        /// The name the gateway gave.
-        name: String,
-        /// Why it is not one.
-        #[source]
-        source: rustls_pki_types::InvalidDnsNameError,
-    },
-    /// A QUIC endpoint could not be set up.
-    #[error(transparent)]
-    Endpoint(#[from] quic::EndpointError),
-    /// The network lab could not be entered.
-    #[error("entering the network lab")]
-    LabEnter(#[source] netlab::Error),
-    /// No UDP socket could be made in the network lab.
-    #[error("making a UDP socket in the network lab")]
-    LabSocket(#[source] std::io::Error),
-    /// The TLS configuration has no cipher suite QUIC can use.
-    #[error("a QUIC client configuration")]
-    QuicConfig(#[source] quinn::crypto::rustls::NoInitialCipherSuite),
-    /// Called outside a tokio runtime.
-    #[error("QUIC needs a tokio runtime")]
-    NoRuntime,
-    /// quinn could not start on the lab's socket.
-    #[error("a QUIC endpoint in the network lab")]
-    LabEndpoint(#[source] std::io::Error),
-    /// The connection could not even start (a bad address or server name).
-    #[error("connecting to the relay")]
-    Connect(#[source] quinn::ConnectError),
-    /// The relay's address is no URL's host and port.
-    #[error("relay address {addr}")]
-    RelayAddress {
-        /// The address the gateway gave.
-        addr: String,
-        /// Why.
-        #[source]
-        source: url::ParseError,
-    },
-    /// The session stream failed.
-    #[error(transparent)]
-    Session(#[from] quic::SessionError),
-    /// The relay answered the join with another message than `Init`.
-    #[error("the relay answered the join with something else")]
-    UnexpectedAnswer,
-    /// The media could not be written out.
-    #[error("writing the output")]
-    Output(#[source] std::io::Error),
-    /// The delay histogram could not be made.
-    #[error("latency histogram")]
-    Histogram(#[source] hdrhistogram::CreationError),
-}
+mod error;
+mod init;
+mod offset;
 
-impl Error {
-    /// The outcome this error carries, if it is one.
-    pub fn exit(&self) -> Option<&Exit> {
-        match self {
-            Error::Exit(e) => Some(e),
-            _ => None,
-        }
-    }
-
-    /// The exit code this error ends the CLI with.
-    pub fn code(&self) -> i32 {
-        self.exit().map_or(exit::FAILURE, |e| e.code)
-    }
-}
+pub use error::Error;
+use init::split_inline_init;
+pub use offset::ClockOffset;
+use offset::ping_after;
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -236,48 +150,6 @@ pub struct Options {
     /// Microseconds added to this machine's clock: a viewer whose clock is off, on purpose
     /// (tests). The relay's clock, asked by `Ping`, corrects it back.
     pub clock_skew_us: i64,
-}
-
-/// How often the relay's clock is asked: three times in the first second, for an estimate
-/// as soon as the picture starts, then now and then to follow a clock that drifts.
-fn ping_after(sent: u32) -> Duration {
-    if sent < 3 {
-        Duration::from_millis(300)
-    } else {
-        Duration::from_secs(10)
-    }
-}
-
-/// The viewer's clock against the relay's, from `Ping`/`Pong` exchanges: the offset of the
-/// exchange with the shortest round trip, whose one-way times are closest to its half.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ClockOffset {
-    best: Option<(u64, i64)>,
-}
-
-impl ClockOffset {
-    /// One answer: the ping left at `sent_us` and came back at `received_us` (viewer's
-    /// clock) carrying the relay's `relay_us`.
-    pub fn sample(&mut self, sent_us: u64, relay_us: u64, received_us: u64) {
-        let Some(rtt) = received_us.checked_sub(sent_us) else {
-            return;
-        };
-        let midpoint = i128::from(sent_us) + i128::from(rtt / 2);
-        let offset = i64::try_from(i128::from(relay_us) - midpoint).unwrap_or(0);
-        if self.best.is_none_or(|(best, _)| rtt <= best) {
-            self.best = Some((rtt, offset));
-        }
-    }
-
-    /// Microseconds to add to the viewer's clock to read the relay's; 0 before any answer.
-    pub fn us(&self) -> i64 {
-        self.best.map_or(0, |(_, offset)| offset)
-    }
-
-    /// The estimate, if any answer came.
-    pub fn ms(&self) -> Option<f64> {
-        self.best.map(|(_, offset)| offset as f64 / 1e3)
-    }
 }
 
 /// How a viewer reaches its relay.
@@ -880,48 +752,6 @@ async fn receive<P: Peer>(
         max: hist.max() as f64 / 1e3,
     };
     Ok(summary)
-}
-
-/// Splits an init segment carried inline (ftyp, then moov) off the front of a frame's
-/// payload: `(init, fragment)`. `None` when the payload does not start with ftyp, or when its
-/// top-level boxes up to the moov are not whole and well formed: the payload is then taken
-/// as the usual moof+mdat.
-fn split_inline_init(payload: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (kind, mut at) = top_level_box(payload, 0)?;
-    if &kind != b"ftyp" {
-        return None;
-    }
-    // Every box is at least a header long, so `at` grows on each turn.
-    loop {
-        let (kind, end) = top_level_box(payload, at)?;
-        match &kind {
-            b"moov" => return Some(payload.split_at(end)),
-            b"moof" | b"mdat" => return None,
-            _ => at = end,
-        }
-    }
-}
-
-/// The type of the box starting at `at` in `data`, and where it ends, when its header is
-/// whole and the box fits in `data`. Size 1 means a 64-bit size follows the type; size 0, a
-/// box running to the end.
-fn top_level_box(data: &[u8], at: usize) -> Option<([u8; 4], usize)> {
-    let header = data.get(at..at.checked_add(8)?)?;
-    let (size, kind) = header.split_at(4);
-    let kind: [u8; 4] = kind.try_into().ok()?;
-    let (size, header_len) = match u32::from_be_bytes(size.try_into().ok()?) {
-        1 => {
-            let large = data.get(at.checked_add(8)?..at.checked_add(16)?)?;
-            (u64::from_be_bytes(large.try_into().ok()?), 16)
-        }
-        0 => ((data.len() - at) as u64, 8),
-        small => (u64::from(small), 8),
-    };
-    if size < header_len {
-        return None;
-    }
-    let end = at.checked_add(usize::try_from(size).ok()?)?;
-    (end <= data.len()).then_some((kind, end))
 }
 
 fn reason_for(closed: &Closed) -> EndReason {
