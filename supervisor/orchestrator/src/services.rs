@@ -395,6 +395,9 @@ pub enum Error {
         role: Role,
         /// What the site gave.
         addr: String,
+        /// Why it is not one.
+        #[source]
+        source: std::net::AddrParseError,
     },
     /// The flags could not be rendered.
     #[error("rendering the flags: {0}")]
@@ -520,11 +523,15 @@ impl At<'_> {
             return Ok(None);
         };
         let addr = self.site.bind(self.spec, listen);
-        addr.parse().map(Some).map_err(|_| Error::Address {
-            kind: self.spec.kind,
-            role,
-            addr,
-        })
+        match addr.parse() {
+            Ok(parsed) => Ok(Some(parsed)),
+            Err(source) => Err(Error::Address {
+                kind: self.spec.kind,
+                role,
+                addr,
+                source,
+            }),
+        }
     }
 
     fn bind(&self, role: Role) -> Result<SocketAddr, Error> {
