@@ -682,15 +682,19 @@ pub async fn idle_flood(
 ) -> (usize, usize) {
     let (mut opened, mut closed) = (0usize, 0usize);
     let mut open: Vec<tokio::net::TcpStream> = Vec::new();
-    while !stop.is_cancelled() && opened < 30_000 {
+    // Counts and forgets the connections the server has closed: end of stream, or any error
+    // but "nothing to read yet".
+    let sweep = |open: &mut Vec<tokio::net::TcpStream>| {
         let mut byte = [0u8; 1];
         let before = open.len();
-        // Closed by the server: end of stream, or any error but "nothing to read yet".
         open.retain(|s| match s.try_read(&mut byte) {
             Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
             Ok(n) => n > 0,
         });
-        closed += before - open.len();
+        before - open.len()
+    };
+    while !stop.is_cancelled() && opened < 30_000 {
+        closed += sweep(&mut open);
         for _ in 0..500.min(keep.saturating_sub(open.len())) {
             let socket = tokio::net::TcpSocket::new_v4().expect("socket");
             socket
@@ -705,6 +709,10 @@ pub async fn idle_flood(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The last batch, opened just before the stop, is counted too once the server has had
+    // a moment to answer it: on a busy machine the loop turns only a few times.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    closed += sweep(&mut open);
     (opened, closed)
 }
 
