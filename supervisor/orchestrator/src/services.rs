@@ -4,8 +4,8 @@
 //!
 //! A service's command line is a value of the service's own `Wiring` type (`relay::Wiring`
 //! and so on), the very type the service parses its flags into, built by [`wiring`] and
-//! rendered by `server::flags`: a flag renamed or retyped in a service fails to compile here,
-//! not at run time. What differs between runtimes (loopback addresses and state paths for
+//! rendered by `server::flags`: a flag renamed in a service is rendered under its new name,
+//! and a field renamed, added or retyped fails to compile here, not at run time. What differs between runtimes (loopback addresses and state paths for
 //! processes, service names and mounts inside a container network for Docker) is a [`Site`].
 
 use std::collections::BTreeMap;
