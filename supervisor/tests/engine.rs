@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use api::client::{EndReason, WatchSummary};
 use bollard::query_parameters::{KillContainerOptionsBuilder, UploadToContainerOptionsBuilder};
+use clients::exit::Outcome as _;
 use clients::watch;
 use common::{DOCKER, Stack, containers, docker_available, ms};
 use orchestrator::runtime::docker::{LABEL_STACK, stack_id};

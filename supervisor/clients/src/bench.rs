@@ -11,7 +11,7 @@ use api::client::FanoutReport;
 use server::telemetry::Chain;
 use tokio_util::sync::CancellationToken;
 
-use crate::exit::{self, Exit};
+use crate::exit::{self, Exit, Outcome};
 use crate::timing::Timing;
 use crate::{publish, watch};
 
@@ -55,9 +55,8 @@ pub enum Error {
     Histogram(#[from] hdrhistogram::CreationError),
 }
 
-impl Error {
-    /// The outcome this error carries, if it is one.
-    pub fn exit(&self) -> Option<&Exit> {
+impl Outcome for Error {
+    fn exit(&self) -> Option<&Exit> {
         match self {
             Error::Endpoint(e) => e.exit(),
             _ => None,

@@ -34,3 +34,14 @@ impl Exit {
         }
     }
 }
+
+/// A client's error that may carry an outcome for scripts.
+pub trait Outcome {
+    /// The outcome this error carries, if it is one.
+    fn exit(&self) -> Option<&Exit>;
+
+    /// The exit code this error ends the CLI with: its outcome's, else [`FAILURE`].
+    fn code(&self) -> i32 {
+        self.exit().map_or(FAILURE, |e| e.code)
+    }
+}

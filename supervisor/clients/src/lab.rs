@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bench::{self, Carrier, FanoutArgs, Target};
 use crate::chart;
-use crate::exit::{self, Exit};
+use crate::exit::{self, Exit, Outcome};
 
 /// Why the matrix could not run, or its results not be written.
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +46,8 @@ pub enum Error {
     Chart(#[from] chart::Error),
 }
 
-impl Error {
-    /// The outcome this error carries, if it is one.
-    pub fn exit(&self) -> Option<&Exit> {
+impl Outcome for Error {
+    fn exit(&self) -> Option<&Exit> {
         match self {
             Error::Bench(e) => e.exit(),
             _ => None,

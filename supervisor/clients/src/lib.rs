@@ -12,6 +12,8 @@ pub mod publish;
 pub mod timing;
 pub mod watch;
 
+use exit::Outcome;
+
 /// The exit code `error` itself carries, if any: an [`exit::Exit`]'s, or that of the one in a
 /// client's error. Callers look along an error's chain of causes for the first one that
 /// carries a code; none means [`exit::FAILURE`]. Here, above the clients, so that `exit`

@@ -15,7 +15,7 @@ use transport::quic::{self, Closed, Session, Windows};
 use transport::track::{GroupWriter, Track, TrackInfo};
 use wire::{Code, Frame, Message};
 
-use crate::exit::{self, Exit};
+use crate::exit::{self, Exit, Outcome};
 
 /// Why publishing failed.
 #[derive(Debug, thiserror::Error)]
@@ -73,18 +73,12 @@ pub enum Error {
     Task(#[source] tokio::task::JoinError),
 }
 
-impl Error {
-    /// The outcome this error carries, if it is one.
-    pub fn exit(&self) -> Option<&Exit> {
+impl Outcome for Error {
+    fn exit(&self) -> Option<&Exit> {
         match self {
             Error::Exit(e) => Some(e),
             _ => None,
         }
-    }
-
-    /// The exit code this error ends the CLI with.
-    pub fn code(&self) -> i32 {
-        self.exit().map_or(exit::FAILURE, |e| e.code)
     }
 }
 

@@ -2,6 +2,7 @@
 //! the HTTP calls they make to the supervisor.
 
 use super::*;
+use clients::exit::Outcome as _;
 
 pub(super) async fn get<T: serde::de::DeserializeOwned>(url: &str) -> Result<T> {
     answer(

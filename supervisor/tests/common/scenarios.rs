@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use api::client::EndReason;
 use api::status::{EventKind, Kind};
+use clients::exit::Outcome as _;
 use supervisor::exit;
 use tokio_util::sync::CancellationToken;
 

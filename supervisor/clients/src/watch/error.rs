@@ -2,7 +2,7 @@
 
 use transport::quic;
 
-use crate::exit::{self, Exit};
+use crate::exit::{Exit, Outcome};
 
 /// Why watching failed.
 #[derive(Debug, thiserror::Error)]
@@ -84,17 +84,11 @@ pub enum Error {
     Histogram(#[source] hdrhistogram::CreationError),
 }
 
-impl Error {
-    /// The outcome this error carries, if it is one.
-    pub fn exit(&self) -> Option<&Exit> {
+impl Outcome for Error {
+    fn exit(&self) -> Option<&Exit> {
         match self {
             Error::Exit(e) => Some(e),
             _ => None,
         }
-    }
-
-    /// The exit code this error ends the CLI with.
-    pub fn code(&self) -> i32 {
-        self.exit().map_or(exit::FAILURE, |e| e.code)
     }
 }
