@@ -74,14 +74,6 @@ impl Metrics {
 pub(crate) struct Process;
 
 impl Process {
-    /// User and system CPU seconds of every thread so far.
-    fn cpu_seconds() -> Option<f64> {
-        use nix::sys::resource::{UsageWho, getrusage};
-        let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
-        let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-        Some(seconds(usage.user_time()) + seconds(usage.system_time()))
-    }
-
     /// Resident memory now, bytes (getrusage has only the peak).
     fn resident_bytes() -> Option<u64> {
         let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
@@ -97,7 +89,7 @@ impl Process {
 
 impl Collector for Process {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        if let Some(seconds) = Process::cpu_seconds() {
+        if let Some(seconds) = server::process::cpu_seconds() {
             let cpu = ConstCounter::new(seconds);
             cpu.encode(encoder.encode_descriptor(
                 "process_cpu",

@@ -20,6 +20,7 @@ pub mod clock;
 pub mod control;
 pub mod flags;
 pub mod ops;
+pub mod process;
 pub mod ready;
 pub mod shutdown;
 pub mod telemetry;

@@ -308,11 +308,7 @@ pub struct Target {
 
 /// CPU time this process has used so far, seconds (the bench's own cost).
 fn own_cpu_s() -> f64 {
-    use nix::sys::resource::{UsageWho, getrusage};
-    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
-        let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
-        seconds(u.user_time()) + seconds(u.system_time())
-    })
+    server::process::cpu_seconds().unwrap_or(0.0)
 }
 
 /// Runs the fan-out benchmark.
